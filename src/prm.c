@@ -1,0 +1,463 @@
+/*-------------------------------------------------------------------------
+ *
+ * prm.c
+ *	  Module entry point, settings and the helpers every capability shares:
+ *	  argument checks, the tenancy check, prepared SPI statements and events.
+ *
+ * Tenancy: prm's functions are SECURITY DEFINER, so they see every row.  Each
+ * one therefore calls PrmRequireOrgAccess() before touching an organization's
+ * rows.  The check is made for the *outer* user (GetOuterUserId), i.e. the role
+ * that called the function, and it passes when that role is a superuser, has
+ * the privileges of the extension's owner, or has been given a level on the
+ * organization through prm.grant_access (table prm.org_access).
+ *
+ * Events: PrmEmitEvent writes a row to prm.event and wakes listeners of the
+ * "prm_event" channel.  PrmNotifyOnce sends at most one NOTIFY per transaction
+ * and channel, whatever the number of state changes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgtime.h"
+#include "utils/builtins.h"
+#include "utils/formatting.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+
+#include "prm.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *prm_default_region = NULL;
+
+/* channels notified in the current transaction (reset at transaction end) */
+static List *notified_channels = NIL;
+static bool xact_callback_registered = false;
+
+static void PrmXactCallback(XactEvent event, void *arg);
+
+/* Module load: define the settings every backend needs, then the worker's. */
+void
+_PG_init(void)
+{
+	if (IsBinaryUpgrade)
+		return;
+
+	DefineCustomStringVariable("prm.default_region",
+							   "Region (ISO 3166 alpha-2) used to read national phone numbers.",
+							   "An organization's setting phone_region overrides it.",
+							   &prm_default_region,
+							   "US",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+
+}
+
+/* Raise 22004 when argument argno is NULL. */
+void
+PrmArgNotNull(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" must not be NULL", name)));
+}
+
+/* Reject a text longer than maxlen characters. */
+void
+PrmCheckTextLength(const char *value, const char *name, int maxlen)
+{
+	int			len = pg_mbstrlen(value);
+
+	if (len > maxlen)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long", name),
+				 errdetail("It has %d characters; at most %d are accepted.",
+						   len, maxlen)));
+}
+
+/* A required, non-blank text argument of at most maxlen characters. */
+char *
+PrmTextArg(FunctionCallInfo fcinfo, int argno, const char *name, int maxlen)
+{
+	char	   *value;
+	const char *p;
+
+	PrmArgNotNull(fcinfo, argno, name);
+	value = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	PrmCheckTextLength(value, name, maxlen);
+	for (p = value; *p; p++)
+		if (!isspace((unsigned char) *p))
+			return value;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s must not be empty", name)));
+	return NULL;				/* keep compiler quiet */
+}
+
+/* An optional text argument: NULL stays NULL, blank becomes NULL. */
+char *
+PrmTextArgOrNull(FunctionCallInfo fcinfo, int argno, const char *name,
+				 int maxlen)
+{
+	char	   *value;
+	const char *p;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	value = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	PrmCheckTextLength(value, name, maxlen);
+	for (p = value; *p; p++)
+		if (!isspace((unsigned char) *p))
+			return value;
+	return NULL;
+}
+
+/* one entry of the time zone name cache: lower-cased name -> IANA name */
+typedef struct TzNameEntry
+{
+	char		key[TZ_STRLEN_MAX + 1];
+	char		name[TZ_STRLEN_MAX + 1];
+} TzNameEntry;
+
+static HTAB *tz_names = NULL;
+
+/* Load the names of pg_timezone_names once per backend. */
+static void
+PrmLoadTimezoneNames(void)
+{
+	HASHCTL		ctl;
+	HTAB	   *names;
+	uint64		i;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = TZ_STRLEN_MAX + 1;
+	ctl.entrysize = sizeof(TzNameEntry);
+	ctl.hcxt = TopMemoryContext;
+	names = hash_create("prm time zone names", 1024, &ctl,
+						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	PrmSpiConnect();
+	if (SPI_execute("SELECT name FROM pg_catalog.pg_timezone_names", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_timezone_names");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = PrmGetText(i, 1);
+		char	   *key;
+		TzNameEntry *entry;
+
+		if (strlen(name) > TZ_STRLEN_MAX)
+			continue;
+		key = asc_tolower(name, strlen(name));
+		entry = hash_search(names, key, HASH_ENTER, NULL);
+		strlcpy(entry->name, name, sizeof(entry->name));
+	}
+	PrmSpiFinish();
+	tz_names = names;
+}
+
+/*
+ * Check that tzname is an IANA time zone name PostgreSQL knows, in any
+ * letter case; return its proper spelling.  POSIX rules such as "FOO5",
+ * which SET TIME ZONE would also accept, are refused.
+ */
+char *
+PrmValidateTimezone(const char *tzname)
+{
+	TzNameEntry *entry = NULL;
+
+	PrmCheckTextLength(tzname, "time zone", 64);
+	if (tz_names == NULL)
+		PrmLoadTimezoneNames();
+	if (strlen(tzname) <= TZ_STRLEN_MAX)
+		entry = hash_search(tz_names, asc_tolower(tzname, strlen(tzname)),
+							HASH_FIND, NULL);
+	if (entry == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("time zone \"%s\" is not recognized", tzname),
+				 errhint("Use an IANA time zone name such as \"Europe/Berlin\" or \"UTC\"; see pg_timezone_names.")));
+	return pstrdup(entry->name);
+}
+
+/* Access levels by name, in the order of PrmAccessLevel. */
+static const char *const level_names[] = {
+	"sender", "webhook", "readonly", "staff", "admin"
+};
+
+/* Parse an access level name, raising 22023 for an unknown one. */
+PrmAccessLevel
+PrmParseLevel(const char *level)
+{
+	int			i;
+
+	for (i = 0; i < (int) lengthof(level_names); i++)
+		if (strcmp(level, level_names[i]) == 0)
+			return (PrmAccessLevel) i;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("access level \"%s\" is not recognized", level),
+			 errhint("Use one of admin, staff, readonly, webhook, sender.")));
+	return PRM_LEVEL_READONLY;	/* keep compiler quiet */
+}
+
+/* The name of an access level. */
+const char *
+PrmLevelName(PrmAccessLevel level)
+{
+	Assert(level >= 0 && level < lengthof(level_names));
+	return level_names[level];
+}
+
+/*
+ * Does a granted level allow an action that needs the required level?
+ * readonly < staff < admin; staff and admin may also do what webhook and
+ * sender roles do, but webhook and sender roles may do nothing else.
+ */
+static bool
+PrmLevelSatisfies(PrmAccessLevel granted, PrmAccessLevel required)
+{
+	if (granted == required)
+		return true;
+	if (granted == PRM_LEVEL_SENDER || granted == PRM_LEVEL_WEBHOOK)
+		return false;
+	if (required == PRM_LEVEL_SENDER || required == PRM_LEVEL_WEBHOOK)
+		return granted >= PRM_LEVEL_STAFF;
+	return granted >= required;
+}
+
+/* Is the calling role a superuser or a member of the extension's owner? */
+bool
+PrmCallerIsPrivileged(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+	bool		isnull;
+
+	if (superuser_arg(GetOuterUserId()))
+		return true;
+	PrmPrepare(&plan,
+			   "SELECT pg_catalog.pg_has_role($1, e.extowner, 'USAGE')"
+			   "  FROM pg_catalog.pg_extension e WHERE e.extname = 'prm'",
+			   1, (Oid[]) {OIDOID});
+	values[0] = ObjectIdGetDatum(GetOuterUserId());
+	if (PrmExecute(plan, values, NULL, true, 1) != 1)
+		return false;
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull)) &&
+		!isnull;
+}
+
+/*
+ * Raise unless the calling role may act on organization org_id at the given
+ * level.  A role without access learns nothing about whether the
+ * organization exists: it gets 42501 either way.  Must run inside SPI.
+ */
+void
+PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level)
+{
+	static SPIPlanPtr exists_plan = NULL;
+	static SPIPlanPtr level_plan = NULL;
+	Datum		values[2];
+	uint64		i;
+
+	if (PrmCallerIsPrivileged())
+	{
+		PrmPrepare(&exists_plan,
+				   "SELECT 1 FROM prm.organization o WHERE o.id = $1",
+				   1, (Oid[]) {INT8OID});
+		values[0] = Int64GetDatum(org_id);
+		if (PrmExecute(exists_plan, values, NULL, true, 1) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("organization %lld does not exist",
+							(long long) org_id)));
+		return;
+	}
+
+	PrmPrepare(&level_plan,
+			   "SELECT a.level FROM prm.org_access a"
+			   " WHERE a.org_id = $1"
+			   "   AND pg_catalog.pg_has_role($2, a.role_id, 'USAGE')",
+			   2, (Oid[]) {INT8OID, OIDOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = ObjectIdGetDatum(GetOuterUserId());
+	PrmExecute(level_plan, values, NULL, true, 0);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *granted = SPI_getvalue(SPI_tuptable->vals[i],
+										   SPI_tuptable->tupdesc, 1);
+
+		if (PrmLevelSatisfies(PrmParseLevel(granted), level))
+			return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for organization %lld",
+					(long long) org_id),
+			 errdetail("This action needs the \"%s\" level on the organization.",
+					   PrmLevelName(level)),
+			 errhint("An administrator of the organization can give it with prm.grant_access().")));
+}
+
+/* Prepare sql once per backend and keep the plan. */
+SPIPlanPtr
+PrmPrepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	if (*cache != NULL)
+		return *cache;
+	plan = SPI_prepare(sql, nargs, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	*cache = plan;
+	return plan;
+}
+
+/* Run a prepared plan; return the number of rows processed. */
+int
+PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
+		   long count)
+{
+	int			rc;
+
+	/*
+	 * Reads inside prm's volatile functions must see the function's own
+	 * earlier writes, so statements always run with a fresh snapshot.
+	 */
+	(void) read_only;
+	rc = SPI_execute_plan(plan, values, nulls, false, count);
+
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
+/* Column col (1-based) of result row as int64. */
+int64
+PrmGetInt64(int row, int col, bool *isnull)
+{
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row],
+								  SPI_tuptable->tupdesc, col, isnull);
+
+	return *isnull ? 0 : DatumGetInt64(d);
+}
+
+/* Column col (1-based) of result row as a palloc'd C string, or NULL. */
+char *
+PrmGetText(int row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+/* SPI_connect with error checking. */
+void
+PrmSpiConnect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+/* SPI_finish with error checking. */
+void
+PrmSpiFinish(void)
+{
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+}
+
+/* Forget the channels notified once the transaction ends. */
+static void
+PrmXactCallback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* the list lived in TopTransactionContext, which is going away */
+			notified_channels = NIL;
+			break;
+		default:
+			break;
+	}
+}
+
+/* NOTIFY channel, at most once in the current transaction. */
+void
+PrmNotifyOnce(const char *channel)
+{
+	ListCell   *lc;
+	MemoryContext old;
+
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(PrmXactCallback, NULL);
+		xact_callback_registered = true;
+	}
+	foreach(lc, notified_channels)
+		if (strcmp((const char *) lfirst(lc), channel) == 0)
+			return;
+	Async_Notify(channel, NULL);
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	notified_channels = lappend(notified_channels, pstrdup(channel));
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Record a state change in prm.event, with the calling role as actor, and
+ * wake the listeners of "prm_event".  Must run inside SPI.
+ */
+void
+PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
+			 int64 entity_id, const char *payload_json)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	PrmPrepare(&plan,
+			   "INSERT INTO prm.event (org_id, kind, entity, entity_id, payload, actor)"
+			   " VALUES ($1, $2, $3, $4, coalesce($5::pg_catalog.jsonb, '{}'), $6)",
+			   6, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(kind);
+	values[2] = CStringGetTextDatum(entity);
+	values[3] = Int64GetDatum(entity_id);
+	if (payload_json)
+		values[4] = CStringGetTextDatum(payload_json);
+	else
+		nulls[4] = 'n';
+	values[5] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
+	PrmExecute(plan, values, nulls, false, 0);
+	PrmNotifyOnce("prm_event");
+}
+
+/* s as a quoted, escaped JSON string (palloc'd). */
+char *
+PrmJsonString(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, s);
+	return buf.data;
+}
