@@ -3,11 +3,17 @@
 EXTENSION    = prm
 EXTVERSION   = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" prm.control)
 MODULE_big   = prm
-OBJS         = src/prm.o src/settings.o src/phone.o src/access.o src/directory.o
+OBJS         = src/prm.o src/settings.o src/phone.o src/access.o src/directory.o \
+               src/scoring.o src/outbox.o src/fill.o src/jobs.o src/worker.o
 
-# Install script: the pieces in dependency order, shared schema first.
-SQL_PARTS    = src/prm.sql src/directory.sql
-DATA_built   = prm--$(EXTVERSION).sql
+# Install scripts.  Each release adds SQL pieces; the pieces of a release are
+# never edited once it is out.  A version's full script is the pieces of every
+# release up to it, in order (shared schema first); the upgrade script from
+# the previous release is that release's pieces alone.  test/t/002_upgrade.pl
+# proves that both roads lead to the same catalog.
+SQL_0.1.0    = src/prm.sql src/directory.sql
+SQL_0.2.0    = src/scoring.sql src/outbox.sql src/fill.sql src/jobs.sql
+DATA_built   = prm--0.1.0.sql prm--0.2.0.sql prm--0.1.0--0.2.0.sql
 DATA         = $(wildcard src/updates/prm--*.sql)
 
 REGRESS      = directory
@@ -18,7 +24,7 @@ ISOLATION_OPTS = --inputdir=test
 PG_CONFIG   ?= pg_config
 PG_CPPFLAGS  = -Isrc
 PG_CFLAGS    = -Wall -Wextra -Werror -Wno-unused-parameter
-EXTRA_CLEAN  = prm--$(EXTVERSION).sql results regression.diffs regression.out output_iso tmp_check
+EXTRA_CLEAN  = results regression.diffs regression.out output_iso tmp_check
 
 # On a fresh machine the server headers may not be there yet: demo and test
 # install them (test/deps.sh) and then run make again, which finds PGXS.
@@ -27,8 +33,13 @@ ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
 endif
 
-prm--$(EXTVERSION).sql: $(SQL_PARTS) prm.control
-	cat $(SQL_PARTS) > $@
+prm--0.1.0.sql: $(SQL_0.1.0)
+	cat $^ > $@
+prm--0.2.0.sql: $(SQL_0.1.0) $(SQL_0.2.0)
+	cat $^ > $@
+prm--0.1.0--0.2.0.sql: $(SQL_0.2.0)
+	(echo '\echo Use "ALTER EXTENSION prm UPDATE" to load this file. \quit'; \
+	 grep -hv '^\\echo Use "CREATE EXTENSION' $^) > $@
 
 .PHONY: deps demo test bench
 deps:

@@ -349,6 +349,18 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 	values[3] = TimestampTzGetDatum(ends_at);
 	values[4] = Int64GetDatum(id);
 	PrmExecute(slots_plan, values, NULL, false, 0);
+	{
+		uint64		i,
+					n = SPI_processed;
+		int64	   *taken = palloc(sizeof(int64) * (n + 1));
+		bool		isnull;
+
+		for (i = 0; i < n; i++)
+			taken[i] = PrmGetInt64(i, 1, &isnull);
+		for (i = 0; i < n; i++)
+			if (taken[i] != slot_id)
+				PrmSlotTaken(org_id, taken[i]);
+	}
 
 	PrmEmitEvent(org_id, "appointment_booked", "appointment", id,
 				 psprintf("{\"patient_id\": %lld, \"provider_id\": %lld}",
@@ -382,35 +394,26 @@ prm_book_appointment(PG_FUNCTION_ARGS)
 }
 
 /*
- * prm.cancel_appointment(org_id, appointment_id, reason) RETURNS bigint
- *	  Cancel an appointment and return the free slot it leaves.
+ * Cancel an appointment, turn its time into a free slot and start filling
+ * it; return the slot.  Shared by cancel_appointment and the fill engine
+ * (which releases a winner's later appointment).  Must run inside SPI.
  */
-Datum
-prm_cancel_appointment(PG_FUNCTION_ARGS)
+int64
+PrmCancelAppointment(int64 org_id, int64 appointment_id, const char *reason)
 {
 	static SPIPlanPtr cancel_plan = NULL;
 	static SPIPlanPtr slot_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		appointment_id = PRM_GETARG_INT64_NOTNULL(1, "appointment_id");
-	char	   *reason = PrmTextArgOrNull(fcinfo, 2, "reason", 500);
+	static SPIPlanPtr status_plan = NULL;
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	int64		slot_id;
-	char	   *status;
 
-	PrmSpiConnect();
-	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	PrmRequireRow(org_id, PRM_ENTITY_APPOINTMENT, appointment_id, true);
-
 	PrmPrepare(&cancel_plan,
-			   "WITH old AS (SELECT a.status FROM prm.appointment a"
-			   "              WHERE a.org_id = $1 AND a.id = $2)"
 			   "UPDATE prm.appointment a"
 			   "   SET status = 'cancelled', cancelled_at = pg_catalog.now(), cancel_reason = $3"
-			   "  FROM old"
 			   " WHERE a.org_id = $1 AND a.id = $2"
-			   "   AND a.status IN ('proposed', 'pending', 'booked')"
-			   " RETURNING old.status",
+			   "   AND a.status IN ('proposed', 'pending', 'booked')",
 			   3, (Oid[]) {INT8OID, INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(appointment_id);
@@ -420,18 +423,15 @@ prm_cancel_appointment(PG_FUNCTION_ARGS)
 		nulls[2] = 'n';
 	if (PrmExecute(cancel_plan, values, nulls, false, 0) == 0)
 	{
-		static SPIPlanPtr status_plan = NULL;
-
 		PrmPrepare(&status_plan,
 				   "SELECT a.status FROM prm.appointment a WHERE a.org_id = $1 AND a.id = $2",
 				   2, (Oid[]) {INT8OID, INT8OID});
 		PrmExecute(status_plan, values, NULL, true, 1);
-		status = PrmGetText(0, 1);
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("appointment %lld cannot be cancelled", (long long) appointment_id),
 				 errdetail("Its status is \"%s\"; only proposed, pending and booked appointments can be cancelled.",
-						   status)));
+						   PrmGetText(0, 1))));
 	}
 
 	PrmPrepare(&slot_plan,
@@ -444,6 +444,26 @@ prm_cancel_appointment(PG_FUNCTION_ARGS)
 
 	PrmEmitEvent(org_id, "appointment_cancelled", "appointment", appointment_id,
 				 psprintf("{\"slot_id\": %lld}", (long long) slot_id));
+	PrmSlotFreed(org_id, slot_id);
+	return slot_id;
+}
+
+/*
+ * prm.cancel_appointment(org_id, appointment_id, reason) RETURNS bigint
+ *	  Cancel an appointment and return the free slot it leaves; offers for
+ *	  the slot go out in the same transaction.
+ */
+Datum
+prm_cancel_appointment(PG_FUNCTION_ARGS)
+{
+	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64		appointment_id = PRM_GETARG_INT64_NOTNULL(1, "appointment_id");
+	char	   *reason = PrmTextArgOrNull(fcinfo, 2, "reason", 500);
+	int64		slot_id;
+
+	PrmSpiConnect();
+	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
+	slot_id = PrmCancelAppointment(org_id, appointment_id, reason);
 	PrmSpiFinish();
 	PG_RETURN_INT64(slot_id);
 }

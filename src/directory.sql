@@ -56,7 +56,8 @@ CREATE TABLE prm.appointment (
                   CHECK (status IN ('proposed', 'pending', 'booked', 'arrived', 'fulfilled',
                                     'cancelled', 'noshow', 'entered-in-error', 'checked-in',
                                     'waitlist')),
-    slot_id       bigint,
+    slot_id       bigint,         -- the slot it filled; no foreign key, so that
+                                  -- slot -> appointment stays acyclic for pg_dump
     cancelled_at  timestamptz,
     cancel_reason text CHECK (length(cancel_reason) <= 500),
     created_at    timestamptz NOT NULL DEFAULT now(),
@@ -92,9 +93,6 @@ CREATE TABLE prm.slot (
 );
 CREATE INDEX slot_provider_idx ON prm.slot (org_id, provider_id, starts_at) WHERE status = 'free';
 COMMENT ON TABLE prm.slot IS 'Time a provider has free (FHIR Slot.status), made by cancelling an appointment. appointment_id is the cancelled appointment, booked_appointment_id the one that filled it.';
-
-ALTER TABLE prm.appointment
-    ADD FOREIGN KEY (org_id, slot_id) REFERENCES prm.slot (org_id, id);
 
 SELECT pg_catalog.pg_extension_config_dump('prm.location', '');
 SELECT pg_catalog.pg_extension_config_dump('prm.location_id_seq', '');

@@ -65,6 +65,10 @@ static const PhoneRegion phone_regions[] = {
 static const PhoneRegion *PhoneLookupRegion(const char *region);
 static void PhoneInvalid(const char *input, const char *detail);
 
+/* set while PrmTryNormalizePhone runs: report instead of raising */
+static bool phone_soft = false;
+static bool phone_failed = false;
+
 /* The region table entry for an ISO code, case-insensitively; raise if none. */
 static const PhoneRegion *
 PhoneLookupRegion(const char *region)
@@ -85,6 +89,11 @@ PhoneLookupRegion(const char *region)
 static void
 PhoneInvalid(const char *input, const char *detail)
 {
+	if (phone_soft)
+	{
+		phone_failed = true;
+		return;
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("phone number \"%s\" is not valid", input),
@@ -108,7 +117,10 @@ PrmNormalizePhone(const char *input, const char *region)
 	StringInfoData out;
 
 	if (strlen(input) > 40)
-		PhoneInvalid("(too long)", "A phone number has at most 15 digits.");
+		{
+			PhoneInvalid("(too long)", "A phone number has at most 15 digits.");
+			return NULL;
+		}
 
 	for (p = input; *p; p++)
 	{
@@ -123,18 +135,27 @@ PrmNormalizePhone(const char *input, const char *region)
 		else if (*p == '+')
 		{
 			if (plus || ndigits > 0)
-				PhoneInvalid(input, "A '+' may only start the number.");
+				{
+					PhoneInvalid(input, "A '+' may only start the number.");
+					return NULL;
+				}
 			plus = true;
 		}
 		else if (!(*p == ' ' || *p == '-' || *p == '.' || *p == '(' ||
 				   *p == ')' || *p == '/' || *p == '\t'))
-			PhoneInvalid(input, "Only digits, spaces, '+', '-', '.', '/' and parentheses are allowed.");
+			{
+				PhoneInvalid(input, "Only digits, spaces, '+', '-', '.', '/' and parentheses are allowed.");
+				return NULL;
+			}
 	}
 	digits[ndigits] = '\0';
 	Assert(ndigits < (int) sizeof(digits));
 
 	if (ndigits == 0)
-		PhoneInvalid(input, "It has no digits.");
+		{
+			PhoneInvalid(input, "It has no digits.");
+			return NULL;
+		}
 
 	initStringInfo(&out);
 	appendStringInfoChar(&out, '+');
@@ -157,9 +178,15 @@ PrmNormalizePhone(const char *input, const char *region)
 	if (plus)
 	{
 		if (digits[0] == '0')
-			PhoneInvalid(input, "A country calling code never starts with 0.");
+			{
+				PhoneInvalid(input, "A country calling code never starts with 0.");
+				return NULL;
+			}
 		if (ndigits < 8 || ndigits > 15)
-			PhoneInvalid(input, "An international number has 8 to 15 digits.");
+			{
+				PhoneInvalid(input, "An international number has 8 to 15 digits.");
+				return NULL;
+			}
 		appendStringInfoString(&out, digits);
 		return out.data;
 	}
@@ -182,14 +209,44 @@ PrmNormalizePhone(const char *input, const char *region)
 				psprintf("A national number of region %s has %d to %d digits after the trunk prefix.",
 						 r->region, r->min_len, r->max_len);
 
-			PhoneInvalid(input, detail);
+			{
+				PhoneInvalid(input, detail);
+				return NULL;
+			}
 		}
 		appendStringInfoString(&out, r->calling_code);
 		appendStringInfoString(&out, nsn);
 		if (out.len - 1 > 15)
-			PhoneInvalid(input, "An E.164 number has at most 15 digits.");
+			{
+				PhoneInvalid(input, "An E.164 number has at most 15 digits.");
+				return NULL;
+			}
 		return out.data;
 	}
+}
+
+/*
+ * Normalise input like PrmNormalizePhone, but return NULL instead of raising
+ * when the number cannot be read (an unknown region still raises).
+ */
+char *
+PrmTryNormalizePhone(const char *input, const char *region)
+{
+	char	   *result;
+
+	(void) PhoneLookupRegion(region ? region : prm_default_region);
+	phone_soft = true;
+	phone_failed = false;
+	PG_TRY();
+	{
+		result = PrmNormalizePhone(input, region);
+	}
+	PG_FINALLY();
+	{
+		phone_soft = false;
+	}
+	PG_END_TRY();
+	return phone_failed ? NULL : result;
 }
 
 /* Raise unless region is in the region table. */

@@ -261,12 +261,11 @@ PrmCallerIsPrivileged(void)
 }
 
 /*
- * Raise unless the calling role may act on organization org_id at the given
- * level.  A role without access learns nothing about whether the
- * organization exists: it gets 42501 either way.  Must run inside SPI.
+ * May the calling role act on organization org_id at the given level?
+ * False as well when the organization does not exist.  Must run inside SPI.
  */
-void
-PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level)
+bool
+PrmHasOrgAccess(int64 org_id, PrmAccessLevel level)
 {
 	static SPIPlanPtr exists_plan = NULL;
 	static SPIPlanPtr level_plan = NULL;
@@ -279,12 +278,7 @@ PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level)
 				   "SELECT 1 FROM prm.organization o WHERE o.id = $1",
 				   1, (Oid[]) {INT8OID});
 		values[0] = Int64GetDatum(org_id);
-		if (PrmExecute(exists_plan, values, NULL, true, 1) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("organization %lld does not exist",
-							(long long) org_id)));
-		return;
+		return PrmExecute(exists_plan, values, NULL, true, 1) > 0;
 	}
 
 	PrmPrepare(&level_plan,
@@ -296,13 +290,26 @@ PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level)
 	values[1] = ObjectIdGetDatum(GetOuterUserId());
 	PrmExecute(level_plan, values, NULL, true, 0);
 	for (i = 0; i < SPI_processed; i++)
-	{
-		char	   *granted = SPI_getvalue(SPI_tuptable->vals[i],
-										   SPI_tuptable->tupdesc, 1);
+		if (PrmLevelSatisfies(PrmParseLevel(PrmGetText(i, 1)), level))
+			return true;
+	return false;
+}
 
-		if (PrmLevelSatisfies(PrmParseLevel(granted), level))
-			return;
-	}
+/*
+ * Raise unless the calling role may act on organization org_id at the given
+ * level.  A role without access learns nothing about whether the
+ * organization exists: it gets 42501 either way; a privileged caller gets
+ * P0002 for an organization that does not exist.  Must run inside SPI.
+ */
+void
+PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level)
+{
+	if (PrmHasOrgAccess(org_id, level))
+		return;
+	if (PrmCallerIsPrivileged())
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("organization %lld does not exist", (long long) org_id)));
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("permission denied for organization %lld",

@@ -53,6 +53,7 @@ extern char *PrmValidateTimezone(const char *tzname);
 
 /* prm.c: tenancy */
 extern bool PrmCallerIsPrivileged(void);
+extern bool PrmHasOrgAccess(int64 org_id, PrmAccessLevel level);
 extern void PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level);
 extern PrmAccessLevel PrmParseLevel(const char *level);
 extern const char *PrmLevelName(PrmAccessLevel level);
@@ -96,6 +97,7 @@ extern int64 PrmBookAppointment(int64 org_id, int64 patient_id,
 /* phone.c */
 extern char *PrmNormalizePhone(const char *input, const char *region);
 extern void PrmCheckPhoneRegion(const char *region);
+extern char *PrmTryNormalizePhone(const char *input, const char *region);
 extern char *PrmOrgPhoneRegion(int64 org_id);
 
 /* settings.c: the effective settings of one organization */
@@ -126,10 +128,33 @@ typedef struct PrmSettings
 	char		timezone[65];
 	char		name[201 * 4];
 	char		sms_number[20];
+	char		accept_url[256];
 } PrmSettings;
 
 extern void PrmLoadSettings(int64 org_id, PrmSettings *s);
 extern char *PrmFormatSeconds(int64 secs);
+extern int64 PrmIntervalUsecs(const Interval *iv);
+extern const PrmSettings *PrmGetSettings(int64 org_id);
+extern char *SettingsDefaultsJson(void);
+
+/* scoring.c */
+typedef struct PrmScoreParts
+{
+	int			urgent;			/* points for urgency */
+	int			boost;			/* the manual boost, as is */
+	int			wait;			/* points for the wait until the current appointment */
+	int			seniority;		/* points for time on the list */
+	int			total;
+	double		days_to_wait;	/* -1 when there is no current appointment */
+	double		days_on_list;
+} PrmScoreParts;
+
+extern void PrmComputeScore(bool urgent, int boost, bool has_appt,
+							TimestampTz appt_at, TimestampTz joined_at,
+							TimestampTz as_of, const PrmSettings *w,
+							PrmScoreParts *out);
+extern void PrmCheckBoost(int boost);
+extern char *PrmJsonTimestamp(TimestampTz ts);
 
 #define PRM_GETARG_INT64_NOTNULL(n, name) \
 	(PrmArgNotNull(fcinfo, (n), (name)), PG_GETARG_INT64(n))
@@ -139,5 +164,47 @@ extern char *PrmFormatSeconds(int64 secs);
 	(PrmArgNotNull(fcinfo, (n), (name)), PG_GETARG_BOOL(n))
 #define PRM_GETARG_TIMESTAMPTZ_NOTNULL(n, name) \
 	(PrmArgNotNull(fcinfo, (n), (name)), PG_GETARG_TIMESTAMPTZ(n))
+
+/* outbox.c */
+typedef struct PrmTemplateVar
+{
+	const char *name;
+	const char *value;
+} PrmTemplateVar;
+
+extern char *PrmRender(int64 org_id, const char *kind, const char *channel,
+					   const char *locale, const PrmTemplateVar *vars, int nvars);
+extern TimestampTz PrmQuietRelease(const PrmSettings *s, const char *tz,
+								   TimestampTz t);
+extern int64 PrmEnqueue(int64 org_id, const char *channel, const char *to,
+						const char *body, const char *kind, int64 patient_id,
+						int64 offer_id, const char *dedup_key,
+						TimestampTz not_before);
+extern int	PrmReleaseExpiredLeases(int limit);
+extern int	PrmArchiveMessages(int limit);
+
+/* fill.c */
+extern void PrmSlotFreed(int64 org_id, int64 slot_id);
+extern void PrmSlotTaken(int64 org_id, int64 slot_id);
+extern void PrmWithdrawEntryOffers(int64 org_id, int64 entry_id,
+								   const char *reason);
+extern int	PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs,
+							int limit);
+extern int	PrmSendDueBatches(int limit);
+
+/* directory.c */
+extern int64 PrmCancelAppointment(int64 org_id, int64 appointment_id,
+								  const char *reason);
+
+/* jobs.c */
+extern int	PrmJobCount(void);
+extern const char *PrmJobName(int i);
+extern int64 PrmRunJob(int i);
+extern void PrmRecordJobError(int i, const char *message);
+extern TimestampTz PrmNextDeadline(void);
+
+/* worker.c */
+extern void PrmWorkerInit(void);
+extern void PrmWakeWorker(TimestampTz deadline);
 
 #endif							/* PRM_H */

@@ -16,6 +16,7 @@
 
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/json.h"
@@ -32,7 +33,8 @@ typedef enum SettingType
 	SETTING_BOOL,
 	SETTING_TIME,
 	SETTING_REGION,
-	SETTING_LOCALE
+	SETTING_LOCALE,
+	SETTING_URL
 } SettingType;
 
 typedef struct SettingDef
@@ -50,7 +52,7 @@ typedef struct SettingDef
 
 static const SettingDef setting_defs[] = {
 	{"batch_size", SETTING_INT, "3", 1, 50, "patients offered a slot at once"},
-	{"offer_hold", SETTING_INTERVAL, "\"00:07:00\"", 60, DAY, "how long an offer is held for its patient"},
+	{"offer_hold", SETTING_INTERVAL, "\"00:07:00\"", 1, DAY, "how long an offer is held for its patient"},
 	{"first_batch_delay", SETTING_INTERVAL, "\"00:00:00\"", 0, HOUR, "wait after a cancellation before the first batch (an undone cancellation sends nothing)"},
 	{"min_notice", SETTING_INTERVAL, "\"01:00:00\"", 0, 7 * DAY, "a slot is offered only if it starts at least this long after the offer's hold ends"},
 	{"max_batches", SETTING_INT, "10", 1, 100, "cut-off: no more batches for a slot after this many"},
@@ -70,12 +72,12 @@ static const SettingDef setting_defs[] = {
 	{"retry_base", SETTING_INTERVAL, "\"00:00:30\"", 1, HOUR, "first retry delay; doubles with each attempt"},
 	{"phone_region", SETTING_REGION, "null", 0, 0, "region for national phone numbers (null: prm.default_region)"},
 	{"locale", SETTING_LOCALE, "\"en\"", 0, 0, "default language of messages"},
+	{"accept_url", SETTING_URL, "null", 0, 0, "base of one-time accept links in offers; the offer token is appended (null: no link)"},
 };
 
 static const SettingDef *SettingLookup(const char *name);
 static char *SettingCanonical(const SettingDef *def, const char *type,
 							  const char *value);
-static char *SettingsDefaultsJson(void);
 static int64 IntervalSeconds(Interval *iv);
 
 /* The registry entry of a key, or NULL. */
@@ -201,6 +203,19 @@ SettingCanonical(const SettingDef *def, const char *type, const char *value)
 				escape_json(&buf, str);
 				break;
 			}
+		case SETTING_URL:
+			{
+				const char *p;
+
+				if (strncmp(str, "https://", 8) != 0 && strncmp(str, "http://", 7) != 0)
+					SettingInvalid(def, value, "It must start with https:// or http://.");
+				for (p = str; *p; p++)
+					if (isspace((unsigned char) *p) || iscntrl((unsigned char) *p) ||
+						*p == '"' || *p == '<' || *p == '>')
+						SettingInvalid(def, value, "It must not contain spaces, quotes or angle brackets.");
+				escape_json(&buf, str);
+				break;
+			}
 		default:
 			elog(ERROR, "unexpected setting type %d", (int) def->type);
 	}
@@ -224,8 +239,16 @@ PrmFormatSeconds(int64 secs)
 					(int) (rest / HOUR), (int) (rest % HOUR / 60), (int) (rest % 60));
 }
 
+/* The length of an interval in microseconds, a month counting 30 days. */
+int64
+PrmIntervalUsecs(const Interval *iv)
+{
+	return iv->time + (int64) iv->day * USECS_PER_DAY +
+		(int64) iv->month * 30 * USECS_PER_DAY;
+}
+
 /* JSON text of the defaults of every setting. */
-static char *
+char *
 SettingsDefaultsJson(void)
 {
 	StringInfoData buf;
@@ -284,7 +307,7 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 			   "       e.offer_daily_cap::int, e.offer_weekly_cap::int,"
 			   "       e.max_attempts::int, e.retry_base::interval,"
 			   "       coalesce(e.phone_region, pg_catalog.current_setting('prm.default_region')),"
-			   "       e.locale, o.timezone, o.name, o.sms_number"
+			   "       e.locale, o.timezone, o.name, o.sms_number, e.accept_url"
 			   "  FROM prm.organization o,"
 			   "       pg_catalog.jsonb_to_record($2::pg_catalog.jsonb || o.settings) AS e("
 			   "         batch_size text, offer_hold text, first_batch_delay text,"
@@ -294,7 +317,7 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 			   "         seniority_full_days text, quiet_hours text, quiet_start text,"
 			   "         quiet_end text, offer_daily_cap text, offer_weekly_cap text,"
 			   "         max_attempts text, retry_base text, phone_region text,"
-			   "         locale text)"
+			   "         locale text, accept_url text)"
 			   " WHERE o.id = $1",
 			   2, (Oid[]) {INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
@@ -306,7 +329,7 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 
 	memset(s, 0, sizeof(*s));
 	s->org_id = org_id;
-	for (i = 1; i <= 24; i++)
+	for (i = 1; i <= 25; i++)
 	{
 		bool		isnull;
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
@@ -344,8 +367,32 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 				if (!isnull)
 					strlcpy(s->sms_number, TextDatumGetCString(d), sizeof(s->sms_number));
 				break;
+			case 25:
+				if (!isnull)
+					strlcpy(s->accept_url, TextDatumGetCString(d), sizeof(s->accept_url));
+				break;
 		}
 	}
+}
+
+/* one-organization cache of PrmLoadSettings, valid for one transaction */
+static PrmSettings cached_settings;
+static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+
+/*
+ * The effective settings of an organization, loaded at most once per
+ * transaction and organization (inside SPI).  prm.configure() drops it.
+ */
+const PrmSettings *
+PrmGetSettings(int64 org_id)
+{
+	if (cached_lxid != MyProc->lxid || cached_settings.org_id != org_id)
+	{
+		cached_lxid = InvalidLocalTransactionId;
+		PrmLoadSettings(org_id, &cached_settings);
+		cached_lxid = MyProc->lxid;
+	}
+	return &cached_settings;
 }
 
 /*
@@ -426,6 +473,7 @@ prm_configure(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(set.data);
 	values[2] = makeArrayResult(astate, CurrentMemoryContext);
 	PrmExecute(update_plan, values, NULL, false, 0);
+	cached_lxid = InvalidLocalTransactionId;
 	PrmEmitEvent(org_id, "settings_changed", "organization", org_id,
 				 psprintf("{\"set\": %s, \"reset\": %s}", set.data,
 						  TextDatumGetCString(DirectFunctionCall1(array_to_json,

@@ -1,0 +1,350 @@
+/*-------------------------------------------------------------------------
+ *
+ * jobs.c
+ *	  The time-driven steps of prm, run by the background worker (each step
+ *	  in its own transaction) or by prm.run_due_jobs() from pg_cron (each
+ *	  step in its own subtransaction), and the deadline the worker sleeps to.
+ *
+ * Every step is bounded: it handles at most a fixed number of rows and
+ * leaves the rest for the next run, which then comes at once because the
+ * next deadline is already due.  A step that fails is logged and rolled
+ * back alone; the other steps still run.  Each step records its last run in
+ * prm.job_run.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "prm.h"
+
+PG_FUNCTION_INFO_V1(prm_run_due_jobs);
+PG_FUNCTION_INFO_V1(prm_next_deadline);
+PG_FUNCTION_INFO_V1(prm_schedule_with_pg_cron);
+
+static int64 JobExpireOffers(void);
+static int64 JobDueBatches(void);
+static int64 JobReleaseLeases(void);
+static int64 JobNotifyDueMessages(void);
+static int64 JobArchiveMessages(void);
+static int64 JobRecalculate(void);
+
+typedef struct JobStep
+{
+	const char *name;
+	int64		(*run) (void);
+} JobStep;
+
+static const JobStep job_steps[] = {
+	{"expire_offers", JobExpireOffers},
+	{"send_due_batches", JobDueBatches},
+	{"release_leases", JobReleaseLeases},
+	{"notify_due_messages", JobNotifyDueMessages},
+	{"archive_messages", JobArchiveMessages},
+	{"recalculate_priorities", JobRecalculate},
+};
+
+/* When a step last ran (0 if never). */
+static TimestampTz
+JobLastRun(const char *name)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+	bool		isnull;
+	Datum		d;
+
+	PrmPrepare(&plan, "SELECT j.last_run_at FROM prm.job_run j WHERE j.job = $1",
+			   1, (Oid[]) {TEXTOID});
+	values[0] = CStringGetTextDatum(name);
+	if (PrmExecute(plan, values, NULL, false, 1) == 0)
+		return 0;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+/* Record a step's run. */
+static void
+JobRecord(const char *name, int64 result, const char *error)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	PrmPrepare(&plan,
+			   "INSERT INTO prm.job_run (job, last_run_at, last_result, last_error)"
+			   " VALUES ($1, pg_catalog.now(), $2, $3)"
+			   " ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at,"
+			   "   last_result = EXCLUDED.last_result, last_error = EXCLUDED.last_error",
+			   3, (Oid[]) {TEXTOID, INT8OID, TEXTOID});
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int64GetDatum(result);
+	if (error)
+		values[2] = CStringGetTextDatum(error);
+	else
+		nulls[2] = 'n';
+	PrmExecute(plan, values, nulls, false, 0);
+}
+
+static int64
+JobExpireOffers(void)
+{
+	return PrmExpireOffers(GetCurrentTransactionStartTimestamp(), NULL, 0, 1000);
+}
+
+static int64
+JobDueBatches(void)
+{
+	return PrmSendDueBatches(500);
+}
+
+static int64
+JobReleaseLeases(void)
+{
+	return PrmReleaseExpiredLeases(1000);
+}
+
+/* Wake senders for messages that became due (retries, quiet hours over). */
+static int64
+JobNotifyDueMessages(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+	char		nulls[1] = {' '};
+	TimestampTz last = JobLastRun("notify_due_messages");
+	int			n,
+				i;
+
+	PrmPrepare(&plan,
+			   "SELECT DISTINCT m.channel FROM prm.outbound_message m"
+			   " WHERE m.status = 'queued' AND m.not_before <= pg_catalog.now()"
+			   "   AND ($1::timestamptz IS NULL OR m.not_before > $1)",
+			   1, (Oid[]) {TIMESTAMPTZOID});
+	values[0] = TimestampTzGetDatum(last);
+	if (last == 0)
+		nulls[0] = 'n';
+	n = PrmExecute(plan, values, nulls, false, 0);
+	for (i = 0; i < n; i++)
+		PrmNotifyOnce(psprintf("prm_outbox_%s", PrmGetText(i, 1)));
+	return n;
+}
+
+static int64
+JobArchiveMessages(void)
+{
+	return PrmArchiveMessages(5000);
+}
+
+/* Hourly: rescore the waitlist for the passage of time. */
+static int64
+JobRecalculate(void)
+{
+	static SPIPlanPtr plan = NULL;
+	TimestampTz last = JobLastRun("recalculate_priorities");
+	bool		isnull;
+
+	if (last != 0 && GetCurrentTransactionStartTimestamp() - last < USECS_PER_HOUR)
+		return -1;				/* not due */
+	PrmPrepare(&plan, "SELECT prm.recalculate_priorities(NULL)", 0, NULL);
+	PrmExecute(plan, NULL, NULL, false, 1);
+	return PrmGetInt64(0, 1, &isnull);
+}
+
+/* Number of steps. */
+int
+PrmJobCount(void)
+{
+	return (int) lengthof(job_steps);
+}
+
+/* Name of step i. */
+const char *
+PrmJobName(int i)
+{
+	Assert(i >= 0 && i < (int) lengthof(job_steps));
+	return job_steps[i].name;
+}
+
+/*
+ * Run step i in the current transaction (inside SPI) and record it; returns
+ * what it did (-1: not due).
+ */
+int64
+PrmRunJob(int i)
+{
+	int64		result;
+
+	Assert(i >= 0 && i < (int) lengthof(job_steps));
+	result = job_steps[i].run();
+	if (result >= 0)
+		JobRecord(job_steps[i].name, result, NULL);
+	return result;
+}
+
+/* Record a step's failure (in a fresh transaction of the caller's). */
+void
+PrmRecordJobError(int i, const char *message)
+{
+	JobRecord(job_steps[i].name, -1, message);
+}
+
+/*
+ * prm.run_due_jobs() RETURNS jsonb
+ *	  Every step in a subtransaction of its own: a failing step is rolled
+ *	  back alone, reported in the result and logged as a WARNING.
+ */
+Datum
+prm_run_due_jobs(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	StringInfoData out;
+	int			i;
+	Datum		result;
+
+	PrmSpiConnect();
+	if (!PrmCallerIsPrivileged())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for prm.run_due_jobs()"),
+				 errhint("It works for every organization; run it as a superuser or the extension owner, as pg_cron does.")));
+	PrmSpiFinish();
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	for (i = 0; i < (int) lengthof(job_steps); i++)
+	{
+		char	   *volatile error = NULL;
+		volatile int64 done = 0;
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(caller);
+		PG_TRY();
+		{
+			PrmSpiConnect();
+			done = PrmRunJob(i);
+			PrmSpiFinish();
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(caller);
+			CurrentResourceOwner = owner;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(caller);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(caller);
+			CurrentResourceOwner = owner;
+			error = pstrdup(edata->message);
+			ereport(WARNING,
+					(errmsg("prm job step \"%s\" failed: %s", job_steps[i].name, edata->message)));
+			FreeErrorData(edata);
+			/* remember the failure, in a subtransaction of its own */
+			BeginInternalSubTransaction(NULL);
+			MemoryContextSwitchTo(caller);
+			PrmSpiConnect();
+			PrmRecordJobError(i, error);
+			PrmSpiFinish();
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(caller);
+			CurrentResourceOwner = owner;
+		}
+		PG_END_TRY();
+
+		if (i > 0)
+			appendStringInfoString(&out, ", ");
+		escape_json(&out, job_steps[i].name);
+		if (error)
+			appendStringInfo(&out, ": {\"error\": %s}", PrmJsonString(error));
+		else if (done < 0)
+			appendStringInfoString(&out, ": null");
+		else
+			appendStringInfo(&out, ": %lld", (long long) done);
+	}
+	appendStringInfoChar(&out, '}');
+	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
+	PG_RETURN_DATUM(result);
+}
+
+/* The earliest deadline any step knows of (0 if none).  Inside SPI. */
+TimestampTz
+PrmNextDeadline(void)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	Datum		d;
+
+	PrmPrepare(&plan,
+			   "SELECT LEAST("
+			   "  (SELECT pg_catalog.min(o.hold_until) FROM prm.offer o WHERE o.status = 'open'),"
+			   "  (SELECT pg_catalog.min(s.next_batch_at) FROM prm.slot s WHERE s.fill_status = 'pending'),"
+			   "  (SELECT pg_catalog.min(m.lease_expires_at) FROM prm.outbound_message m WHERE m.status = 'sending'),"
+			   "  (SELECT pg_catalog.min(m.not_before) FROM prm.outbound_message m"
+			   "    WHERE m.status = 'queued' AND m.not_before > pg_catalog.now()),"
+			   "  (SELECT j.last_run_at + interval '1 hour' FROM prm.job_run j WHERE j.job = 'recalculate_priorities'))",
+			   0, NULL);
+	PrmExecute(plan, NULL, NULL, true, 1);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+/*
+ * prm.next_deadline() RETURNS timestamptz
+ */
+Datum
+prm_next_deadline(PG_FUNCTION_ARGS)
+{
+	TimestampTz deadline;
+
+	PrmSpiConnect();
+	deadline = PrmNextDeadline();
+	PrmSpiFinish();
+	if (deadline == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(deadline);
+}
+
+/*
+ * prm.schedule_with_pg_cron(schedule text) RETURNS bigint
+ *	  Runs as the caller, so pg_cron's own permission checks apply.
+ */
+Datum
+prm_schedule_with_pg_cron(PG_FUNCTION_ARGS)
+{
+	char	   *schedule = PrmTextArg(fcinfo, 0, "schedule", 100);
+	Datum		values[3];
+	bool		isnull;
+	int64		jobid;
+	SPIPlanPtr	plan;
+
+	PrmSpiConnect();
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron'", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for pg_cron");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pg_cron is not installed in this database"),
+				 errhint("Run CREATE EXTENSION pg_cron in the database named by cron.database_name, or preload prm to use its worker instead.")));
+	plan = SPI_prepare("SELECT cron.schedule($1, $2, $3)", 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID});
+	if (plan == NULL)
+		elog(ERROR, "could not prepare cron.schedule");
+	values[0] = CStringGetTextDatum("prm_run_due_jobs");
+	values[1] = CStringGetTextDatum(schedule);
+	values[2] = CStringGetTextDatum("SELECT prm.run_due_jobs()");
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "cron.schedule did not return a job id");
+	jobid = PrmGetInt64(0, 1, &isnull);
+	PrmSpiFinish();
+	PG_RETURN_INT64(jobid);
+}

@@ -1,0 +1,1004 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *	  Message templates and the outbound queue: rendering, queueing with
+ *	  quiet hours and dedup keys, claiming with leases, acknowledgements,
+ *	  retries with backoff, delivery callbacks, history and health.
+ *
+ * The queue's invariants:
+ *	- a queued message is handed to at most one sender at a time: claims
+ *	  pick rows with FOR UPDATE SKIP LOCKED in a MATERIALIZED step whose
+ *	  LIMIT is the batch size, on the partial index outbound_message_claim_idx
+ *	  (status = 'queued', ordered by not_before, id), then mark them
+ *	  'sending' with a fresh lease_token and lease_expires_at;
+ *	- an acknowledgement carrying a lease_token is accepted only while that
+ *	  lease is the message's current one, so a sender whose lease ran out
+ *	  cannot acknowledge a message someone else now holds;
+ *	- a lease that runs out puts the message back in the queue (at the
+ *	  start of every claim, and by run_due_jobs);
+ *	- delivery statuses only move forward (queued < sending < sent <
+ *	  delivered/undelivered/failed < read); a late or repeated callback
+ *	  changes nothing and says so by returning false;
+ *	- finished messages move to prm.outbound_message_history after a day, so
+ *	  the hot table and its indexes stay small.
+ * New work NOTIFYs channel prm_outbox_<channel>, at most once a transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "portability/instr_time.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/formatting.h"
+#include "utils/json.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "prm.h"
+
+PG_FUNCTION_INFO_V1(prm_set_template);
+PG_FUNCTION_INFO_V1(prm_render_template);
+PG_FUNCTION_INFO_V1(prm_enqueue_message);
+PG_FUNCTION_INFO_V1(prm_claim_messages);
+PG_FUNCTION_INFO_V1(prm_mark_message_sent);
+PG_FUNCTION_INFO_V1(prm_mark_message_failed);
+PG_FUNCTION_INFO_V1(prm_record_delivery_status);
+PG_FUNCTION_INFO_V1(prm_redrive_message);
+PG_FUNCTION_INFO_V1(prm_health);
+
+/* Built-in English wording of every message kind. */
+typedef struct TemplateDefault
+{
+	const char *kind;
+	const char *body;
+} TemplateDefault;
+
+static const TemplateDefault template_defaults[] = {
+	{"offer", "{clinic}: an earlier appointment is free on {date} at {time}. Reply YES to book it or NO to pass. We hold it for you for {hold_minutes} min.{link}"},
+	{"booked", "{clinic}: you are booked for {date} at {time}. Reply HELP for help."},
+	{"gone", "{clinic}: sorry, that appointment has just been taken. You stay on our waitlist."},
+	{"declined", "{clinic}: no problem, you stay on our waitlist."},
+	{"no_offer", "{clinic}: you have no open offer right now. We will text you when an earlier time is free."},
+	{"help", "{clinic}: offers of earlier appointments and reminders, up to 3 msgs/week. Reply STOP to opt out, HELP for help. Msg & data rates may apply."},
+	{"stop", "{clinic}: you are unsubscribed and will get no more messages. Reply START to subscribe again."},
+	{"start", "{clinic}: you are subscribed again. Reply STOP to opt out, HELP for help. Msg & data rates may apply."},
+	{"hint", "{clinic}: sorry, we did not understand. Reply YES to take the offer, NO to pass, HELP for help or STOP to opt out."},
+};
+
+/* Placeholders a template may use; patient details are deliberately absent. */
+static const char *const template_placeholders[] = {
+	"clinic", "clinic_phone", "date", "time", "hold_minutes", "link"
+};
+
+static const char *const channels[] = {"sms", "email", "voice"};
+
+static void OutboxCheckChannel(const char *channel);
+static void OutboxCheckTemplate(const char *body);
+static const char *OutboxTemplateBody(int64 org_id, const char *kind,
+									  const char *channel, const char *locale);
+static Datum *OutboxCallerOrgs(PrmAccessLevel level, int *norgs);
+static void OutboxLoadMessage(int64 message_id, PrmAccessLevel level,
+							  int64 *org_id, char **status, char **lease);
+
+/* Raise 22023 unless channel is one prm knows. */
+static void
+OutboxCheckChannel(const char *channel)
+{
+	int			i;
+
+	for (i = 0; i < (int) lengthof(channels); i++)
+		if (strcmp(channel, channels[i]) == 0)
+			return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("channel \"%s\" is not recognized", channel),
+			 errhint("Use sms, email or voice.")));
+}
+
+/* Raise 22023 unless kind is a template kind. */
+static void
+OutboxCheckKind(const char *kind)
+{
+	int			i;
+
+	for (i = 0; i < (int) lengthof(template_defaults); i++)
+		if (strcmp(kind, template_defaults[i].kind) == 0)
+			return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("message kind \"%s\" is not recognized", kind),
+			 errhint("Use offer, booked, gone, declined, no_offer, help, stop, start or hint.")));
+}
+
+/* Raise 22023 for unbalanced braces or an unknown placeholder. */
+static void
+OutboxCheckTemplate(const char *body)
+{
+	const char *p = body;
+
+	while ((p = strchr(p, '{')) != NULL)
+	{
+		const char *end = strchr(p, '}');
+		int			i;
+		bool		known = false;
+
+		if (end == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("template has an unclosed placeholder"),
+					 errdetail("Text from \"%.20s\" has no closing brace.", p)));
+		for (i = 0; i < (int) lengthof(template_placeholders); i++)
+			if (strlen(template_placeholders[i]) == (size_t) (end - p - 1) &&
+				strncmp(p + 1, template_placeholders[i], end - p - 1) == 0)
+				known = true;
+		if (!known)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("template placeholder \"%.*s\" is not allowed", (int) (end - p + 1), p),
+					 errdetail("Allowed: {clinic}, {clinic_phone}, {date}, {time}, {hold_minutes}, {link}."),
+					 errhint("Messages never carry patient or clinical details.")));
+		p = end + 1;
+	}
+}
+
+/*
+ * The body of a kind for an organization: its own template for the channel
+ * and locale, else for the language part of the locale, else English, else
+ * the built-in text.
+ */
+static const char *
+OutboxTemplateBody(int64 org_id, const char *kind, const char *channel,
+				   const char *locale)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
+	int			i;
+
+	PrmPrepare(&plan,
+			   "SELECT t.body FROM prm.message_template t"
+			   " WHERE t.org_id = $1 AND t.kind = $2 AND t.channel = $3"
+			   "   AND t.locale IN ($4, pg_catalog.split_part(pg_catalog.replace($4, '_', '-'), '-', 1), 'en')"
+			   " ORDER BY t.locale = $4 DESC, t.locale = 'en' LIMIT 1",
+			   4, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(kind);
+	values[2] = CStringGetTextDatum(channel);
+	values[3] = CStringGetTextDatum(locale);
+	if (PrmExecute(plan, values, NULL, true, 1) == 1)
+		return PrmGetText(0, 1);
+	for (i = 0; i < (int) lengthof(template_defaults); i++)
+		if (strcmp(template_defaults[i].kind, kind) == 0)
+			return template_defaults[i].body;
+	elog(ERROR, "no template for message kind \"%s\"", kind);
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Render a message kind for an organization.  vars holds name/value pairs
+ * (nvars of them); {clinic} and {clinic_phone} come from the organization.
+ * A placeholder with no value is an error: a message is never sent half
+ * filled in.  Must run inside SPI.
+ */
+char *
+PrmRender(int64 org_id, const char *kind, const char *channel,
+		  const char *locale, const PrmTemplateVar *vars, int nvars)
+{
+	const PrmSettings *s = PrmGetSettings(org_id);
+	const char *body = OutboxTemplateBody(org_id, kind, channel, locale);
+	StringInfoData out;
+	const char *p = body;
+
+	initStringInfo(&out);
+	while (*p)
+	{
+		const char *end;
+		const char *value = NULL;
+		int			len,
+					i;
+
+		if (*p != '{' || (end = strchr(p, '}')) == NULL)
+		{
+			appendStringInfoChar(&out, *p++);
+			continue;
+		}
+		len = end - p - 1;
+		if (len == 6 && strncmp(p + 1, "clinic", 6) == 0)
+			value = s->name;
+		else if (len == 12 && strncmp(p + 1, "clinic_phone", 12) == 0)
+			value = s->sms_number;
+		for (i = 0; value == NULL && i < nvars; i++)
+			if ((int) strlen(vars[i].name) == len && strncmp(p + 1, vars[i].name, len) == 0)
+				value = vars[i].value;
+		if (value == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("template \"%s\" of organization %lld cannot be rendered",
+							kind, (long long) org_id),
+					 errdetail("Placeholder {%.*s} has no value for this message.", len, p + 1),
+					 errhint("Change the template with prm.set_template().")));
+		appendStringInfoString(&out, value);
+		p = end + 1;
+	}
+	if (pg_mbstrlen(out.data) > 1600)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("rendered message of kind \"%s\" is longer than 1600 characters", kind)));
+	return out.data;
+}
+
+/*
+ * When an SMS to a patient at time t may go out: t itself, or, when t falls
+ * in the organization's quiet hours in the patient's time zone tz, the end
+ * of those quiet hours.
+ */
+TimestampTz
+PrmQuietRelease(const PrmSettings *s, const char *tz, TimestampTz t)
+{
+	Timestamp	local;
+	int64		tod;
+	Timestamp	midnight;
+	Timestamp	release;
+	bool		wraps = s->quiet_start > s->quiet_end;
+
+	if (!s->quiet_hours || s->quiet_start == s->quiet_end)
+		return t;
+	local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone,
+												  CStringGetTextDatum(tz),
+												  TimestampTzGetDatum(t)));
+	tod = local % USECS_PER_DAY;
+	if (tod < 0)
+		tod += USECS_PER_DAY;
+	midnight = local - tod;
+
+	if (wraps && tod >= s->quiet_start)
+		release = midnight + USECS_PER_DAY + s->quiet_end;
+	else if ((wraps && tod < s->quiet_end) ||
+			 (!wraps && tod >= s->quiet_start && tod < s->quiet_end))
+		release = midnight + s->quiet_end;
+	else
+		return t;
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone,
+												   CStringGetTextDatum(tz),
+												   TimestampGetDatum(release)));
+}
+
+/*
+ * Queue a message; returns its id (the existing one's when dedup_key was
+ * used before).  not_before 0 means now.  Must run inside SPI.
+ */
+int64
+PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
+		   const char *kind, int64 patient_id, int64 offer_id,
+		   const char *dedup_key, TimestampTz not_before)
+{
+	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr existing_plan = NULL;
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+
+	PrmPrepare(&insert_plan,
+			   "INSERT INTO prm.outbound_message"
+			   "  (org_id, channel, to_address, body, kind, patient_id, offer_id, dedup_key, not_before)"
+			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.now()))"
+			   " ON CONFLICT (org_id, dedup_key) DO NOTHING RETURNING id",
+			   9, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(channel);
+	values[2] = CStringGetTextDatum(to);
+	values[3] = CStringGetTextDatum(body);
+	values[4] = CStringGetTextDatum(kind);
+	values[5] = Int64GetDatum(patient_id);
+	if (patient_id <= 0)
+		nulls[5] = 'n';
+	values[6] = Int64GetDatum(offer_id);
+	if (offer_id <= 0)
+		nulls[6] = 'n';
+	if (dedup_key)
+		values[7] = CStringGetTextDatum(dedup_key);
+	else
+		nulls[7] = 'n';
+	values[8] = TimestampTzGetDatum(not_before);
+	if (not_before == 0)
+		nulls[8] = 'n';
+	if (PrmExecute(insert_plan, values, nulls, false, 0) == 1)
+	{
+		int64		id = PrmGetInt64(0, 1, &isnull);
+
+		PrmNotifyOnce(psprintf("prm_outbox_%s", channel));
+		PrmWakeWorker(not_before);
+		return id;
+	}
+	Assert(dedup_key != NULL);
+	PrmPrepare(&existing_plan,
+			   "SELECT m.id FROM prm.outbound_message m WHERE m.org_id = $1 AND m.dedup_key = $2",
+			   2, (Oid[]) {INT8OID, TEXTOID});
+	values[1] = CStringGetTextDatum(dedup_key);
+	if (PrmExecute(existing_plan, values, NULL, true, 1) == 1)
+		return PrmGetInt64(0, 1, &isnull);
+	return 0;					/* archived already: nothing queued again */
+}
+
+/*
+ * The organizations where the calling role holds level (NULL for a
+ * privileged caller: all of them).  Raises 42501 when there are none.
+ */
+static Datum *
+OutboxCallerOrgs(PrmAccessLevel level, int *norgs)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+	Datum	   *orgs;
+	int			n,
+				i,
+				kept = 0;
+
+	*norgs = -1;
+	if (PrmCallerIsPrivileged())
+		return NULL;
+	PrmPrepare(&plan,
+			   "SELECT a.org_id, a.level FROM prm.org_access a"
+			   " WHERE pg_catalog.pg_has_role($1, a.role_id, 'USAGE')",
+			   1, (Oid[]) {OIDOID});
+	values[0] = ObjectIdGetDatum(GetOuterUserId());
+	n = PrmExecute(plan, values, NULL, true, 0);
+	orgs = palloc(sizeof(Datum) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		PrmAccessLevel granted = PrmParseLevel(PrmGetText(i, 2));
+		bool		isnull;
+
+		if (granted == level || (granted >= PRM_LEVEL_STAFF &&
+								 (level != PRM_LEVEL_ADMIN || granted == PRM_LEVEL_ADMIN)))
+			orgs[kept++] = Int64GetDatum(PrmGetInt64(i, 1, &isnull));
+	}
+	if (kept == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied: no organization gives this role the \"%s\" level",
+						PrmLevelName(level)),
+				 errhint("An administrator can give it with prm.grant_access().")));
+	*norgs = kept;
+	return orgs;
+}
+
+/*
+ * Lock a message by id and return its organization, status and lease
+ * token.  A message the caller may not touch is reported as missing.
+ */
+static void
+OutboxLoadMessage(int64 message_id, PrmAccessLevel level, int64 *org_id,
+				  char **status, char **lease)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+	bool		isnull;
+
+	PrmPrepare(&plan,
+			   "SELECT m.org_id, m.status, m.lease_token::text FROM prm.outbound_message m"
+			   " WHERE m.id = $1 FOR UPDATE",
+			   1, (Oid[]) {INT8OID});
+	values[0] = Int64GetDatum(message_id);
+	if (PrmExecute(plan, values, NULL, false, 1) == 1)
+	{
+		*org_id = PrmGetInt64(0, 1, &isnull);
+		*status = PrmGetText(0, 2);
+		*lease = PrmGetText(0, 3);
+		if (PrmHasOrgAccess(*org_id, level))
+			return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_NO_DATA_FOUND),
+			 errmsg("outbound message %lld does not exist", (long long) message_id),
+			 errhint("Finished messages move to prm.outbound_message_history after a day.")));
+}
+
+/* Refuse an acknowledgement whose lease is not the message's current one. */
+static void
+OutboxCheckLease(int64 message_id, const char *status, const char *current,
+				 FunctionCallInfo fcinfo, int argno)
+{
+	char	   *given;
+
+	if (strcmp(status, "sending") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("outbound message %lld is not claimed", (long long) message_id),
+				 errdetail("Its status is \"%s\".", status),
+				 errhint("Claim it with prm.claim_messages() first; a lease that ran out returns the message to the queue.")));
+	if (PG_ARGISNULL(argno))
+		return;
+	given = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(argno)));
+	if (current == NULL || strcmp(given, current) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("lease %s of outbound message %lld is no longer held", given,
+						(long long) message_id),
+				 errdetail("The lease ran out and the message was claimed again."),
+				 errhint("Do not report on this message; its current holder will.")));
+}
+
+/*
+ * prm.set_template(org_id, kind, body, channel, locale) RETURNS bigint
+ */
+Datum
+prm_set_template(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char	   *kind = PrmTextArg(fcinfo, 1, "kind", 30);
+	char	   *body = PrmTextArg(fcinfo, 2, "body", 1600);
+	char	   *channel = PrmTextArg(fcinfo, 3, "channel", 10);
+	char	   *locale = PrmTextArg(fcinfo, 4, "locale", 20);
+	Datum		values[5];
+	bool		isnull;
+	int64		id;
+
+	OutboxCheckKind(kind);
+	OutboxCheckChannel(channel);
+	OutboxCheckTemplate(body);
+	PrmSpiConnect();
+	PrmRequireOrgAccess(org_id, PRM_LEVEL_ADMIN);
+	PrmPrepare(&plan,
+			   "INSERT INTO prm.message_template (org_id, kind, body, channel, locale)"
+			   " VALUES ($1, $2, $3, $4, $5)"
+			   " ON CONFLICT (org_id, kind, channel, locale) DO UPDATE"
+			   "   SET body = EXCLUDED.body, updated_at = pg_catalog.now()"
+			   " RETURNING id",
+			   5, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(kind);
+	values[2] = CStringGetTextDatum(body);
+	values[3] = CStringGetTextDatum(channel);
+	values[4] = CStringGetTextDatum(locale);
+	PrmExecute(plan, values, NULL, false, 0);
+	id = PrmGetInt64(0, 1, &isnull);
+	PrmEmitEvent(org_id, "template_set", "message_template", id,
+				 psprintf("{\"kind\": %s, \"channel\": %s, \"locale\": %s}",
+						  PrmJsonString(kind), PrmJsonString(channel), PrmJsonString(locale)));
+	PrmSpiFinish();
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * prm.render_template(org_id, kind, vars jsonb, channel, locale) RETURNS text
+ */
+Datum
+prm_render_template(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char	   *kind = PrmTextArg(fcinfo, 1, "kind", 30);
+	Jsonb	   *vars_json;
+	char	   *channel = PrmTextArg(fcinfo, 3, "channel", 10);
+	char	   *locale = PrmTextArg(fcinfo, 4, "locale", 20);
+	PrmTemplateVar *vars;
+	Datum		values[1];
+	int			n,
+				i;
+	text	   *result;
+
+	PrmArgNotNull(fcinfo, 2, "vars");
+	vars_json = PG_GETARG_JSONB_P(2);
+	if (!JB_ROOT_IS_OBJECT(vars_json))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("vars must be a JSON object")));
+	OutboxCheckKind(kind);
+	OutboxCheckChannel(channel);
+	PrmSpiConnect();
+	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
+	PrmPrepare(&plan, "SELECT e.key, e.value FROM pg_catalog.jsonb_each_text($1) e",
+			   1, (Oid[]) {JSONBOID});
+	values[0] = JsonbPGetDatum(vars_json);
+	n = PrmExecute(plan, values, NULL, true, 0);
+	vars = palloc0(sizeof(PrmTemplateVar) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		vars[i].name = PrmGetText(i, 1);
+		vars[i].value = PrmGetText(i, 2);
+		if (vars[i].value == NULL)
+			vars[i].value = "";
+	}
+	result = cstring_to_text(PrmRender(org_id, kind, channel, locale, vars, n));
+	result = (text *) DatumGetPointer(SPI_datumTransfer(PointerGetDatum(result), false, -1));
+	PrmSpiFinish();
+	PG_RETURN_TEXT_P(result);
+}
+
+/*
+ * prm.enqueue_message(org_id, channel, to_address, body, patient_id,
+ *					   dedup_key, not_before) RETURNS bigint
+ */
+Datum
+prm_enqueue_message(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr patient_plan = NULL;
+	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char	   *channel = PrmTextArg(fcinfo, 1, "channel", 10);
+	char	   *to = PrmTextArg(fcinfo, 2, "to_address", 320);
+	char	   *body = PrmTextArg(fcinfo, 3, "body", 1600);
+	int64		patient_id = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
+	char	   *dedup = PrmTextArgOrNull(fcinfo, 5, "dedup_key", 200);
+	TimestampTz not_before = PG_ARGISNULL(6) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(6);
+	int64		id;
+
+	OutboxCheckChannel(channel);
+	PrmSpiConnect();
+	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
+	if (strcmp(channel, "sms") == 0)
+		to = PrmNormalizePhone(to, PrmOrgPhoneRegion(org_id));
+	if (patient_id != 0)
+	{
+		Datum		values[2];
+
+		PrmRequireRow(org_id, PRM_ENTITY_PATIENT, patient_id, false);
+		PrmPrepare(&patient_plan,
+				   "SELECT p.sms_opt_out, coalesce(p.timezone, o.timezone)"
+				   "  FROM prm.patient p JOIN prm.organization o ON o.id = p.org_id"
+				   " WHERE p.org_id = $1 AND p.id = $2",
+				   2, (Oid[]) {INT8OID, INT8OID});
+		values[0] = Int64GetDatum(org_id);
+		values[1] = Int64GetDatum(patient_id);
+		PrmExecute(patient_plan, values, NULL, true, 1);
+		if (strcmp(channel, "sms") == 0 && strcmp(PrmGetText(0, 1), "t") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("patient %lld has opted out of SMS", (long long) patient_id),
+					 errhint("The patient can reply START to subscribe again.")));
+		if (strcmp(channel, "sms") == 0)
+			not_before = PrmQuietRelease(PrmGetSettings(org_id), PrmGetText(0, 2), not_before);
+	}
+	id = PrmEnqueue(org_id, channel, to, body, "other", patient_id, 0, dedup,
+					not_before);
+	PrmEmitEvent(org_id, "message_queued", "outbound_message", id, NULL);
+	PrmSpiFinish();
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * Put messages whose lease ran out back in the queue (or to dead when they
+ * used up their attempts); at most limit of them.  Returns how many.
+ */
+int
+PrmReleaseExpiredLeases(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+
+	PrmPrepare(&plan,
+			   "WITH x AS MATERIALIZED ("
+			   "  SELECT m.org_id, m.id FROM prm.outbound_message m"
+			   "   WHERE m.status = 'sending' AND m.lease_expires_at < pg_catalog.clock_timestamp()"
+			   "   ORDER BY m.lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+			   "UPDATE prm.outbound_message m"
+			   "   SET status = CASE WHEN m.attempts >= coalesce((o.settings ->> 'max_attempts')::int, 5)"
+			   "                     THEN 'dead' ELSE 'queued' END,"
+			   "       last_error = coalesce(m.last_error, 'lease expired'),"
+			   "       lease_token = NULL, lease_expires_at = NULL, updated_at = pg_catalog.now()"
+			   "  FROM x, prm.organization o"
+			   " WHERE m.org_id = x.org_id AND m.id = x.id AND o.id = m.org_id",
+			   1, (Oid[]) {INT4OID});
+	values[0] = Int32GetDatum(limit);
+	return PrmExecute(plan, values, NULL, false, 0);
+}
+
+/*
+ * prm.claim_messages(channel, max_count, lease) RETURNS SETOF outbound_message
+ */
+Datum
+prm_claim_messages(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *channel = PrmTextArg(fcinfo, 0, "channel", 10);
+	int32		max_count = PRM_GETARG_INT32_NOTNULL(1, "max_count");
+	Interval   *lease;
+	int64		lease_usecs;
+	Datum	   *orgs;
+	int			norgs;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	uint64		i;
+	MemoryContext per_query;
+	MemoryContext old;
+
+	PrmArgNotNull(fcinfo, 2, "lease");
+	lease = PG_GETARG_INTERVAL_P(2);
+	OutboxCheckChannel(channel);
+	if (max_count < 1 || max_count > 1000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_count %d is out of range", max_count),
+				 errdetail("A claim takes 1 to 1000 messages.")));
+	lease_usecs = lease->time + (int64) lease->day * USECS_PER_DAY +
+		(int64) lease->month * 30 * USECS_PER_DAY;
+	if (lease_usecs < USECS_PER_SEC || lease_usecs > 3600 * USECS_PER_SEC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease is out of range"),
+				 errdetail("A lease lasts from 1 second to 1 hour.")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	per_query = rsinfo->econtext->ecxt_per_query_memory;
+
+	PrmSpiConnect();
+	orgs = OutboxCallerOrgs(PRM_LEVEL_SENDER, &norgs);
+	PrmReleaseExpiredLeases(100);
+
+	PrmPrepare(&plan,
+			   "WITH c AS MATERIALIZED ("
+			   "  SELECT m.org_id, m.id FROM prm.outbound_message m"
+			   "   WHERE m.status = 'queued' AND m.channel = $1"
+			   "     AND m.not_before <= pg_catalog.now()"
+			   "     AND ($4::bigint[] IS NULL OR m.org_id = ANY ($4::bigint[]))"
+			   "   ORDER BY m.not_before, m.id"
+			   "   LIMIT $2 FOR UPDATE SKIP LOCKED)"
+			   "UPDATE prm.outbound_message m"
+			   "   SET status = 'sending', attempts = m.attempts + 1,"
+			   "       lease_token = pg_catalog.gen_random_uuid(),"
+			   "       lease_expires_at = pg_catalog.clock_timestamp() + $3,"
+			   "       updated_at = pg_catalog.now()"
+			   "  FROM c WHERE m.org_id = c.org_id AND m.id = c.id"
+			   " RETURNING m.*",
+			   4, (Oid[]) {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID});
+	values[0] = CStringGetTextDatum(channel);
+	values[1] = Int32GetDatum(max_count);
+	values[2] = IntervalPGetDatum(lease);
+	if (orgs == NULL)
+	{
+		nulls[3] = 'n';
+		values[3] = (Datum) 0;
+	}
+	else
+		values[3] = PointerGetDatum(construct_array(orgs, norgs, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	PrmExecute(plan, values, nulls, false, 0);
+	Assert(SPI_processed <= (uint64) max_count);
+
+	old = MemoryContextSwitchTo(per_query);
+	for (i = 0; i < SPI_processed; i++)
+		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	MemoryContextSwitchTo(old);
+	PrmSpiFinish();
+	return (Datum) 0;
+}
+
+/*
+ * prm.mark_message_sent(message_id, provider_message_id, lease_token)
+ */
+Datum
+prm_mark_message_sent(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		message_id = PRM_GETARG_INT64_NOTNULL(0, "message_id");
+	char	   *provider_id = PrmTextArg(fcinfo, 1, "provider_message_id", 200);
+	int64		org_id;
+	char	   *status;
+	char	   *lease;
+	Datum		values[3];
+
+	PrmSpiConnect();
+	OutboxLoadMessage(message_id, PRM_LEVEL_SENDER, &org_id, &status, &lease);
+	OutboxCheckLease(message_id, status, lease, fcinfo, 2);
+	PrmPrepare(&plan,
+			   "UPDATE prm.outbound_message m"
+			   "   SET status = 'sent', provider_message_id = $3, sent_at = pg_catalog.now(),"
+			   "       lease_token = NULL, lease_expires_at = NULL, last_error = NULL,"
+			   "       updated_at = pg_catalog.now()"
+			   " WHERE m.org_id = $1 AND m.id = $2",
+			   3, (Oid[]) {INT8OID, INT8OID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(message_id);
+	values[2] = CStringGetTextDatum(provider_id);
+	PrmExecute(plan, values, NULL, false, 0);
+	PrmSpiFinish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * prm.mark_message_failed(message_id, error, retryable, lease_token)
+ *	  Retry after base * 2^(attempts-1), at most an hour, with +-25% jitter so
+ *	  that messages failing together do not come back together.
+ */
+Datum
+prm_mark_message_failed(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr attempts_plan = NULL;
+	static SPIPlanPtr plan = NULL;
+	int64		message_id = PRM_GETARG_INT64_NOTNULL(0, "message_id");
+	char	   *error = PrmTextArg(fcinfo, 1, "error", PRM_MAX_TEXT_LEN);
+	bool		retryable = PRM_GETARG_BOOL_NOTNULL(2, "retryable");
+	int64		org_id;
+	char	   *status;
+	char	   *lease;
+	const PrmSettings *s;
+	Datum		values[5];
+	bool		isnull;
+	int			attempts;
+	bool		dead;
+	double		delay_secs;
+
+	PrmSpiConnect();
+	OutboxLoadMessage(message_id, PRM_LEVEL_SENDER, &org_id, &status, &lease);
+	OutboxCheckLease(message_id, status, lease, fcinfo, 3);
+	s = PrmGetSettings(org_id);
+	PrmPrepare(&attempts_plan,
+			   "SELECT m.attempts FROM prm.outbound_message m WHERE m.org_id = $1 AND m.id = $2",
+			   2, (Oid[]) {INT8OID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(message_id);
+	PrmExecute(attempts_plan, values, NULL, true, 1);
+	attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	dead = !retryable || attempts >= s->max_attempts;
+
+	delay_secs = (double) (s->retry_base.time / USECS_PER_SEC + s->retry_base.day * 86400) *
+		pow(2.0, Max(attempts - 1, 0));
+	delay_secs = Min(delay_secs, 3600.0);
+	delay_secs *= 0.75 + 0.5 * pg_prng_double(&pg_global_prng_state);
+
+	PrmPrepare(&plan,
+			   "UPDATE prm.outbound_message m"
+			   "   SET status = CASE WHEN $4 THEN 'dead' ELSE 'queued' END,"
+			   "       last_error = $3, lease_token = NULL, lease_expires_at = NULL,"
+			   "       not_before = pg_catalog.now() + pg_catalog.make_interval(secs => $5),"
+			   "       updated_at = pg_catalog.now()"
+			   " WHERE m.org_id = $1 AND m.id = $2",
+			   5, (Oid[]) {INT8OID, INT8OID, TEXTOID, BOOLOID, FLOAT8OID});
+	values[2] = CStringGetTextDatum(error);
+	values[3] = BoolGetDatum(dead);
+	values[4] = Float8GetDatum(dead ? 0.0 : delay_secs);
+	PrmExecute(plan, values, NULL, false, 0);
+	if (dead)
+		PrmEmitEvent(org_id, "message_dead", "outbound_message", message_id,
+					 psprintf("{\"attempts\": %d, \"error\": %s}", attempts, PrmJsonString(error)));
+	else
+		PrmWakeWorker(GetCurrentTimestamp() + (int64) (delay_secs * USECS_PER_SEC));
+	PrmSpiFinish();
+	PG_RETURN_VOID();
+}
+
+/* Rank of a delivery status: statuses only ever move to a higher rank. */
+static int
+OutboxStatusRank(const char *status)
+{
+	if (strcmp(status, "queued") == 0 || strcmp(status, "accepted") == 0 ||
+		strcmp(status, "scheduled") == 0)
+		return 0;
+	if (strcmp(status, "sending") == 0)
+		return 1;
+	if (strcmp(status, "sent") == 0)
+		return 2;
+	if (strcmp(status, "delivered") == 0 || strcmp(status, "undelivered") == 0 ||
+		strcmp(status, "failed") == 0 || strcmp(status, "canceled") == 0 ||
+		strcmp(status, "cancelled") == 0 || strcmp(status, "dead") == 0)
+		return 3;
+	if (strcmp(status, "read") == 0)
+		return 4;
+	return -1;
+}
+
+/*
+ * prm.record_delivery_status(provider_message_id, status) RETURNS boolean
+ */
+Datum
+prm_record_delivery_status(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr find_plan = NULL;
+	static SPIPlanPtr plans[2];
+	char	   *provider_id = PrmTextArg(fcinfo, 0, "provider_message_id", 200);
+	char	   *raw = PrmTextArg(fcinfo, 1, "status", 30);
+	char	   *status = asc_tolower(raw, strlen(raw));
+	int			rank = OutboxStatusRank(status);
+	Datum		values[4];
+	bool		isnull;
+	int64		org_id,
+				id;
+	bool		in_history;
+	bool		applied = false;
+	int			n,
+				i;
+
+	if (rank < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("delivery status \"%s\" is not recognized", raw),
+				 errhint("Use the provider's status words: queued, sending, sent, delivered, undelivered, failed, read, canceled.")));
+	if (strcmp(status, "canceled") == 0)
+		status = "cancelled";
+	if (rank == 0)
+		status = "queued";
+
+	PrmSpiConnect();
+	PrmPrepare(&find_plan,
+			   "SELECT m.org_id, m.id, m.status, false FROM prm.outbound_message m"
+			   " WHERE m.provider_message_id = $1"
+			   " UNION ALL "
+			   "SELECT h.org_id, h.id, h.status, true FROM prm.outbound_message_history h"
+			   " WHERE h.provider_message_id = $1",
+			   1, (Oid[]) {TEXTOID});
+	values[0] = CStringGetTextDatum(provider_id);
+	n = PrmExecute(find_plan, values, NULL, true, 0);
+	/* copy the matches out: the checks below run queries of their own */
+	{
+		int64	   *orgs = palloc(sizeof(int64) * (n + 1));
+		int64	   *ids = palloc(sizeof(int64) * (n + 1));
+		bool	   *hist = palloc(sizeof(bool) * (n + 1));
+
+		for (i = 0; i < n; i++)
+		{
+			orgs[i] = PrmGetInt64(i, 1, &isnull);
+			ids[i] = PrmGetInt64(i, 2, &isnull);
+			hist[i] = strcmp(PrmGetText(i, 4), "t") == 0;
+		}
+		for (i = 0; i < n && !applied; i++)
+		{
+			org_id = orgs[i];
+			id = ids[i];
+			in_history = hist[i];
+			if (!PrmHasOrgAccess(org_id, PRM_LEVEL_WEBHOOK))
+				continue;
+		if (plans[in_history] == NULL)
+			PrmPrepare(&plans[in_history],
+					   psprintf("UPDATE prm.%s m SET status = $3,"
+								"       delivered_at = CASE WHEN $3 = 'delivered' THEN pg_catalog.now() ELSE m.delivered_at END,"
+								"       updated_at = pg_catalog.now()"
+								" WHERE m.org_id = $1 AND m.id = $2"
+								"   AND (CASE m.status WHEN 'queued' THEN 0 WHEN 'sending' THEN 1 WHEN 'sent' THEN 2"
+								"        WHEN 'read' THEN 4 ELSE 3 END) < $4",
+								in_history ? "outbound_message_history" : "outbound_message"),
+					   4, (Oid[]) {INT8OID, INT8OID, TEXTOID, INT4OID});
+		values[0] = Int64GetDatum(org_id);
+		values[1] = Int64GetDatum(id);
+		values[2] = CStringGetTextDatum(status);
+		values[3] = Int32GetDatum(rank);
+		applied = PrmExecute(plans[in_history], values, NULL, false, 0) > 0;
+			if (applied)
+				PrmEmitEvent(org_id, "delivery_status", "outbound_message", id,
+							 psprintf("{\"status\": %s}", PrmJsonString(status)));
+		}
+	}
+	PrmSpiFinish();
+	PG_RETURN_BOOL(applied);
+}
+
+/*
+ * prm.redrive_message(org_id, message_id) RETURNS boolean
+ */
+Datum
+prm_redrive_message(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64		message_id = PRM_GETARG_INT64_NOTNULL(1, "message_id");
+	Datum		values[2];
+	bool		redriven;
+
+	PrmSpiConnect();
+	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
+	PrmRequireRow(org_id, PRM_ENTITY_OUTBOUND_MESSAGE, message_id, true);
+	PrmPrepare(&plan,
+			   "UPDATE prm.outbound_message m"
+			   "   SET status = 'queued', attempts = 0, not_before = pg_catalog.now(),"
+			   "       updated_at = pg_catalog.now()"
+			   " WHERE m.org_id = $1 AND m.id = $2 AND m.status = 'dead'"
+			   " RETURNING m.channel",
+			   2, (Oid[]) {INT8OID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(message_id);
+	redriven = PrmExecute(plan, values, NULL, false, 0) > 0;
+	if (redriven)
+	{
+		PrmNotifyOnce(psprintf("prm_outbox_%s", PrmGetText(0, 1)));
+		PrmEmitEvent(org_id, "message_redriven", "outbound_message", message_id, NULL);
+	}
+	PrmSpiFinish();
+	PG_RETURN_BOOL(redriven);
+}
+
+/*
+ * Move finished messages older than a day to the history table, at most
+ * limit of them; returns how many moved.
+ */
+int
+PrmArchiveMessages(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+
+	PrmPrepare(&plan,
+			   "WITH moved AS ("
+			   "  DELETE FROM prm.outbound_message m"
+			   "   WHERE (m.org_id, m.id) IN ("
+			   "     SELECT x.org_id, x.id FROM prm.outbound_message x"
+			   "      WHERE x.status IN ('delivered', 'undelivered', 'failed', 'read', 'cancelled', 'sent')"
+			   "        AND x.updated_at < pg_catalog.now() - interval '1 day'"
+			   "      LIMIT $1 FOR UPDATE SKIP LOCKED)"
+			   "  RETURNING m.*)"
+			   "INSERT INTO prm.outbound_message_history"
+			   "  (org_id, id, channel, to_address, body, status, attempts, created_at, lease_token,"
+			   "   lease_expires_at, not_before, kind, patient_id, offer_id, dedup_key,"
+			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at)"
+			   "SELECT org_id, id, channel, to_address, body, status, attempts, created_at, lease_token,"
+			   "   lease_expires_at, not_before, kind, patient_id, offer_id, dedup_key,"
+			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at FROM moved",
+			   1, (Oid[]) {INT4OID});
+	values[0] = Int32GetDatum(limit);
+	return PrmExecute(plan, values, NULL, false, 0);
+}
+
+/*
+ * prm.health() RETURNS jsonb
+ */
+Datum
+prm_health(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr stats_plan = NULL;
+	static SPIPlanPtr probe_plan = NULL;
+	instr_time	start,
+				elapsed;
+	char	   *stats;
+	double		probe_ms;
+	Datum		result;
+
+	PrmSpiConnect();
+	if (!PrmCallerIsPrivileged())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for prm.health()"),
+				 errhint("It reports on every organization; ask a superuser or the extension owner.")));
+
+	/* a claim without the lock: how fast the claim path is right now */
+	PrmPrepare(&probe_plan,
+			   "SELECT m.id FROM prm.outbound_message m"
+			   " WHERE m.status = 'queued' AND m.channel = 'sms' AND m.not_before <= pg_catalog.now()"
+			   " ORDER BY m.not_before, m.id LIMIT 10",
+			   0, NULL);
+	INSTR_TIME_SET_CURRENT(start);
+	PrmExecute(probe_plan, NULL, NULL, true, 0);
+	INSTR_TIME_SET_CURRENT(elapsed);
+	INSTR_TIME_SUBTRACT(elapsed, start);
+	probe_ms = INSTR_TIME_GET_MILLISEC(elapsed);
+
+	PrmPrepare(&stats_plan,
+			   "SELECT pg_catalog.jsonb_build_object("
+			   " 'queue', (SELECT coalesce(pg_catalog.jsonb_object_agg(q.channel, q.statuses), '{}')"
+			   "            FROM (SELECT c.channel, pg_catalog.jsonb_object_agg(c.status, c.n) AS statuses"
+			   "                    FROM (SELECT m.channel, m.status, pg_catalog.count(*) AS n"
+			   "                            FROM prm.outbound_message m GROUP BY 1, 2) c"
+			   "                   GROUP BY c.channel) q),"
+			   " 'due_now', (SELECT pg_catalog.count(*) FROM prm.outbound_message m"
+			   "              WHERE m.status = 'queued' AND m.not_before <= pg_catalog.now()),"
+			   " 'oldest_due_seconds', (SELECT coalesce(extract(epoch FROM pg_catalog.now() - pg_catalog.min(m.not_before)), 0)"
+			   "              FROM prm.outbound_message m"
+			   "              WHERE m.status = 'queued' AND m.not_before <= pg_catalog.now()),"
+			   " 'dead', (SELECT pg_catalog.count(*) FROM prm.outbound_message m WHERE m.status = 'dead'),"
+			   " 'history', (SELECT pg_catalog.count(*) FROM prm.outbound_message_history),"
+			   " 'table', (SELECT pg_catalog.jsonb_build_object('live_tuples', s.n_live_tup,"
+			   "                  'dead_tuples', s.n_dead_tup, 'last_autovacuum', s.last_autovacuum,"
+			   "                  'last_vacuum', s.last_vacuum)"
+			   "             FROM pg_catalog.pg_stat_user_tables s"
+			   "            WHERE s.relid = 'prm.outbound_message'::pg_catalog.regclass),"
+			   " 'oldest_xact_seconds', (SELECT coalesce(extract(epoch FROM pg_catalog.max(pg_catalog.now() - a.xact_start)), 0)"
+			   "              FROM pg_catalog.pg_stat_activity a"
+			   "             WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_catalog.pg_backend_pid()),"
+			   " 'oldest_xmin_age', (SELECT pg_catalog.max(pg_catalog.age(a.backend_xmin))"
+			   "              FROM pg_catalog.pg_stat_activity a WHERE a.pid <> pg_catalog.pg_backend_pid()))::text",
+			   0, NULL);
+	PrmExecute(stats_plan, NULL, NULL, true, 1);
+	stats = PrmGetText(0, 1);
+	result = DirectFunctionCall1(jsonb_in,
+								 CStringGetDatum(psprintf("%s", stats)));
+	result = DirectFunctionCall2(jsonb_concat, result,
+								 DirectFunctionCall1(jsonb_in,
+													 CStringGetDatum(psprintf("{\"claim_probe_ms\": %.3f}", probe_ms))));
+	result = SPI_datumTransfer(result, false, -1);
+	PrmSpiFinish();
+	PG_RETURN_DATUM(result);
+}

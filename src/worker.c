@@ -1,0 +1,575 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The prm launcher and its per-database workers.
+ *
+ * With prm in shared_preload_libraries, a static "prm launcher" starts one
+ * dynamic "prm worker" for each database named in prm.databases, notices
+ * when one exits (bgw_notify_pid) and starts it again, and reports a lack
+ * of worker slots (max_worker_processes) with a hint.
+ *
+ * A worker runs each time-driven step of jobs.c in a transaction of its own
+ * (worker_spi's sequence: statement start, transaction, SPI, snapshot),
+ * catches, logs and rolls back a step that fails and goes on with the next,
+ * then sleeps on its latch until the earliest deadline the database knows
+ * (prm.next_deadline), at most prm.worker_max_sleep.
+ *
+ * Waking early.  A backend that writes a nearer deadline (a new hold, a
+ * delayed batch, a retry) calls PrmWakeWorker(); at commit, and only then,
+ * the worker of its database is woken if it sleeps past that deadline.
+ * Shared memory holds, per database, the worker's latch and the time it
+ * sleeps until, under a spinlock.  A rolled back transaction wakes nobody.
+ *
+ * Signals: SIGHUP reloads settings; SIGTERM ends the loop and the worker
+ * exits with code 0.  In a database without the extension the worker runs
+ * nothing and checks again every prm.worker_max_sleep.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/varlena.h"
+
+#include "prm.h"
+
+PGDLLEXPORT void prm_launcher_main(Datum main_arg);
+PGDLLEXPORT void prm_worker_main(Datum main_arg);
+
+#define PRM_MAX_WORKERS 32
+
+typedef struct PrmWorkerSlot
+{
+	Oid			dboid;
+	pid_t		pid;
+	Latch	   *latch;
+	TimestampTz sleep_until;	/* 0 while running steps */
+} PrmWorkerSlot;
+
+typedef struct PrmShared
+{
+	slock_t		mutex;
+	PrmWorkerSlot slots[PRM_MAX_WORKERS];
+} PrmShared;
+
+static PrmShared *prm_shared = NULL;
+
+/* settings */
+static bool prm_worker_enabled = true;
+static char *prm_databases = NULL;
+static int	prm_worker_max_sleep = 60;
+
+/* the nearest deadline this transaction wrote, for the commit callback */
+static TimestampTz pending_wake = 0;
+static bool wake_callback_registered = false;
+
+static volatile sig_atomic_t got_sigterm = false;
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void PrmShmemRequest(void);
+static void PrmShmemStartup(void);
+static void PrmWakeCallback(XactEvent event, void *arg);
+static void PrmWorkerSigterm(SIGNAL_ARGS);
+static void PrmWorkerDetach(int code, Datum arg);
+
+/*
+ * Define the worker's settings and, when preloaded, ask for shared memory
+ * and register the launcher.  Called from _PG_init.
+ */
+void
+PrmWorkerInit(void)
+{
+	BackgroundWorker bgw;
+
+	DefineCustomBoolVariable("prm.worker_enabled",
+							 "Whether the prm workers run the time-driven steps.",
+							 "When off, workers stay idle; prm.run_due_jobs() still works.",
+							 &prm_worker_enabled, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("prm.worker_max_sleep",
+							"Longest time a prm worker sleeps between checks.",
+							NULL,
+							&prm_worker_max_sleep, 60, 1, 3600, PGC_SIGHUP,
+							GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("prm.databases",
+							   "Databases in which a prm worker runs (comma-separated).",
+							   NULL,
+							   &prm_databases, "postgres", PGC_SIGHUP, GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	MarkGUCPrefixReserved("prm");
+
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = PrmShmemRequest;
+#else
+	PrmShmemRequest();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = PrmShmemStartup;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	strlcpy(bgw.bgw_library_name, "prm", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "prm_launcher_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "prm launcher", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "prm launcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* Ask for the shared state. */
+static void
+PrmShmemRequest(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(MAXALIGN(sizeof(PrmShared)));
+}
+
+/* Create or attach to the shared state. */
+static void
+PrmShmemStartup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	prm_shared = ShmemInitStruct("prm", sizeof(PrmShared), &found);
+	if (!found)
+	{
+		memset(prm_shared, 0, sizeof(PrmShared));
+		SpinLockInit(&prm_shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* At commit, wake this database's worker if it sleeps past our deadline. */
+static void
+PrmWakeCallback(XactEvent event, void *arg)
+{
+	int			i;
+	Latch	   *latch = NULL;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) &&
+		pending_wake != 0 && prm_shared != NULL)
+	{
+		SpinLockAcquire(&prm_shared->mutex);
+		for (i = 0; i < PRM_MAX_WORKERS; i++)
+		{
+			PrmWorkerSlot *slot = &prm_shared->slots[i];
+
+			/* a worker between sleeps (0) re-reads deadlines: wake it too */
+			if (slot->pid != 0 && slot->dboid == MyDatabaseId &&
+				(slot->sleep_until == 0 || pending_wake < slot->sleep_until))
+			{
+				latch = slot->latch;
+				if (slot->sleep_until != 0)
+					slot->sleep_until = pending_wake;
+			}
+		}
+		SpinLockRelease(&prm_shared->mutex);
+		if (latch)
+			SetLatch(latch);
+	}
+	pending_wake = 0;
+}
+
+/*
+ * Note that the current transaction wrote a deadline; the worker is woken
+ * at commit if it would sleep past it.
+ */
+void
+PrmWakeWorker(TimestampTz deadline)
+{
+	if (prm_shared == NULL || deadline == 0)
+		return;
+	if (!wake_callback_registered)
+	{
+		RegisterXactCallback(PrmWakeCallback, NULL);
+		wake_callback_registered = true;
+	}
+	if (pending_wake == 0 || deadline < pending_wake)
+		pending_wake = deadline;
+}
+
+/* SIGTERM: finish the current step, then leave. */
+static void
+PrmWorkerSigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* Give up this worker's shared slot on exit. */
+static void
+PrmWorkerDetach(int code, Datum arg)
+{
+	int			i;
+
+	if (prm_shared == NULL)
+		return;
+	SpinLockAcquire(&prm_shared->mutex);
+	for (i = 0; i < PRM_MAX_WORKERS; i++)
+		if (prm_shared->slots[i].pid == MyProcPid)
+			memset(&prm_shared->slots[i], 0, sizeof(PrmWorkerSlot));
+	SpinLockRelease(&prm_shared->mutex);
+}
+
+/* Start the worker for one database; NULL when no worker slot is free. */
+static BackgroundWorkerHandle *
+PrmStartWorker(const char *dbname)
+{
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+	pid_t		pid;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(bgw.bgw_library_name, "prm", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "prm_worker_main", BGW_MAXLEN);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "prm worker for database %s", dbname);
+	strlcpy(bgw.bgw_type, "prm worker", BGW_MAXLEN);
+	strlcpy(bgw.bgw_extra, dbname, BGW_EXTRALEN);
+	bgw.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a prm worker for database \"%s\"", dbname),
+				 errhint("Raise max_worker_processes; the launcher tries again.")));
+		return NULL;
+	}
+	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+	{
+		ereport(WARNING,
+				(errmsg("prm worker for database \"%s\" did not start", dbname)));
+		return NULL;
+	}
+	return handle;
+}
+
+/*
+ * The launcher: keep one worker running for each database in prm.databases.
+ */
+void
+prm_launcher_main(Datum main_arg)
+{
+	char	   *names[PRM_MAX_WORKERS];
+	BackgroundWorkerHandle *handles[PRM_MAX_WORKERS];
+	int			nnames = 0;
+	int			i;
+
+	memset(handles, 0, sizeof(handles));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	pgstat_report_appname("prm launcher");
+
+	for (;;)
+	{
+		List	   *dblist = NIL;
+		ListCell   *lc;
+		char	   *raw;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		raw = pstrdup(prm_databases);
+		if (!SplitGUCList(raw, ',', &dblist))
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("prm.databases is not a valid list of database names")));
+		foreach(lc, dblist)
+		{
+			char	   *db = (char *) lfirst(lc);
+			int			found = -1;
+			pid_t		pid;
+
+			for (i = 0; i < nnames; i++)
+				if (strcmp(names[i], db) == 0)
+					found = i;
+			if (found < 0)
+			{
+				if (nnames == PRM_MAX_WORKERS)
+				{
+					ereport(WARNING,
+							(errmsg("prm runs workers for at most %d databases", PRM_MAX_WORKERS)));
+					continue;
+				}
+				names[nnames] = MemoryContextStrdup(TopMemoryContext, db);
+				handles[nnames] = NULL;
+				found = nnames++;
+			}
+			if (handles[found] != NULL &&
+				GetBackgroundWorkerPid(handles[found], &pid) == BGWH_STARTED)
+				continue;
+			if (handles[found] != NULL)
+				pfree(handles[found]);
+			handles[found] = PrmStartWorker(db);
+		}
+		list_free(dblist);
+		pfree(raw);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10 * 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* Is prm installed in the worker's database?  In its own transaction. */
+static bool
+PrmWorkerExtensionInstalled(void)
+{
+	bool		installed;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	installed = OidIsValid(get_extension_oid("prm", true));
+	if (installed)
+	{
+		/* and updated to a version with the job steps */
+		PushActiveSnapshot(GetTransactionSnapshot());
+		PrmSpiConnect();
+		installed = SPI_execute("SELECT 1 FROM pg_catalog.pg_proc p"
+								" JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
+								" WHERE n.nspname = 'prm' AND p.proname = 'run_due_jobs'",
+								true, 1) == SPI_OK_SELECT && SPI_processed == 1;
+		PrmSpiFinish();
+		PopActiveSnapshot();
+	}
+	CommitTransactionCommand();
+	return installed;
+}
+
+/*
+ * Run one job step in a transaction of its own; on error log it, roll back,
+ * record the error and return false.
+ */
+static bool
+PrmWorkerRunStep(int step, MemoryContext loop_ctx)
+{
+	volatile bool ok = true;
+	char	   *volatile message = NULL;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, PrmJobName(step));
+		PrmSpiConnect();
+		(void) PrmRunJob(step);
+		PrmSpiFinish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(loop_ctx);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		RESUME_INTERRUPTS();
+		message = edata->message;
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(loop_ctx);
+
+	if (!ok)
+	{
+		ereport(LOG,
+				(errmsg("prm worker: step \"%s\" failed and was rolled back; the other steps go on",
+						PrmJobName(step))));
+		/* record the failure; if even that fails, the log has it */
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PG_TRY();
+		{
+			PushActiveSnapshot(GetTransactionSnapshot());
+			PrmSpiConnect();
+			PrmRecordJobError(step, message);
+			PrmSpiFinish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			HOLD_INTERRUPTS();
+			EmitErrorReport();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			RESUME_INTERRUPTS();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(loop_ctx);
+	}
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+/* The next deadline, read in a transaction of its own (0: none). */
+static TimestampTz
+PrmWorkerNextDeadline(MemoryContext loop_ctx)
+{
+	TimestampTz deadline = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		PrmSpiConnect();
+		deadline = PrmNextDeadline();
+		PrmSpiFinish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		RESUME_INTERRUPTS();
+		deadline = 0;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(loop_ctx);
+	return deadline;
+}
+
+/*
+ * A worker: run the due steps, sleep until the next deadline, again.
+ */
+void
+prm_worker_main(Datum main_arg)
+{
+	char		dbname[BGW_EXTRALEN];
+	MemoryContext loop_ctx;
+	int			i,
+				mine = -1;
+
+	strlcpy(dbname, MyBgworkerEntry->bgw_extra, sizeof(dbname));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, PrmWorkerSigterm);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	pgstat_report_appname("prm worker");
+
+	if (prm_shared == NULL)
+		elog(ERROR, "prm worker started without prm's shared memory");
+	SpinLockAcquire(&prm_shared->mutex);
+	for (i = 0; i < PRM_MAX_WORKERS && mine < 0; i++)
+		if (prm_shared->slots[i].pid == 0)
+		{
+			mine = i;
+			prm_shared->slots[i].pid = MyProcPid;
+			prm_shared->slots[i].dboid = MyDatabaseId;
+			prm_shared->slots[i].latch = MyLatch;
+			prm_shared->slots[i].sleep_until = 0;
+		}
+	SpinLockRelease(&prm_shared->mutex);
+	if (mine < 0)
+		elog(ERROR, "no free prm worker slot");
+	before_shmem_exit(PrmWorkerDetach, (Datum) 0);
+
+	ereport(LOG, (errmsg("prm worker started for database \"%s\"", dbname)));
+	loop_ctx = AllocSetContextCreate(TopMemoryContext, "prm worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
+
+	while (!got_sigterm)
+	{
+		TimestampTz deadline = 0;
+		TimestampTz now;
+		long		timeout_ms = prm_worker_max_sleep * 1000L;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			timeout_ms = prm_worker_max_sleep * 1000L;
+		}
+		MemoryContextReset(loop_ctx);
+		MemoryContextSwitchTo(loop_ctx);
+
+		SpinLockAcquire(&prm_shared->mutex);
+		prm_shared->slots[mine].sleep_until = 0;
+		SpinLockRelease(&prm_shared->mutex);
+
+		if (prm_worker_enabled && PrmWorkerExtensionInstalled())
+		{
+			for (i = 0; i < PrmJobCount() && !got_sigterm; i++)
+				(void) PrmWorkerRunStep(i, loop_ctx);
+			deadline = PrmWorkerNextDeadline(loop_ctx);
+		}
+
+		now = GetCurrentTimestamp();
+		if (deadline != 0)
+		{
+			long		until = (long) ((deadline - now) / 1000);
+
+			/* work already due: run again soon, but never spin */
+			timeout_ms = Max(Min(until + 5, timeout_ms), 100L);
+		}
+		SpinLockAcquire(&prm_shared->mutex);
+		prm_shared->slots[mine].sleep_until = now + (TimestampTz) timeout_ms * 1000;
+		SpinLockRelease(&prm_shared->mutex);
+
+		if (got_sigterm)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	ereport(LOG, (errmsg("prm worker for database \"%s\" shutting down", dbname)));
+	proc_exit(0);
+}
