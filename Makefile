@@ -12,7 +12,7 @@ OBJS         = src/prm.o src/settings.o src/phone.o src/access.o src/directory.o
 # the previous release is that release's pieces alone.  test/t/002_upgrade.pl
 # proves that both roads lead to the same catalog.
 SQL_0.1.0    = src/prm.sql src/directory.sql
-SQL_0.2.0    = src/scoring.sql src/outbox.sql src/fill.sql src/jobs.sql
+SQL_0.2.0    = src/scoring.sql src/outbox.sql src/fill.sql src/jobs.sql src/access_sync.sql
 DATA_built   = prm--0.1.0.sql prm--0.2.0.sql prm--0.1.0--0.2.0.sql
 DATA         = $(wildcard src/updates/prm--*.sql)
 
@@ -38,7 +38,7 @@ prm--0.1.0.sql: $(SQL_0.1.0)
 prm--0.2.0.sql: $(SQL_0.1.0) $(SQL_0.2.0)
 	cat $^ > $@
 prm--0.1.0--0.2.0.sql: $(SQL_0.2.0)
-	(echo '\echo Use "ALTER EXTENSION prm UPDATE" to load this file. \quit'; \
+	(printf '%s\n' '\echo Use "ALTER EXTENSION prm UPDATE" to load this file. \quit'; \
 	 grep -hv '^\\echo Use "CREATE EXTENSION' $^) > $@
 
 .PHONY: deps demo test bench

@@ -27,6 +27,7 @@
 
 PG_FUNCTION_INFO_V1(prm_grant_access);
 PG_FUNCTION_INFO_V1(prm_revoke_access);
+PG_FUNCTION_INFO_V1(prm_sync_access_privileges);
 
 static void AccessSyncPrivileges(Oid roleid);
 
@@ -189,4 +190,40 @@ prm_revoke_access(PG_FUNCTION_ARGS)
 		PrmEmitEvent(org_id, "access_revoked", "role", roleid, NULL);
 	PrmSpiFinish();
 	PG_RETURN_BOOL(had);
+}
+
+/*
+ * prm.sync_access_privileges() RETURNS int
+ *	  Recompute the privileges of every role that has access somewhere.
+ */
+Datum
+prm_sync_access_privileges(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int			n,
+				i;
+	Oid		   *roles;
+
+	PrmSpiConnect();
+	if (!PrmCallerIsPrivileged())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for prm.sync_access_privileges()")));
+	PrmPrepare(&plan,
+			   "SELECT DISTINCT a.role_id FROM prm.org_access a"
+			   "  JOIN pg_catalog.pg_roles r ON r.oid = a.role_id",
+			   0, NULL);
+	n = PrmExecute(plan, NULL, NULL, true, 0);
+	roles = palloc(sizeof(Oid) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		roles[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	for (i = 0; i < n; i++)
+		AccessSyncPrivileges(roles[i]);
+	PrmSpiFinish();
+	PG_RETURN_INT32(n);
 }
