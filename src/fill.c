@@ -1345,7 +1345,7 @@ prm_fill_stats(PG_FUNCTION_ARGS)
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	PrmPrepare(&plan,
 			   "WITH s AS (SELECT s.* FROM prm.slot s"
-			   "            WHERE s.org_id = $1 AND s.created_at >= $2 AND s.created_at < $3"
+			   "            WHERE s.org_id = $1 AND s.created_at >= $2 AND s.created_at <= $3"
 			   "              AND s.fill_status <> 'withdrawn'),"
 			   "     o AS (SELECT o.* FROM prm.offer o JOIN s ON s.id = o.slot_id WHERE o.org_id = $1),"
 			   "     f AS (SELECT s.id, s.filled_at - s.created_at AS t FROM s"
@@ -1372,7 +1372,7 @@ prm_fill_stats(PG_FUNCTION_ARGS)
 			   "  'opt_out_rate', (SELECT CASE WHEN pg_catalog.count(*) = 0 THEN NULL ELSE"
 			   "                  round((SELECT pg_catalog.count(*) FROM prm.patient p JOIN offered x ON x.patient_id = p.id"
 			   "                          WHERE p.org_id = $1 AND p.sms_opt_out"
-			   "                            AND p.opted_out_at >= $2 AND p.opted_out_at < $3)::numeric"
+			   "                            AND p.opted_out_at >= $2 AND p.opted_out_at <= $3)::numeric"
 			   "                        / pg_catalog.count(*), 4) END FROM offered))",
 			   3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(org_id);
