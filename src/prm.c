@@ -62,6 +62,7 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	PrmWorkerInit();
 }
 
 /* Raise 22004 when argument argno is NULL. */
