@@ -23,7 +23,12 @@ $node->safe_psql('src', q{
 	SELECT prm.book_appointment(1, g, 1, '2031-01-01 09:00+00'::timestamptz + g * interval '1 hour',
 	                            '2031-01-01 09:30+00'::timestamptz + g * interval '1 hour')
 	  FROM generate_series(1, 20) g;
+	SELECT prm.configure(1, '{"quiet_hours": false, "offer_daily_cap": 10, "offer_weekly_cap": 10}');
+	SELECT prm.join_waitlist(1, g, NULL, g % 7 = 0, g % 5) FROM generate_series(21, 40) g;
 	SELECT prm.cancel_appointment(1, g, 'moved') FROM generate_series(1, 5) g;
+	SELECT prm.handle_inbound_sms('+44 20 7946 0000', phone, 'YES', 'SM-dump-' || id)
+	  FROM prm.patient WHERE id IN (SELECT patient_id FROM prm.offer WHERE status = 'open' LIMIT 2);
+	SELECT count(*) FROM prm.claim_messages('sms', 3);
 	SELECT prm.grant_access('regress_dump_staff', 1, 'staff');
 });
 
@@ -37,8 +42,14 @@ my $fingerprint = q{
 	 WHERE n.nspname = 'prm' AND c.relkind = 'r'};
 
 my $before = $node->safe_psql('src', $fingerprint);
-like($before, qr/^appointment 20 /m, 'source holds the appointments');
+like($before, qr/^appointment 2[0-9] /m, 'source holds the appointments');
+my $max_appt = $node->safe_psql('src', 'SELECT max(id) FROM prm.appointment');
+my $max_offer = $node->safe_psql('src', 'SELECT max(id) FROM prm.offer');
 like($before, qr/^patient 50 /m, 'source holds the patients');
+like($before, qr/^offer [1-9]/m, 'source holds offers');
+like($before, qr/^outbound_message [1-9]/m, 'source holds queued messages');
+like($before, qr/^inbound_message 2 /m, 'source holds inbound messages');
+like($before, qr/^waitlist_entry 20 /m, 'source holds the waitlist');
 
 my $dump = $node->basedir . '/prm.dump';
 $node->command_ok([ 'pg_dump', '-Fc', '-d', $node->connstr('src'), '-f', $dump ], 'pg_dump');
@@ -52,9 +63,12 @@ is($after, $before, 'every prm table has the same rows after restore');
 is($node->safe_psql('dst', q{SELECT prm.add_patient(1, 'New', 'Patient', '07700 900999')}),
 	'51', 'a new patient gets the next id');
 is($node->safe_psql('dst', q{SELECT prm.book_appointment(1, 51, 1, '2032-01-01 09:00+00', '2032-01-01 09:30+00')}),
-	'21', 'a new appointment gets the next id');
+	$max_appt + 1, 'a new appointment gets the next id');
 is($node->safe_psql('dst', q{SELECT prm.create_organization('Second', 'UTC')}),
 	'2', 'a new organization gets the next id');
+$node->safe_psql('dst', q{SELECT prm.cancel_appointment(1, 20)});
+is($node->safe_psql('dst', qq{SELECT min(id) FROM prm.offer WHERE id > $max_offer}),
+	$max_offer + 1, 'offers made after the restore continue the sequence');
 cmp_ok($node->safe_psql('dst', q{SELECT count(*) FROM prm.event WHERE kind = 'patient_added'}),
 	'==', 51, 'events restored and new ones appended');
 
