@@ -27,7 +27,8 @@
  * gone) or, if the first transaction rolled back, free (and wins).  Only
  * then is the offer row locked and checked.
  *
- * Lock order, everywhere: slot, then its offers, then waitlist entries.
+ * Lock order, everywhere: provider (taken by bookings, and by a YES before
+ * it claims), slot, then its offers, then waitlist entries.
  * Sweeps (expiry, due batches) take the slot with SKIP LOCKED and come back
  * for a slot that is busy being claimed.
  *
@@ -548,6 +549,7 @@ static FillOutcome
 FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 {
 	static SPIPlanPtr offer_plan = NULL;
+	static SPIPlanPtr provider_plan = NULL;
 	static SPIPlanPtr claim_plan = NULL;
 	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr unclaim_plan = NULL;
@@ -614,6 +616,18 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 						   "sms", language, NULL, 0);
 		return strcmp(status, "withdrawn") == 0 ? FILL_GONE : FILL_NO_OFFER;
 	}
+
+	/*
+	 * Lock order is provider, slot, offer everywhere (book_appointment locks
+	 * the provider first too), so take the provider's lock before the slot's.
+	 */
+	PrmPrepare(&provider_plan,
+			   "SELECT p.id FROM prm.slot s JOIN prm.provider p"
+			   "    ON p.org_id = s.org_id AND p.id = s.provider_id"
+			   " WHERE s.org_id = $1 AND s.id = $2 FOR UPDATE OF p",
+			   2, (Oid[]) {INT8OID, INT8OID});
+	values[1] = Int64GetDatum(slot_id);
+	PrmExecute(provider_plan, values, NULL, false, 1);
 
 	/* the claim: waits for a concurrent claimer and re-checks after it */
 	PrmPrepare(&claim_plan,
@@ -933,16 +947,16 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 		body[pg_mbcharcliplen(body, strlen(body), 1600)] = '\0';
 
 	PrmSpiConnect();
-	to = PrmNormalizePhone(to_raw, NULL);
+	to = PrmTryNormalizePhone(to_raw, NULL);
 	PrmPrepare(&org_plan, "SELECT o.id FROM prm.organization o WHERE o.sms_number = $1",
 			   1, (Oid[]) {TEXTOID});
-	values[0] = CStringGetTextDatum(to);
-	if (PrmExecute(org_plan, values, NULL, false, 1) == 0)
+	values[0] = CStringGetTextDatum(to ? to : to_raw);
+	if (to == NULL || PrmExecute(org_plan, values, NULL, false, 1) == 0)
 	{
 		if (!PrmCallerIsPrivileged())
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied for SMS number %s", to),
+					 errmsg("permission denied for SMS number %s", to ? to : to_raw),
 					 errhint("The webhook role needs the webhook level on the organization owning the number.")));
 		PrmSpiFinish();
 		PG_RETURN_NULL();

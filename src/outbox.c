@@ -313,7 +313,9 @@ PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
 		int64		id = PrmGetInt64(0, 1, &isnull);
 
 		PrmNotifyOnce(psprintf("prm_outbox_%s", channel));
-		PrmWakeWorker(not_before);
+		/* a message held for later: the worker wakes its senders then */
+		if (not_before > GetCurrentTransactionStartTimestamp())
+			PrmWakeWorker(not_before);
 		return id;
 	}
 	Assert(dedup_key != NULL);
