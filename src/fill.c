@@ -1191,6 +1191,22 @@ prm_undo_cancellation(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(true);
 }
 
+/* Copy n (org_id, slot_id) result rows out, before other queries run. */
+static void
+FillReadSlotIds(int n, int64 **org_ids, int64 **slot_ids)
+{
+	int			i;
+	bool		isnull;
+
+	*org_ids = palloc(sizeof(int64) * (n + 1));
+	*slot_ids = palloc(sizeof(int64) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		(*org_ids)[i] = PrmGetInt64(i, 1, &isnull);
+		(*slot_ids)[i] = PrmGetInt64(i, 2, &isnull);
+	}
+}
+
 /*
  * Expire open offers whose hold ended by as_of, slot by slot (at most limit
  * slots), and send the next batch where a slot has no open offer left.
@@ -1208,7 +1224,6 @@ PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs, int limit)
 				expired = 0;
 	int64	   *org_ids;
 	int64	   *slot_ids;
-	bool		isnull;
 
 	if (!FillInstalled())
 		return 0;
@@ -1225,13 +1240,7 @@ PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs, int limit)
 		nulls[1] = 'n';
 	values[2] = Int32GetDatum(limit);
 	n = PrmExecute(find_plan, values, nulls, false, 0);
-	org_ids = palloc(sizeof(int64) * (n + 1));
-	slot_ids = palloc(sizeof(int64) * (n + 1));
-	for (i = 0; i < n; i++)
-	{
-		org_ids[i] = PrmGetInt64(i, 1, &isnull);
-		slot_ids[i] = PrmGetInt64(i, 2, &isnull);
-	}
+	FillReadSlotIds(n, &org_ids, &slot_ids);
 
 	PrmPrepare(&expire_plan,
 			   "UPDATE prm.offer o SET status = 'expired'"
@@ -1270,7 +1279,6 @@ PrmSendDueBatches(int limit)
 				sent = 0;
 	int64	   *org_ids;
 	int64	   *slot_ids;
-	bool		isnull;
 
 	if (!FillInstalled())
 		return 0;
@@ -1281,13 +1289,7 @@ PrmSendDueBatches(int limit)
 			   1, (Oid[]) {INT4OID});
 	values[0] = Int32GetDatum(limit);
 	n = PrmExecute(plan, values, NULL, false, 0);
-	org_ids = palloc(sizeof(int64) * (n + 1));
-	slot_ids = palloc(sizeof(int64) * (n + 1));
-	for (i = 0; i < n; i++)
-	{
-		org_ids[i] = PrmGetInt64(i, 1, &isnull);
-		slot_ids[i] = PrmGetInt64(i, 2, &isnull);
-	}
+	FillReadSlotIds(n, &org_ids, &slot_ids);
 	for (i = 0; i < n; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
