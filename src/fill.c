@@ -6,18 +6,24 @@
  *	  claiming the slot for exactly one of them.
  *
  * Choosing a batch.  Waiting entries are read in the order of the rank
- * index (priority_score DESC, joined_at, id) through a cursor, FOR UPDATE
- * SKIP LOCKED: an entry another transaction is offering right now is
- * skipped, never waited for, so two slots filled at once choose disjoint
- * patients.  Hard filters are in the query (provider, location, days, time
+ * index (priority_score DESC, joined_at, id) through a cursor, without
+ * locks, into a ranked pool of FILL_POOL_FACTOR candidates per batch place.
+ * The pool is then locked best first, one entry at a time, FOR UPDATE SKIP
+ * LOCKED: an entry another transaction is offering right now is skipped,
+ * never waited for, and the next candidate takes its place, so two slots
+ * filled at once choose disjoint patients and neither comes up short.  Only
+ * entries actually offered are locked.  A batch that finds every candidate
+ * busy elsewhere is retried a few seconds later by the jobs, not given up.
+ * Hard filters are in the query (provider, location, days, time
  * window in the patient's time zone, expiry, reachable and not opted out,
  * no open offer, not offered this slot before, offer caps per day and week,
  * slot earlier than the current appointment).  In C each row gets its rank:
  * the score minus recent_offer_penalty when the patient had an offer within
  * recent_offer_window; and its hold: it starts when the SMS may go out (after
  * quiet hours), and the slot must start at least min_notice after it ends.
- * The scan stops once batch_size entries are chosen and no later row can
- * outrank them (a later row's rank is at most its score).  Offers are
+ * The scan stops once the pool is full and no later row can outrank it (a
+ * later row's rank is at most its score).  A patient with two entries is
+ * ranked once.  Offers are
  * inserted with ON CONFLICT DO NOTHING on offer_one_open_per_patient, so a
  * patient reached through two entries at once still gets one open offer.
  *
@@ -59,6 +65,10 @@ PG_FUNCTION_INFO_V1(prm_fill_stats);
 /* rows examined at most when choosing one batch */
 #define FILL_MAX_SCAN		5000
 #define FILL_FETCH			64
+/* candidates ranked per batch place, for when some are being offered elsewhere */
+#define FILL_POOL_FACTOR	4
+/* a batch that found everyone busy elsewhere is tried again this much later */
+#define FILL_RETRY_USECS	(5 * USECS_PER_SEC)
 
 typedef struct FillSlot
 {
@@ -171,6 +181,24 @@ FillSetStatus(int64 org_id, int64 slot_id, const char *fill_status, bool new_bat
 	PrmExecute(plan, values, NULL, false, 0);
 }
 
+/* Have the jobs send the slot's next batch at time at. */
+static void
+FillRetryLater(int64 org_id, int64 slot_id, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[3];
+
+	PrmPrepare(&plan,
+			   "UPDATE prm.slot s SET fill_status = 'pending', next_batch_at = $3"
+			   " WHERE s.org_id = $1 AND s.id = $2",
+			   3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(slot_id);
+	values[2] = TimestampTzGetDatum(at);
+	PrmExecute(plan, values, NULL, false, 0);
+	PrmWakeWorker(at);
+}
+
 /* A time as "Mon 30 Nov" and "09:00" in time zone tz. */
 static void
 FillFormatLocal(TimestampTz ts, const char *tz, char **date, char **time)
@@ -269,6 +297,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 {
 	static SPIPlanPtr open_plan = NULL;
 	static SPIPlanPtr cand_plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
 	const PrmSettings *s;
 	FillSlot	slot;
 	Datum		values[10];
@@ -279,6 +308,8 @@ FillSendBatch(int64 org_id, int64 slot_id)
 	int			scanned = 0;
 	bool		done = false;
 	int			made = 0;
+	int			busy = 0;
+	int			pool_size;
 	int			i;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz earliest_hold_end = 0;
@@ -338,8 +369,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 			   "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
 			   "          AND o.patient_id = w.patient_id"
 			   "          AND o.created_at > pg_catalog.now() - interval '7 days') < $10"
-			   " ORDER BY w.priority_score DESC, w.joined_at, w.id"
-			   " FOR UPDATE OF w SKIP LOCKED",
+			   " ORDER BY w.priority_score DESC, w.joined_at, w.id",
 			   10, (Oid[]) {INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 		INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID});
 	values[0] = Int64GetDatum(org_id);
@@ -355,8 +385,9 @@ FillSendBatch(int64 org_id, int64 slot_id)
 	values[8] = Int32GetDatum(s->offer_daily_cap);
 	values[9] = Int32GetDatum(s->offer_weekly_cap);
 
-	chosen = palloc0(sizeof(FillCandidate) * (s->batch_size + 1));
-	portal = SPI_cursor_open(NULL, cand_plan, values, nulls, false);
+	pool_size = Min(s->batch_size * FILL_POOL_FACTOR, FILL_MAX_SCAN);
+	chosen = palloc0(sizeof(FillCandidate) * (pool_size + 1));
+	portal = SPI_cursor_open(NULL, cand_plan, values, nulls, true);
 	while (!done && scanned < FILL_MAX_SCAN)
 	{
 		uint64		r;
@@ -383,8 +414,8 @@ FillSendBatch(int64 org_id, int64 slot_id)
 			c.patient_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 			c.stored_score = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 
-			/* nothing later can outrank a full batch: ranks never exceed scores */
-			if (nchosen == s->batch_size && c.stored_score <= chosen[nchosen - 1].rank)
+			/* nothing later can outrank a full pool: ranks never exceed scores */
+			if (nchosen == pool_size && c.stored_score <= chosen[nchosen - 1].rank)
 			{
 				done = true;
 				break;
@@ -407,36 +438,86 @@ FillSendBatch(int64 org_id, int64 slot_id)
 			if (slot.starts_at < c.hold_until + PrmIntervalUsecs(&s->min_notice))
 				continue;
 
+			/*
+			 * A patient with two entries (any provider, and this one) is
+			 * ranked once: by the first entry seen, which has the higher
+			 * score and the same penalty.
+			 */
+			for (pos = 0; pos < nchosen; pos++)
+				if (chosen[pos].patient_id == c.patient_id)
+					break;
+			if (pos < nchosen)
+				continue;
+
 			/* insert by rank; equal ranks keep scan order (score, then seniority) */
 			pos = nchosen;
 			while (pos > 0 && chosen[pos - 1].rank < c.rank)
 				pos--;
-			if (pos >= s->batch_size)
+			if (pos >= pool_size)
 				continue;
-			if (nchosen == s->batch_size)
+			if (nchosen == pool_size)
 				nchosen--;
 			memmove(&chosen[pos + 1], &chosen[pos], sizeof(FillCandidate) * (nchosen - pos));
 			chosen[pos] = c;
 			nchosen++;
-			Assert(nchosen <= s->batch_size);
+			Assert(nchosen <= pool_size);
 		}
 	}
 	SPI_cursor_close(portal);
 
-	for (i = 0; i < nchosen; i++)
+	/*
+	 * Lock the best candidates one by one, skipping those another
+	 * transaction is offering right now, until the batch is full.  Only the
+	 * entries offered stay locked.
+	 */
+	PrmPrepare(&lock_plan,
+			   "SELECT 1 FROM prm.waitlist_entry w"
+			   " WHERE w.org_id = $1 AND w.id = $2 AND w.status = 'waiting'"
+			   " FOR UPDATE SKIP LOCKED",
+			   2, (Oid[]) {INT8OID, INT8OID});
+	for (i = 0; i < nchosen && made < s->batch_size; i++)
+	{
+		Datum		lv[2];
+
+		lv[0] = Int64GetDatum(org_id);
+		lv[1] = Int64GetDatum(chosen[i].entry_id);
+		if (PrmExecute(lock_plan, lv, NULL, false, 1) == 0)
+		{
+			busy++;
+			continue;
+		}
 		if (FillMakeOffer(s, &slot, &chosen[i], slot.batches_sent + 1))
 		{
 			made++;
 			if (earliest_hold_end == 0 || chosen[i].hold_until < earliest_hold_end)
 				earliest_hold_end = chosen[i].hold_until;
 		}
+		else
+			busy++;				/* the patient got an offer meanwhile */
+	}
 
-	FillSetStatus(org_id, slot_id, made > 0 ? "offering" : "exhausted", made > 0);
-	PrmEmitEvent(org_id, made > 0 ? "batch_sent" : "fill_exhausted", "slot", slot_id,
-				 psprintf("{\"batch_no\": %d, \"offers\": %d, \"examined\": %d}",
-						  slot.batches_sent + (made > 0 ? 1 : 0), made, scanned));
 	if (made > 0)
+	{
+		FillSetStatus(org_id, slot_id, "offering", true);
+		PrmEmitEvent(org_id, "batch_sent", "slot", slot_id,
+					 psprintf("{\"batch_no\": %d, \"offers\": %d, \"examined\": %d}",
+							  slot.batches_sent + 1, made, scanned));
 		PrmWakeWorker(earliest_hold_end);
+	}
+	else if (busy > 0)
+	{
+		/* everyone eligible is being offered elsewhere: try again shortly */
+		FillRetryLater(org_id, slot_id, now + FILL_RETRY_USECS);
+		PrmEmitEvent(org_id, "batch_deferred", "slot", slot_id,
+					 psprintf("{\"busy\": %d}", busy));
+	}
+	else
+	{
+		FillSetStatus(org_id, slot_id, "exhausted", false);
+		PrmEmitEvent(org_id, "fill_exhausted", "slot", slot_id,
+					 psprintf("{\"batch_no\": %d, \"offers\": 0, \"examined\": %d}",
+							  slot.batches_sent, scanned));
+	}
 	return made;
 }
 
@@ -445,6 +526,32 @@ static void
 FillAdvance(int64 org_id, int64 slot_id)
 {
 	(void) FillSendBatch(org_id, slot_id);
+}
+
+/*
+ * Cancel the offer SMS of a slot that have not gone out yet while their
+ * offers are closed (withdrawn or expired): nobody is to be told about a
+ * slot they can no longer take.  Messages already claimed by a sender are
+ * past recall.
+ */
+static void
+FillCancelClosedOfferMessages(int64 org_id, int64 slot_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
+
+	PrmPrepare(&plan,
+			   "UPDATE prm.outbound_message m"
+			   "   SET status = 'cancelled', last_error = 'offer closed before sending',"
+			   "       updated_at = pg_catalog.now()"
+			   " WHERE m.org_id = $1 AND m.status = 'queued' AND m.kind = 'offer'"
+			   "   AND m.offer_id IN (SELECT o.id FROM prm.offer o"
+			   "                       WHERE o.org_id = $1 AND o.slot_id = $2"
+			   "                         AND o.status IN ('withdrawn', 'expired'))",
+			   2, (Oid[]) {INT8OID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(slot_id);
+	PrmExecute(plan, values, NULL, false, 0);
 }
 
 /* Withdraw the open offers of a slot (whose lock the caller holds). */
@@ -463,8 +570,11 @@ FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason)
 	values[1] = Int64GetDatum(slot_id);
 	n = PrmExecute(plan, values, NULL, false, 0);
 	if (n > 0)
+	{
+		FillCancelClosedOfferMessages(org_id, slot_id);
 		PrmEmitEvent(org_id, "offers_withdrawn", "slot", slot_id,
 					 psprintf("{\"offers\": %d, \"reason\": %s}", n, PrmJsonString(reason)));
+	}
 	return n;
 }
 
@@ -472,10 +582,8 @@ FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason)
 void
 PrmSlotFreed(int64 org_id, int64 slot_id)
 {
-	static SPIPlanPtr plan = NULL;
 	const PrmSettings *s;
 	int64		delay;
-	Datum		values[3];
 
 	if (!FillInstalled())
 		return;
@@ -486,15 +594,7 @@ PrmSlotFreed(int64 org_id, int64 slot_id)
 		(void) FillSendBatch(org_id, slot_id);
 		return;
 	}
-	PrmPrepare(&plan,
-			   "UPDATE prm.slot s SET fill_status = 'pending', next_batch_at = $3"
-			   " WHERE s.org_id = $1 AND s.id = $2",
-			   3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = Int64GetDatum(slot_id);
-	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() + delay);
-	PrmExecute(plan, values, NULL, false, 0);
-	PrmWakeWorker(GetCurrentTransactionStartTimestamp() + delay);
+	FillRetryLater(org_id, slot_id, GetCurrentTransactionStartTimestamp() + delay);
 }
 
 /* A free slot was booked directly: its open offers are void. */
@@ -535,8 +635,11 @@ PrmWithdrawEntryOffers(int64 org_id, int64 entry_id, const char *reason)
 			   " RETURNING o.id",
 			   2, (Oid[]) {INT8OID, INT8OID});
 	if (PrmExecute(plan, values, NULL, false, 0) > 0)
+	{
 		PrmEmitEvent(org_id, "offer_withdrawn", "offer", PrmGetInt64(0, 1, &isnull),
 					 psprintf("{\"reason\": %s}", PrmJsonString(reason)));
+		FillCancelClosedOfferMessages(org_id, slot_id);
+	}
 	FillAdvance(org_id, slot_id);
 }
 
@@ -1260,8 +1363,11 @@ PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs, int limit)
 		values[2] = TimestampTzGetDatum(as_of);
 		k = PrmExecute(expire_plan, values, NULL, false, 0);
 		if (k > 0)
+		{
+			FillCancelClosedOfferMessages(org_ids[i], slot_ids[i]);
 			PrmEmitEvent(org_ids[i], "offers_expired", "slot", slot_ids[i],
 						 psprintf("{\"offers\": %d}", k));
+		}
 		expired += k;
 		FillAdvance(org_ids[i], slot_ids[i]);
 	}

@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(34);
+SELECT plan(35);
 
 CREATE ROLE regress_fa_staff;
 CREATE ROLE regress_fa_sender;
@@ -58,6 +58,8 @@ SELECT is((SELECT status FROM prm.offer WHERE id = :offb), 'open', 'B''s offer u
 SELECT is((SELECT status FROM prm.offer WHERE id = :offa), 'expired', 'A''s offer expired');
 
 -- a sender of A claims A's messages only, and cannot acknowledge B's
+SELECT is((SELECT status FROM prm.outbound_message WHERE id = :msga), 'cancelled', 'the SMS of A''s expired offer was never sent');
+SELECT prm.enqueue_message(:a, 'sms', '+15550041001', 'A reminder') AS msga2 \gset
 SET LOCAL ROLE regress_fa_sender;
 SELECT results_eq($$SELECT org_id FROM prm.claim_messages('sms', 100)$$, ARRAY[:a::bigint], 'sender A claims A''s message only');
 SELECT throws_ok(format('SELECT prm.mark_message_sent(%s, %L)', :msgb, 'SMB'), 'P0002', NULL, 'sender A cannot acknowledge B''s message');
