@@ -387,7 +387,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 
 	pool_size = Min(s->batch_size * FILL_POOL_FACTOR, FILL_MAX_SCAN);
 	chosen = palloc0(sizeof(FillCandidate) * (pool_size + 1));
-	portal = SPI_cursor_open(NULL, cand_plan, values, nulls, true);
+	portal = SPI_cursor_open(NULL, cand_plan, values, nulls, false);
 	while (!done && scanned < FILL_MAX_SCAN)
 	{
 		uint64		r;

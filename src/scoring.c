@@ -131,17 +131,21 @@ PrmJsonTimestamp(TimestampTz ts)
 /*
  * prm.priority_score(urgent, manual_boost, current_appointment_at,
  *					  joined_at, as_of) RETURNS int
- *	  The score with the default weights.  STRICT: a patient without a
- *	  current appointment is scored with the weighted variant (NULL allowed).
+ *	  The score with the default weights.  A NULL current_appointment_at is
+ *	  a patient with no appointment at all (full wait points); a NULL
+ *	  anywhere else gives NULL, as a STRICT function would.
  */
 Datum
 prm_priority_score(PG_FUNCTION_ARGS)
 {
 	PrmScoreParts parts;
 
-	PrmComputeScore(PG_GETARG_BOOL(0), PG_GETARG_INT32(1), true,
-					PG_GETARG_TIMESTAMPTZ(2), PG_GETARG_TIMESTAMPTZ(3),
-					PG_GETARG_TIMESTAMPTZ(4), &default_weights, &parts);
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(3) || PG_ARGISNULL(4))
+		PG_RETURN_NULL();
+	PrmComputeScore(PG_GETARG_BOOL(0), PG_GETARG_INT32(1), !PG_ARGISNULL(2),
+					PG_ARGISNULL(2) ? 0 : PG_GETARG_TIMESTAMPTZ(2),
+					PG_GETARG_TIMESTAMPTZ(3), PG_GETARG_TIMESTAMPTZ(4),
+					&default_weights, &parts);
 	PG_RETURN_INT32(parts.total);
 }
 

@@ -42,10 +42,10 @@ CREATE FUNCTION prm.priority_score(urgent boolean, manual_boost int,
                                    current_appointment_at timestamptz, joined_at timestamptz,
                                    as_of timestamptz)
 RETURNS int
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE C IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'prm_priority_score';
 COMMENT ON FUNCTION prm.priority_score(boolean, int, timestamptz, timestamptz, timestamptz) IS
-    'Priority with the default weights: urgent 30 + manual boost (0-40) + wait until the current appointment (0-20, full at 60 days or with no appointment) + seniority (0-10, full at 90 days). Raises 22023 for a boost outside 0-40.';
+    'Priority with the default weights: urgent 30 + manual boost (0-40) + wait until the current appointment (0-20, full at 60 days; a NULL current_appointment_at means no appointment and earns the full 20) + seniority (0-10, full at 90 days). NULL for a NULL in any other argument; 22023 for a boost outside 0-40.';
 
 CREATE FUNCTION prm.priority_score(urgent boolean, manual_boost int,
                                    current_appointment_at timestamptz, joined_at timestamptz,

@@ -3,7 +3,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(41);
+SELECT plan(42);
 
 -- the formula, with default weights
 SELECT is(prm.priority_score(false, 0, '2031-03-02 00:00+00', '2031-01-01 00:00+00', '2031-01-01 00:00+00'), 20,
@@ -19,7 +19,8 @@ SELECT is(prm.priority_score(false, 7, '2031-01-16 00:00+00', '2030-12-23 00:00+
 SELECT is(prm.priority_score(false, 0, '2031-03-02 00:00+00', '2031-01-02 00:00+00', '2031-01-01 00:00+00'), 20,
           'joined in the future counts no seniority');
 SELECT ok(prm.priority_score(true, 0, '2040-01-01', '2000-01-01', '2031-01-01') <= 100, 'default score is at most 100');
-SELECT is(prm.priority_score(NULL, 0, now(), now(), now()), NULL, 'STRICT: NULL in, NULL out');
+SELECT is(prm.priority_score(NULL, 0, now(), now(), now()), NULL, 'a NULL input other than the appointment: NULL out');
+SELECT is(prm.priority_score(false, 0, NULL, '2030-12-23 00:00+00', '2031-01-01 00:00+00'), 21, 'no appointment at all: full 20 wait points, plus seniority');
 SELECT is((SELECT provolatile FROM pg_proc WHERE oid = 'prm.priority_score(boolean,int,timestamptz,timestamptz,timestamptz)'::regprocedure), 'i', 'priority_score is IMMUTABLE');
 SELECT throws_ok($$SELECT prm.priority_score(false, 41, now(), now(), now())$$, '22023', 'manual boost 41 is out of range', 'boost above 40 refused, not clamped');
 SELECT throws_ok($$SELECT prm.priority_score(false, -1, now(), now(), now())$$, '22023', NULL, 'negative boost refused');
