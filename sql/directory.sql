@@ -63,3 +63,4 @@ SELECT kind, entity, payload FROM prm.event ORDER BY id;
 
 DROP EXTENSION prm;
 DROP EXTENSION btree_gist;
+DROP EXTENSION pg_trgm;

@@ -42,6 +42,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
@@ -49,7 +50,10 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "storage/proc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -1294,6 +1298,115 @@ prm_undo_cancellation(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(true);
 }
 
+/* the first error a guarded slot hit in this transaction, for prm.job_run */
+static char *fill_slot_error = NULL;
+static LocalTransactionId fill_slot_error_lxid = InvalidLocalTransactionId;
+
+/*
+ * The first per-slot error of the current transaction's sweeps since the
+ * last call, or NULL; the error is forgotten once taken.
+ */
+const char *
+PrmFillTakeSweepError(void)
+{
+	const char *error = NULL;
+
+	if (fill_slot_error_lxid == MyProc->lxid)
+		error = fill_slot_error;
+	fill_slot_error_lxid = InvalidLocalTransactionId;
+	return error;
+}
+
+/*
+ * Run a sweep's work on one slot in a subtransaction of its own: a slot
+ * that fails (say, its organization's template cannot be rendered) is rolled
+ * back alone, logged and remembered, and the sweep goes on with the other
+ * slots and organizations.  Returns fn's result, or 0 after an error.
+ */
+static int
+FillGuarded(int (*fn) (int64 org_id, int64 slot_id, TimestampTz as_of),
+			int64 org_id, int64 slot_id, TimestampTz as_of)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile int result = 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		result = fn(org_id, slot_id, as_of);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+		ereport(WARNING,
+				(errmsg("prm: slot %lld of organization %lld was skipped: %s",
+						(long long) slot_id, (long long) org_id, edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 errhint("The other slots were processed; this one is tried again on the next run.")));
+		if (fill_slot_error_lxid != MyProc->lxid)
+		{
+			fill_slot_error = MemoryContextStrdup(TopMemoryContext,
+												  psprintf("slot %lld of organization %lld: %s",
+														   (long long) slot_id, (long long) org_id,
+														   edata->message));
+			fill_slot_error_lxid = MyProc->lxid;
+		}
+		FreeErrorData(edata);
+		result = 0;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* Expire one slot's overdue offers and move it on (a FillGuarded step). */
+static int
+FillExpireSlot(int64 org_id, int64 slot_id, TimestampTz as_of)
+{
+	static SPIPlanPtr expire_plan = NULL;
+	FillSlot	slot;
+	Datum		values[3];
+	int			k;
+
+	/* a slot being claimed right now is left for the next sweep */
+	if (!FillLockSlot(org_id, slot_id, true, &slot))
+		return 0;
+	PrmPrepare(&expire_plan,
+			   "UPDATE prm.offer o SET status = 'expired'"
+			   " WHERE o.org_id = $1 AND o.slot_id = $2 AND o.status = 'open' AND o.hold_until <= $3",
+			   3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(slot_id);
+	values[2] = TimestampTzGetDatum(as_of);
+	k = PrmExecute(expire_plan, values, NULL, false, 0);
+	if (k > 0)
+	{
+		FillCancelClosedOfferMessages(org_id, slot_id);
+		PrmEmitEvent(org_id, "offers_expired", "slot", slot_id,
+					 psprintf("{\"offers\": %d}", k));
+	}
+	FillAdvance(org_id, slot_id);
+	return k;
+}
+
+/* Send a delayed batch (a FillGuarded step). */
+static int
+FillDueBatch(int64 org_id, int64 slot_id, TimestampTz as_of)
+{
+	return FillSendBatch(org_id, slot_id);
+}
+
 /* Copy n (org_id, slot_id) result rows out, before other queries run. */
 static void
 FillReadSlotIds(int n, int64 **org_ids, int64 **slot_ids)
@@ -1319,7 +1432,6 @@ int
 PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs, int limit)
 {
 	static SPIPlanPtr find_plan = NULL;
-	static SPIPlanPtr expire_plan = NULL;
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	int			n,
@@ -1345,31 +1457,10 @@ PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs, int limit)
 	n = PrmExecute(find_plan, values, nulls, false, 0);
 	FillReadSlotIds(n, &org_ids, &slot_ids);
 
-	PrmPrepare(&expire_plan,
-			   "UPDATE prm.offer o SET status = 'expired'"
-			   " WHERE o.org_id = $1 AND o.slot_id = $2 AND o.status = 'open' AND o.hold_until <= $3",
-			   3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID});
 	for (i = 0; i < n; i++)
 	{
-		FillSlot	slot;
-		int			k;
-
 		CHECK_FOR_INTERRUPTS();
-		/* a slot being claimed right now is left for the next sweep */
-		if (!FillLockSlot(org_ids[i], slot_ids[i], true, &slot))
-			continue;
-		values[0] = Int64GetDatum(org_ids[i]);
-		values[1] = Int64GetDatum(slot_ids[i]);
-		values[2] = TimestampTzGetDatum(as_of);
-		k = PrmExecute(expire_plan, values, NULL, false, 0);
-		if (k > 0)
-		{
-			FillCancelClosedOfferMessages(org_ids[i], slot_ids[i]);
-			PrmEmitEvent(org_ids[i], "offers_expired", "slot", slot_ids[i],
-						 psprintf("{\"offers\": %d}", k));
-		}
-		expired += k;
-		FillAdvance(org_ids[i], slot_ids[i]);
+		expired += FillGuarded(FillExpireSlot, org_ids[i], slot_ids[i], as_of);
 	}
 	return expired;
 }
@@ -1399,7 +1490,7 @@ PrmSendDueBatches(int limit)
 	for (i = 0; i < n; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
-		sent += FillSendBatch(org_ids[i], slot_ids[i]);
+		sent += FillGuarded(FillDueBatch, org_ids[i], slot_ids[i], 0);
 	}
 	return sent;
 }

@@ -37,6 +37,7 @@ static int64 JobReleaseLeases(void);
 static int64 JobNotifyDueMessages(void);
 static int64 JobArchiveMessages(void);
 static int64 JobRecalculate(void);
+static int64 JobMatchingFollowUps(void);
 
 typedef struct JobStep
 {
@@ -51,6 +52,7 @@ static const JobStep job_steps[] = {
 	{"notify_due_messages", JobNotifyDueMessages},
 	{"archive_messages", JobArchiveMessages},
 	{"recalculate_priorities", JobRecalculate},
+	{"matching_follow_ups", JobMatchingFollowUps},
 };
 
 /* When a step last ran (0 if never). */
@@ -158,6 +160,13 @@ JobRecalculate(void)
 	return PrmGetInt64(0, 1, &isnull);
 }
 
+/* Call tasks for therapist e-mails unanswered for 7 days. */
+static int64
+JobMatchingFollowUps(void)
+{
+	return PrmMatchingFollowUps();
+}
+
 /* Number of steps. */
 int
 PrmJobCount(void)
@@ -183,9 +192,11 @@ PrmRunJob(int i)
 	int64		result;
 
 	Assert(i >= 0 && i < (int) lengthof(job_steps));
+	(void) PrmFillTakeSweepError();
 	result = job_steps[i].run();
+	/* a slot that failed alone is reported as the step's error */
 	if (result >= 0)
-		JobRecord(job_steps[i].name, result, NULL);
+		JobRecord(job_steps[i].name, result, PrmFillTakeSweepError());
 	return result;
 }
 

@@ -191,10 +191,14 @@ extern void PrmWithdrawEntryOffers(int64 org_id, int64 entry_id,
 extern int	PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs,
 							int limit);
 extern int	PrmSendDueBatches(int limit);
+extern const char *PrmFillTakeSweepError(void);
 
 /* directory.c */
 extern int64 PrmCancelAppointment(int64 org_id, int64 appointment_id,
 								  const char *reason);
+
+/* matching.c */
+extern int64 PrmMatchingFollowUps(void);
 
 /* jobs.c */
 extern int	PrmJobCount(void);

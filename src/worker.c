@@ -6,7 +6,9 @@
  * With prm in shared_preload_libraries, a static "prm launcher" starts one
  * dynamic "prm worker" for each database named in prm.databases, notices
  * when one exits (bgw_notify_pid) and starts it again, and reports a lack
- * of worker slots (max_worker_processes) with a hint.
+ * of worker slots (max_worker_processes) with a hint.  A worker is started
+ * at most once every PRM_WORKER_RESTART_MS, so one that cannot start (a
+ * database that does not exist) does not make the launcher spin.
  *
  * A worker runs each time-driven step of jobs.c in a transaction of its own
  * (worker_spi's sequence: statement start, transaction, SPI, snapshot),
@@ -54,6 +56,12 @@ PGDLLEXPORT void prm_launcher_main(Datum main_arg);
 PGDLLEXPORT void prm_worker_main(Datum main_arg);
 
 #define PRM_MAX_WORKERS 32
+/* longest pause after a round that could not move overdue work */
+#define PRM_WORKER_MAX_BACKOFF_MS 10000L
+
+/* how often the launcher looks at prm.databases, and restarts at most */
+#define PRM_LAUNCHER_NAPTIME_MS 10000L
+#define PRM_WORKER_RESTART_MS 5000L
 
 typedef struct PrmWorkerSlot
 {
@@ -132,8 +140,13 @@ PrmWorkerInit(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = PrmShmemStartup;
 
+	/*
+	 * The launcher connects to no database, but asks for a connection all the
+	 * same: only then does it get a backend status entry and show itself in
+	 * pg_stat_activity (as the logical replication launcher does).
+	 */
 	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = 5;
 	strlcpy(bgw.bgw_library_name, "prm", BGW_MAXLEN);
@@ -294,13 +307,16 @@ prm_launcher_main(Datum main_arg)
 {
 	char	   *names[PRM_MAX_WORKERS];
 	BackgroundWorkerHandle *handles[PRM_MAX_WORKERS];
+	TimestampTz started[PRM_MAX_WORKERS];
 	int			nnames = 0;
 	int			i;
 
 	memset(handles, 0, sizeof(handles));
+	memset(started, 0, sizeof(started));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("prm launcher");
 
 	for (;;)
@@ -308,6 +324,7 @@ prm_launcher_main(Datum main_arg)
 		List	   *dblist = NIL;
 		ListCell   *lc;
 		char	   *raw;
+		long		timeout_ms = PRM_LAUNCHER_NAPTIME_MS;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -340,20 +357,36 @@ prm_launcher_main(Datum main_arg)
 				}
 				names[nnames] = MemoryContextStrdup(TopMemoryContext, db);
 				handles[nnames] = NULL;
+				started[nnames] = 0;
 				found = nnames++;
 			}
 			if (handles[found] != NULL &&
 				GetBackgroundWorkerPid(handles[found], &pid) == BGWH_STARTED)
 				continue;
+			if (started[found] != 0)
+			{
+				TimestampTz next = TimestampTzPlusMilliseconds(started[found],
+															   PRM_WORKER_RESTART_MS);
+				long		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+																	  next);
+
+				/* it stopped soon after it started: try again later */
+				if (wait_ms > 0)
+				{
+					timeout_ms = Min(timeout_ms, wait_ms);
+					continue;
+				}
+			}
 			if (handles[found] != NULL)
 				pfree(handles[found]);
+			started[found] = GetCurrentTimestamp();
 			handles[found] = PrmStartWorker(db);
 		}
 		list_free(dblist);
 		pfree(raw);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 10 * 1000L, PG_WAIT_EXTENSION);
+						 timeout_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }
@@ -384,13 +417,15 @@ PrmWorkerExtensionInstalled(void)
 }
 
 /*
- * Run one job step in a transaction of its own; on error log it, roll back,
- * record the error and return false.
+ * Run one job step in a transaction of its own and return what it did (0
+ * when it was not due); on error log it, roll back, record the error and
+ * return -1.
  */
-static bool
+static int64
 PrmWorkerRunStep(int step, MemoryContext loop_ctx)
 {
 	volatile bool ok = true;
+	volatile int64 done = 0;
 	char	   *volatile message = NULL;
 
 	SetCurrentStatementStartTimestamp();
@@ -400,7 +435,7 @@ PrmWorkerRunStep(int step, MemoryContext loop_ctx)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, PrmJobName(step));
 		PrmSpiConnect();
-		(void) PrmRunJob(step);
+		done = Max(PrmRunJob(step), 0);
 		PrmSpiFinish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -451,7 +486,7 @@ PrmWorkerRunStep(int step, MemoryContext loop_ctx)
 		MemoryContextSwitchTo(loop_ctx);
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return ok;
+	return ok ? done : -1;
 }
 
 /* The next deadline, read in a transaction of its own (0: none). */
@@ -493,6 +528,7 @@ prm_worker_main(Datum main_arg)
 {
 	char		dbname[BGW_EXTRALEN];
 	MemoryContext loop_ctx;
+	long		backoff_ms;
 	int			i,
 				mine = -1;
 
@@ -521,6 +557,7 @@ prm_worker_main(Datum main_arg)
 	before_shmem_exit(PrmWorkerDetach, (Datum) 0);
 
 	ereport(LOG, (errmsg("prm worker started for database \"%s\"", dbname)));
+	backoff_ms = 0;
 	loop_ctx = AllocSetContextCreate(TopMemoryContext, "prm worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
 
@@ -529,6 +566,8 @@ prm_worker_main(Datum main_arg)
 		TimestampTz deadline = 0;
 		TimestampTz now;
 		long		timeout_ms = prm_worker_max_sleep * 1000L;
+		int64		work = 0;
+		bool		failed = false;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -547,7 +586,14 @@ prm_worker_main(Datum main_arg)
 		if (prm_worker_enabled && PrmWorkerExtensionInstalled())
 		{
 			for (i = 0; i < PrmJobCount() && !got_sigterm; i++)
-				(void) PrmWorkerRunStep(i, loop_ctx);
+			{
+				int64		done = PrmWorkerRunStep(i, loop_ctx);
+
+				if (done < 0)
+					failed = true;
+				else
+					work += done;
+			}
 			deadline = PrmWorkerNextDeadline(loop_ctx);
 		}
 
@@ -558,6 +604,20 @@ prm_worker_main(Datum main_arg)
 
 			/* work already due: run again soon, but never spin */
 			timeout_ms = Max(Min(until + 5, timeout_ms), 100L);
+
+			/*
+			 * Overdue work that a round could not move (a step failing, or
+			 * every due row locked by a claim in progress): back off,
+			 * doubling up to PRM_WORKER_MAX_BACKOFF_MS, so that a broken
+			 * template is not retried and logged ten times a second.
+			 */
+			if (until <= 0 && (failed || work == 0))
+			{
+				backoff_ms = backoff_ms ? Min(backoff_ms * 2, PRM_WORKER_MAX_BACKOFF_MS) : 200;
+				timeout_ms = Max(timeout_ms, backoff_ms);
+			}
+			else
+				backoff_ms = 0;
 		}
 		SpinLockAcquire(&prm_shared->mutex);
 		prm_shared->slots[mine].sleep_until = now + (TimestampTz) timeout_ms * 1000;
