@@ -926,10 +926,10 @@ PrmArchiveMessages(int limit)
 			   "INSERT INTO prm.outbound_message_history"
 			   "  (org_id, id, channel, to_address, body, status, attempts, created_at, lease_token,"
 			   "   lease_expires_at, not_before, kind, patient_id, offer_id, dedup_key,"
-			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at)"
+			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign)"
 			   "SELECT org_id, id, channel, to_address, body, status, attempts, created_at, lease_token,"
 			   "   lease_expires_at, not_before, kind, patient_id, offer_id, dedup_key,"
-			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at FROM moved",
+			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign FROM moved",
 			   1, (Oid[]) {INT4OID});
 	values[0] = Int32GetDatum(limit);
 	return PrmExecute(plan, values, NULL, false, 0);

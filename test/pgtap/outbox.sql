@@ -3,7 +3,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(57);
+SELECT plan(61);
 
 SELECT prm.create_organization('Out Clinic', 'Australia/Sydney', '+61290001000') AS org \gset
 SELECT prm.create_organization('Far Clinic', 'UTC', '+15550020000') AS far \gset
@@ -89,6 +89,13 @@ SELECT throws_ok(format($$SELECT prm.set_template(%s, 'poem', 'Roses')$$, :org),
 SELECT lives_ok(format($$SELECT prm.set_template(%s, 'help', '{clinic} help: reply STOP to stop. Msg & data rates may apply.', 'sms', 'de')$$, :org), 'a German help text');
 SELECT is(prm.render_template(:org, 'help', '{}', 'sms', 'de-AT'), 'Out Clinic help: reply STOP to stop. Msg & data rates may apply.', 'de-AT falls back to de');
 SELECT throws_ok(format($$SELECT prm.render_template(%s, 'offer', '{}')$$, :org), '22023', NULL, 'a placeholder without value cannot render');
+
+-- finished messages leave the hot queue after a day; callbacks still find them
+UPDATE prm.outbound_message SET updated_at = now() - interval '2 days' WHERE id = :m1;
+SELECT ok((prm.run_due_jobs() ->> 'archive_messages')::int >= 1, 'run_due_jobs archives finished messages');
+SELECT is((SELECT count(*)::int FROM prm.outbound_message WHERE id = :m1), 0, 'gone from the hot queue');
+SELECT is((SELECT status FROM prm.outbound_message_history WHERE id = :m1), 'read', 'kept in the history, status and all');
+SELECT is(prm.record_delivery_status('SM1', 'delivered'), false, 'a late callback for an archived message changes nothing');
 
 -- bad input: nothing claimed, nothing changed
 SELECT throws_ok($$SELECT * FROM prm.claim_messages('fax', 1)$$, '22023', NULL, 'unknown channel');
