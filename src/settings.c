@@ -21,6 +21,8 @@
 #include "utils/date.h"
 #include "utils/json.h"
 
+#include <math.h>
+
 #include "prm.h"
 
 PG_FUNCTION_INFO_V1(prm_configure);
@@ -34,7 +36,8 @@ typedef enum SettingType
 	SETTING_TIME,
 	SETTING_REGION,
 	SETTING_LOCALE,
-	SETTING_URL
+	SETTING_URL,
+	SETTING_NUMBER
 } SettingType;
 
 typedef struct SettingDef
@@ -73,6 +76,15 @@ static const SettingDef setting_defs[] = {
 	{"phone_region", SETTING_REGION, "null", 0, 0, "region for national phone numbers (null: prm.default_region)"},
 	{"locale", SETTING_LOCALE, "\"en\"", 0, 0, "default language of messages"},
 	{"accept_url", SETTING_URL, "null", 0, 0, "base of one-time accept links in offers; the offer token is appended (null: no link)"},
+	{"churn_critical_ratio", SETTING_NUMBER, "3.0", 1, 100, "churn risk is critical past this many of the patient's own visit intervals without a visit"},
+	{"churn_high_ratio", SETTING_NUMBER, "2.0", 1, 100, "churn risk is high past this many visit intervals"},
+	{"churn_medium_ratio", SETTING_NUMBER, "1.25", 1, 100, "churn risk is medium past this many visit intervals"},
+	{"default_visit_interval_days", SETTING_NUMBER, "180", 7, 3650, "visit interval assumed for patients with too few visits"},
+	{"engagement_full_visits", SETTING_NUMBER, "6", 1, 1000, "visits that earn the full frequency part of the engagement score"},
+	{"engagement_high_score", SETTING_NUMBER, "70", 0, 100, "engagement score from which a patient is highly engaged"},
+	{"engagement_moderate_score", SETTING_NUMBER, "45", 0, 100, "engagement score from which a patient is moderately engaged"},
+	{"engagement_low_score", SETTING_NUMBER, "20", 0, 100, "engagement score from which engagement is low rather than none"},
+	{"ltv_horizon_days", SETTING_NUMBER, "365", 1, 3650, "horizon of the estimated lifetime value"},
 };
 
 static const SettingDef *SettingLookup(const char *name);
@@ -145,6 +157,24 @@ SettingCanonical(const SettingDef *def, const char *type, const char *value)
 			if (strcmp(type, "boolean") != 0)
 				SettingInvalid(def, value, "It must be true or false.");
 			return pstrdup(value);
+		case SETTING_NUMBER:
+			{
+				char	   *end;
+				double		v;
+
+				if (strcmp(type, "number") != 0)
+					SettingInvalid(def, value, "It must be a number.");
+				errno = 0;
+				v = strtod(value, &end);
+				if (*end != '\0' || errno != 0 || isnan(v))
+					SettingInvalid(def, value, "It must be a number.");
+				if (v < def->min || v > def->max)
+					SettingInvalid(def, value,
+								   psprintf("It must be between %lld and %lld.",
+											(long long) def->min,
+											(long long) def->max));
+				return psprintf("%.15g", v);
+			}
 		default:
 			break;
 	}
@@ -396,6 +426,43 @@ PrmGetSettings(int64 org_id)
 }
 
 /*
+ * Thresholds that must keep their order, checked on the effective settings
+ * after a change (the whole prm.configure() call fails otherwise).
+ */
+static void
+SettingsCheckOrder(int64 org_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
+
+	PrmPrepare(&plan,
+			   "SELECT (e.churn_medium_ratio <= e.churn_high_ratio AND e.churn_high_ratio <= e.churn_critical_ratio),"
+			   "       (e.engagement_low_score <= e.engagement_moderate_score"
+			   "        AND e.engagement_moderate_score <= e.engagement_high_score),"
+			   "       e.quiet_start IS NOT NULL"
+			   "  FROM prm.organization o,"
+			   "       pg_catalog.jsonb_to_record($2::pg_catalog.jsonb || o.settings) AS e("
+			   "         churn_medium_ratio float8, churn_high_ratio float8, churn_critical_ratio float8,"
+			   "         engagement_low_score float8, engagement_moderate_score float8,"
+			   "         engagement_high_score float8, quiet_start text)"
+			   " WHERE o.id = $1",
+			   2, (Oid[]) {INT8OID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(SettingsDefaultsJson());
+	PrmExecute(plan, values, NULL, true, 1);
+	if (strcmp(PrmGetText(0, 1), "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("churn thresholds are out of order"),
+				 errdetail("churn_medium_ratio <= churn_high_ratio <= churn_critical_ratio must hold.")));
+	if (strcmp(PrmGetText(0, 2), "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("engagement thresholds are out of order"),
+				 errdetail("engagement_low_score <= engagement_moderate_score <= engagement_high_score must hold.")));
+}
+
+/*
  * prm.configure(org_id bigint, settings jsonb) RETURNS jsonb
  *	  Validate and store setting overrides; return the effective settings.
  */
@@ -474,6 +541,7 @@ prm_configure(PG_FUNCTION_ARGS)
 	values[2] = makeArrayResult(astate, CurrentMemoryContext);
 	PrmExecute(update_plan, values, NULL, false, 0);
 	cached_lxid = InvalidLocalTransactionId;
+	SettingsCheckOrder(org_id);
 	PrmEmitEvent(org_id, "settings_changed", "organization", org_id,
 				 psprintf("{\"set\": %s, \"reset\": %s}", set.data,
 						  TextDatumGetCString(DirectFunctionCall1(array_to_json,
