@@ -35,7 +35,7 @@ static void AccessSyncPrivileges(Oid roleid);
 static void
 AccessRunUtility(const char *sql)
 {
-	int			rc = SPI_execute(sql, false, 0);
+	int rc = SPI_execute(sql, false, 0);
 
 	if (rc != SPI_OK_UTILITY)
 		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql,
@@ -52,18 +52,18 @@ AccessSyncPrivileges(Oid roleid)
 {
 	static SPIPlanPtr levels_plan = NULL;
 	static SPIPlanPtr rels_plan = NULL;
-	Datum		values[1];
-	const char *role = quote_identifier(GetUserNameFromId(roleid, false));
-	bool		reader = false;
-	bool		sender = false;
-	int			n,
-				i;
-	char	  **rels;
-	bool	   *outbox;
+	Datum			  values[1];
+	const char		 *role = quote_identifier(GetUserNameFromId(roleid, false));
+	bool			  reader = false;
+	bool			  sender = false;
+	int				  n,
+		i;
+	char **rels;
+	bool  *outbox;
 
 	PrmPrepare(&levels_plan,
 			   "SELECT DISTINCT a.level FROM prm.org_access a WHERE a.role_id = $1",
-			   1, (Oid[]) {OIDOID});
+			   1, (Oid[]){OIDOID});
 	values[0] = ObjectIdGetDatum(roleid);
 	n = PrmExecute(levels_plan, values, NULL, true, 0);
 	for (i = 0; i < n; i++)
@@ -101,7 +101,7 @@ AccessSyncPrivileges(Oid roleid)
 
 	for (i = 0; i < n; i++)
 	{
-		bool		may_read = reader || (sender && outbox[i]);
+		bool may_read = reader || (sender && outbox[i]);
 
 		AccessRunUtility(psprintf("%s SELECT ON %s %s %s",
 								  may_read ? "GRANT" : "REVOKE", rels[i],
@@ -117,11 +117,11 @@ Datum
 prm_grant_access(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			roleid;
-	int64		org_id;
-	char	   *level_name;
-	PrmAccessLevel level;
-	Datum		values[4];
+	Oid				  roleid;
+	int64			  org_id;
+	char			 *level_name;
+	PrmAccessLevel	  level;
+	Datum			  values[4];
 
 	PrmArgNotNull(fcinfo, 0, "role");
 	roleid = PG_GETARG_OID(0);
@@ -144,7 +144,7 @@ prm_grant_access(PG_FUNCTION_ARGS)
 			   " ON CONFLICT (org_id, role_id) DO UPDATE"
 			   "   SET level = EXCLUDED.level, granted_by = EXCLUDED.granted_by,"
 			   "       granted_at = pg_catalog.now()",
-			   4, (Oid[]) {INT8OID, OIDOID, TEXTOID, TEXTOID});
+			   4, (Oid[]){INT8OID, OIDOID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = ObjectIdGetDatum(roleid);
 	values[2] = CStringGetTextDatum(PrmLevelName(level));
@@ -168,10 +168,10 @@ Datum
 prm_revoke_access(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			roleid;
-	int64		org_id;
-	Datum		values[2];
-	bool		had;
+	Oid				  roleid;
+	int64			  org_id;
+	Datum			  values[2];
+	bool			  had;
 
 	PrmArgNotNull(fcinfo, 0, "role");
 	roleid = PG_GETARG_OID(0);
@@ -181,7 +181,7 @@ prm_revoke_access(PG_FUNCTION_ARGS)
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_ADMIN);
 	PrmPrepare(&plan,
 			   "DELETE FROM prm.org_access a WHERE a.org_id = $1 AND a.role_id = $2",
-			   2, (Oid[]) {INT8OID, OIDOID});
+			   2, (Oid[]){INT8OID, OIDOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = ObjectIdGetDatum(roleid);
 	had = PrmExecute(plan, values, NULL, false, 0) > 0;
@@ -200,9 +200,9 @@ Datum
 prm_sync_access_privileges(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int			n,
-				i;
-	Oid		   *roles;
+	int				  n,
+		i;
+	Oid *roles;
 
 	PrmSpiConnect();
 	if (!PrmCallerIsPrivileged())
@@ -217,7 +217,7 @@ prm_sync_access_privileges(PG_FUNCTION_ARGS)
 	roles = palloc(sizeof(Oid) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
-		bool		isnull;
+		bool isnull;
 
 		roles[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
 												  SPI_tuptable->tupdesc, 1, &isnull));

@@ -32,7 +32,7 @@ PG_FUNCTION_INFO_V1(prm_book_appointment);
 PG_FUNCTION_INFO_V1(prm_cancel_appointment);
 PG_FUNCTION_INFO_V1(prm_set_appointment_status);
 
-static void DirectoryCheckEmail(const char *email);
+static void	 DirectoryCheckEmail(const char *email);
 static int64 DirectoryInsertReturningId(SPIPlanPtr plan, Datum *values,
 										const char *nulls);
 
@@ -61,8 +61,8 @@ DirectoryCheckEmail(const char *email)
 static int64
 DirectoryInsertReturningId(SPIPlanPtr plan, Datum *values, const char *nulls)
 {
-	bool		isnull;
-	int64		id;
+	bool  isnull;
+	int64 id;
 
 	if (PrmExecute(plan, values, nulls, false, 0) != 1)
 		elog(ERROR, "insert did not return a row");
@@ -78,18 +78,17 @@ DirectoryInsertReturningId(SPIPlanPtr plan, Datum *values, const char *nulls)
 void
 PrmRequireRow(int64 org_id, PrmEntity entity, int64 id, bool for_update)
 {
-	static SPIPlanPtr plans[PRM_ENTITY_COUNT][2];
+	static SPIPlanPtr		 plans[PRM_ENTITY_COUNT][2];
 	static const char *const tables[PRM_ENTITY_COUNT] = {
 		"location", "provider", "patient", "appointment", "slot",
-		"waitlist_entry", "offer", "outbound_message"
-	};
-	Datum		values[2];
+		"waitlist_entry", "offer", "outbound_message"};
+	Datum values[2];
 
 	Assert(entity >= 0 && entity < PRM_ENTITY_COUNT);
 	PrmPrepare(&plans[entity][for_update ? 1 : 0],
 			   psprintf("SELECT 1 FROM prm.%s t WHERE t.org_id = $1 AND t.id = $2%s",
 						tables[entity], for_update ? " FOR UPDATE" : ""),
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(id);
 	if (PrmExecute(plans[entity][for_update ? 1 : 0], values, NULL,
@@ -109,12 +108,12 @@ prm_create_organization(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr taken_plan = NULL;
-	char	   *name = PrmTextArg(fcinfo, 0, "name", PRM_MAX_NAME_LEN);
-	char	   *tz;
-	char	   *sms = NULL;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	int64		org_id;
+	char			 *name = PrmTextArg(fcinfo, 0, "name", PRM_MAX_NAME_LEN);
+	char			 *tz;
+	char			 *sms = NULL;
+	Datum			  values[3];
+	char			  nulls[3] = {' ', ' ', ' '};
+	int64			  org_id;
 
 	PrmArgNotNull(fcinfo, 1, "timezone");
 	tz = PrmValidateTimezone(text_to_cstring(PG_GETARG_TEXT_PP(1)));
@@ -131,7 +130,7 @@ prm_create_organization(PG_FUNCTION_ARGS)
 	{
 		PrmPrepare(&taken_plan,
 				   "SELECT o.id FROM prm.organization o WHERE o.sms_number = $1",
-				   1, (Oid[]) {TEXTOID});
+				   1, (Oid[]){TEXTOID});
 		values[0] = CStringGetTextDatum(sms);
 		if (PrmExecute(taken_plan, values, NULL, true, 1) > 0)
 			ereport(ERROR,
@@ -143,7 +142,7 @@ prm_create_organization(PG_FUNCTION_ARGS)
 	PrmPrepare(&plan,
 			   "INSERT INTO prm.organization (name, timezone, sms_number)"
 			   " VALUES ($1, $2, $3) RETURNING id",
-			   3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID});
+			   3, (Oid[]){TEXTOID, TEXTOID, TEXTOID});
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(tz);
 	if (sms)
@@ -163,13 +162,13 @@ Datum
 prm_add_location(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char	   *name = PrmTextArg(fcinfo, 1, "name", PRM_MAX_NAME_LEN);
-	char	   *tz = PrmTextArgOrNull(fcinfo, 2, "timezone", 64);
-	char	   *address = PrmTextArgOrNull(fcinfo, 3, "address", 500);
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
-	int64		id;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char			 *name = PrmTextArg(fcinfo, 1, "name", PRM_MAX_NAME_LEN);
+	char			 *tz = PrmTextArgOrNull(fcinfo, 2, "timezone", 64);
+	char			 *address = PrmTextArgOrNull(fcinfo, 3, "address", 500);
+	Datum			  values[4];
+	char			  nulls[4] = {' ', ' ', ' ', ' '};
+	int64			  id;
 
 	if (tz)
 		tz = PrmValidateTimezone(tz);
@@ -178,7 +177,7 @@ prm_add_location(PG_FUNCTION_ARGS)
 	PrmPrepare(&plan,
 			   "INSERT INTO prm.location (org_id, name, timezone, address)"
 			   " VALUES ($1, $2, $3, $4) RETURNING id",
-			   4, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID});
+			   4, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(name);
 	if (tz)
@@ -202,16 +201,16 @@ Datum
 prm_add_provider(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char	   *name = PrmTextArg(fcinfo, 1, "name", PRM_MAX_NAME_LEN);
-	Datum		values[2];
-	int64		id;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char			 *name = PrmTextArg(fcinfo, 1, "name", PRM_MAX_NAME_LEN);
+	Datum			  values[2];
+	int64			  id;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	PrmPrepare(&plan,
 			   "INSERT INTO prm.provider (org_id, name) VALUES ($1, $2) RETURNING id",
-			   2, (Oid[]) {INT8OID, TEXTOID});
+			   2, (Oid[]){INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(name);
 	id = DirectoryInsertReturningId(plan, values, NULL);
@@ -228,15 +227,15 @@ Datum
 prm_add_patient(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char	   *given = PrmTextArg(fcinfo, 1, "given_name", PRM_MAX_NAME_LEN);
-	char	   *family = PrmTextArg(fcinfo, 2, "family_name", PRM_MAX_NAME_LEN);
-	char	   *phone = PrmTextArg(fcinfo, 3, "phone", 40);
-	char	   *email = PrmTextArgOrNull(fcinfo, 4, "email", 254);
-	char	   *tz = PrmTextArgOrNull(fcinfo, 5, "timezone", 64);
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	int64		id;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char			 *given = PrmTextArg(fcinfo, 1, "given_name", PRM_MAX_NAME_LEN);
+	char			 *family = PrmTextArg(fcinfo, 2, "family_name", PRM_MAX_NAME_LEN);
+	char			 *phone = PrmTextArg(fcinfo, 3, "phone", 40);
+	char			 *email = PrmTextArgOrNull(fcinfo, 4, "email", 254);
+	char			 *tz = PrmTextArgOrNull(fcinfo, 5, "timezone", 64);
+	Datum			  values[6];
+	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int64			  id;
 
 	if (email)
 		DirectoryCheckEmail(email);
@@ -250,7 +249,7 @@ prm_add_patient(PG_FUNCTION_ARGS)
 	PrmPrepare(&plan,
 			   "INSERT INTO prm.patient (org_id, given_name, family_name, phone, email, timezone)"
 			   " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-			   6, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+			   6, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(given);
 	values[2] = CStringGetTextDatum(family);
@@ -281,9 +280,9 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 	static SPIPlanPtr conflict_plan = NULL;
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr slots_plan = NULL;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	int64		id;
+	Datum			  values[6];
+	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int64			  id;
 
 	if (ends_at <= starts_at)
 		ereport(ERROR,
@@ -306,7 +305,7 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 			   "   AND a.status IN ('proposed', 'pending', 'booked', 'arrived', 'checked-in', 'fulfilled')"
 			   "   AND pg_catalog.tstzrange(a.starts_at, a.ends_at) && pg_catalog.tstzrange($3, $4)"
 			   " LIMIT 1",
-			   4, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID});
+			   4, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(provider_id);
 	values[2] = TimestampTzGetDatum(starts_at);
@@ -323,7 +322,7 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 	PrmPrepare(&insert_plan,
 			   "INSERT INTO prm.appointment (org_id, patient_id, provider_id, starts_at, ends_at, slot_id)"
 			   " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-			   6, (Oid[]) {INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID});
+			   6, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(patient_id);
 	values[2] = Int64GetDatum(provider_id);
@@ -342,7 +341,7 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 			   " WHERE s.org_id = $1 AND s.provider_id = $2 AND s.status = 'free'"
 			   "   AND pg_catalog.tstzrange(s.starts_at, s.ends_at) && pg_catalog.tstzrange($3, $4)"
 			   " RETURNING s.id",
-			   5, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID});
+			   5, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(provider_id);
 	values[2] = TimestampTzGetDatum(starts_at);
@@ -350,10 +349,10 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 	values[4] = Int64GetDatum(id);
 	PrmExecute(slots_plan, values, NULL, false, 0);
 	{
-		uint64		i,
-					n = SPI_processed;
-		int64	   *taken = palloc(sizeof(int64) * (n + 1));
-		bool		isnull;
+		uint64 i,
+			n = SPI_processed;
+		int64 *taken = palloc(sizeof(int64) * (n + 1));
+		bool   isnull;
 
 		for (i = 0; i < n; i++)
 			taken[i] = PrmGetInt64(i, 1, &isnull);
@@ -404,9 +403,9 @@ PrmCancelAppointment(int64 org_id, int64 appointment_id, const char *reason)
 	static SPIPlanPtr cancel_plan = NULL;
 	static SPIPlanPtr slot_plan = NULL;
 	static SPIPlanPtr status_plan = NULL;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	int64		slot_id;
+	Datum			  values[3];
+	char			  nulls[3] = {' ', ' ', ' '};
+	int64			  slot_id;
 
 	PrmRequireRow(org_id, PRM_ENTITY_APPOINTMENT, appointment_id, true);
 	PrmPrepare(&cancel_plan,
@@ -414,7 +413,7 @@ PrmCancelAppointment(int64 org_id, int64 appointment_id, const char *reason)
 			   "   SET status = 'cancelled', cancelled_at = pg_catalog.now(), cancel_reason = $3"
 			   " WHERE a.org_id = $1 AND a.id = $2"
 			   "   AND a.status IN ('proposed', 'pending', 'booked')",
-			   3, (Oid[]) {INT8OID, INT8OID, TEXTOID});
+			   3, (Oid[]){INT8OID, INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(appointment_id);
 	if (reason)
@@ -425,7 +424,7 @@ PrmCancelAppointment(int64 org_id, int64 appointment_id, const char *reason)
 	{
 		PrmPrepare(&status_plan,
 				   "SELECT a.status FROM prm.appointment a WHERE a.org_id = $1 AND a.id = $2",
-				   2, (Oid[]) {INT8OID, INT8OID});
+				   2, (Oid[]){INT8OID, INT8OID});
 		PrmExecute(status_plan, values, NULL, true, 1);
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -439,7 +438,7 @@ PrmCancelAppointment(int64 org_id, int64 appointment_id, const char *reason)
 			   " SELECT a.org_id, a.provider_id, a.starts_at, a.ends_at, a.id"
 			   "   FROM prm.appointment a WHERE a.org_id = $1 AND a.id = $2"
 			   " RETURNING id",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	slot_id = DirectoryInsertReturningId(slot_plan, values, NULL);
 
 	PrmEmitEvent(org_id, "appointment_cancelled", "appointment", appointment_id,
@@ -456,10 +455,10 @@ PrmCancelAppointment(int64 org_id, int64 appointment_id, const char *reason)
 Datum
 prm_cancel_appointment(PG_FUNCTION_ARGS)
 {
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		appointment_id = PRM_GETARG_INT64_NOTNULL(1, "appointment_id");
-	char	   *reason = PrmTextArgOrNull(fcinfo, 2, "reason", 500);
-	int64		slot_id;
+	int64 org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64 appointment_id = PRM_GETARG_INT64_NOTNULL(1, "appointment_id");
+	char *reason = PrmTextArgOrNull(fcinfo, 2, "reason", 500);
+	int64 slot_id;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
@@ -475,10 +474,10 @@ Datum
 prm_set_appointment_status(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		appointment_id = PRM_GETARG_INT64_NOTNULL(1, "appointment_id");
-	char	   *status = PrmTextArg(fcinfo, 2, "status", 30);
-	Datum		values[3];
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  appointment_id = PRM_GETARG_INT64_NOTNULL(1, "appointment_id");
+	char			 *status = PrmTextArg(fcinfo, 2, "status", 30);
+	Datum			  values[3];
 
 	if (strcmp(status, "arrived") != 0 && strcmp(status, "checked-in") != 0 &&
 		strcmp(status, "fulfilled") != 0 && strcmp(status, "noshow") != 0 &&
@@ -494,7 +493,7 @@ prm_set_appointment_status(PG_FUNCTION_ARGS)
 	PrmPrepare(&plan,
 			   "UPDATE prm.appointment a SET status = $3"
 			   " WHERE a.org_id = $1 AND a.id = $2 AND a.status <> 'cancelled'",
-			   3, (Oid[]) {INT8OID, INT8OID, TEXTOID});
+			   3, (Oid[]){INT8OID, INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(appointment_id);
 	values[2] = CStringGetTextDatum(status);

@@ -67,19 +67,19 @@ PG_FUNCTION_INFO_V1(prm_expire_offers);
 PG_FUNCTION_INFO_V1(prm_fill_stats);
 
 /* rows examined at most when choosing one batch */
-#define FILL_MAX_SCAN		5000
-#define FILL_FETCH			64
+#define FILL_MAX_SCAN 5000
+#define FILL_FETCH 64
 /* candidates ranked per batch place, for when some are being offered elsewhere */
-#define FILL_POOL_FACTOR	4
+#define FILL_POOL_FACTOR 4
 /* a batch that found everyone busy elsewhere is tried again this much later */
-#define FILL_RETRY_USECS	(5 * USECS_PER_SEC)
+#define FILL_RETRY_USECS (5 * USECS_PER_SEC)
 
 typedef struct FillSlot
 {
 	int64		org_id;
 	int64		id;
 	int64		provider_id;
-	int64		location_id;	/* 0 when the provider has none */
+	int64		location_id; /* 0 when the provider has none */
 	TimestampTz starts_at;
 	TimestampTz ends_at;
 	bool		free;
@@ -89,17 +89,17 @@ typedef struct FillSlot
 
 typedef struct FillCandidate
 {
-	int64		entry_id;
-	int64		patient_id;
-	int			stored_score;
-	int			rank;
-	int			penalty;
+	int64		  entry_id;
+	int64		  patient_id;
+	int			  stored_score;
+	int			  rank;
+	int			  penalty;
 	PrmScoreParts parts;
-	TimestampTz release;		/* when the offer SMS may go out */
-	TimestampTz hold_until;
-	char	   *phone;
-	char	   *tz;
-	char	   *language;
+	TimestampTz	  release; /* when the offer SMS may go out */
+	TimestampTz	  hold_until;
+	char		 *phone;
+	char		 *tz;
+	char		 *language;
 } FillCandidate;
 
 typedef enum FillOutcome
@@ -109,14 +109,14 @@ typedef enum FillOutcome
 	FILL_NO_OFFER
 } FillOutcome;
 
-static bool FillInstalled(void);
-static bool FillLockSlot(int64 org_id, int64 slot_id, bool skip_locked, FillSlot *slot);
-static int	FillSendBatch(int64 org_id, int64 slot_id);
-static void FillAdvance(int64 org_id, int64 slot_id);
-static void FillFormatLocal(TimestampTz ts, const char *tz, char **date, char **time);
+static bool		   FillInstalled(void);
+static bool		   FillLockSlot(int64 org_id, int64 slot_id, bool skip_locked, FillSlot *slot);
+static int		   FillSendBatch(int64 org_id, int64 slot_id);
+static void		   FillAdvance(int64 org_id, int64 slot_id);
+static void		   FillFormatLocal(TimestampTz ts, const char *tz, char **date, char **time);
 static FillOutcome FillAccept(int64 org_id, int64 offer_id, const char *channel,
 							  char **reply);
-static int	FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason);
+static int		   FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason);
 
 /*
  * Are the fill engine's tables there?  The library may be newer than the
@@ -125,7 +125,7 @@ static int	FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reaso
 static bool
 FillInstalled(void)
 {
-	Oid			nsp = get_namespace_oid("prm", true);
+	Oid nsp = get_namespace_oid("prm", true);
 
 	return OidIsValid(nsp) && OidIsValid(get_relname_relid("offer", nsp));
 }
@@ -135,10 +135,10 @@ static bool
 FillLockSlot(int64 org_id, int64 slot_id, bool skip_locked, FillSlot *slot)
 {
 	static SPIPlanPtr plans[2];
-	Datum		values[2];
-	bool		isnull;
-	HeapTuple	tup;
-	TupleDesc	desc;
+	Datum			  values[2];
+	bool			  isnull;
+	HeapTuple		  tup;
+	TupleDesc		  desc;
 
 	PrmPrepare(&plans[skip_locked ? 1 : 0],
 			   psprintf("SELECT s.provider_id, coalesce(p.location_id, 0), s.starts_at, s.ends_at,"
@@ -146,8 +146,9 @@ FillLockSlot(int64 org_id, int64 slot_id, bool skip_locked, FillSlot *slot)
 						"  FROM prm.slot s JOIN prm.provider p"
 						"    ON p.org_id = s.org_id AND p.id = s.provider_id"
 						" WHERE s.org_id = $1 AND s.id = $2"
-						" FOR UPDATE OF s%s", skip_locked ? " SKIP LOCKED" : ""),
-			   2, (Oid[]) {INT8OID, INT8OID});
+						" FOR UPDATE OF s%s",
+						skip_locked ? " SKIP LOCKED" : ""),
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot_id);
 	if (PrmExecute(plans[skip_locked ? 1 : 0], values, NULL, false, 1) != 1)
@@ -171,13 +172,13 @@ static void
 FillSetStatus(int64 org_id, int64 slot_id, const char *fill_status, bool new_batch)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[4];
+	Datum			  values[4];
 
 	PrmPrepare(&plan,
 			   "UPDATE prm.slot s SET fill_status = $3, next_batch_at = NULL,"
 			   "       batches_sent = s.batches_sent + CASE WHEN $4 THEN 1 ELSE 0 END"
 			   " WHERE s.org_id = $1 AND s.id = $2",
-			   4, (Oid[]) {INT8OID, INT8OID, TEXTOID, BOOLOID});
+			   4, (Oid[]){INT8OID, INT8OID, TEXTOID, BOOLOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot_id);
 	values[2] = CStringGetTextDatum(fill_status);
@@ -190,12 +191,12 @@ static void
 FillRetryLater(int64 org_id, int64 slot_id, TimestampTz at)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[3];
+	Datum			  values[3];
 
 	PrmPrepare(&plan,
 			   "UPDATE prm.slot s SET fill_status = 'pending', next_batch_at = $3"
 			   " WHERE s.org_id = $1 AND s.id = $2",
-			   3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID});
+			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot_id);
 	values[2] = TimestampTzGetDatum(at);
@@ -209,10 +210,10 @@ FillFormatLocal(TimestampTz ts, const char *tz, char **date, char **time)
 {
 	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-	"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	Timestamp	local;
-	struct pg_tm tm;
-	fsec_t		fsec;
+										 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	Timestamp				 local;
+	struct pg_tm			 tm;
+	fsec_t					 fsec;
 
 	local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone,
 												  CStringGetTextDatum(tz),
@@ -231,17 +232,17 @@ static bool
 FillMakeOffer(const PrmSettings *s, FillSlot *slot, FillCandidate *c, int batch_no)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[9];
-	bool		isnull;
-	int64		offer_id;
-	char	   *token;
-	char	   *breakdown;
-	char	   *date;
-	char	   *time;
-	char	   *body;
-	PrmTemplateVar vars[4];
-	int64		hold_secs = s->offer_hold.time / USECS_PER_SEC +
-		(int64) s->offer_hold.day * 86400;
+	Datum			  values[9];
+	bool			  isnull;
+	int64			  offer_id;
+	char			 *token;
+	char			 *breakdown;
+	char			 *date;
+	char			 *time;
+	char			 *body;
+	PrmTemplateVar	  vars[4];
+	int64			  hold_secs = s->offer_hold.time / USECS_PER_SEC +
+					  (int64) s->offer_hold.day * 86400;
 	const char *accept_url = s->accept_url[0] ? s->accept_url : NULL;
 
 	breakdown = psprintf("{\"stored_score\": %d, \"score\": %d, \"urgent\": %d,"
@@ -258,7 +259,7 @@ FillMakeOffer(const PrmSettings *s, FillSlot *slot, FillCandidate *c, int batch_
 			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.jsonb)"
 			   " ON CONFLICT (org_id, patient_id) WHERE status = 'open' DO NOTHING"
 			   " RETURNING id, token::text",
-			   8, (Oid[]) {INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT4OID, INT4OID, TEXTOID});
+			   8, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT4OID, INT4OID, TEXTOID});
 	values[0] = Int64GetDatum(slot->org_id);
 	values[1] = Int64GetDatum(slot->id);
 	values[2] = Int64GetDatum(c->patient_id);
@@ -299,24 +300,24 @@ FillMakeOffer(const PrmSettings *s, FillSlot *slot, FillCandidate *c, int batch_
 static int
 FillSendBatch(int64 org_id, int64 slot_id)
 {
-	static SPIPlanPtr open_plan = NULL;
-	static SPIPlanPtr cand_plan = NULL;
-	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr  open_plan = NULL;
+	static SPIPlanPtr  cand_plan = NULL;
+	static SPIPlanPtr  lock_plan = NULL;
 	const PrmSettings *s;
-	FillSlot	slot;
-	Datum		values[10];
-	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	Portal		portal;
-	FillCandidate *chosen;
-	int			nchosen = 0;
-	int			scanned = 0;
-	bool		done = false;
-	int			made = 0;
-	int			busy = 0;
-	int			pool_size;
-	int			i;
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
-	TimestampTz earliest_hold_end = 0;
+	FillSlot		   slot;
+	Datum			   values[10];
+	char			   nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Portal			   portal;
+	FillCandidate	  *chosen;
+	int				   nchosen = 0;
+	int				   scanned = 0;
+	bool			   done = false;
+	int				   made = 0;
+	int				   busy = 0;
+	int				   pool_size;
+	int				   i;
+	TimestampTz		   now = GetCurrentTransactionStartTimestamp();
+	TimestampTz		   earliest_hold_end = 0;
 
 	if (!FillLockSlot(org_id, slot_id, false, &slot) || !slot.free ||
 		strcmp(slot.fill_status, "withdrawn") == 0)
@@ -324,7 +325,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 
 	PrmPrepare(&open_plan,
 			   "SELECT 1 FROM prm.offer o WHERE o.org_id = $1 AND o.slot_id = $2 AND o.status = 'open'",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot_id);
 	if (PrmExecute(open_plan, values, NULL, false, 1) > 0)
@@ -374,8 +375,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 			   "          AND o.patient_id = w.patient_id"
 			   "          AND o.created_at > pg_catalog.now() - interval '7 days') < $10"
 			   " ORDER BY w.priority_score DESC, w.joined_at, w.id",
-			   10, (Oid[]) {INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-		INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID});
+			   10, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot.provider_id);
 	values[2] = Int64GetDatum(slot.location_id);
@@ -394,7 +394,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 	portal = SPI_cursor_open(NULL, cand_plan, values, nulls, false);
 	while (!done && scanned < FILL_MAX_SCAN)
 	{
-		uint64		r;
+		uint64		   r;
 		SPITupleTable *tab;
 
 		CHECK_FOR_INTERRUPTS();
@@ -404,13 +404,13 @@ FillSendBatch(int64 org_id, int64 slot_id)
 		tab = SPI_tuptable;
 		for (r = 0; r < SPI_processed && !done; r++)
 		{
-			HeapTuple	tup = tab->vals[r];
-			TupleDesc	desc = tab->tupdesc;
+			HeapTuple	  tup = tab->vals[r];
+			TupleDesc	  desc = tab->tupdesc;
 			FillCandidate c;
-			bool		isnull,
-						appt_null;
-			Datum		appt;
-			int			pos;
+			bool		  isnull,
+				appt_null;
+			Datum appt;
+			int	  pos;
 
 			scanned++;
 			memset(&c, 0, sizeof(c));
@@ -430,8 +430,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 							!appt_null, appt_null ? 0 : DatumGetTimestampTz(appt),
 							DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull)),
 							now, s, &c.parts);
-			c.penalty = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull)) ?
-				s->recent_offer_penalty : 0;
+			c.penalty = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull)) ? s->recent_offer_penalty : 0;
 			c.rank = c.stored_score - c.penalty;
 			c.phone = SPI_getvalue(tup, desc, 8);
 			c.tz = SPI_getvalue(tup, desc, 9);
@@ -478,10 +477,10 @@ FillSendBatch(int64 org_id, int64 slot_id)
 			   "SELECT 1 FROM prm.waitlist_entry w"
 			   " WHERE w.org_id = $1 AND w.id = $2 AND w.status = 'waiting'"
 			   " FOR UPDATE SKIP LOCKED",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	for (i = 0; i < nchosen && made < s->batch_size; i++)
 	{
-		Datum		lv[2];
+		Datum lv[2];
 
 		lv[0] = Int64GetDatum(org_id);
 		lv[1] = Int64GetDatum(chosen[i].entry_id);
@@ -497,7 +496,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 				earliest_hold_end = chosen[i].hold_until;
 		}
 		else
-			busy++;				/* the patient got an offer meanwhile */
+			busy++; /* the patient got an offer meanwhile */
 	}
 
 	if (made > 0)
@@ -542,7 +541,7 @@ static void
 FillCancelClosedOfferMessages(int64 org_id, int64 slot_id)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
+	Datum			  values[2];
 
 	PrmPrepare(&plan,
 			   "UPDATE prm.outbound_message m"
@@ -552,7 +551,7 @@ FillCancelClosedOfferMessages(int64 org_id, int64 slot_id)
 			   "   AND m.offer_id IN (SELECT o.id FROM prm.offer o"
 			   "                       WHERE o.org_id = $1 AND o.slot_id = $2"
 			   "                         AND o.status IN ('withdrawn', 'expired'))",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot_id);
 	PrmExecute(plan, values, NULL, false, 0);
@@ -563,13 +562,13 @@ static int
 FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
-	int			n;
+	Datum			  values[2];
+	int				  n;
 
 	PrmPrepare(&plan,
 			   "UPDATE prm.offer o SET status = 'withdrawn', responded_at = pg_catalog.now()"
 			   " WHERE o.org_id = $1 AND o.slot_id = $2 AND o.status = 'open'",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot_id);
 	n = PrmExecute(plan, values, NULL, false, 0);
@@ -587,7 +586,7 @@ void
 PrmSlotFreed(int64 org_id, int64 slot_id)
 {
 	const PrmSettings *s;
-	int64		delay;
+	int64			   delay;
 
 	if (!FillInstalled())
 		return;
@@ -617,15 +616,15 @@ PrmWithdrawEntryOffers(int64 org_id, int64 entry_id, const char *reason)
 {
 	static SPIPlanPtr find_plan = NULL;
 	static SPIPlanPtr plan = NULL;
-	Datum		values[3];
-	bool		isnull;
-	int64		slot_id;
-	FillSlot	slot;
+	Datum			  values[3];
+	bool			  isnull;
+	int64			  slot_id;
+	FillSlot		  slot;
 
 	PrmPrepare(&find_plan,
 			   "SELECT o.slot_id FROM prm.offer o"
 			   " WHERE o.org_id = $1 AND o.waitlist_entry_id = $2 AND o.status = 'open'",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(entry_id);
 	if (PrmExecute(find_plan, values, NULL, false, 1) == 0)
@@ -637,7 +636,7 @@ PrmWithdrawEntryOffers(int64 org_id, int64 entry_id, const char *reason)
 			   "UPDATE prm.offer o SET status = 'withdrawn', responded_at = pg_catalog.now()"
 			   " WHERE o.org_id = $1 AND o.waitlist_entry_id = $2 AND o.status = 'open'"
 			   " RETURNING o.id",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	if (PrmExecute(plan, values, NULL, false, 0) > 0)
 	{
 		PrmEmitEvent(org_id, "offer_withdrawn", "offer", PrmGetInt64(0, 1, &isnull),
@@ -662,21 +661,21 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	static SPIPlanPtr unclaim_plan = NULL;
 	static SPIPlanPtr close_plan = NULL;
 	static SPIPlanPtr later_plan = NULL;
-	Datum		values[6];
-	bool		isnull;
-	int64		slot_id,
-				patient_id,
-				entry_id,
-				provider_id,
-				appt_id,
-				later_id;
+	Datum			  values[6];
+	bool			  isnull;
+	int64			  slot_id,
+		patient_id,
+		entry_id,
+		provider_id,
+		appt_id,
+		later_id;
 	char	   *status;
 	char	   *tz;
 	char	   *language;
 	TimestampTz starts_at,
-				ends_at;
-	char	   *date;
-	char	   *time;
+		ends_at;
+	char		  *date;
+	char		  *time;
 	PrmTemplateVar vars[2];
 
 	PrmPrepare(&offer_plan,
@@ -686,7 +685,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 			   "  JOIN prm.patient p ON p.org_id = o.org_id AND p.id = o.patient_id"
 			   "  JOIN prm.organization g ON g.id = o.org_id"
 			   " WHERE o.org_id = $1 AND o.id = $2",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(offer_id);
 	if (PrmExecute(offer_plan, values, NULL, false, 1) != 1)
@@ -705,7 +704,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 
 		PrmPrepare(&again_plan,
 				   "SELECT s.starts_at FROM prm.slot s WHERE s.org_id = $1 AND s.id = $2",
-				   2, (Oid[]) {INT8OID, INT8OID});
+				   2, (Oid[]){INT8OID, INT8OID});
 		values[1] = Int64GetDatum(slot_id);
 		PrmExecute(again_plan, values, NULL, false, 1);
 		FillFormatLocal(DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
@@ -732,7 +731,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 			   "SELECT p.id FROM prm.slot s JOIN prm.provider p"
 			   "    ON p.org_id = s.org_id AND p.id = s.provider_id"
 			   " WHERE s.org_id = $1 AND s.id = $2 FOR UPDATE OF p",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[1] = Int64GetDatum(slot_id);
 	PrmExecute(provider_plan, values, NULL, false, 1);
 
@@ -743,7 +742,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 			   " WHERE s.org_id = $1 AND s.id = $2 AND s.status = 'free'"
 			   "   AND s.starts_at > pg_catalog.now()"
 			   " RETURNING s.provider_id, s.starts_at, s.ends_at",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[1] = Int64GetDatum(slot_id);
 	if (PrmExecute(claim_plan, values, NULL, false, 0) != 1)
 	{
@@ -758,7 +757,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	/* with the slot held, the offer can no longer change under us but by us */
 	PrmPrepare(&lock_plan,
 			   "SELECT o.status FROM prm.offer o WHERE o.org_id = $1 AND o.id = $2 FOR UPDATE",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[1] = Int64GetDatum(offer_id);
 	PrmExecute(lock_plan, values, NULL, false, 1);
 	status = PrmGetText(0, 1);
@@ -768,7 +767,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 		PrmPrepare(&unclaim_plan,
 				   "UPDATE prm.slot s SET status = 'free', fill_status = 'offering', filled_at = NULL"
 				   " WHERE s.org_id = $1 AND s.id = $2",
-				   2, (Oid[]) {INT8OID, INT8OID});
+				   2, (Oid[]){INT8OID, INT8OID});
 		values[1] = Int64GetDatum(slot_id);
 		PrmExecute(unclaim_plan, values, NULL, false, 0);
 		*reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
@@ -785,7 +784,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 			   "            WHERE w.org_id = $1 AND w.id = $3 RETURNING w.id)"
 			   "UPDATE prm.slot s SET booked_appointment_id = $4"
 			   " WHERE s.org_id = $1 AND s.id = $6",
-			   6, (Oid[]) {INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID});
+			   6, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID});
 	values[1] = Int64GetDatum(offer_id);
 	values[2] = Int64GetDatum(entry_id);
 	values[3] = Int64GetDatum(appt_id);
@@ -807,7 +806,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 			   "   AND a.starts_at > $5"
 			   "   AND (w.provider_id IS NULL OR a.provider_id = w.provider_id)"
 			   " ORDER BY a.starts_at LIMIT 1",
-			   5, (Oid[]) {INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID});
+			   5, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID});
 	values[1] = Int64GetDatum(patient_id);
 	values[2] = Int64GetDatum(entry_id);
 	values[3] = Int64GetDatum(appt_id);
@@ -833,9 +832,9 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 Datum
 prm_fill_slot(PG_FUNCTION_ARGS)
 {
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		slot_id = PRM_GETARG_INT64_NOTNULL(1, "slot_id");
-	int			made;
+	int64 org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64 slot_id = PRM_GETARG_INT64_NOTNULL(1, "slot_id");
+	int	  made;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
@@ -850,7 +849,7 @@ static char *
 FillKeyword(const char *body)
 {
 	StringInfoData buf;
-	const char *p;
+	const char	  *p;
 
 	initStringInfo(&buf);
 	for (p = body; *p && buf.len < 40; p++)
@@ -876,8 +875,8 @@ static FillKeywordKind
 FillClassify(const char *kw)
 {
 	static const char *const stops[] = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL",
-	"END", "QUIT", "REVOKE", "OPTOUT"};
-	int			i;
+										"END", "QUIT", "REVOKE", "OPTOUT"};
+	int						 i;
 
 	if (strcmp(kw, "YES") == 0 || strcmp(kw, "Y") == 0)
 		return KW_YES;
@@ -900,18 +899,18 @@ FillOptOut(int64 org_id, Datum patients)
 	static SPIPlanPtr optout_plan = NULL;
 	static SPIPlanPtr offers_plan = NULL;
 	static SPIPlanPtr queue_plan = NULL;
-	Datum		values[2];
-	int			changed,
-				n,
-				i;
-	int64	   *slots;
-	bool		isnull;
+	Datum			  values[2];
+	int				  changed,
+		n,
+		i;
+	int64 *slots;
+	bool   isnull;
 
 	PrmPrepare(&optout_plan,
 			   "UPDATE prm.patient p SET sms_opt_out = true, opted_out_at = pg_catalog.now(),"
 			   "       updated_at = pg_catalog.now()"
 			   " WHERE p.org_id = $1 AND p.id = ANY ($2) AND NOT p.sms_opt_out",
-			   2, (Oid[]) {INT8OID, INT8ARRAYOID});
+			   2, (Oid[]){INT8OID, INT8ARRAYOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = patients;
 	changed = PrmExecute(optout_plan, values, NULL, false, 0);
@@ -920,13 +919,13 @@ FillOptOut(int64 org_id, Datum patients)
 			   "UPDATE prm.outbound_message m SET status = 'cancelled', last_error = 'patient opted out',"
 			   "       updated_at = pg_catalog.now()"
 			   " WHERE m.org_id = $1 AND m.patient_id = ANY ($2) AND m.channel = 'sms' AND m.status = 'queued'",
-			   2, (Oid[]) {INT8OID, INT8ARRAYOID});
+			   2, (Oid[]){INT8OID, INT8ARRAYOID});
 	PrmExecute(queue_plan, values, NULL, false, 0);
 
 	PrmPrepare(&offers_plan,
 			   "SELECT DISTINCT o.slot_id FROM prm.offer o"
 			   " WHERE o.org_id = $1 AND o.patient_id = ANY ($2) AND o.status = 'open'",
-			   2, (Oid[]) {INT8OID, INT8ARRAYOID});
+			   2, (Oid[]){INT8OID, INT8ARRAYOID});
 	n = PrmExecute(offers_plan, values, NULL, false, 0);
 	slots = palloc(sizeof(int64) * (n + 1));
 	for (i = 0; i < n; i++)
@@ -934,15 +933,15 @@ FillOptOut(int64 org_id, Datum patients)
 	for (i = 0; i < n; i++)
 	{
 		static SPIPlanPtr withdraw_plan = NULL;
-		FillSlot	slot;
-		Datum		v[3];
+		FillSlot		  slot;
+		Datum			  v[3];
 
 		if (!FillLockSlot(org_id, slots[i], false, &slot))
 			continue;
 		PrmPrepare(&withdraw_plan,
 				   "UPDATE prm.offer o SET status = 'withdrawn', responded_at = pg_catalog.now()"
 				   " WHERE o.org_id = $1 AND o.slot_id = $2 AND o.patient_id = ANY ($3) AND o.status = 'open'",
-				   3, (Oid[]) {INT8OID, INT8OID, INT8ARRAYOID});
+				   3, (Oid[]){INT8OID, INT8OID, INT8ARRAYOID});
 		v[0] = Int64GetDatum(org_id);
 		v[1] = Int64GetDatum(slots[i]);
 		v[2] = patients;
@@ -962,8 +961,8 @@ static int64
 FillCurrentOffer(int64 org_id, Datum patients, bool open_only)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[3];
-	bool		isnull;
+	Datum			  values[3];
+	bool			  isnull;
 
 	PrmPrepare(&plan,
 			   "SELECT o.id FROM prm.offer o"
@@ -972,7 +971,7 @@ FillCurrentOffer(int64 org_id, Datum patients, bool open_only)
 			   "        AND o.created_at > pg_catalog.now() - interval '1 day'))"
 			   " ORDER BY o.status = 'open' DESC, o.status = 'expired' DESC, o.created_at DESC, o.id DESC"
 			   " LIMIT 1",
-			   3, (Oid[]) {INT8OID, INT8ARRAYOID, BOOLOID});
+			   3, (Oid[]){INT8OID, INT8ARRAYOID, BOOLOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = patients;
 	values[2] = BoolGetDatum(open_only);
@@ -987,14 +986,14 @@ FillDecline(int64 org_id, int64 offer_id)
 {
 	static SPIPlanPtr slot_plan = NULL;
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
-	bool		isnull;
-	int64		slot_id;
-	FillSlot	slot;
+	Datum			  values[2];
+	bool			  isnull;
+	int64			  slot_id;
+	FillSlot		  slot;
 
 	PrmPrepare(&slot_plan,
 			   "SELECT o.slot_id FROM prm.offer o WHERE o.org_id = $1 AND o.id = $2",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(offer_id);
 	PrmExecute(slot_plan, values, NULL, false, 1);
@@ -1004,7 +1003,7 @@ FillDecline(int64 org_id, int64 offer_id)
 			   "UPDATE prm.offer o SET status = 'declined', responded_at = pg_catalog.now(),"
 			   "       response_channel = 'sms'"
 			   " WHERE o.org_id = $1 AND o.id = $2 AND o.status = 'open'",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	if (PrmExecute(plan, values, NULL, false, 0) > 0)
 		PrmEmitEvent(org_id, "offer_declined", "offer", offer_id, NULL);
 	FillAdvance(org_id, slot_id);
@@ -1023,29 +1022,29 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 	static SPIPlanPtr patients_plan = NULL;
 	static SPIPlanPtr update_plan = NULL;
 	static SPIPlanPtr start_plan = NULL;
-	char	   *to_raw = PrmTextArg(fcinfo, 0, "to_number", 40);
-	char	   *from_raw;
-	char	   *body;
-	char	   *pmid = PrmTextArg(fcinfo, 3, "provider_message_id", 200);
-	char	   *to;
-	char	   *from;
-	char	   *keyword;
-	char	   *reply = NULL;
-	char	   *language = "en";
-	FillKeywordKind kind;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
-	int64		org_id,
-				inbound_id,
-				offer_id = 0,
-				first_patient = 0;
-	int			npatients,
-				nopted = 0,
-				i;
-	Datum	   *patient_ids;
-	Datum		patients;
-	text	   *result;
+	char			 *to_raw = PrmTextArg(fcinfo, 0, "to_number", 40);
+	char			 *from_raw;
+	char			 *body;
+	char			 *pmid = PrmTextArg(fcinfo, 3, "provider_message_id", 200);
+	char			 *to;
+	char			 *from;
+	char			 *keyword;
+	char			 *reply = NULL;
+	char			 *language = "en";
+	FillKeywordKind	  kind;
+	Datum			  values[6];
+	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool			  isnull;
+	int64			  org_id,
+		inbound_id,
+		offer_id = 0,
+		first_patient = 0;
+	int npatients,
+		nopted = 0,
+		i;
+	Datum *patient_ids;
+	Datum  patients;
+	text  *result;
 
 	PrmArgNotNull(fcinfo, 1, "from_number");
 	from_raw = text_to_cstring(PG_GETARG_TEXT_PP(1));
@@ -1056,7 +1055,7 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 	PrmSpiConnect();
 	to = PrmTryNormalizePhone(to_raw, NULL);
 	PrmPrepare(&org_plan, "SELECT o.id FROM prm.organization o WHERE o.sms_number = $1",
-			   1, (Oid[]) {TEXTOID});
+			   1, (Oid[]){TEXTOID});
 	values[0] = CStringGetTextDatum(to ? to : to_raw);
 	if (to == NULL || PrmExecute(org_plan, values, NULL, false, 1) == 0)
 	{
@@ -1084,7 +1083,7 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 			   "INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword)"
 			   " VALUES ($1, $2, $3, $4, $5)"
 			   " ON CONFLICT (org_id, provider_message_id) DO NOTHING RETURNING id",
-			   5, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+			   5, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(pmid);
 	values[2] = CStringGetTextDatum(from ? from : from_raw);
@@ -1095,7 +1094,7 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 		PrmPrepare(&replay_plan,
 				   "SELECT i.reply FROM prm.inbound_message i"
 				   " WHERE i.org_id = $1 AND i.provider_message_id = $2",
-				   2, (Oid[]) {INT8OID, TEXTOID});
+				   2, (Oid[]){INT8OID, TEXTOID});
 		PrmExecute(replay_plan, values, NULL, false, 1);
 		reply = PrmGetText(0, 1);
 		result = reply ? cstring_to_text(reply) : NULL;
@@ -1116,7 +1115,7 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 		PrmPrepare(&patients_plan,
 				   "SELECT p.id, p.sms_opt_out, p.language FROM prm.patient p"
 				   " WHERE p.org_id = $1 AND p.phone = $2 ORDER BY p.id FOR UPDATE",
-				   2, (Oid[]) {INT8OID, TEXTOID});
+				   2, (Oid[]){INT8OID, TEXTOID});
 		values[1] = CStringGetTextDatum(from);
 		npatients = PrmExecute(patients_plan, values, NULL, false, 0);
 		patient_ids = palloc(sizeof(Datum) * (npatients + 1));
@@ -1138,7 +1137,7 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 	if (kind == KW_HELP)
 		reply = PrmRender(org_id, "help", "sms", language, NULL, 0);
 	else if (npatients == 0)
-		reply = NULL;			/* a number we do not know: say nothing */
+		reply = NULL; /* a number we do not know: say nothing */
 	else if (kind == KW_STOP)
 	{
 		if (FillOptOut(org_id, patients) > 0)
@@ -1153,14 +1152,14 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 				   "UPDATE prm.patient p SET sms_opt_out = false, opted_out_at = NULL,"
 				   "       updated_at = pg_catalog.now()"
 				   " WHERE p.org_id = $1 AND p.id = ANY ($2) AND p.sms_opt_out",
-				   2, (Oid[]) {INT8OID, INT8ARRAYOID});
+				   2, (Oid[]){INT8OID, INT8ARRAYOID});
 		values[1] = patients;
 		if (PrmExecute(start_plan, values, NULL, false, 0) > 0)
 			PrmEmitEvent(org_id, "patient_opted_in", "patient", first_patient, NULL);
 		reply = PrmRender(org_id, "start", "sms", language, NULL, 0);
 	}
 	else if (nopted == npatients)
-		reply = NULL;			/* opted out: only START and HELP are answered */
+		reply = NULL; /* opted out: only START and HELP are answered */
 	else if (kind == KW_YES)
 	{
 		offer_id = FillCurrentOffer(org_id, patients, false);
@@ -1186,7 +1185,7 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 	PrmPrepare(&update_plan,
 			   "UPDATE prm.inbound_message i SET patient_id = $3, offer_id = $4, reply = $5"
 			   " WHERE i.org_id = $1 AND i.id = $2",
-			   5, (Oid[]) {INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID});
+			   5, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(inbound_id);
 	values[2] = Int64GetDatum(first_patient);
@@ -1216,17 +1215,17 @@ Datum
 prm_accept_offer(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
-	bool		isnull;
-	int64		org_id,
-				offer_id;
-	char	   *reply = NULL;
-	text	   *result;
+	Datum			  values[1];
+	bool			  isnull;
+	int64			  org_id,
+		offer_id;
+	char *reply = NULL;
+	text *result;
 
 	PrmArgNotNull(fcinfo, 0, "token");
 	PrmSpiConnect();
 	PrmPrepare(&plan, "SELECT o.org_id, o.id FROM prm.offer o WHERE o.token = $1",
-			   1, (Oid[]) {UUIDOID});
+			   1, (Oid[]){UUIDOID});
 	values[0] = PG_GETARG_DATUM(0);
 	if (PrmExecute(plan, values, NULL, false, 1) == 0)
 		ereport(ERROR,
@@ -1253,12 +1252,12 @@ prm_undo_cancellation(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr find_plan = NULL;
 	static SPIPlanPtr undo_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		appointment_id = PRM_GETARG_INT64_NOTNULL(1, "appointment_id");
-	Datum		values[3];
-	bool		isnull;
-	int64		slot_id;
-	FillSlot	slot;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  appointment_id = PRM_GETARG_INT64_NOTNULL(1, "appointment_id");
+	Datum			  values[3];
+	bool			  isnull;
+	int64			  slot_id;
+	FillSlot		  slot;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
@@ -1268,7 +1267,7 @@ prm_undo_cancellation(PG_FUNCTION_ARGS)
 			   "    ON a.org_id = s.org_id AND a.id = s.appointment_id"
 			   " WHERE s.org_id = $1 AND s.appointment_id = $2 AND a.status = 'cancelled'"
 			   " ORDER BY s.id DESC LIMIT 1",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(appointment_id);
 	if (PrmExecute(find_plan, values, NULL, false, 1) == 0)
@@ -1289,7 +1288,7 @@ prm_undo_cancellation(PG_FUNCTION_ARGS)
 			   "            WHERE s.org_id = $1 AND s.id = $3)"
 			   "UPDATE prm.appointment a SET status = 'booked', cancelled_at = NULL, cancel_reason = NULL"
 			   " WHERE a.org_id = $1 AND a.id = $2",
-			   3, (Oid[]) {INT8OID, INT8OID, INT8OID});
+			   3, (Oid[]){INT8OID, INT8OID, INT8OID});
 	values[2] = Int64GetDatum(slot_id);
 	PrmExecute(undo_plan, values, NULL, false, 0);
 	PrmEmitEvent(org_id, "cancellation_undone", "appointment", appointment_id,
@@ -1299,7 +1298,7 @@ prm_undo_cancellation(PG_FUNCTION_ARGS)
 }
 
 /* the first error a guarded slot hit in this transaction, for prm.job_run */
-static char *fill_slot_error = NULL;
+static char				 *fill_slot_error = NULL;
 static LocalTransactionId fill_slot_error_lxid = InvalidLocalTransactionId;
 
 /*
@@ -1324,12 +1323,12 @@ PrmFillTakeSweepError(void)
  * slots and organizations.  Returns fn's result, or 0 after an error.
  */
 static int
-FillGuarded(int (*fn) (int64 org_id, int64 slot_id, TimestampTz as_of),
+FillGuarded(int (*fn)(int64 org_id, int64 slot_id, TimestampTz as_of),
 			int64 org_id, int64 slot_id, TimestampTz as_of)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	volatile int result = 0;
+	volatile int  result = 0;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(caller);
@@ -1342,7 +1341,7 @@ FillGuarded(int (*fn) (int64 org_id, int64 slot_id, TimestampTz as_of),
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData *edata;
 
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
@@ -1375,9 +1374,9 @@ static int
 FillExpireSlot(int64 org_id, int64 slot_id, TimestampTz as_of)
 {
 	static SPIPlanPtr expire_plan = NULL;
-	FillSlot	slot;
-	Datum		values[3];
-	int			k;
+	FillSlot		  slot;
+	Datum			  values[3];
+	int				  k;
 
 	/* a slot being claimed right now is left for the next sweep */
 	if (!FillLockSlot(org_id, slot_id, true, &slot))
@@ -1385,7 +1384,7 @@ FillExpireSlot(int64 org_id, int64 slot_id, TimestampTz as_of)
 	PrmPrepare(&expire_plan,
 			   "UPDATE prm.offer o SET status = 'expired'"
 			   " WHERE o.org_id = $1 AND o.slot_id = $2 AND o.status = 'open' AND o.hold_until <= $3",
-			   3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID});
+			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot_id);
 	values[2] = TimestampTzGetDatum(as_of);
@@ -1411,8 +1410,8 @@ FillDueBatch(int64 org_id, int64 slot_id, TimestampTz as_of)
 static void
 FillReadSlotIds(int n, int64 **org_ids, int64 **slot_ids)
 {
-	int			i;
-	bool		isnull;
+	int	 i;
+	bool isnull;
 
 	*org_ids = palloc(sizeof(int64) * (n + 1));
 	*slot_ids = palloc(sizeof(int64) * (n + 1));
@@ -1432,13 +1431,13 @@ int
 PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs, int limit)
 {
 	static SPIPlanPtr find_plan = NULL;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	int			n,
-				i,
-				expired = 0;
-	int64	   *org_ids;
-	int64	   *slot_ids;
+	Datum			  values[3];
+	char			  nulls[3] = {' ', ' ', ' '};
+	int				  n,
+		i,
+		expired = 0;
+	int64 *org_ids;
+	int64 *slot_ids;
 
 	if (!FillInstalled())
 		return 0;
@@ -1447,7 +1446,7 @@ PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs, int limit)
 			   " WHERE o.status = 'open' AND o.hold_until <= $1"
 			   "   AND ($2::bigint[] IS NULL OR o.org_id = ANY ($2::bigint[]))"
 			   " LIMIT $3",
-			   3, (Oid[]) {TIMESTAMPTZOID, INT8ARRAYOID, INT4OID});
+			   3, (Oid[]){TIMESTAMPTZOID, INT8ARRAYOID, INT4OID});
 	values[0] = TimestampTzGetDatum(as_of);
 	if (orgs)
 		values[1] = PointerGetDatum(construct_array(orgs, norgs, INT8OID, 8, true, TYPALIGN_DOUBLE));
@@ -1470,12 +1469,12 @@ int
 PrmSendDueBatches(int limit)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
-	int			n,
-				i,
-				sent = 0;
-	int64	   *org_ids;
-	int64	   *slot_ids;
+	Datum			  values[1];
+	int				  n,
+		i,
+		sent = 0;
+	int64 *org_ids;
+	int64 *slot_ids;
 
 	if (!FillInstalled())
 		return 0;
@@ -1483,7 +1482,7 @@ PrmSendDueBatches(int limit)
 			   "SELECT s.org_id, s.id FROM prm.slot s"
 			   " WHERE s.fill_status = 'pending' AND s.next_batch_at <= pg_catalog.now()"
 			   " ORDER BY s.next_batch_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-			   1, (Oid[]) {INT4OID});
+			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
 	n = PrmExecute(plan, values, NULL, false, 0);
 	FillReadSlotIds(n, &org_ids, &slot_ids);
@@ -1502,24 +1501,24 @@ Datum
 prm_expire_offers(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr orgs_plan = NULL;
-	TimestampTz as_of = PRM_GETARG_TIMESTAMPTZ_NOTNULL(0, "as_of");
-	Datum	   *orgs = NULL;
-	int			norgs = 0;
-	int			expired;
+	TimestampTz		  as_of = PRM_GETARG_TIMESTAMPTZ_NOTNULL(0, "as_of");
+	Datum			 *orgs = NULL;
+	int				  norgs = 0;
+	int				  expired;
 
 	PrmSpiConnect();
 	if (!PrmCallerIsPrivileged())
 	{
-		Datum		values[1];
-		int			i;
-		bool		isnull;
+		Datum values[1];
+		int	  i;
+		bool  isnull;
 
 		/* a staff role expires its own organizations' offers only */
 		PrmPrepare(&orgs_plan,
 				   "SELECT a.org_id FROM prm.org_access a"
 				   " WHERE a.level IN ('admin', 'staff')"
 				   "   AND pg_catalog.pg_has_role($1, a.role_id, 'USAGE')",
-				   1, (Oid[]) {OIDOID});
+				   1, (Oid[]){OIDOID});
 		values[0] = ObjectIdGetDatum(GetOuterUserId());
 		norgs = PrmExecute(orgs_plan, values, NULL, false, 0);
 		if (norgs == 0)
@@ -1543,12 +1542,12 @@ Datum
 prm_fill_stats(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	TimestampTz from = PRM_GETARG_TIMESTAMPTZ_NOTNULL(1, "period_start");
-	TimestampTz to = PRM_GETARG_TIMESTAMPTZ_NOTNULL(2, "period_end");
-	Datum		values[3];
-	bool		isnull;
-	Datum		result;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	TimestampTz		  from = PRM_GETARG_TIMESTAMPTZ_NOTNULL(1, "period_start");
+	TimestampTz		  to = PRM_GETARG_TIMESTAMPTZ_NOTNULL(2, "period_end");
+	Datum			  values[3];
+	bool			  isnull;
+	Datum			  result;
 
 	if (to < from)
 		ereport(ERROR,
@@ -1587,7 +1586,7 @@ prm_fill_stats(PG_FUNCTION_ARGS)
 			   "                          WHERE p.org_id = $1 AND p.sms_opt_out"
 			   "                            AND p.opted_out_at >= $2 AND p.opted_out_at <= $3)::numeric"
 			   "                        / pg_catalog.count(*), 4) END FROM offered))",
-			   3, (Oid[]) {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID});
+			   3, (Oid[]){INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = TimestampTzGetDatum(from);
 	values[2] = TimestampTzGetDatum(to);

@@ -42,7 +42,7 @@ static int64 JobMatchingFollowUps(void);
 typedef struct JobStep
 {
 	const char *name;
-	int64		(*run) (void);
+	int64 (*run)(void);
 } JobStep;
 
 static const JobStep job_steps[] = {
@@ -60,12 +60,12 @@ static TimestampTz
 JobLastRun(const char *name)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
-	bool		isnull;
-	Datum		d;
+	Datum			  values[1];
+	bool			  isnull;
+	Datum			  d;
 
 	PrmPrepare(&plan, "SELECT j.last_run_at FROM prm.job_run j WHERE j.job = $1",
-			   1, (Oid[]) {TEXTOID});
+			   1, (Oid[]){TEXTOID});
 	values[0] = CStringGetTextDatum(name);
 	if (PrmExecute(plan, values, NULL, false, 1) == 0)
 		return 0;
@@ -78,15 +78,15 @@ static void
 JobRecord(const char *name, int64 result, const char *error)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Datum			  values[3];
+	char			  nulls[3] = {' ', ' ', ' '};
 
 	PrmPrepare(&plan,
 			   "INSERT INTO prm.job_run (job, last_run_at, last_result, last_error)"
 			   " VALUES ($1, pg_catalog.now(), $2, $3)"
 			   " ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at,"
 			   "   last_result = EXCLUDED.last_result, last_error = EXCLUDED.last_error",
-			   3, (Oid[]) {TEXTOID, INT8OID, TEXTOID});
+			   3, (Oid[]){TEXTOID, INT8OID, TEXTOID});
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int64GetDatum(result);
 	if (error)
@@ -119,17 +119,17 @@ static int64
 JobNotifyDueMessages(void)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
-	char		nulls[1] = {' '};
-	TimestampTz last = JobLastRun("notify_due_messages");
-	int			n,
-				i;
+	Datum			  values[1];
+	char			  nulls[1] = {' '};
+	TimestampTz		  last = JobLastRun("notify_due_messages");
+	int				  n,
+		i;
 
 	PrmPrepare(&plan,
 			   "SELECT DISTINCT m.channel FROM prm.outbound_message m"
 			   " WHERE m.status = 'queued' AND m.not_before <= pg_catalog.now()"
 			   "   AND ($1::timestamptz IS NULL OR m.not_before > $1)",
-			   1, (Oid[]) {TIMESTAMPTZOID});
+			   1, (Oid[]){TIMESTAMPTZOID});
 	values[0] = TimestampTzGetDatum(last);
 	if (last == 0)
 		nulls[0] = 'n';
@@ -150,11 +150,11 @@ static int64
 JobRecalculate(void)
 {
 	static SPIPlanPtr plan = NULL;
-	TimestampTz last = JobLastRun("recalculate_priorities");
-	bool		isnull;
+	TimestampTz		  last = JobLastRun("recalculate_priorities");
+	bool			  isnull;
 
 	if (last != 0 && GetCurrentTransactionStartTimestamp() - last < USECS_PER_HOUR)
-		return -1;				/* not due */
+		return -1; /* not due */
 	PrmPrepare(&plan, "SELECT prm.recalculate_priorities(NULL)", 0, NULL);
 	PrmExecute(plan, NULL, NULL, false, 1);
 	return PrmGetInt64(0, 1, &isnull);
@@ -189,7 +189,7 @@ PrmJobName(int i)
 int64
 PrmRunJob(int i)
 {
-	int64		result;
+	int64 result;
 
 	Assert(i >= 0 && i < (int) lengthof(job_steps));
 	(void) PrmFillTakeSweepError();
@@ -215,11 +215,11 @@ PrmRecordJobError(int i, const char *message)
 Datum
 prm_run_due_jobs(PG_FUNCTION_ARGS)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	MemoryContext  caller = CurrentMemoryContext;
+	ResourceOwner  owner = CurrentResourceOwner;
 	StringInfoData out;
-	int			i;
-	Datum		result;
+	int			   i;
+	Datum		   result;
 
 	PrmSpiConnect();
 	if (!PrmCallerIsPrivileged())
@@ -233,7 +233,7 @@ prm_run_due_jobs(PG_FUNCTION_ARGS)
 	appendStringInfoChar(&out, '{');
 	for (i = 0; i < (int) lengthof(job_steps); i++)
 	{
-		char	   *volatile error = NULL;
+		char *volatile error = NULL;
 		volatile int64 done = 0;
 
 		BeginInternalSubTransaction(NULL);
@@ -249,7 +249,7 @@ prm_run_due_jobs(PG_FUNCTION_ARGS)
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
+			ErrorData *edata;
 
 			MemoryContextSwitchTo(caller);
 			edata = CopyErrorData();
@@ -293,8 +293,8 @@ TimestampTz
 PrmNextDeadline(void)
 {
 	static SPIPlanPtr plan = NULL;
-	bool		isnull;
-	Datum		d;
+	bool			  isnull;
+	Datum			  d;
 
 	PrmPrepare(&plan,
 			   "SELECT LEAST("
@@ -333,11 +333,11 @@ prm_next_deadline(PG_FUNCTION_ARGS)
 Datum
 prm_schedule_with_pg_cron(PG_FUNCTION_ARGS)
 {
-	char	   *schedule = PrmTextArg(fcinfo, 0, "schedule", 100);
-	Datum		values[3];
-	bool		isnull;
-	int64		jobid;
-	SPIPlanPtr	plan;
+	char	  *schedule = PrmTextArg(fcinfo, 0, "schedule", 100);
+	Datum	   values[3];
+	bool	   isnull;
+	int64	   jobid;
+	SPIPlanPtr plan;
 
 	PrmSpiConnect();
 	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron'", true, 1) != SPI_OK_SELECT)
@@ -347,7 +347,7 @@ prm_schedule_with_pg_cron(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("pg_cron is not installed in this database"),
 				 errhint("Run CREATE EXTENSION pg_cron in the database named by cron.database_name, or preload prm to use its worker instead.")));
-	plan = SPI_prepare("SELECT cron.schedule($1, $2, $3)", 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID});
+	plan = SPI_prepare("SELECT cron.schedule($1, $2, $3)", 3, (Oid[]){TEXTOID, TEXTOID, TEXTOID});
 	if (plan == NULL)
 		elog(ERROR, "could not prepare cron.schedule");
 	values[0] = CStringGetTextDatum("prm_run_due_jobs");

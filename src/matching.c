@@ -133,27 +133,25 @@ PG_FUNCTION_INFO_V1(prm_run_matching_follow_ups);
 PG_FUNCTION_INFO_V1(prm_record_call_outcome);
 PG_FUNCTION_INFO_V1(prm_placement_evidence);
 
-#define EARTH_RADIUS_KM		6371.0088
-#define MATCH_MAX_DISTANCE	1000.0
-#define MATCH_MAX_WINDOWS	50
-#define MATCH_BATCH_MAX		10
-#define MATCH_MAX_REQUESTS	50000
+#define EARTH_RADIUS_KM 6371.0088
+#define MATCH_MAX_DISTANCE 1000.0
+#define MATCH_MAX_WINDOWS 50
+#define MATCH_BATCH_MAX 10
+#define MATCH_MAX_REQUESTS 50000
 #define MATCH_MAX_THERAPISTS 100000
-#define MATCH_SCORE_MAX		10000	/* centi-points */
-#define MINUTES_PER_DAY		1440
-#define FOLLOW_UP_DAYS		7
+#define MATCH_SCORE_MAX 10000 /* centi-points */
+#define MINUTES_PER_DAY 1440
+#define FOLLOW_UP_DAYS 7
 
 /* Fixed vocabularies: therapy types and ISO 639-1 languages (at most 64). */
 static const char *const therapy_types[] = {
-	"cbt", "psychodynamic", "analytic", "systemic", "humanistic"
-};
+	"cbt", "psychodynamic", "analytic", "systemic", "humanistic"};
 
 static const char *const language_codes[] = {
 	"am", "ar", "bg", "bn", "bs", "cs", "da", "de", "el", "en", "es", "et",
 	"fa", "fi", "fr", "he", "hi", "hr", "hu", "hy", "it", "ja", "ka", "ko",
 	"ku", "lt", "lv", "mk", "nl", "no", "pl", "ps", "pt", "ro", "ru", "sk",
-	"sl", "so", "sq", "sr", "sv", "ta", "ti", "tr", "uk", "ur", "vi", "zh"
-};
+	"sl", "so", "sq", "sr", "sv", "ta", "ti", "tr", "uk", "ur", "vi", "zh"};
 
 static const char *const genders[] = {"female", "male", "diverse"};
 static const char *const answers[] = {"accepted", "declined", "no_place"};
@@ -163,95 +161,95 @@ static const char *const call_outcomes[] = {"reached", "no_answer", "voicemail",
 /* A weekly window, in minutes since Monday 00:00 local time. */
 typedef struct MatchWindow
 {
-	int			start;
-	int			end;
+	int start;
+	int end;
 } MatchWindow;
 
 typedef struct MatchTherapist
 {
-	int64		id;
-	double		lat;
-	double		lon;
-	uint64		langs;			/* bit i: language_codes[i] */
-	uint32		types;			/* bit i: therapy_types[i] */
-	int			gender;			/* 0 unknown, else 1 + index in genders */
-	int			open_places;
-	int			capacity;		/* free places for the assignment */
-	int			contacts;
-	int			answers;
-	int			nwin;
+	int64		 id;
+	double		 lat;
+	double		 lon;
+	uint64		 langs;	 /* bit i: language_codes[i] */
+	uint32		 types;	 /* bit i: therapy_types[i] */
+	int			 gender; /* 0 unknown, else 1 + index in genders */
+	int			 open_places;
+	int			 capacity; /* free places for the assignment */
+	int			 contacts;
+	int			 answers;
+	int			 nwin;
 	MatchWindow *win;
 } MatchTherapist;
 
 typedef struct MatchRequest
 {
-	int64		id;
-	double		lat;
-	double		lon;
-	double		max_km;
-	uint64		langs;
-	int			type;			/* index in therapy_types */
-	int			gender_pref;	/* 0 none, else 1 + index in genders */
-	int			nwin;
+	int64		 id;
+	double		 lat;
+	double		 lon;
+	double		 max_km;
+	uint64		 langs;
+	int			 type;		  /* index in therapy_types */
+	int			 gender_pref; /* 0 none, else 1 + index in genders */
+	int			 nwin;
 	MatchWindow *win;
 } MatchRequest;
 
 typedef struct MatchScore
 {
-	double		distance_km;
-	int			score;			/* centi-points */
-	double		distance_pts;
-	double		gender_pts;
-	double		times_pts;
-	double		reply_pts;
-	double		places_pts;
-	int			overlap_min;
+	double distance_km;
+	int	   score; /* centi-points */
+	double distance_pts;
+	double gender_pts;
+	double times_pts;
+	double reply_pts;
+	double places_pts;
+	int	   overlap_min;
 } MatchScore;
 
 /* A candidate pair of the assignment. */
 typedef struct MatchPair
 {
-	int			r;				/* index of the request */
-	int			t;				/* index of the therapist */
-	int			score;
-	float		distance_km;
+	int	  r; /* index of the request */
+	int	  t; /* index of the therapist */
+	int	  score;
+	float distance_km;
 } MatchPair;
 
 /* A ranked candidate of prm.rank_therapists. */
 typedef struct MatchRanked
 {
-	int			t;
-	MatchScore	s;
+	int		   t;
+	MatchScore s;
 } MatchRanked;
 
-static int	MatchVocabIndex(const char *const *vocab, int n, const char *value);
-static int	MatchOneOf(const char *const *vocab, int n, const char *value,
-					   const char *what);
+static int	  MatchVocabIndex(const char *const *vocab, int n, const char *value);
+static int	  MatchOneOf(const char *const *vocab, int n, const char *value,
+						 const char *what);
 static uint64 MatchVocabMask(ArrayType *arr, const char *const *vocab, int n,
 							 const char *what, bool strict);
-static Datum MatchMaskArray(uint64 mask, const char *const *vocab, int n);
+static Datum  MatchMaskArray(uint64 mask, const char *const *vocab, int n);
 static double MatchCoordinate(FunctionCallInfo fcinfo, int argno,
 							  const char *name, double limit);
-static int	MatchParseWindows(Jsonb *json, const char *what, int **days,
-							  int **starts, int **ends);
+static int	  MatchParseWindows(Jsonb *json, const char *what, int **days,
+								int **starts, int **ends);
 static double MatchHaversine(double lat1, double lon1, double lat2, double lon2);
-static void MatchBoundingBox(double lat, double lon, double km,
-							 double *latmin, double *latmax,
-							 double *lonmin, double *lonmax);
-static void MatchScorePair(const MatchRequest *r, const MatchTherapist *t,
-						   double distance_km, MatchScore *out);
-static void MatchReadTherapist(int row, MatchTherapist *t);
-static void MatchLoadRequest(int64 org_id, int64 request_id, MatchRequest *r);
-static int	MatchGetInt32(int row, int col);
-static void MatchLoadPhoneHours(int64 org_id, MatchTherapist *ts, int nt);
-static void MatchRequireRow(int64 org_id, const char *table, int64 id,
-							bool for_update);
-static void MatchCancelSettledCalls(int64 org_id, int64 request_id,
-									TimestampTz as_of);
-static int64 MatchFollowUps(int64 org_id, TimestampTz as_of, int limit);
-static bool MatchNextWindow(const char *tz, const MatchWindow *win, int nwin,
-							TimestampTz as_of, TimestampTz *start,
-							TimestampTz *end);
+static void	  MatchBoundingBox(double lat, double lon, double km,
+							   double *latmin, double *latmax,
+							   double *lonmin, double *lonmax);
+static void	  MatchScorePair(const MatchRequest *r, const MatchTherapist *t,
+							 double distance_km, MatchScore *out);
+static void	  MatchReadTherapist(int row, MatchTherapist *t);
+static void	  MatchLoadRequest(int64 org_id, int64 request_id, MatchRequest *r);
+static int	  MatchGetInt32(int row, int col);
+static void	  MatchLoadPhoneHours(int64 org_id, MatchTherapist *ts, int nt);
+static void	  MatchRequireRow(int64 org_id, const char *table, int64 id,
+							  bool for_update);
+static void	  MatchCancelSettledCalls(int64 org_id, int64 request_id,
+									  TimestampTz as_of);
+static int64  MatchFollowUps(int64 org_id, TimestampTz as_of, int limit);
+static bool	  MatchNextWindow(const char *tz, const MatchWindow *win, int nwin,
+							  TimestampTz as_of, TimestampTz *start,
+							  TimestampTz *end);
 
 /* ---------------------------------------------------------------------
  * Vocabularies and argument checks
@@ -262,7 +260,7 @@ static bool MatchNextWindow(const char *tz, const MatchWindow *win, int nwin,
 static int
 MatchVocabIndex(const char *const *vocab, int n, const char *value)
 {
-	int			i;
+	int i;
 
 	for (i = 0; i < n; i++)
 		if (strcmp(vocab[i], value) == 0)
@@ -275,7 +273,7 @@ static char *
 MatchVocabList(const char *const *vocab, int n)
 {
 	StringInfoData buf;
-	int			i;
+	int			   i;
 
 	initStringInfo(&buf);
 	for (i = 0; i < n; i++)
@@ -287,7 +285,7 @@ MatchVocabList(const char *const *vocab, int n)
 static int
 MatchOneOf(const char *const *vocab, int n, const char *value, const char *what)
 {
-	int			i = MatchVocabIndex(vocab, n, value);
+	int i = MatchVocabIndex(vocab, n, value);
 
 	if (i < 0)
 		ereport(ERROR,
@@ -306,11 +304,11 @@ static uint64
 MatchVocabMask(ArrayType *arr, const char *const *vocab, int n,
 			   const char *what, bool strict)
 {
-	Datum	   *elems;
-	bool	   *nulls;
-	int			nelems,
-				i;
-	uint64		mask = 0;
+	Datum *elems;
+	bool  *nulls;
+	int	   nelems,
+		i;
+	uint64 mask = 0;
 
 	Assert(n <= 64);
 	if (ARR_NDIM(arr) > 1)
@@ -330,8 +328,8 @@ MatchVocabMask(ArrayType *arr, const char *const *vocab, int n,
 				 errmsg("%s has %d elements; at most 20 are accepted", what, nelems)));
 	for (i = 0; i < nelems; i++)
 	{
-		char	   *word;
-		int			k;
+		char *word;
+		int	  k;
 
 		if (nulls[i])
 		{
@@ -363,9 +361,9 @@ MatchVocabMask(ArrayType *arr, const char *const *vocab, int n,
 static Datum
 MatchMaskArray(uint64 mask, const char *const *vocab, int n)
 {
-	Datum	   *elems = palloc(sizeof(Datum) * n);
-	int			i,
-				k = 0;
+	Datum *elems = palloc(sizeof(Datum) * n);
+	int	   i,
+		k = 0;
 
 	for (i = 0; i < n; i++)
 		if (mask & (UINT64CONST(1) << i))
@@ -379,7 +377,7 @@ static double
 MatchCoordinate(FunctionCallInfo fcinfo, int argno, const char *name,
 				double limit)
 {
-	double		v;
+	double v;
 
 	PrmArgNotNull(fcinfo, argno, name);
 	v = PG_GETARG_FLOAT8(argno);
@@ -395,10 +393,10 @@ MatchCoordinate(FunctionCallInfo fcinfo, int argno, const char *name,
 static int
 MatchParseClock(const char *s)
 {
-	int			h = 0,
-				m = 0,
-				sec = 0,
-				n = 0;
+	int h = 0,
+		m = 0,
+		sec = 0,
+		n = 0;
 
 	if (s == NULL || strlen(s) > 8)
 		return -1;
@@ -427,9 +425,9 @@ MatchParseWindows(Jsonb *json, const char *what, int **days, int **starts,
 				  int **ends)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
-	int			n,
-				i;
+	Datum			  values[1];
+	int				  n,
+		i;
 
 	if (!JB_ROOT_IS_ARRAY(json) || JB_ROOT_IS_SCALAR(json))
 		ereport(ERROR,
@@ -440,7 +438,7 @@ MatchParseWindows(Jsonb *json, const char *what, int **days, int **starts,
 			   "SELECT pg_catalog.jsonb_typeof(e), e ->> 'day', e ->> 'from', e ->> 'to'"
 			   "  FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS x (e, n)"
 			   " ORDER BY x.n",
-			   1, (Oid[]) {JSONBOID});
+			   1, (Oid[]){JSONBOID});
 	values[0] = JsonbPGetDatum(json);
 	n = PrmExecute(plan, values, NULL, true, 0);
 	if (n > MATCH_MAX_WINDOWS)
@@ -452,11 +450,11 @@ MatchParseWindows(Jsonb *json, const char *what, int **days, int **starts,
 	*ends = palloc(sizeof(int) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
-		char	   *type = PrmGetText(i, 1);
-		char	   *day = PrmGetText(i, 2);
-		char	   *from = PrmGetText(i, 3);
-		char	   *to = PrmGetText(i, 4);
-		int			d;
+		char *type = PrmGetText(i, 1);
+		char *day = PrmGetText(i, 2);
+		char *from = PrmGetText(i, 3);
+		char *to = PrmGetText(i, 4);
+		int	  d;
 
 		if (strcmp(type, "object") != 0 || day == NULL || from == NULL || to == NULL)
 			ereport(ERROR,
@@ -489,12 +487,11 @@ MatchParseWindows(Jsonb *json, const char *what, int **days, int **starts,
 static void
 MatchRequireRow(int64 org_id, const char *table, int64 id, bool for_update)
 {
-	static SPIPlanPtr plans[4][2];
+	static SPIPlanPtr		 plans[4][2];
 	static const char *const tables[] = {
-		"therapist", "placement_request", "call_task", "patient"
-	};
-	Datum		values[2];
-	int			k;
+		"therapist", "placement_request", "call_task", "patient"};
+	Datum values[2];
+	int	  k;
 
 	for (k = 0; k < (int) lengthof(tables); k++)
 		if (strcmp(tables[k], table) == 0)
@@ -504,7 +501,7 @@ MatchRequireRow(int64 org_id, const char *table, int64 id, bool for_update)
 	PrmPrepare(&plans[k][for_update ? 1 : 0],
 			   psprintf("SELECT 1 FROM prm.%s t WHERE t.org_id = $1 AND t.id = $2%s",
 						tables[k], for_update ? " FOR UPDATE" : ""),
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(id);
 	if (PrmExecute(plans[k][for_update ? 1 : 0], values, NULL, !for_update, 1) == 0)
@@ -523,12 +520,12 @@ MatchRequireRow(int64 org_id, const char *table, int64 id, bool for_update)
 static double
 MatchHaversine(double lat1, double lon1, double lat2, double lon2)
 {
-	double		p1 = lat1 * M_PI / 180.0;
-	double		p2 = lat2 * M_PI / 180.0;
-	double		dp = (lat2 - lat1) * M_PI / 180.0;
-	double		dl = (lon2 - lon1) * M_PI / 180.0;
-	double		a = sin(dp / 2) * sin(dp / 2) +
-		cos(p1) * cos(p2) * sin(dl / 2) * sin(dl / 2);
+	double p1 = lat1 * M_PI / 180.0;
+	double p2 = lat2 * M_PI / 180.0;
+	double dp = (lat2 - lat1) * M_PI / 180.0;
+	double dl = (lon2 - lon1) * M_PI / 180.0;
+	double a = sin(dp / 2) * sin(dp / 2) +
+			   cos(p1) * cos(p2) * sin(dl / 2) * sin(dl / 2);
 
 	return 2.0 * EARTH_RADIUS_KM * asin(Min(1.0, sqrt(a)));
 }
@@ -542,17 +539,17 @@ static void
 MatchBoundingBox(double lat, double lon, double km, double *latmin,
 				 double *latmax, double *lonmin, double *lonmax)
 {
-	double		ang = km / EARTH_RADIUS_KM;
-	double		latr = lat * M_PI / 180.0;
-	double		lo = latr - ang;
-	double		hi = latr + ang;
+	double		 ang = km / EARTH_RADIUS_KM;
+	double		 latr = lat * M_PI / 180.0;
+	double		 lo = latr - ang;
+	double		 hi = latr + ang;
 	const double margin = 1e-9;
 
 	*lonmin = -180.0;
 	*lonmax = 180.0;
 	if (lo > -M_PI / 2 && hi < M_PI / 2)
 	{
-		double		dlon = asin(sin(ang) / cos(latr)) * 180.0 / M_PI;
+		double dlon = asin(sin(ang) / cos(latr)) * 180.0 / M_PI;
 
 		if (lon - dlon >= -180.0 && lon + dlon <= 180.0)
 		{
@@ -568,15 +565,15 @@ MatchBoundingBox(double lat, double lon, double km, double *latmin,
 static int
 MatchOverlap(const MatchWindow *a, int na, const MatchWindow *b, int nb)
 {
-	int			i,
-				j,
-				total = 0;
+	int i,
+		j,
+		total = 0;
 
 	for (i = 0; i < na; i++)
 		for (j = 0; j < nb; j++)
 		{
-			int			lo = Max(a[i].start, b[j].start);
-			int			hi = Min(a[i].end, b[j].end);
+			int lo = Max(a[i].start, b[j].start);
+			int hi = Min(a[i].end, b[j].end);
 
 			if (hi > lo)
 				total += hi - lo;
@@ -589,7 +586,7 @@ static void
 MatchScorePair(const MatchRequest *r, const MatchTherapist *t,
 			   double distance_km, MatchScore *out)
 {
-	double		total;
+	double total;
 
 	out->distance_km = distance_km;
 	out->distance_pts = 40.0 * Max(0.0, 1.0 - distance_km / r->max_km);
@@ -599,7 +596,7 @@ MatchScorePair(const MatchRequest *r, const MatchTherapist *t,
 	out->reply_pts = 20.0 * (t->answers + 1.0) / (Max(t->contacts, t->answers) + 2.0);
 	out->places_pts = 10.0 * Min(t->open_places, 3) / 3.0;
 	total = out->distance_pts + out->gender_pts + out->times_pts +
-		out->reply_pts + out->places_pts;
+			out->reply_pts + out->places_pts;
 	out->score = (int) rint(total * 100.0);
 	out->score = Max(0, Min(MATCH_SCORE_MAX, out->score));
 }
@@ -615,8 +612,7 @@ MatchReasonsJson(const MatchRequest *r, const MatchTherapist *t,
 					" \"reply_rate\": %.3f, \"reply_points\": %.2f,"
 					" \"open_places\": %d, \"places_points\": %.2f}",
 					s->distance_km, r->max_km, s->distance_pts,
-					r->gender_pref == 0 ? "no preference" :
-					(r->gender_pref == t->gender ? "as preferred" : "not as preferred"),
+					r->gender_pref == 0 ? "no preference" : (r->gender_pref == t->gender ? "as preferred" : "not as preferred"),
 					s->gender_pts, s->overlap_min, s->times_pts,
 					t->contacts > 0 ? (double) t->answers / Max(t->contacts, t->answers) : 0.0,
 					s->reply_pts, t->open_places, s->places_pts);
@@ -628,10 +624,10 @@ MatchReasonsJson(const MatchRequest *r, const MatchTherapist *t,
 Datum
 prm_therapist_distance_km(PG_FUNCTION_ARGS)
 {
-	double		lat1 = MatchCoordinate(fcinfo, 0, "latitude", 90);
-	double		lon1 = MatchCoordinate(fcinfo, 1, "longitude", 180);
-	double		lat2 = MatchCoordinate(fcinfo, 2, "latitude", 90);
-	double		lon2 = MatchCoordinate(fcinfo, 3, "longitude", 180);
+	double lat1 = MatchCoordinate(fcinfo, 0, "latitude", 90);
+	double lon1 = MatchCoordinate(fcinfo, 1, "longitude", 180);
+	double lat2 = MatchCoordinate(fcinfo, 2, "latitude", 90);
+	double lon2 = MatchCoordinate(fcinfo, 3, "longitude", 180);
 
 	PG_RETURN_FLOAT8(MatchHaversine(lat1, lon1, lat2, lon2));
 }
@@ -645,15 +641,15 @@ prm_therapist_distance_km(PG_FUNCTION_ARGS)
 static int
 MatchGetInt32(int row, int col)
 {
-	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
-								  col, &isnull);
+	bool  isnull;
+	Datum d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+							col, &isnull);
 
 	return isnull ? 0 : DatumGetInt32(d);
 }
 
 /* Column list MatchReadTherapist expects (alias t). */
-#define THERAPIST_COLUMNS \
+#define THERAPIST_COLUMNS                                                    \
 	"t.id, t.latitude, t.longitude, t.languages, t.therapy_types, t.gender," \
 	" t.open_places, t.contacts_total, t.answers_total"
 
@@ -661,10 +657,10 @@ MatchGetInt32(int row, int col)
 static void
 MatchReadTherapist(int row, MatchTherapist *t)
 {
-	HeapTuple	tup = SPI_tuptable->vals[row];
-	TupleDesc	desc = SPI_tuptable->tupdesc;
-	bool		isnull;
-	char	   *gender;
+	HeapTuple tup = SPI_tuptable->vals[row];
+	TupleDesc desc = SPI_tuptable->tupdesc;
+	bool	  isnull;
+	char	 *gender;
 
 	memset(t, 0, sizeof(*t));
 	t->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -684,7 +680,7 @@ MatchReadTherapist(int row, MatchTherapist *t)
 }
 
 /* Column list MatchReadRequest expects (alias r). */
-#define REQUEST_COLUMNS \
+#define REQUEST_COLUMNS                                              \
 	"r.id, r.latitude, r.longitude, r.max_distance_km, r.languages," \
 	" r.therapy_type, r.gender_preference"
 
@@ -692,10 +688,10 @@ MatchReadTherapist(int row, MatchTherapist *t)
 static void
 MatchReadRequest(int row, MatchRequest *r)
 {
-	HeapTuple	tup = SPI_tuptable->vals[row];
-	TupleDesc	desc = SPI_tuptable->tupdesc;
-	bool		isnull;
-	char	   *pref;
+	HeapTuple tup = SPI_tuptable->vals[row];
+	TupleDesc desc = SPI_tuptable->tupdesc;
+	bool	  isnull;
+	char	 *pref;
 
 	memset(r, 0, sizeof(*r));
 	r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -715,14 +711,14 @@ MatchLoadRequest(int64 org_id, int64 request_id, MatchRequest *r)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr times_plan = NULL;
-	Datum		values[2];
-	int			n,
-				i;
+	Datum			  values[2];
+	int				  n,
+		i;
 
 	PrmPrepare(&plan,
 			   "SELECT " REQUEST_COLUMNS " FROM prm.placement_request r"
 			   " WHERE r.org_id = $1 AND r.id = $2",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(request_id);
 	if (PrmExecute(plan, values, NULL, true, 1) == 0)
@@ -738,13 +734,13 @@ MatchLoadRequest(int64 org_id, int64 request_id, MatchRequest *r)
 			   "       (pg_catalog.date_part('epoch', x.ends) / 60)::int"
 			   "  FROM prm.placement_request_time x"
 			   " WHERE x.org_id = $1 AND x.request_id = $2",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	n = PrmExecute(times_plan, values, NULL, true, 0);
 	r->nwin = n;
 	r->win = palloc(sizeof(MatchWindow) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
-		int			base = (MatchGetInt32(i, 1) - 1) * MINUTES_PER_DAY;
+		int base = (MatchGetInt32(i, 1) - 1) * MINUTES_PER_DAY;
 
 		r->win[i].start = base + MatchGetInt32(i, 2);
 		r->win[i].end = base + MatchGetInt32(i, 3);
@@ -759,16 +755,16 @@ static void
 MatchLoadPhoneHours(int64 org_id, MatchTherapist *ts, int nt)
 {
 	static SPIPlanPtr plan = NULL;
-	HASHCTL		ctl;
-	HTAB	   *index;
-	Datum	   *ids;
-	Datum		values[2];
-	int			n,
-				i;
+	HASHCTL			  ctl;
+	HTAB			 *index;
+	Datum			 *ids;
+	Datum			  values[2];
+	int				  n,
+		i;
 	typedef struct IdEntry
 	{
-		int64		id;
-		int			idx;
+		int64 id;
+		int	  idx;
 	} IdEntry;
 
 	if (nt == 0)
@@ -782,7 +778,7 @@ MatchLoadPhoneHours(int64 org_id, MatchTherapist *ts, int nt)
 	ids = palloc(sizeof(Datum) * nt);
 	for (i = 0; i < nt; i++)
 	{
-		IdEntry    *e = hash_search(index, &ts[i].id, HASH_ENTER, NULL);
+		IdEntry *e = hash_search(index, &ts[i].id, HASH_ENTER, NULL);
 
 		e->idx = i;
 		ids[i] = Int64GetDatum(ts[i].id);
@@ -797,18 +793,18 @@ MatchLoadPhoneHours(int64 org_id, MatchTherapist *ts, int nt)
 			   "  FROM prm.therapist_phone_hours h"
 			   " WHERE h.org_id = $1 AND h.therapist_id = ANY ($2)"
 			   " ORDER BY h.therapist_id, h.day_of_week, h.starts",
-			   2, (Oid[]) {INT8OID, INT8ARRAYOID});
+			   2, (Oid[]){INT8OID, INT8ARRAYOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = PointerGetDatum(construct_array(ids, nt, INT8OID, 8, true, TYPALIGN_DOUBLE));
 	n = PrmExecute(plan, values, NULL, true, 0);
 	for (i = 0; i < n;)
 	{
-		bool		isnull;
-		int64		tid = PrmGetInt64(i, 1, &isnull);
-		IdEntry    *e = hash_search(index, &tid, HASH_FIND, NULL);
+		bool			isnull;
+		int64			tid = PrmGetInt64(i, 1, &isnull);
+		IdEntry		   *e = hash_search(index, &tid, HASH_FIND, NULL);
 		MatchTherapist *t;
-		int			j,
-					k;
+		int				j,
+			k;
 
 		for (j = i; j < n && PrmGetInt64(j, 1, &isnull) == tid; j++)
 			;
@@ -819,7 +815,7 @@ MatchLoadPhoneHours(int64 org_id, MatchTherapist *ts, int nt)
 		t->win = palloc(sizeof(MatchWindow) * t->nwin);
 		for (k = i; k < j; k++)
 		{
-			int			base = (MatchGetInt32(k, 2) - 1) * MINUTES_PER_DAY;
+			int base = (MatchGetInt32(k, 2) - 1) * MINUTES_PER_DAY;
 
 			t->win[k - i].start = base + MatchGetInt32(k, 3);
 			t->win[k - i].end = base + MatchGetInt32(k, 4);
@@ -840,7 +836,7 @@ static int
 MatchOptionalWord(FunctionCallInfo fcinfo, int argno, const char *const *vocab,
 				  int n, const char *what)
 {
-	char	   *value = PrmTextArgOrNull(fcinfo, argno, what, 40);
+	char *value = PrmTextArgOrNull(fcinfo, argno, what, 40);
 
 	if (value == NULL)
 		return 0;
@@ -856,21 +852,21 @@ Datum
 prm_add_therapist(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char	   *name = PrmTextArg(fcinfo, 1, "name", PRM_MAX_NAME_LEN);
-	char	   *email = PrmTextArg(fcinfo, 2, "email", 254);
-	double		lat = MatchCoordinate(fcinfo, 3, "latitude", 90);
-	double		lon = MatchCoordinate(fcinfo, 4, "longitude", 180);
-	uint64		langs;
-	uint64		types;
-	int32		places;
-	int			gender;
-	char	   *tz = NULL;
-	bool		accepts;
-	Datum		values[11];
-	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
-	int64		id;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char			 *name = PrmTextArg(fcinfo, 1, "name", PRM_MAX_NAME_LEN);
+	char			 *email = PrmTextArg(fcinfo, 2, "email", 254);
+	double			  lat = MatchCoordinate(fcinfo, 3, "latitude", 90);
+	double			  lon = MatchCoordinate(fcinfo, 4, "longitude", 180);
+	uint64			  langs;
+	uint64			  types;
+	int32			  places;
+	int				  gender;
+	char			 *tz = NULL;
+	bool			  accepts;
+	Datum			  values[11];
+	char			  nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool			  isnull;
+	int64			  id;
 
 	if (strchr(email, '@') == NULL || strchr(email, '@') == email ||
 		strchr(email, '@')[1] == '\0' || strpbrk(email, " \t\r\n<>,;") != NULL)
@@ -904,8 +900,7 @@ prm_add_therapist(PG_FUNCTION_ARGS)
 			   "INSERT INTO prm.therapist (org_id, name, email, latitude, longitude, languages,"
 			   "   therapy_types, open_places, gender, timezone, accepts_contact)"
 			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-			   11, (Oid[]) {INT8OID, TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID, TEXTARRAYOID,
-				   TEXTARRAYOID, INT4OID, TEXTOID, TEXTOID, BOOLOID});
+			   11, (Oid[]){INT8OID, TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID, TEXTARRAYOID, TEXTARRAYOID, INT4OID, TEXTOID, TEXTOID, BOOLOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(name);
 	values[2] = CStringGetTextDatum(email);
@@ -938,10 +933,10 @@ Datum
 prm_update_therapist(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		therapist_id = PRM_GETARG_INT64_NOTNULL(1, "therapist_id");
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  therapist_id = PRM_GETARG_INT64_NOTNULL(1, "therapist_id");
+	Datum			  values[4];
+	char			  nulls[4] = {' ', ' ', ' ', ' '};
 
 	if (!PG_ARGISNULL(2) && (PG_GETARG_INT32(2) < 0 || PG_GETARG_INT32(2) > 1000))
 		ereport(ERROR,
@@ -955,7 +950,7 @@ prm_update_therapist(PG_FUNCTION_ARGS)
 			   "UPDATE prm.therapist t SET open_places = coalesce($3, t.open_places),"
 			   "       accepts_contact = coalesce($4, t.accepts_contact), updated_at = pg_catalog.now()"
 			   " WHERE t.org_id = $1 AND t.id = $2",
-			   4, (Oid[]) {INT8OID, INT8OID, INT4OID, BOOLOID});
+			   4, (Oid[]){INT8OID, INT8OID, INT4OID, BOOLOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(therapist_id);
 	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
@@ -973,8 +968,8 @@ static void
 MatchInsertWindows(SPIPlanPtr plan, int64 org_id, int64 owner_id, int n,
 				   const int *days, const int *starts, const int *ends)
 {
-	Datum		values[5];
-	int			i;
+	Datum values[5];
+	int	  i;
 
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(owner_id);
@@ -996,14 +991,14 @@ prm_set_phone_hours(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr delete_plan = NULL;
 	static SPIPlanPtr insert_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		therapist_id = PRM_GETARG_INT64_NOTNULL(1, "therapist_id");
-	Jsonb	   *hours;
-	int		   *days,
-			   *starts,
-			   *ends;
-	int			n;
-	Datum		values[2];
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  therapist_id = PRM_GETARG_INT64_NOTNULL(1, "therapist_id");
+	Jsonb			 *hours;
+	int				 *days,
+		*starts,
+		*ends;
+	int	  n;
+	Datum values[2];
 
 	PrmArgNotNull(fcinfo, 2, "hours");
 	hours = PG_GETARG_JSONB_P(2);
@@ -1013,14 +1008,14 @@ prm_set_phone_hours(PG_FUNCTION_ARGS)
 	MatchRequireRow(org_id, "therapist", therapist_id, true);
 	PrmPrepare(&delete_plan,
 			   "DELETE FROM prm.therapist_phone_hours h WHERE h.org_id = $1 AND h.therapist_id = $2",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(therapist_id);
 	PrmExecute(delete_plan, values, NULL, false, 0);
 	PrmPrepare(&insert_plan,
 			   "INSERT INTO prm.therapist_phone_hours (org_id, therapist_id, day_of_week, starts, ends)"
 			   " VALUES ($1, $2, $3, $4, $5)",
-			   5, (Oid[]) {INT8OID, INT8OID, INT4OID, TIMEOID, TIMEOID});
+			   5, (Oid[]){INT8OID, INT8OID, INT4OID, TIMEOID, TIMEOID});
 	MatchInsertWindows(insert_plan, org_id, therapist_id, n, days, starts, ends);
 	PrmEmitEvent(org_id, "therapist_phone_hours_set", "therapist", therapist_id,
 				 psprintf("{\"windows\": %d}", n));
@@ -1038,22 +1033,22 @@ prm_add_placement_request(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr times_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		patient_id = PRM_GETARG_INT64_NOTNULL(1, "patient_id");
-	double		lat = MatchCoordinate(fcinfo, 2, "latitude", 90);
-	double		lon = MatchCoordinate(fcinfo, 3, "longitude", 180);
-	double		max_km;
-	uint64		langs;
-	int			type;
-	int			pref;
-	int		   *days = NULL,
-			   *starts = NULL,
-			   *ends = NULL;
-	int			nwin = 0;
-	Datum		values[10];
-	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
-	int64		id;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  patient_id = PRM_GETARG_INT64_NOTNULL(1, "patient_id");
+	double			  lat = MatchCoordinate(fcinfo, 2, "latitude", 90);
+	double			  lon = MatchCoordinate(fcinfo, 3, "longitude", 180);
+	double			  max_km;
+	uint64			  langs;
+	int				  type;
+	int				  pref;
+	int				 *days = NULL,
+		*starts = NULL,
+		*ends = NULL;
+	int	  nwin = 0;
+	Datum values[10];
+	char  nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool  isnull;
+	int64 id;
 
 	PrmArgNotNull(fcinfo, 4, "max_distance_km");
 	max_km = PG_GETARG_FLOAT8(4);
@@ -1085,8 +1080,7 @@ prm_add_placement_request(PG_FUNCTION_ARGS)
 			   "   max_distance_km, languages, therapy_type, gender_preference, birth_year, registered_at)"
 			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, pg_catalog.now()))"
 			   " RETURNING id",
-			   10, (Oid[]) {INT8OID, INT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, TEXTARRAYOID,
-				   TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID});
+			   10, (Oid[]){INT8OID, INT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, TEXTARRAYOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(patient_id);
 	values[2] = Float8GetDatum(lat);
@@ -1109,7 +1103,7 @@ prm_add_placement_request(PG_FUNCTION_ARGS)
 	PrmPrepare(&times_plan,
 			   "INSERT INTO prm.placement_request_time (org_id, request_id, day_of_week, starts, ends)"
 			   " VALUES ($1, $2, $3, $4, $5)",
-			   5, (Oid[]) {INT8OID, INT8OID, INT4OID, TIMEOID, TIMEOID});
+			   5, (Oid[]){INT8OID, INT8OID, INT4OID, TIMEOID, TIMEOID});
 	MatchInsertWindows(times_plan, org_id, id, nwin, days, starts, ends);
 	PrmEmitEvent(org_id, "placement_requested", "placement_request", id,
 				 psprintf("{\"patient_id\": %lld, \"therapy_type\": \"%s\", \"max_distance_km\": %g}",
@@ -1126,7 +1120,7 @@ static void
 MatchCancelSettledCalls(int64 org_id, int64 request_id, TimestampTz as_of)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[3];
+	Datum			  values[3];
 
 	PrmPrepare(&plan,
 			   "UPDATE prm.call_task k SET status = 'cancelled', completed_at = $3"
@@ -1136,7 +1130,7 @@ MatchCancelSettledCalls(int64 org_id, int64 request_id, TimestampTz as_of)
 			   "   AND NOT EXISTS (SELECT 1 FROM prm.placement_contact c"
 			   "                    WHERE c.org_id = $1 AND c.batch_id = k.batch_id"
 			   "                      AND c.status = 'sent')",
-			   3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID});
+			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(request_id);
 	values[2] = TimestampTzGetDatum(as_of);
@@ -1148,13 +1142,13 @@ static int
 MatchWithdrawContacts(int64 org_id, int64 request_id, int64 keep_contact_id)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[3];
+	Datum			  values[3];
 
 	PrmPrepare(&plan,
 			   "UPDATE prm.placement_contact c SET status = 'withdrawn'"
 			   " WHERE c.org_id = $1 AND c.request_id = $2 AND c.id <> $3"
 			   "   AND c.status IN ('proposed', 'sent')",
-			   3, (Oid[]) {INT8OID, INT8OID, INT8OID});
+			   3, (Oid[]){INT8OID, INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(request_id);
 	values[2] = Int64GetDatum(keep_contact_id);
@@ -1168,10 +1162,10 @@ Datum
 prm_withdraw_placement_request(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		request_id = PRM_GETARG_INT64_NOTNULL(1, "request_id");
-	Datum		values[2];
-	bool		was_open;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  request_id = PRM_GETARG_INT64_NOTNULL(1, "request_id");
+	Datum			  values[2];
+	bool			  was_open;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
@@ -1179,7 +1173,7 @@ prm_withdraw_placement_request(PG_FUNCTION_ARGS)
 	PrmPrepare(&plan,
 			   "UPDATE prm.placement_request r SET status = 'withdrawn', closed_at = pg_catalog.now()"
 			   " WHERE r.org_id = $1 AND r.id = $2 AND r.status = 'open'",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(request_id);
 	was_open = PrmExecute(plan, values, NULL, false, 0) == 1;
@@ -1202,8 +1196,8 @@ prm_withdraw_placement_request(PG_FUNCTION_ARGS)
 static int
 MatchRankedCmp(const void *a, const void *b, void *arg)
 {
-	const MatchRanked *x = a;
-	const MatchRanked *y = b;
+	const MatchRanked	 *x = a;
+	const MatchRanked	 *y = b;
 	const MatchTherapist *ts = arg;
 
 	if (x->s.score != y->s.score)
@@ -1223,21 +1217,21 @@ Datum
 prm_rank_therapists(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		request_id = PRM_GETARG_INT64_NOTNULL(1, "request_id");
-	int32		max_results = PRM_GETARG_INT32_NOTNULL(2, "max_results");
-	MatchRequest req;
-	MatchTherapist *ts;
-	MatchRanked *ranked;
-	double		latmin,
-				latmax,
-				lonmin,
-				lonmax;
-	Datum		values[8];
-	int			n,
-				i,
-				nr = 0;
+	ReturnSetInfo	 *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  request_id = PRM_GETARG_INT64_NOTNULL(1, "request_id");
+	int32			  max_results = PRM_GETARG_INT32_NOTNULL(2, "max_results");
+	MatchRequest	  req;
+	MatchTherapist	 *ts;
+	MatchRanked		 *ranked;
+	double			  latmin,
+		latmax,
+		lonmin,
+		lonmax;
+	Datum values[8];
+	int	  n,
+		i,
+		nr = 0;
 
 	if (max_results < 1 || max_results > 1000)
 		ereport(ERROR,
@@ -1259,8 +1253,7 @@ prm_rank_therapists(PG_FUNCTION_ARGS)
 			   "   AND NOT EXISTS (SELECT 1 FROM prm.placement_contact c"
 			   "                    WHERE c.org_id = $1 AND c.request_id = $8"
 			   "                      AND c.therapist_id = t.id)",
-			   8, (Oid[]) {INT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID,
-				   TEXTOID, TEXTARRAYOID, INT8OID});
+			   8, (Oid[]){INT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, TEXTOID, TEXTARRAYOID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Float8GetDatum(latmin);
 	values[2] = Float8GetDatum(latmax);
@@ -1277,7 +1270,7 @@ prm_rank_therapists(PG_FUNCTION_ARGS)
 	for (i = 0; i < n; i++)
 	{
 		MatchTherapist t;
-		double		d;
+		double		   d;
 
 		MatchReadTherapist(i, &t);
 		d = MatchHaversine(req.lat, req.lon, t.lat, t.lon);
@@ -1296,8 +1289,8 @@ prm_rank_therapists(PG_FUNCTION_ARGS)
 	for (i = 0; i < nr && i < max_results; i++)
 	{
 		const MatchTherapist *t = &ts[ranked[i].t];
-		Datum		out[4];
-		bool		outnulls[4] = {false, false, false, false};
+		Datum				  out[4];
+		bool				  outnulls[4] = {false, false, false, false};
 
 		out[0] = Int64GetDatum(t->id);
 		out[1] = Float8GetDatum(ranked[i].s.score / 100.0);
@@ -1318,31 +1311,31 @@ prm_rank_therapists(PG_FUNCTION_ARGS)
 /* The residual network of one component (arc e^1 is the reverse of e). */
 typedef struct FlowGraph
 {
-	int			nnodes;
-	int			narcs;
-	int		   *head;			/* first arc out of each node, or -1 */
-	int		   *next;			/* next arc out of the same node */
-	int		   *to;
-	int		   *cap;
-	int64	   *cost;
+	int	   nnodes;
+	int	   narcs;
+	int	  *head; /* first arc out of each node, or -1 */
+	int	  *next; /* next arc out of the same node */
+	int	  *to;
+	int	  *cap;
+	int64 *cost;
 } FlowGraph;
 
 /* A binary min-heap of (key, node) with lazy deletion. */
 typedef struct FlowHeap
 {
-	int			size;
-	int			max;
-	int64	   *key;
-	int		   *node;
+	int	   size;
+	int	   max;
+	int64 *key;
+	int	  *node;
 } FlowHeap;
 
-#define FLOW_INF	(PG_INT64_MAX / 4)
+#define FLOW_INF (PG_INT64_MAX / 4)
 
 /* Allocate a network of nnodes nodes with room for maxedges edges. */
 static void
 FlowInit(FlowGraph *g, int nnodes, int maxedges)
 {
-	int			i;
+	int i;
 
 	g->nnodes = nnodes;
 	g->narcs = 0;
@@ -1359,7 +1352,7 @@ FlowInit(FlowGraph *g, int nnodes, int maxedges)
 static int
 FlowAddEdge(FlowGraph *g, int u, int v, int cap, int64 cost)
 {
-	int			e = g->narcs;
+	int e = g->narcs;
 
 	g->to[e] = v;
 	g->cap[e] = cap;
@@ -1379,12 +1372,12 @@ FlowAddEdge(FlowGraph *g, int u, int v, int cap, int64 cost)
 static void
 FlowHeapPush(FlowHeap *h, int64 key, int node)
 {
-	int			i = h->size++;
+	int i = h->size++;
 
 	Assert(h->size <= h->max);
 	while (i > 0)
 	{
-		int			parent = (i - 1) / 2;
+		int parent = (i - 1) / 2;
 
 		if (h->key[parent] <= key)
 			break;
@@ -1400,10 +1393,10 @@ FlowHeapPush(FlowHeap *h, int64 key, int node)
 static int
 FlowHeapPop(FlowHeap *h, int64 *key)
 {
-	int			top = h->node[0];
-	int64		lastkey;
-	int			lastnode;
-	int			i = 0;
+	int	  top = h->node[0];
+	int64 lastkey;
+	int	  lastnode;
+	int	  i = 0;
 
 	*key = h->key[0];
 	h->size--;
@@ -1411,7 +1404,7 @@ FlowHeapPop(FlowHeap *h, int64 *key)
 	lastnode = h->node[h->size];
 	for (;;)
 	{
-		int			child = 2 * i + 1;
+		int child = 2 * i + 1;
 
 		if (child >= h->size)
 			break;
@@ -1439,12 +1432,12 @@ FlowHeapPop(FlowHeap *h, int64 *key)
 static int
 FlowSolve(FlowGraph *g, int s, int t, int max_flow)
 {
-	int64	   *pot = palloc0(sizeof(int64) * g->nnodes);
-	int64	   *dist = palloc(sizeof(int64) * g->nnodes);
-	int		   *prev = palloc(sizeof(int) * g->nnodes);
-	bool	   *done = palloc(sizeof(bool) * g->nnodes);
-	FlowHeap	heap;
-	int			flow = 0;
+	int64	*pot = palloc0(sizeof(int64) * g->nnodes);
+	int64	*dist = palloc(sizeof(int64) * g->nnodes);
+	int		*prev = palloc(sizeof(int) * g->nnodes);
+	bool	*done = palloc(sizeof(bool) * g->nnodes);
+	FlowHeap heap;
+	int		 flow = 0;
 
 	heap.max = g->narcs + g->nnodes + 1;
 	heap.key = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * (Size) heap.max);
@@ -1452,8 +1445,8 @@ FlowSolve(FlowGraph *g, int s, int t, int max_flow)
 
 	while (flow < max_flow)
 	{
-		int			v;
-		int64		d;
+		int	  v;
+		int64 d;
 
 		CHECK_FOR_INTERRUPTS();
 		for (v = 0; v < g->nnodes; v++)
@@ -1467,18 +1460,18 @@ FlowSolve(FlowGraph *g, int s, int t, int max_flow)
 		FlowHeapPush(&heap, 0, s);
 		while (heap.size > 0)
 		{
-			int			u = FlowHeapPop(&heap, &d);
-			int			e;
+			int u = FlowHeapPop(&heap, &d);
+			int e;
 
 			if (done[u])
 				continue;
 			done[u] = true;
 			if (u == t)
-				break;			/* the rest cannot shorten the path to t */
+				break; /* the rest cannot shorten the path to t */
 			for (e = g->head[u]; e >= 0; e = g->next[e])
 			{
-				int			w = g->to[e];
-				int64		nd;
+				int	  w = g->to[e];
+				int64 nd;
 
 				if (g->cap[e] <= 0 || done[w])
 					continue;
@@ -1493,7 +1486,7 @@ FlowSolve(FlowGraph *g, int s, int t, int max_flow)
 			}
 		}
 		if (!done[t])
-			break;				/* no augmenting path: the flow is maximum */
+			break; /* no augmenting path: the flow is maximum */
 
 		/* settled nodes move by their distance, the others by t's */
 		for (v = 0; v < g->nnodes; v++)
@@ -1532,30 +1525,30 @@ static MatchPair *
 MatchCandidatePairs(MatchRequest *rs, int nr, MatchTherapist *ts, int nt,
 					HTAB *excluded, int *npairs)
 {
-	int			maxpairs = 1024;
-	MatchPair  *pairs = MemoryContextAllocHuge(CurrentMemoryContext,
-											   sizeof(MatchPair) * (Size) maxpairs);
-	int			n = 0;
-	int			i;
+	int		   maxpairs = 1024;
+	MatchPair *pairs = MemoryContextAllocHuge(CurrentMemoryContext,
+											  sizeof(MatchPair) * (Size) maxpairs);
+	int		   n = 0;
+	int		   i;
 
 	for (i = 0; i < nr; i++)
 	{
 		MatchRequest *r = &rs[i];
-		double		latmin,
-					latmax,
-					lonmin,
-					lonmax;
-		int			lo = 0,
-					hi = nt,
-					j;
+		double		  latmin,
+			latmax,
+			lonmin,
+			lonmax;
+		int lo = 0,
+			hi = nt,
+			j;
 
 		CHECK_FOR_INTERRUPTS();
 		if (r->type < 0)
 			continue;
 		MatchBoundingBox(r->lat, r->lon, r->max_km, &latmin, &latmax, &lonmin, &lonmax);
-		while (lo < hi)			/* first therapist with latitude >= latmin */
+		while (lo < hi) /* first therapist with latitude >= latmin */
 		{
-			int			mid = lo + (hi - lo) / 2;
+			int mid = lo + (hi - lo) / 2;
 
 			if (ts[mid].lat < latmin)
 				lo = mid + 1;
@@ -1565,9 +1558,9 @@ MatchCandidatePairs(MatchRequest *rs, int nr, MatchTherapist *ts, int nt,
 		for (j = lo; j < nt && ts[j].lat <= latmax; j++)
 		{
 			MatchTherapist *t = &ts[j];
-			MatchScore	sc;
-			double		d;
-			int64		key[2];
+			MatchScore		sc;
+			double			d;
+			int64			key[2];
 
 			if (t->lon < lonmin || t->lon > lonmax ||
 				!(t->types & (1U << r->type)) || !(t->langs & r->langs))
@@ -1615,13 +1608,13 @@ MatchPairBetter(const MatchPair *a, const MatchPair *b, const MatchTherapist *ts
 static void
 MatchGreedy(MatchPair *pairs, int npairs, MatchTherapist *ts, int *choice)
 {
-	int			i = 0;
+	int i = 0;
 
 	while (i < npairs)
 	{
-		int			r = pairs[i].r;
-		int			best = -1;
-		int			j;
+		int r = pairs[i].r;
+		int best = -1;
+		int j;
 
 		for (j = i; j < npairs && pairs[j].r == r; j++)
 			if (ts[pairs[j].t].capacity > 0 &&
@@ -1645,15 +1638,15 @@ static void
 MatchExact(MatchPair *pairs, int npairs, int nr, MatchTherapist *ts, int nt,
 		   int *choice)
 {
-	int		   *parent = palloc(sizeof(int) * (nr + nt));
-	int		   *comp_of = palloc(sizeof(int) * nr);
-	int		   *count;
-	int		   *start;
-	int		   *order;
-	int		   *local = palloc(sizeof(int) * (nr + nt));
-	int			ncomp = 0;
-	int			i,
-				c;
+	int *parent = palloc(sizeof(int) * (nr + nt));
+	int *comp_of = palloc(sizeof(int) * nr);
+	int *count;
+	int *start;
+	int *order;
+	int *local = palloc(sizeof(int) * (nr + nt));
+	int	 ncomp = 0;
+	int	 i,
+		c;
 	MemoryContext work;
 	MemoryContext old;
 
@@ -1661,8 +1654,8 @@ MatchExact(MatchPair *pairs, int npairs, int nr, MatchTherapist *ts, int nt,
 		parent[i] = i;
 	for (i = 0; i < npairs; i++)
 	{
-		int			a = MatchFind(parent, pairs[i].r);
-		int			b = MatchFind(parent, nr + pairs[i].t);
+		int a = MatchFind(parent, pairs[i].r);
+		int b = MatchFind(parent, nr + pairs[i].t);
 
 		if (a != b)
 			parent[a] = b;
@@ -1672,7 +1665,7 @@ MatchExact(MatchPair *pairs, int npairs, int nr, MatchTherapist *ts, int nt,
 		local[i] = -1;
 	for (i = 0; i < nr; i++)
 	{
-		int			root = MatchFind(parent, i);
+		int root = MatchFind(parent, i);
 
 		if (local[root] < 0)
 			local[root] = ncomp++;
@@ -1699,17 +1692,17 @@ MatchExact(MatchPair *pairs, int npairs, int nr, MatchTherapist *ts, int nt,
 		local[i] = -1;
 	for (c = 0; c < ncomp; c++)
 	{
-		int			first = start[c];
-		int			np = count[c];
-		int			nreq = 0,
-					nther = 0,
-					capsum = 0,
-					k;
-		int64		m;
-		FlowGraph	g;
-		int		   *arc;
-		int		   *req_global;
-		int		   *ther_global;
+		int first = start[c];
+		int np = count[c];
+		int nreq = 0,
+			nther = 0,
+			capsum = 0,
+			k;
+		int64	  m;
+		FlowGraph g;
+		int		 *arc;
+		int		 *req_global;
+		int		 *ther_global;
 
 		if (np == 0)
 			continue;
@@ -1719,7 +1712,7 @@ MatchExact(MatchPair *pairs, int npairs, int nr, MatchTherapist *ts, int nt,
 		ther_global = palloc(sizeof(int) * np);
 		for (k = first; k < first + np; k++)
 		{
-			MatchPair  *p = &pairs[order[k]];
+			MatchPair *p = &pairs[order[k]];
 
 			if (local[p->r] < 0)
 			{
@@ -1751,8 +1744,8 @@ MatchExact(MatchPair *pairs, int npairs, int nr, MatchTherapist *ts, int nt,
 		arc = palloc(sizeof(int) * np);
 		for (k = 0; k < np; k++)
 		{
-			MatchPair  *p = &pairs[order[first + k]];
-			int			lr = local[p->r];
+			MatchPair *p = &pairs[order[first + k]];
+			int		   lr = local[p->r];
 
 			arc[k] = FlowAddEdge(&g, 2 + lr, 2 + nreq + local[nr + p->t], 1,
 								 (int64) (MATCH_SCORE_MAX - p->score) * m + lr);
@@ -1761,7 +1754,7 @@ MatchExact(MatchPair *pairs, int npairs, int nr, MatchTherapist *ts, int nt,
 		for (k = 0; k < np; k++)
 			if (g.cap[arc[k]] == 0)
 			{
-				MatchPair  *p = &pairs[order[first + k]];
+				MatchPair *p = &pairs[order[first + k]];
 
 				choice[p->r] = order[first + k];
 				ts[p->t].capacity--;
@@ -1788,29 +1781,29 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 	static SPIPlanPtr times_plan = NULL;
 	static SPIPlanPtr excl_plan = NULL;
 	static SPIPlanPtr persist_plan = NULL;
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char	   *method = PrmTextArg(fcinfo, 1, "method", 20);
-	bool		persist = PRM_GETARG_BOOL_NOTNULL(2, "persist");
-	bool		exact;
-	MatchTherapist *ts;
-	MatchRequest *rs;
-	MatchPair  *pairs;
-	int		   *choice;
-	HASHCTL		ctl;
-	HTAB	   *rindex;
-	HTAB	   *excluded;
-	Datum		values[4];
-	int			nt,
-				nr,
-				npairs,
-				n,
-				i,
-				proposed = 0;
+	ReturnSetInfo	 *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char			 *method = PrmTextArg(fcinfo, 1, "method", 20);
+	bool			  persist = PRM_GETARG_BOOL_NOTNULL(2, "persist");
+	bool			  exact;
+	MatchTherapist	 *ts;
+	MatchRequest	 *rs;
+	MatchPair		 *pairs;
+	int				 *choice;
+	HASHCTL			  ctl;
+	HTAB			 *rindex;
+	HTAB			 *excluded;
+	Datum			  values[4];
+	int				  nt,
+		nr,
+		npairs,
+		n,
+		i,
+		proposed = 0;
 	typedef struct IdEntry
 	{
-		int64		id;
-		int			idx;
+		int64 id;
+		int	  idx;
 	} IdEntry;
 
 	if (strcmp(method, "exact") == 0)
@@ -1834,7 +1827,7 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 
 		PrmPrepare(&lock_plan,
 				   "SELECT pg_catalog.pg_advisory_xact_lock(1886547297, pg_catalog.hashint8($1))",
-				   1, (Oid[]) {INT8OID});
+				   1, (Oid[]){INT8OID});
 		PrmExecute(lock_plan, values, NULL, false, 0);
 	}
 
@@ -1849,7 +1842,7 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 			   " WHERE t.org_id = $1 AND t.accepts_contact"
 			   "   AND t.open_places > coalesce(p.pending, 0)"
 			   " ORDER BY t.latitude, t.id LIMIT $2",
-			   2, (Oid[]) {INT8OID, INT4OID});
+			   2, (Oid[]){INT8OID, INT4OID});
 	values[1] = Int32GetDatum(MATCH_MAX_THERAPISTS + 1);
 	nt = PrmExecute(ther_plan, values, NULL, true, 0);
 	if (nt > MATCH_MAX_THERAPISTS)
@@ -1874,7 +1867,7 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 			   "                    WHERE c.org_id = $1 AND c.request_id = r.id"
 			   "                      AND c.status IN ('proposed', 'sent'))"
 			   " ORDER BY r.registered_at, r.id LIMIT $2",
-			   2, (Oid[]) {INT8OID, INT4OID});
+			   2, (Oid[]){INT8OID, INT4OID});
 	values[1] = Int32GetDatum(MATCH_MAX_REQUESTS + 1);
 	nr = PrmExecute(req_plan, values, NULL, true, 0);
 	if (nr > MATCH_MAX_REQUESTS)
@@ -1891,7 +1884,7 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (i = 0; i < nr; i++)
 	{
-		IdEntry    *e;
+		IdEntry *e;
 
 		MatchReadRequest(i, &rs[i]);
 		e = hash_search(rindex, &rs[i].id, HASH_ENTER, NULL);
@@ -1908,15 +1901,15 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 			   "  JOIN prm.placement_request r ON r.org_id = x.org_id AND r.id = x.request_id"
 			   " WHERE x.org_id = $1 AND r.status = 'open'"
 			   " ORDER BY x.request_id",
-			   1, (Oid[]) {INT8OID});
+			   1, (Oid[]){INT8OID});
 	n = PrmExecute(times_plan, values, NULL, true, 0);
 	for (i = 0; i < n;)
 	{
-		bool		isnull;
-		int64		rid = PrmGetInt64(i, 1, &isnull);
-		IdEntry    *e = hash_search(rindex, &rid, HASH_FIND, NULL);
-		int			j,
-					k;
+		bool	 isnull;
+		int64	 rid = PrmGetInt64(i, 1, &isnull);
+		IdEntry *e = hash_search(rindex, &rid, HASH_FIND, NULL);
+		int		 j,
+			k;
 
 		for (j = i; j < n && PrmGetInt64(j, 1, &isnull) == rid; j++)
 			;
@@ -1928,7 +1921,7 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 			r->win = palloc(sizeof(MatchWindow) * r->nwin);
 			for (k = i; k < j; k++)
 			{
-				int			base = (MatchGetInt32(k, 2) - 1) * MINUTES_PER_DAY;
+				int base = (MatchGetInt32(k, 2) - 1) * MINUTES_PER_DAY;
 
 				r->win[k - i].start = base + MatchGetInt32(k, 3);
 				r->win[k - i].end = base + MatchGetInt32(k, 4);
@@ -1949,12 +1942,12 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 			   "SELECT c.request_id, c.therapist_id FROM prm.placement_contact c"
 			   "  JOIN prm.placement_request r ON r.org_id = c.org_id AND r.id = c.request_id"
 			   " WHERE c.org_id = $1 AND r.status = 'open'",
-			   1, (Oid[]) {INT8OID});
+			   1, (Oid[]){INT8OID});
 	n = PrmExecute(excl_plan, values, NULL, true, 0);
 	for (i = 0; i < n; i++)
 	{
-		bool		isnull;
-		int64		key[2];
+		bool  isnull;
+		int64 key[2];
 
 		key[0] = PrmGetInt64(i, 1, &isnull);
 		key[1] = PrmGetInt64(i, 2, &isnull);
@@ -1974,12 +1967,12 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 	PrmPrepare(&persist_plan,
 			   "INSERT INTO prm.placement_contact (org_id, request_id, therapist_id, score)"
 			   " VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, request_id, therapist_id) DO NOTHING",
-			   4, (Oid[]) {INT8OID, INT8OID, INT8OID, FLOAT8OID});
+			   4, (Oid[]){INT8OID, INT8OID, INT8OID, FLOAT8OID});
 	for (i = 0; i < nr; i++)
 	{
-		Datum		out[3];
-		bool		outnulls[3] = {false, false, false};
-		MatchPair  *p;
+		Datum	   out[3];
+		bool	   outnulls[3] = {false, false, false};
+		MatchPair *p;
 
 		if (choice[i] < 0)
 			continue;
@@ -2051,23 +2044,23 @@ MatchAgeBand(int age)
 static bool
 MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 {
-	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr recent_plan = NULL;
-	static SPIPlanPtr contacts_plan = NULL;
-	static SPIPlanPtr batch_plan = NULL;
-	static SPIPlanPtr message_plan = NULL;
-	static SPIPlanPtr mark_plan = NULL;
-	static SPIPlanPtr counter_plan = NULL;
+	static SPIPlanPtr  lock_plan = NULL;
+	static SPIPlanPtr  recent_plan = NULL;
+	static SPIPlanPtr  contacts_plan = NULL;
+	static SPIPlanPtr  batch_plan = NULL;
+	static SPIPlanPtr  message_plan = NULL;
+	static SPIPlanPtr  mark_plan = NULL;
+	static SPIPlanPtr  counter_plan = NULL;
 	const PrmSettings *settings = PrmGetSettings(org_id);
-	Datum		values[5];
-	char	   *tname;
-	char	   *email;
-	int			n,
-				i;
-	int64		batch_id;
-	int64		message_id;
-	bool		isnull;
-	Datum	   *ids;
+	Datum			   values[5];
+	char			  *tname;
+	char			  *email;
+	int				   n,
+		i;
+	int64		   batch_id;
+	int64		   message_id;
+	bool		   isnull;
+	Datum		  *ids;
 	StringInfoData lines;
 	StringInfoData body;
 
@@ -2075,7 +2068,7 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 	PrmPrepare(&lock_plan,
 			   "SELECT t.name, t.email FROM prm.therapist t"
 			   " WHERE t.org_id = $1 AND t.id = $2 FOR UPDATE",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(therapist_id);
 	values[2] = TimestampTzGetDatum(as_of);
@@ -2087,7 +2080,7 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 			   "SELECT 1 FROM prm.contact_batch b"
 			   " WHERE b.org_id = $1 AND b.therapist_id = $2"
 			   "   AND b.sent_at > $3 - interval '7 days' LIMIT 1",
-			   3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID});
+			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
 	if (PrmExecute(recent_plan, values, NULL, false, 1) > 0)
 		return false;
 
@@ -2099,9 +2092,8 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 			   "  JOIN prm.patient p ON p.org_id = r.org_id AND p.id = r.patient_id"
 			   " WHERE c.org_id = $1 AND c.therapist_id = $2 AND c.status = 'proposed'"
 			   "   AND r.status = 'open'"
-			   " ORDER BY r.registered_at, r.id LIMIT " CppAsString2(MATCH_BATCH_MAX)
-			   " FOR UPDATE OF c",
-			   3, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID});
+			   " ORDER BY r.registered_at, r.id LIMIT " CppAsString2(MATCH_BATCH_MAX) " FOR UPDATE OF c",
+			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
 	n = PrmExecute(contacts_plan, values, NULL, false, 0);
 	if (n == 0)
 		return false;
@@ -2143,8 +2135,8 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 	PrmPrepare(&batch_plan,
 			   "INSERT INTO prm.contact_batch (org_id, therapist_id, template, patients, sent_at, follow_up_at)"
 			   " VALUES ($1, $2, $4, $5, $3, $3 + interval '" CppAsString2(FOLLOW_UP_DAYS) " days')"
-			   " RETURNING id",
-			   5, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID, INT4OID});
+																						   " RETURNING id",
+			   5, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID, INT4OID});
 	values[3] = CStringGetTextDatum(n == 1 ? "contact_single" : "contact_several");
 	values[4] = Int32GetDatum(n);
 	if (PrmExecute(batch_plan, values, NULL, false, 0) != 1)
@@ -2156,7 +2148,7 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 
 	PrmPrepare(&message_plan,
 			   "UPDATE prm.contact_batch b SET message_id = $3 WHERE b.org_id = $1 AND b.id = $2",
-			   3, (Oid[]) {INT8OID, INT8OID, INT8OID});
+			   3, (Oid[]){INT8OID, INT8OID, INT8OID});
 	values[1] = Int64GetDatum(batch_id);
 	values[2] = Int64GetDatum(message_id);
 	PrmExecute(message_plan, values, NULL, false, 0);
@@ -2165,7 +2157,7 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 			   "UPDATE prm.placement_contact c SET status = 'sent', batch_id = $2, sent_at = $3,"
 			   "       channel = 'email'"
 			   " WHERE c.org_id = $1 AND c.id = ANY ($4)",
-			   4, (Oid[]) {INT8OID, INT8OID, TIMESTAMPTZOID, INT8ARRAYOID});
+			   4, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, INT8ARRAYOID});
 	values[2] = TimestampTzGetDatum(as_of);
 	values[3] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
 	PrmExecute(mark_plan, values, NULL, false, 0);
@@ -2173,7 +2165,7 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 	PrmPrepare(&counter_plan,
 			   "UPDATE prm.therapist t SET contacts_total = t.contacts_total + $3"
 			   " WHERE t.org_id = $1 AND t.id = $2",
-			   3, (Oid[]) {INT8OID, INT8OID, INT4OID});
+			   3, (Oid[]){INT8OID, INT8OID, INT4OID});
 	values[1] = Int64GetDatum(therapist_id);
 	values[2] = Int32GetDatum(n);
 	PrmExecute(counter_plan, values, NULL, false, 0);
@@ -2194,14 +2186,14 @@ Datum
 prm_plan_contact_batches(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	TimestampTz as_of = PRM_GETARG_TIMESTAMPTZ_NOTNULL(1, "as_of");
-	int32		max_batches = PRM_GETARG_INT32_NOTNULL(2, "max_batches");
-	Datum		values[3];
-	int64	   *therapists;
-	int			n,
-				i,
-				sent = 0;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	TimestampTz		  as_of = PRM_GETARG_TIMESTAMPTZ_NOTNULL(1, "as_of");
+	int32			  max_batches = PRM_GETARG_INT32_NOTNULL(2, "max_batches");
+	Datum			  values[3];
+	int64			 *therapists;
+	int				  n,
+		i,
+		sent = 0;
 
 	if (max_batches < 1 || max_batches > 10000)
 		ereport(ERROR,
@@ -2219,7 +2211,7 @@ prm_plan_contact_batches(PG_FUNCTION_ARGS)
 			   "                      AND b.sent_at > $2 - interval '7 days')"
 			   " GROUP BY c.therapist_id"
 			   " ORDER BY pg_catalog.min(r.registered_at), c.therapist_id LIMIT $3",
-			   3, (Oid[]) {INT8OID, TIMESTAMPTZOID, INT4OID});
+			   3, (Oid[]){INT8OID, TIMESTAMPTZOID, INT4OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = TimestampTzGetDatum(as_of);
 	values[2] = Int32GetDatum(max_batches);
@@ -2227,7 +2219,7 @@ prm_plan_contact_batches(PG_FUNCTION_ARGS)
 	therapists = palloc(sizeof(int64) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
-		bool		isnull;
+		bool isnull;
 
 		therapists[i] = PrmGetInt64(i, 1, &isnull);
 	}
@@ -2257,22 +2249,22 @@ prm_record_contact_answer(PG_FUNCTION_ARGS)
 	static SPIPlanPtr answer_plan = NULL;
 	static SPIPlanPtr therapist_plan = NULL;
 	static SPIPlanPtr match_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		request_id = PRM_GETARG_INT64_NOTNULL(1, "request_id");
-	int64		therapist_id = PRM_GETARG_INT64_NOTNULL(2, "therapist_id");
-	int			answer = MatchOneOf(answers, lengthof(answers),
-									PrmTextArg(fcinfo, 3, "answer", 40), "answer");
-	bool		has_weeks = !PG_ARGISNULL(4);
-	int			channel = MatchOneOf(contact_channels, lengthof(contact_channels),
-									 PrmTextArg(fcinfo, 5, "channel", 40), "channel");
-	TimestampTz as_of = PRM_GETARG_TIMESTAMPTZ_NOTNULL(6, "as_of");
-	bool		accepted = (answer == 0);
-	bool		matched = false;
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int64		contact_id;
-	char	   *status;
-	bool		isnull;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  request_id = PRM_GETARG_INT64_NOTNULL(1, "request_id");
+	int64			  therapist_id = PRM_GETARG_INT64_NOTNULL(2, "therapist_id");
+	int				  answer = MatchOneOf(answers, lengthof(answers),
+										  PrmTextArg(fcinfo, 3, "answer", 40), "answer");
+	bool			  has_weeks = !PG_ARGISNULL(4);
+	int				  channel = MatchOneOf(contact_channels, lengthof(contact_channels),
+										   PrmTextArg(fcinfo, 5, "channel", 40), "channel");
+	TimestampTz		  as_of = PRM_GETARG_TIMESTAMPTZ_NOTNULL(6, "as_of");
+	bool			  accepted = (answer == 0);
+	bool			  matched = false;
+	Datum			  values[7];
+	char			  nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int64			  contact_id;
+	char			 *status;
+	bool			  isnull;
 
 	if (has_weeks && (PG_GETARG_INT32(4) < 0 || PG_GETARG_INT32(4) > 520))
 		ereport(ERROR,
@@ -2289,7 +2281,7 @@ prm_record_contact_answer(PG_FUNCTION_ARGS)
 			   "  JOIN prm.placement_request r ON r.org_id = c.org_id AND r.id = c.request_id"
 			   " WHERE c.org_id = $1 AND c.request_id = $2 AND c.therapist_id = $3"
 			   " FOR UPDATE OF c",
-			   3, (Oid[]) {INT8OID, INT8OID, INT8OID});
+			   3, (Oid[]){INT8OID, INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(request_id);
 	values[2] = Int64GetDatum(therapist_id);
@@ -2314,7 +2306,7 @@ prm_record_contact_answer(PG_FUNCTION_ARGS)
 			   "       sent_at = coalesce(c.sent_at, $6),"
 			   "       channel = CASE WHEN c.sent_at IS NULL THEN $4 ELSE c.channel END"
 			   " WHERE c.org_id = $1 AND c.id = $2",
-			   6, (Oid[]) {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID});
+			   6, (Oid[]){INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID});
 	values[1] = Int64GetDatum(contact_id);
 	values[2] = CStringGetTextDatum(answers[answer]);
 	values[3] = CStringGetTextDatum(contact_channels[channel]);
@@ -2332,7 +2324,7 @@ prm_record_contact_answer(PG_FUNCTION_ARGS)
 			   "                          ELSE t.open_places END,"
 			   "       updated_at = pg_catalog.now()"
 			   " WHERE t.org_id = $1 AND t.id = $2",
-			   4, (Oid[]) {INT8OID, INT8OID, TEXTOID, BOOLOID});
+			   4, (Oid[]){INT8OID, INT8OID, TEXTOID, BOOLOID});
 	values[1] = Int64GetDatum(therapist_id);
 	values[3] = BoolGetDatum(matched);
 	PrmExecute(therapist_plan, values, NULL, false, 0);
@@ -2343,7 +2335,7 @@ prm_record_contact_answer(PG_FUNCTION_ARGS)
 				   "UPDATE prm.placement_request r SET status = 'matched', matched_therapist_id = $3,"
 				   "       closed_at = $4"
 				   " WHERE r.org_id = $1 AND r.id = $2",
-				   4, (Oid[]) {INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID});
+				   4, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID});
 		values[1] = Int64GetDatum(request_id);
 		values[2] = Int64GetDatum(therapist_id);
 		values[3] = TimestampTzGetDatum(as_of);
@@ -2380,12 +2372,12 @@ static bool
 MatchNextWindow(const char *tz, const MatchWindow *win, int nwin,
 				TimestampTz as_of, TimestampTz *start, TimestampTz *end)
 {
-	Datum		tzd = CStringGetTextDatum(tz);
-	Timestamp	local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone, tzd,
-															  TimestampTzGetDatum(as_of)));
-	int64		day0 = local / USECS_PER_DAY - (local % USECS_PER_DAY < 0 ? 1 : 0);
-	int			k,
-				i;
+	Datum	  tzd = CStringGetTextDatum(tz);
+	Timestamp local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone, tzd,
+															TimestampTzGetDatum(as_of)));
+	int64	  day0 = local / USECS_PER_DAY - (local % USECS_PER_DAY < 0 ? 1 : 0);
+	int		  k,
+		i;
 
 	for (k = 0; k <= 7; k++)
 	{
@@ -2397,11 +2389,11 @@ MatchNextWindow(const char *tz, const MatchWindow *win, int nwin,
 
 		for (i = 0; i < nwin; i++)
 		{
-			int			wdow = win[i].start / MINUTES_PER_DAY + 1;
-			Timestamp	ls,
-						le;
+			int		  wdow = win[i].start / MINUTES_PER_DAY + 1;
+			Timestamp ls,
+				le;
 			TimestampTz s,
-						e;
+				e;
 
 			if (wdow != dow)
 				continue;
@@ -2412,7 +2404,7 @@ MatchNextWindow(const char *tz, const MatchWindow *win, int nwin,
 			if (s < as_of)
 				s = as_of;
 			if (e <= s)
-				continue;		/* over, or lost in a daylight-saving gap */
+				continue; /* over, or lost in a daylight-saving gap */
 			if (!found || s < best_start)
 			{
 				best_start = s;
@@ -2445,17 +2437,17 @@ MatchFollowUps(int64 org_id, TimestampTz as_of, int limit)
 	static SPIPlanPtr done_plan = NULL;
 	typedef struct DueBatch
 	{
-		int64		org_id;
-		int64		id;
-		int64		therapist_id;
-		char	   *tz;
+		int64 org_id;
+		int64 id;
+		int64 therapist_id;
+		char *tz;
 	} DueBatch;
-	DueBatch   *due;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	int			n,
-				i;
-	int64		created = 0;
+	DueBatch *due;
+	Datum	  values[6];
+	char	  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int		  n,
+		i;
+	int64 created = 0;
 
 	PrmPrepare(&due_plan,
 			   "SELECT b.org_id, b.id, b.therapist_id, t.timezone"
@@ -2465,7 +2457,7 @@ MatchFollowUps(int64 org_id, TimestampTz as_of, int limit)
 			   "   AND ($2::bigint IS NULL OR b.org_id = $2)"
 			   " ORDER BY b.follow_up_at, b.org_id, b.id LIMIT $3"
 			   " FOR UPDATE OF b SKIP LOCKED",
-			   3, (Oid[]) {TIMESTAMPTZOID, INT8OID, INT4OID});
+			   3, (Oid[]){TIMESTAMPTZOID, INT8OID, INT4OID});
 	values[0] = TimestampTzGetDatum(as_of);
 	values[1] = Int64GetDatum(org_id);
 	nulls[1] = org_id > 0 ? ' ' : 'n';
@@ -2474,7 +2466,7 @@ MatchFollowUps(int64 org_id, TimestampTz as_of, int limit)
 	due = palloc(sizeof(DueBatch) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
-		bool		isnull;
+		bool isnull;
 
 		due[i].org_id = PrmGetInt64(i, 1, &isnull);
 		due[i].id = PrmGetInt64(i, 2, &isnull);
@@ -2486,8 +2478,8 @@ MatchFollowUps(int64 org_id, TimestampTz as_of, int limit)
 	for (i = 0; i < n; i++)
 	{
 		MatchTherapist t;
-		TimestampTz ws,
-					we;
+		TimestampTz	   ws,
+			we;
 
 		CHECK_FOR_INTERRUPTS();
 		values[0] = Int64GetDatum(due[i].org_id);
@@ -2495,15 +2487,15 @@ MatchFollowUps(int64 org_id, TimestampTz as_of, int limit)
 		PrmPrepare(&done_plan,
 				   "UPDATE prm.contact_batch b SET follow_up_at = NULL"
 				   " WHERE b.org_id = $1 AND b.id = $2",
-				   2, (Oid[]) {INT8OID, INT8OID});
+				   2, (Oid[]){INT8OID, INT8OID});
 		PrmExecute(done_plan, values, NULL, false, 0);
 
 		PrmPrepare(&pending_plan,
 				   "SELECT 1 FROM prm.placement_contact c"
 				   " WHERE c.org_id = $1 AND c.batch_id = $2 AND c.status = 'sent' LIMIT 1",
-				   2, (Oid[]) {INT8OID, INT8OID});
+				   2, (Oid[]){INT8OID, INT8OID});
 		if (PrmExecute(pending_plan, values, NULL, false, 1) == 0)
-			continue;			/* everything answered or withdrawn */
+			continue; /* everything answered or withdrawn */
 
 		memset(&t, 0, sizeof(t));
 		t.id = due[i].therapist_id;
@@ -2519,12 +2511,11 @@ MatchFollowUps(int64 org_id, TimestampTz as_of, int limit)
 				   "   window_ends_at, created_at, note)"
 				   " VALUES ($1, $3, $2, $4, $5, $6, $7)"
 				   " ON CONFLICT (org_id, batch_id) DO NOTHING RETURNING id",
-				   7, (Oid[]) {INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-					   TIMESTAMPTZOID, TEXTOID});
+				   7, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID});
 		{
-			Datum		tv[7];
-			char		tn[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-			bool		isnull;
+			Datum tv[7];
+			char  tn[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+			bool  isnull;
 
 			tv[0] = values[0];
 			tv[1] = values[1];
@@ -2538,7 +2529,7 @@ MatchFollowUps(int64 org_id, TimestampTz as_of, int limit)
 				tn[6] = 'n';
 			if (PrmExecute(task_plan, tv, tn, false, 0) == 1)
 			{
-				int64		task_id = PrmGetInt64(0, 1, &isnull);
+				int64 task_id = PrmGetInt64(0, 1, &isnull);
 
 				created++;
 				PrmEmitEvent(due[i].org_id, "call_task_created", "call_task", task_id,
@@ -2602,21 +2593,21 @@ prm_record_call_outcome(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr find_plan = NULL;
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		task_id = PRM_GETARG_INT64_NOTNULL(1, "call_task_id");
-	int			outcome = MatchOneOf(call_outcomes, lengthof(call_outcomes),
-									 PrmTextArg(fcinfo, 2, "outcome", 40), "call outcome");
-	char	   *note = PrmTextArgOrNull(fcinfo, 3, "note", PRM_MAX_TEXT_LEN);
-	TimestampTz as_of = PRM_GETARG_TIMESTAMPTZ_NOTNULL(4, "as_of");
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	char	   *status;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  task_id = PRM_GETARG_INT64_NOTNULL(1, "call_task_id");
+	int				  outcome = MatchOneOf(call_outcomes, lengthof(call_outcomes),
+										   PrmTextArg(fcinfo, 2, "outcome", 40), "call outcome");
+	char			 *note = PrmTextArgOrNull(fcinfo, 3, "note", PRM_MAX_TEXT_LEN);
+	TimestampTz		  as_of = PRM_GETARG_TIMESTAMPTZ_NOTNULL(4, "as_of");
+	Datum			  values[5];
+	char			  nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	char			 *status;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	PrmPrepare(&find_plan,
 			   "SELECT k.status FROM prm.call_task k WHERE k.org_id = $1 AND k.id = $2 FOR UPDATE",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(task_id);
 	if (PrmExecute(find_plan, values, NULL, false, 1) != 1)
@@ -2632,7 +2623,7 @@ prm_record_call_outcome(PG_FUNCTION_ARGS)
 	PrmPrepare(&plan,
 			   "UPDATE prm.call_task k SET status = 'done', outcome = $3, note = $4, completed_at = $5"
 			   " WHERE k.org_id = $1 AND k.id = $2",
-			   5, (Oid[]) {INT8OID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID});
+			   5, (Oid[]){INT8OID, INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID});
 	values[2] = CStringGetTextDatum(call_outcomes[outcome]);
 	values[3] = note ? CStringGetTextDatum(note) : (Datum) 0;
 	nulls[3] = note ? ' ' : 'n';
@@ -2656,11 +2647,11 @@ Datum
 prm_placement_evidence(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		request_id = PRM_GETARG_INT64_NOTNULL(1, "request_id");
-	Datum		values[2];
-	Datum		result;
-	bool		isnull;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  request_id = PRM_GETARG_INT64_NOTNULL(1, "request_id");
+	Datum			  values[2];
+	Datum			  result;
+	bool			  isnull;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
@@ -2685,7 +2676,7 @@ prm_placement_evidence(PG_FUNCTION_ARGS)
 			   "   WHERE c.org_id = r.org_id AND c.request_id = r.id AND c.sent_at IS NOT NULL),"
 			   "    '[]'::pg_catalog.jsonb))"
 			   "  FROM prm.placement_request r WHERE r.org_id = $1 AND r.id = $2",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(request_id);
 	if (PrmExecute(plan, values, NULL, true, 1) != 1)

@@ -74,24 +74,23 @@ static const TemplateDefault template_defaults[] = {
 
 /* Placeholders a template may use; patient details are deliberately absent. */
 static const char *const template_placeholders[] = {
-	"clinic", "clinic_phone", "date", "time", "hold_minutes", "link"
-};
+	"clinic", "clinic_phone", "date", "time", "hold_minutes", "link"};
 
 static const char *const channels[] = {"sms", "email", "voice"};
 
-static void OutboxCheckChannel(const char *channel);
-static void OutboxCheckTemplate(const char *body);
+static void		   OutboxCheckChannel(const char *channel);
+static void		   OutboxCheckTemplate(const char *body);
 static const char *OutboxTemplateBody(int64 org_id, const char *kind,
 									  const char *channel, const char *locale);
-static Datum *OutboxCallerOrgs(PrmAccessLevel level, int *norgs);
-static void OutboxLoadMessage(int64 message_id, PrmAccessLevel level,
-							  int64 *org_id, char **status, char **lease);
+static Datum	  *OutboxCallerOrgs(PrmAccessLevel level, int *norgs);
+static void		   OutboxLoadMessage(int64 message_id, PrmAccessLevel level,
+									 int64 *org_id, char **status, char **lease);
 
 /* Raise 22023 unless channel is one prm knows. */
 static void
 OutboxCheckChannel(const char *channel)
 {
-	int			i;
+	int i;
 
 	for (i = 0; i < (int) lengthof(channels); i++)
 		if (strcmp(channel, channels[i]) == 0)
@@ -106,7 +105,7 @@ OutboxCheckChannel(const char *channel)
 static void
 OutboxCheckKind(const char *kind)
 {
-	int			i;
+	int i;
 
 	for (i = 0; i < (int) lengthof(template_defaults); i++)
 		if (strcmp(kind, template_defaults[i].kind) == 0)
@@ -158,15 +157,15 @@ OutboxTemplateBody(int64 org_id, const char *kind, const char *channel,
 				   const char *locale)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[4];
-	int			i;
+	Datum			  values[4];
+	int				  i;
 
 	PrmPrepare(&plan,
 			   "SELECT t.body FROM prm.message_template t"
 			   " WHERE t.org_id = $1 AND t.kind = $2 AND t.channel = $3"
 			   "   AND t.locale IN ($4, pg_catalog.split_part(pg_catalog.replace($4, '_', '-'), '-', 1), 'en')"
 			   " ORDER BY t.locale = $4 DESC, t.locale = 'en' LIMIT 1",
-			   4, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID});
+			   4, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = CStringGetTextDatum(channel);
@@ -177,7 +176,7 @@ OutboxTemplateBody(int64 org_id, const char *kind, const char *channel,
 		if (strcmp(template_defaults[i].kind, kind) == 0)
 			return template_defaults[i].body;
 	elog(ERROR, "no template for message kind \"%s\"", kind);
-	return NULL;				/* keep compiler quiet */
+	return NULL; /* keep compiler quiet */
 }
 
 /*
@@ -191,9 +190,9 @@ PrmRender(int64 org_id, const char *kind, const char *channel,
 		  const char *locale, const PrmTemplateVar *vars, int nvars)
 {
 	const PrmSettings *s = PrmGetSettings(org_id);
-	const char *body = OutboxTemplateBody(org_id, kind, channel, locale);
-	StringInfoData out;
-	const char *p = body;
+	const char		  *body = OutboxTemplateBody(org_id, kind, channel, locale);
+	StringInfoData	   out;
+	const char		  *p = body;
 
 	initStringInfo(&out);
 	while (*p)
@@ -201,7 +200,7 @@ PrmRender(int64 org_id, const char *kind, const char *channel,
 		const char *end;
 		const char *value = NULL;
 		int			len,
-					i;
+			i;
 
 		if (*p != '{' || (end = strchr(p, '}')) == NULL)
 		{
@@ -241,11 +240,11 @@ PrmRender(int64 org_id, const char *kind, const char *channel,
 TimestampTz
 PrmQuietRelease(const PrmSettings *s, const char *tz, TimestampTz t)
 {
-	Timestamp	local;
-	int64		tod;
-	Timestamp	midnight;
-	Timestamp	release;
-	bool		wraps = s->quiet_start > s->quiet_end;
+	Timestamp local;
+	int64	  tod;
+	Timestamp midnight;
+	Timestamp release;
+	bool	  wraps = s->quiet_start > s->quiet_end;
 
 	if (!s->quiet_hours || s->quiet_start == s->quiet_end)
 		return t;
@@ -280,16 +279,16 @@ PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr existing_plan = NULL;
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
+	Datum			  values[9];
+	char			  nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool			  isnull;
 
 	PrmPrepare(&insert_plan,
 			   "INSERT INTO prm.outbound_message"
 			   "  (org_id, channel, to_address, body, kind, patient_id, offer_id, dedup_key, not_before)"
 			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.now()))"
 			   " ON CONFLICT (org_id, dedup_key) DO NOTHING RETURNING id",
-			   9, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID});
+			   9, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(channel);
 	values[2] = CStringGetTextDatum(to);
@@ -310,7 +309,7 @@ PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
 		nulls[8] = 'n';
 	if (PrmExecute(insert_plan, values, nulls, false, 0) == 1)
 	{
-		int64		id = PrmGetInt64(0, 1, &isnull);
+		int64 id = PrmGetInt64(0, 1, &isnull);
 
 		PrmNotifyOnce(psprintf("prm_outbox_%s", channel));
 		/* a message held for later: the worker wakes its senders then */
@@ -321,11 +320,11 @@ PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
 	Assert(dedup_key != NULL);
 	PrmPrepare(&existing_plan,
 			   "SELECT m.id FROM prm.outbound_message m WHERE m.org_id = $1 AND m.dedup_key = $2",
-			   2, (Oid[]) {INT8OID, TEXTOID});
+			   2, (Oid[]){INT8OID, TEXTOID});
 	values[1] = CStringGetTextDatum(dedup_key);
 	if (PrmExecute(existing_plan, values, NULL, true, 1) == 1)
 		return PrmGetInt64(0, 1, &isnull);
-	return 0;					/* archived already: nothing queued again */
+	return 0; /* archived already: nothing queued again */
 }
 
 /*
@@ -336,11 +335,11 @@ static Datum *
 OutboxCallerOrgs(PrmAccessLevel level, int *norgs)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
-	Datum	   *orgs;
-	int			n,
-				i,
-				kept = 0;
+	Datum			  values[1];
+	Datum			 *orgs;
+	int				  n,
+		i,
+		kept = 0;
 
 	*norgs = -1;
 	if (PrmCallerIsPrivileged())
@@ -348,14 +347,14 @@ OutboxCallerOrgs(PrmAccessLevel level, int *norgs)
 	PrmPrepare(&plan,
 			   "SELECT a.org_id, a.level FROM prm.org_access a"
 			   " WHERE pg_catalog.pg_has_role($1, a.role_id, 'USAGE')",
-			   1, (Oid[]) {OIDOID});
+			   1, (Oid[]){OIDOID});
 	values[0] = ObjectIdGetDatum(GetOuterUserId());
 	n = PrmExecute(plan, values, NULL, true, 0);
 	orgs = palloc(sizeof(Datum) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
 		PrmAccessLevel granted = PrmParseLevel(PrmGetText(i, 2));
-		bool		isnull;
+		bool		   isnull;
 
 		if (granted == level || (granted >= PRM_LEVEL_STAFF &&
 								 (level != PRM_LEVEL_ADMIN || granted == PRM_LEVEL_ADMIN)))
@@ -380,13 +379,13 @@ OutboxLoadMessage(int64 message_id, PrmAccessLevel level, int64 *org_id,
 				  char **status, char **lease)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
-	bool		isnull;
+	Datum			  values[1];
+	bool			  isnull;
 
 	PrmPrepare(&plan,
 			   "SELECT m.org_id, m.status, m.lease_token::text FROM prm.outbound_message m"
 			   " WHERE m.id = $1 FOR UPDATE",
-			   1, (Oid[]) {INT8OID});
+			   1, (Oid[]){INT8OID});
 	values[0] = Int64GetDatum(message_id);
 	if (PrmExecute(plan, values, NULL, false, 1) == 1)
 	{
@@ -407,7 +406,7 @@ static void
 OutboxCheckLease(int64 message_id, const char *status, const char *current,
 				 FunctionCallInfo fcinfo, int argno)
 {
-	char	   *given;
+	char *given;
 
 	if (strcmp(status, "sending") != 0)
 		ereport(ERROR,
@@ -434,14 +433,14 @@ Datum
 prm_set_template(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char	   *kind = PrmTextArg(fcinfo, 1, "kind", 30);
-	char	   *body = PrmTextArg(fcinfo, 2, "body", 1600);
-	char	   *channel = PrmTextArg(fcinfo, 3, "channel", 10);
-	char	   *locale = PrmTextArg(fcinfo, 4, "locale", 20);
-	Datum		values[5];
-	bool		isnull;
-	int64		id;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char			 *kind = PrmTextArg(fcinfo, 1, "kind", 30);
+	char			 *body = PrmTextArg(fcinfo, 2, "body", 1600);
+	char			 *channel = PrmTextArg(fcinfo, 3, "channel", 10);
+	char			 *locale = PrmTextArg(fcinfo, 4, "locale", 20);
+	Datum			  values[5];
+	bool			  isnull;
+	int64			  id;
 
 	OutboxCheckKind(kind);
 	OutboxCheckChannel(channel);
@@ -454,7 +453,7 @@ prm_set_template(PG_FUNCTION_ARGS)
 			   " ON CONFLICT (org_id, kind, channel, locale) DO UPDATE"
 			   "   SET body = EXCLUDED.body, updated_at = pg_catalog.now()"
 			   " RETURNING id",
-			   5, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+			   5, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = CStringGetTextDatum(body);
@@ -476,16 +475,16 @@ Datum
 prm_render_template(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char	   *kind = PrmTextArg(fcinfo, 1, "kind", 30);
-	Jsonb	   *vars_json;
-	char	   *channel = PrmTextArg(fcinfo, 3, "channel", 10);
-	char	   *locale = PrmTextArg(fcinfo, 4, "locale", 20);
-	PrmTemplateVar *vars;
-	Datum		values[1];
-	int			n,
-				i;
-	text	   *result;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char			 *kind = PrmTextArg(fcinfo, 1, "kind", 30);
+	Jsonb			 *vars_json;
+	char			 *channel = PrmTextArg(fcinfo, 3, "channel", 10);
+	char			 *locale = PrmTextArg(fcinfo, 4, "locale", 20);
+	PrmTemplateVar	 *vars;
+	Datum			  values[1];
+	int				  n,
+		i;
+	text *result;
 
 	PrmArgNotNull(fcinfo, 2, "vars");
 	vars_json = PG_GETARG_JSONB_P(2);
@@ -498,7 +497,7 @@ prm_render_template(PG_FUNCTION_ARGS)
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	PrmPrepare(&plan, "SELECT e.key, e.value FROM pg_catalog.jsonb_each_text($1) e",
-			   1, (Oid[]) {JSONBOID});
+			   1, (Oid[]){JSONBOID});
 	values[0] = JsonbPGetDatum(vars_json);
 	n = PrmExecute(plan, values, NULL, true, 0);
 	vars = palloc0(sizeof(PrmTemplateVar) * (n + 1));
@@ -523,14 +522,14 @@ Datum
 prm_enqueue_message(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr patient_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char	   *channel = PrmTextArg(fcinfo, 1, "channel", 10);
-	char	   *to = PrmTextArg(fcinfo, 2, "to_address", 320);
-	char	   *body = PrmTextArg(fcinfo, 3, "body", 1600);
-	int64		patient_id = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
-	char	   *dedup = PrmTextArgOrNull(fcinfo, 5, "dedup_key", 200);
-	TimestampTz not_before = PG_ARGISNULL(6) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(6);
-	int64		id;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char			 *channel = PrmTextArg(fcinfo, 1, "channel", 10);
+	char			 *to = PrmTextArg(fcinfo, 2, "to_address", 320);
+	char			 *body = PrmTextArg(fcinfo, 3, "body", 1600);
+	int64			  patient_id = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
+	char			 *dedup = PrmTextArgOrNull(fcinfo, 5, "dedup_key", 200);
+	TimestampTz		  not_before = PG_ARGISNULL(6) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(6);
+	int64			  id;
 
 	OutboxCheckChannel(channel);
 	PrmSpiConnect();
@@ -539,14 +538,14 @@ prm_enqueue_message(PG_FUNCTION_ARGS)
 		to = PrmNormalizePhone(to, PrmOrgPhoneRegion(org_id));
 	if (patient_id != 0)
 	{
-		Datum		values[2];
+		Datum values[2];
 
 		PrmRequireRow(org_id, PRM_ENTITY_PATIENT, patient_id, false);
 		PrmPrepare(&patient_plan,
 				   "SELECT p.sms_opt_out, coalesce(p.timezone, o.timezone)"
 				   "  FROM prm.patient p JOIN prm.organization o ON o.id = p.org_id"
 				   " WHERE p.org_id = $1 AND p.id = $2",
-				   2, (Oid[]) {INT8OID, INT8OID});
+				   2, (Oid[]){INT8OID, INT8OID});
 		values[0] = Int64GetDatum(org_id);
 		values[1] = Int64GetDatum(patient_id);
 		PrmExecute(patient_plan, values, NULL, true, 1);
@@ -573,7 +572,7 @@ int
 PrmReleaseExpiredLeases(int limit)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
+	Datum			  values[1];
 
 	PrmPrepare(&plan,
 			   "WITH x AS MATERIALIZED ("
@@ -587,7 +586,7 @@ PrmReleaseExpiredLeases(int limit)
 			   "       lease_token = NULL, lease_expires_at = NULL, updated_at = pg_catalog.now()"
 			   "  FROM x, prm.organization o"
 			   " WHERE m.org_id = x.org_id AND m.id = x.id AND o.id = m.org_id",
-			   1, (Oid[]) {INT4OID});
+			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
 	return PrmExecute(plan, values, NULL, false, 0);
 }
@@ -599,18 +598,18 @@ Datum
 prm_claim_messages(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *channel = PrmTextArg(fcinfo, 0, "channel", 10);
-	int32		max_count = PRM_GETARG_INT32_NOTNULL(1, "max_count");
-	Interval   *lease;
-	int64		lease_usecs;
-	Datum	   *orgs;
-	int			norgs;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
-	uint64		i;
-	MemoryContext per_query;
-	MemoryContext old;
+	ReturnSetInfo	 *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char			 *channel = PrmTextArg(fcinfo, 0, "channel", 10);
+	int32			  max_count = PRM_GETARG_INT32_NOTNULL(1, "max_count");
+	Interval		 *lease;
+	int64			  lease_usecs;
+	Datum			 *orgs;
+	int				  norgs;
+	Datum			  values[4];
+	char			  nulls[4] = {' ', ' ', ' ', ' '};
+	uint64			  i;
+	MemoryContext	  per_query;
+	MemoryContext	  old;
 
 	PrmArgNotNull(fcinfo, 2, "lease");
 	lease = PG_GETARG_INTERVAL_P(2);
@@ -621,7 +620,7 @@ prm_claim_messages(PG_FUNCTION_ARGS)
 				 errmsg("max_count %d is out of range", max_count),
 				 errdetail("A claim takes 1 to 1000 messages.")));
 	lease_usecs = lease->time + (int64) lease->day * USECS_PER_DAY +
-		(int64) lease->month * 30 * USECS_PER_DAY;
+				  (int64) lease->month * 30 * USECS_PER_DAY;
 	if (lease_usecs < USECS_PER_SEC || lease_usecs > 3600 * USECS_PER_SEC)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -650,7 +649,7 @@ prm_claim_messages(PG_FUNCTION_ARGS)
 			   "       updated_at = pg_catalog.now()"
 			   "  FROM c WHERE m.org_id = c.org_id AND m.id = c.id"
 			   " RETURNING m.*",
-			   4, (Oid[]) {TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID});
+			   4, (Oid[]){TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID});
 	values[0] = CStringGetTextDatum(channel);
 	values[1] = Int32GetDatum(max_count);
 	values[2] = IntervalPGetDatum(lease);
@@ -679,12 +678,12 @@ Datum
 prm_mark_message_sent(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		message_id = PRM_GETARG_INT64_NOTNULL(0, "message_id");
-	char	   *provider_id = PrmTextArg(fcinfo, 1, "provider_message_id", 200);
-	int64		org_id;
-	char	   *status;
-	char	   *lease;
-	Datum		values[3];
+	int64			  message_id = PRM_GETARG_INT64_NOTNULL(0, "message_id");
+	char			 *provider_id = PrmTextArg(fcinfo, 1, "provider_message_id", 200);
+	int64			  org_id;
+	char			 *status;
+	char			 *lease;
+	Datum			  values[3];
 
 	PrmSpiConnect();
 	OutboxLoadMessage(message_id, PRM_LEVEL_SENDER, &org_id, &status, &lease);
@@ -695,7 +694,7 @@ prm_mark_message_sent(PG_FUNCTION_ARGS)
 			   "       lease_token = NULL, lease_expires_at = NULL, last_error = NULL,"
 			   "       updated_at = pg_catalog.now()"
 			   " WHERE m.org_id = $1 AND m.id = $2",
-			   3, (Oid[]) {INT8OID, INT8OID, TEXTOID});
+			   3, (Oid[]){INT8OID, INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(message_id);
 	values[2] = CStringGetTextDatum(provider_id);
@@ -712,20 +711,20 @@ prm_mark_message_sent(PG_FUNCTION_ARGS)
 Datum
 prm_mark_message_failed(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr attempts_plan = NULL;
-	static SPIPlanPtr plan = NULL;
-	int64		message_id = PRM_GETARG_INT64_NOTNULL(0, "message_id");
-	char	   *error = PrmTextArg(fcinfo, 1, "error", PRM_MAX_TEXT_LEN);
-	bool		retryable = PRM_GETARG_BOOL_NOTNULL(2, "retryable");
-	int64		org_id;
-	char	   *status;
-	char	   *lease;
+	static SPIPlanPtr  attempts_plan = NULL;
+	static SPIPlanPtr  plan = NULL;
+	int64			   message_id = PRM_GETARG_INT64_NOTNULL(0, "message_id");
+	char			  *error = PrmTextArg(fcinfo, 1, "error", PRM_MAX_TEXT_LEN);
+	bool			   retryable = PRM_GETARG_BOOL_NOTNULL(2, "retryable");
+	int64			   org_id;
+	char			  *status;
+	char			  *lease;
 	const PrmSettings *s;
-	Datum		values[5];
-	bool		isnull;
-	int			attempts;
-	bool		dead;
-	double		delay_secs;
+	Datum			   values[5];
+	bool			   isnull;
+	int				   attempts;
+	bool			   dead;
+	double			   delay_secs;
 
 	PrmSpiConnect();
 	OutboxLoadMessage(message_id, PRM_LEVEL_SENDER, &org_id, &status, &lease);
@@ -733,7 +732,7 @@ prm_mark_message_failed(PG_FUNCTION_ARGS)
 	s = PrmGetSettings(org_id);
 	PrmPrepare(&attempts_plan,
 			   "SELECT m.attempts FROM prm.outbound_message m WHERE m.org_id = $1 AND m.id = $2",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(message_id);
 	PrmExecute(attempts_plan, values, NULL, true, 1);
@@ -741,7 +740,7 @@ prm_mark_message_failed(PG_FUNCTION_ARGS)
 	dead = !retryable || attempts >= s->max_attempts;
 
 	delay_secs = (double) (s->retry_base.time / USECS_PER_SEC + s->retry_base.day * 86400) *
-		pow(2.0, Max(attempts - 1, 0));
+				 pow(2.0, Max(attempts - 1, 0));
 	delay_secs = Min(delay_secs, 3600.0);
 	delay_secs *= 0.75 + 0.5 * pg_prng_double(&pg_global_prng_state);
 
@@ -752,7 +751,7 @@ prm_mark_message_failed(PG_FUNCTION_ARGS)
 			   "       not_before = pg_catalog.now() + pg_catalog.make_interval(secs => $5),"
 			   "       updated_at = pg_catalog.now()"
 			   " WHERE m.org_id = $1 AND m.id = $2",
-			   5, (Oid[]) {INT8OID, INT8OID, TEXTOID, BOOLOID, FLOAT8OID});
+			   5, (Oid[]){INT8OID, INT8OID, TEXTOID, BOOLOID, FLOAT8OID});
 	values[2] = CStringGetTextDatum(error);
 	values[3] = BoolGetDatum(dead);
 	values[4] = Float8GetDatum(dead ? 0.0 : delay_secs);
@@ -794,18 +793,18 @@ prm_record_delivery_status(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr find_plan = NULL;
 	static SPIPlanPtr plans[2];
-	char	   *provider_id = PrmTextArg(fcinfo, 0, "provider_message_id", 200);
-	char	   *raw = PrmTextArg(fcinfo, 1, "status", 30);
-	char	   *status = asc_tolower(raw, strlen(raw));
-	int			rank = OutboxStatusRank(status);
-	Datum		values[4];
-	bool		isnull;
-	int64		org_id,
-				id;
-	bool		in_history;
-	bool		applied = false;
-	int			n,
-				i;
+	char			 *provider_id = PrmTextArg(fcinfo, 0, "provider_message_id", 200);
+	char			 *raw = PrmTextArg(fcinfo, 1, "status", 30);
+	char			 *status = asc_tolower(raw, strlen(raw));
+	int				  rank = OutboxStatusRank(status);
+	Datum			  values[4];
+	bool			  isnull;
+	int64			  org_id,
+		id;
+	bool in_history;
+	bool applied = false;
+	int	 n,
+		i;
 
 	if (rank < 0)
 		ereport(ERROR,
@@ -824,14 +823,14 @@ prm_record_delivery_status(PG_FUNCTION_ARGS)
 			   " UNION ALL "
 			   "SELECT h.org_id, h.id, h.status, true FROM prm.outbound_message_history h"
 			   " WHERE h.provider_message_id = $1",
-			   1, (Oid[]) {TEXTOID});
+			   1, (Oid[]){TEXTOID});
 	values[0] = CStringGetTextDatum(provider_id);
 	n = PrmExecute(find_plan, values, NULL, true, 0);
 	/* copy the matches out: the checks below run queries of their own */
 	{
-		int64	   *orgs = palloc(sizeof(int64) * (n + 1));
-		int64	   *ids = palloc(sizeof(int64) * (n + 1));
-		bool	   *hist = palloc(sizeof(bool) * (n + 1));
+		int64 *orgs = palloc(sizeof(int64) * (n + 1));
+		int64 *ids = palloc(sizeof(int64) * (n + 1));
+		bool  *hist = palloc(sizeof(bool) * (n + 1));
 
 		for (i = 0; i < n; i++)
 		{
@@ -846,21 +845,21 @@ prm_record_delivery_status(PG_FUNCTION_ARGS)
 			in_history = hist[i];
 			if (!PrmHasOrgAccess(org_id, PRM_LEVEL_WEBHOOK))
 				continue;
-		if (plans[in_history] == NULL)
-			PrmPrepare(&plans[in_history],
-					   psprintf("UPDATE prm.%s m SET status = $3,"
-								"       delivered_at = CASE WHEN $3 = 'delivered' THEN pg_catalog.now() ELSE m.delivered_at END,"
-								"       updated_at = pg_catalog.now()"
-								" WHERE m.org_id = $1 AND m.id = $2"
-								"   AND (CASE m.status WHEN 'queued' THEN 0 WHEN 'sending' THEN 1 WHEN 'sent' THEN 2"
-								"        WHEN 'read' THEN 4 ELSE 3 END) < $4",
-								in_history ? "outbound_message_history" : "outbound_message"),
-					   4, (Oid[]) {INT8OID, INT8OID, TEXTOID, INT4OID});
-		values[0] = Int64GetDatum(org_id);
-		values[1] = Int64GetDatum(id);
-		values[2] = CStringGetTextDatum(status);
-		values[3] = Int32GetDatum(rank);
-		applied = PrmExecute(plans[in_history], values, NULL, false, 0) > 0;
+			if (plans[in_history] == NULL)
+				PrmPrepare(&plans[in_history],
+						   psprintf("UPDATE prm.%s m SET status = $3,"
+									"       delivered_at = CASE WHEN $3 = 'delivered' THEN pg_catalog.now() ELSE m.delivered_at END,"
+									"       updated_at = pg_catalog.now()"
+									" WHERE m.org_id = $1 AND m.id = $2"
+									"   AND (CASE m.status WHEN 'queued' THEN 0 WHEN 'sending' THEN 1 WHEN 'sent' THEN 2"
+									"        WHEN 'read' THEN 4 ELSE 3 END) < $4",
+									in_history ? "outbound_message_history" : "outbound_message"),
+						   4, (Oid[]){INT8OID, INT8OID, TEXTOID, INT4OID});
+			values[0] = Int64GetDatum(org_id);
+			values[1] = Int64GetDatum(id);
+			values[2] = CStringGetTextDatum(status);
+			values[3] = Int32GetDatum(rank);
+			applied = PrmExecute(plans[in_history], values, NULL, false, 0) > 0;
 			if (applied)
 				PrmEmitEvent(org_id, "delivery_status", "outbound_message", id,
 							 psprintf("{\"status\": %s}", PrmJsonString(status)));
@@ -877,10 +876,10 @@ Datum
 prm_redrive_message(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		message_id = PRM_GETARG_INT64_NOTNULL(1, "message_id");
-	Datum		values[2];
-	bool		redriven;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  message_id = PRM_GETARG_INT64_NOTNULL(1, "message_id");
+	Datum			  values[2];
+	bool			  redriven;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
@@ -891,7 +890,7 @@ prm_redrive_message(PG_FUNCTION_ARGS)
 			   "       updated_at = pg_catalog.now()"
 			   " WHERE m.org_id = $1 AND m.id = $2 AND m.status = 'dead'"
 			   " RETURNING m.channel",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(message_id);
 	redriven = PrmExecute(plan, values, NULL, false, 0) > 0;
@@ -912,7 +911,7 @@ int
 PrmArchiveMessages(int limit)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
+	Datum			  values[1];
 
 	PrmPrepare(&plan,
 			   "WITH moved AS ("
@@ -930,7 +929,7 @@ PrmArchiveMessages(int limit)
 			   "SELECT org_id, id, channel, to_address, body, status, attempts, created_at, lease_token,"
 			   "   lease_expires_at, not_before, kind, patient_id, offer_id, dedup_key,"
 			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign FROM moved",
-			   1, (Oid[]) {INT4OID});
+			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
 	return PrmExecute(plan, values, NULL, false, 0);
 }
@@ -943,11 +942,11 @@ prm_health(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr stats_plan = NULL;
 	static SPIPlanPtr probe_plan = NULL;
-	instr_time	start,
-				elapsed;
-	char	   *stats;
-	double		probe_ms;
-	Datum		result;
+	instr_time		  start,
+		elapsed;
+	char  *stats;
+	double probe_ms;
+	Datum  result;
 
 	PrmSpiConnect();
 	if (!PrmCallerIsPrivileged())

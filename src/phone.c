@@ -32,10 +32,10 @@ PG_FUNCTION_INFO_V1(prm_normalize_phone);
 
 typedef struct PhoneRegion
 {
-	const char *region;			/* ISO 3166 alpha-2 */
+	const char *region; /* ISO 3166 alpha-2 */
 	const char *calling_code;
-	char		trunk;			/* trunk prefix digit, or 0 when none */
-	int			min_len;		/* national significant number length */
+	char		trunk;	 /* trunk prefix digit, or 0 when none */
+	int			min_len; /* national significant number length */
 	int			max_len;
 } PhoneRegion;
 
@@ -63,7 +63,7 @@ static const PhoneRegion phone_regions[] = {
 };
 
 static const PhoneRegion *PhoneLookupRegion(const char *region);
-static void PhoneInvalid(const char *input, const char *detail);
+static void				  PhoneInvalid(const char *input, const char *detail);
 
 /* set while PrmTryNormalizePhone runs: report instead of raising */
 static bool phone_soft = false;
@@ -73,7 +73,7 @@ static bool phone_failed = false;
 static const PhoneRegion *
 PhoneLookupRegion(const char *region)
 {
-	int			i;
+	int i;
 
 	for (i = 0; i < (int) lengthof(phone_regions); i++)
 		if (pg_strcasecmp(phone_regions[i].region, region) == 0)
@@ -82,7 +82,7 @@ PhoneLookupRegion(const char *region)
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("phone region \"%s\" is not supported", region),
 			 errhint("Supported regions: US, CA, GB, IE, AU, NZ, DE, AT, CH, FR, NL, BE, ES, IT, SE, DK, NO, ZA, SG, IN.")));
-	return NULL;				/* keep compiler quiet */
+	return NULL; /* keep compiler quiet */
 }
 
 /* Raise 22023 for an unreadable phone number. */
@@ -108,19 +108,19 @@ PhoneInvalid(const char *input, const char *detail)
 char *
 PrmNormalizePhone(const char *input, const char *region)
 {
-	char		digits[64];
-	int			ndigits = 0;
-	bool		plus = false;
-	const char *p;
-	const char *nsn;
-	int			nsn_len;
+	char		   digits[64];
+	int			   ndigits = 0;
+	bool		   plus = false;
+	const char	  *p;
+	const char	  *nsn;
+	int			   nsn_len;
 	StringInfoData out;
 
 	if (strlen(input) > 40)
-		{
-			PhoneInvalid("(too long)", "A phone number has at most 15 digits.");
-			return NULL;
-		}
+	{
+		PhoneInvalid("(too long)", "A phone number has at most 15 digits.");
+		return NULL;
+	}
 
 	for (p = input; *p; p++)
 	{
@@ -135,34 +135,34 @@ PrmNormalizePhone(const char *input, const char *region)
 		else if (*p == '+')
 		{
 			if (plus || ndigits > 0)
-				{
-					PhoneInvalid(input, "A '+' may only start the number.");
-					return NULL;
-				}
+			{
+				PhoneInvalid(input, "A '+' may only start the number.");
+				return NULL;
+			}
 			plus = true;
 		}
 		else if (!(*p == ' ' || *p == '-' || *p == '.' || *p == '(' ||
 				   *p == ')' || *p == '/' || *p == '\t'))
-			{
-				PhoneInvalid(input, "Only digits, spaces, '+', '-', '.', '/' and parentheses are allowed.");
-				return NULL;
-			}
+		{
+			PhoneInvalid(input, "Only digits, spaces, '+', '-', '.', '/' and parentheses are allowed.");
+			return NULL;
+		}
 	}
 	digits[ndigits] = '\0';
 	Assert(ndigits < (int) sizeof(digits));
 
 	if (ndigits == 0)
-		{
-			PhoneInvalid(input, "It has no digits.");
-			return NULL;
-		}
+	{
+		PhoneInvalid(input, "It has no digits.");
+		return NULL;
+	}
 
 	initStringInfo(&out);
 	appendStringInfoChar(&out, '+');
 
 	if (!plus && ndigits > 2 && digits[0] == '0' && digits[1] == '0')
 	{
-		plus = true;			/* 00: international prefix */
+		plus = true; /* 00: international prefix */
 		memmove(digits, digits + 2, ndigits - 1);
 		ndigits -= 2;
 	}
@@ -170,7 +170,7 @@ PrmNormalizePhone(const char *input, const char *region)
 			 PhoneLookupRegion(region ? region : prm_default_region)->calling_code[0] == '1' &&
 			 PhoneLookupRegion(region ? region : prm_default_region)->calling_code[1] == '\0')
 	{
-		plus = true;			/* 011: NANP international prefix */
+		plus = true; /* 011: NANP international prefix */
 		memmove(digits, digits + 3, ndigits - 2);
 		ndigits -= 3;
 	}
@@ -178,15 +178,15 @@ PrmNormalizePhone(const char *input, const char *region)
 	if (plus)
 	{
 		if (digits[0] == '0')
-			{
-				PhoneInvalid(input, "A country calling code never starts with 0.");
-				return NULL;
-			}
+		{
+			PhoneInvalid(input, "A country calling code never starts with 0.");
+			return NULL;
+		}
 		if (ndigits < 8 || ndigits > 15)
-			{
-				PhoneInvalid(input, "An international number has 8 to 15 digits.");
-				return NULL;
-			}
+		{
+			PhoneInvalid(input, "An international number has 8 to 15 digits.");
+			return NULL;
+		}
 		appendStringInfoString(&out, digits);
 		return out.data;
 	}
@@ -203,11 +203,10 @@ PrmNormalizePhone(const char *input, const char *region)
 		}
 		if (nsn_len < r->min_len || nsn_len > r->max_len)
 		{
-			char	   *detail = (r->min_len == r->max_len) ?
-				psprintf("A national number of region %s has %d digits after the trunk prefix.",
-						 r->region, r->min_len) :
-				psprintf("A national number of region %s has %d to %d digits after the trunk prefix.",
-						 r->region, r->min_len, r->max_len);
+			char *detail = (r->min_len == r->max_len) ? psprintf("A national number of region %s has %d digits after the trunk prefix.",
+																 r->region, r->min_len)
+													  : psprintf("A national number of region %s has %d to %d digits after the trunk prefix.",
+																 r->region, r->min_len, r->max_len);
 
 			{
 				PhoneInvalid(input, detail);
@@ -217,10 +216,10 @@ PrmNormalizePhone(const char *input, const char *region)
 		appendStringInfoString(&out, r->calling_code);
 		appendStringInfoString(&out, nsn);
 		if (out.len - 1 > 15)
-			{
-				PhoneInvalid(input, "An E.164 number has at most 15 digits.");
-				return NULL;
-			}
+		{
+			PhoneInvalid(input, "An E.164 number has at most 15 digits.");
+			return NULL;
+		}
 		return out.data;
 	}
 }
@@ -232,7 +231,7 @@ PrmNormalizePhone(const char *input, const char *region)
 char *
 PrmTryNormalizePhone(const char *input, const char *region)
 {
-	char	   *result;
+	char *result;
 
 	(void) PhoneLookupRegion(region ? region : prm_default_region);
 	phone_soft = true;
@@ -261,13 +260,13 @@ char *
 PrmOrgPhoneRegion(int64 org_id)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
-	char	   *region;
+	Datum			  values[1];
+	char			 *region;
 
 	PrmPrepare(&plan,
 			   "SELECT o.settings ->> 'phone_region' FROM prm.organization o"
 			   " WHERE o.id = $1",
-			   1, (Oid[]) {INT8OID});
+			   1, (Oid[]){INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	if (PrmExecute(plan, values, NULL, true, 1) == 1 &&
 		(region = PrmGetText(0, 1)) != NULL)
@@ -282,8 +281,8 @@ PrmOrgPhoneRegion(int64 org_id)
 Datum
 prm_normalize_phone(PG_FUNCTION_ARGS)
 {
-	char	   *phone;
-	char	   *region = NULL;
+	char *phone;
+	char *region = NULL;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();

@@ -36,13 +36,13 @@
 
 PG_MODULE_MAGIC;
 
-void		_PG_init(void);
+void _PG_init(void);
 
-char	   *prm_default_region = NULL;
+char *prm_default_region = NULL;
 
 /* channels notified in the current transaction (reset at transaction end) */
 static List *notified_channels = NIL;
-static bool xact_callback_registered = false;
+static bool	 xact_callback_registered = false;
 
 static void PrmXactCallback(XactEvent event, void *arg);
 
@@ -79,7 +79,7 @@ PrmArgNotNull(FunctionCallInfo fcinfo, int argno, const char *name)
 void
 PrmCheckTextLength(const char *value, const char *name, int maxlen)
 {
-	int			len = pg_mbstrlen(value);
+	int len = pg_mbstrlen(value);
 
 	if (len > maxlen)
 		ereport(ERROR,
@@ -105,7 +105,7 @@ PrmTextArg(FunctionCallInfo fcinfo, int argno, const char *name, int maxlen)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("%s must not be empty", name)));
-	return NULL;				/* keep compiler quiet */
+	return NULL; /* keep compiler quiet */
 }
 
 /* An optional text argument: NULL stays NULL, blank becomes NULL. */
@@ -129,8 +129,8 @@ PrmTextArgOrNull(FunctionCallInfo fcinfo, int argno, const char *name,
 /* one entry of the time zone name cache: lower-cased name -> IANA name */
 typedef struct TzNameEntry
 {
-	char		key[TZ_STRLEN_MAX + 1];
-	char		name[TZ_STRLEN_MAX + 1];
+	char key[TZ_STRLEN_MAX + 1];
+	char name[TZ_STRLEN_MAX + 1];
 } TzNameEntry;
 
 static HTAB *tz_names = NULL;
@@ -139,9 +139,9 @@ static HTAB *tz_names = NULL;
 static void
 PrmLoadTimezoneNames(void)
 {
-	HASHCTL		ctl;
-	HTAB	   *names;
-	uint64		i;
+	HASHCTL ctl;
+	HTAB   *names;
+	uint64	i;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = TZ_STRLEN_MAX + 1;
@@ -155,8 +155,8 @@ PrmLoadTimezoneNames(void)
 		elog(ERROR, "could not read pg_timezone_names");
 	for (i = 0; i < SPI_processed; i++)
 	{
-		char	   *name = PrmGetText(i, 1);
-		char	   *key;
+		char		*name = PrmGetText(i, 1);
+		char		*key;
 		TzNameEntry *entry;
 
 		if (strlen(name) > TZ_STRLEN_MAX)
@@ -195,14 +195,13 @@ PrmValidateTimezone(const char *tzname)
 
 /* Access levels by name, in the order of PrmAccessLevel. */
 static const char *const level_names[] = {
-	"sender", "webhook", "readonly", "staff", "admin"
-};
+	"sender", "webhook", "readonly", "staff", "admin"};
 
 /* Parse an access level name, raising 22023 for an unknown one. */
 PrmAccessLevel
 PrmParseLevel(const char *level)
 {
-	int			i;
+	int i;
 
 	for (i = 0; i < (int) lengthof(level_names); i++)
 		if (strcmp(level, level_names[i]) == 0)
@@ -211,7 +210,7 @@ PrmParseLevel(const char *level)
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("access level \"%s\" is not recognized", level),
 			 errhint("Use one of admin, staff, readonly, webhook, sender.")));
-	return PRM_LEVEL_READONLY;	/* keep compiler quiet */
+	return PRM_LEVEL_READONLY; /* keep compiler quiet */
 }
 
 /* The name of an access level. */
@@ -244,21 +243,21 @@ bool
 PrmCallerIsPrivileged(void)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
-	bool		isnull;
+	Datum			  values[1];
+	bool			  isnull;
 
 	if (superuser_arg(GetOuterUserId()))
 		return true;
 	PrmPrepare(&plan,
 			   "SELECT pg_catalog.pg_has_role($1, e.extowner, 'USAGE')"
 			   "  FROM pg_catalog.pg_extension e WHERE e.extname = 'prm'",
-			   1, (Oid[]) {OIDOID});
+			   1, (Oid[]){OIDOID});
 	values[0] = ObjectIdGetDatum(GetOuterUserId());
 	if (PrmExecute(plan, values, NULL, true, 1) != 1)
 		return false;
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 									  SPI_tuptable->tupdesc, 1, &isnull)) &&
-		!isnull;
+		   !isnull;
 }
 
 /*
@@ -270,14 +269,14 @@ PrmHasOrgAccess(int64 org_id, PrmAccessLevel level)
 {
 	static SPIPlanPtr exists_plan = NULL;
 	static SPIPlanPtr level_plan = NULL;
-	Datum		values[2];
-	uint64		i;
+	Datum			  values[2];
+	uint64			  i;
 
 	if (PrmCallerIsPrivileged())
 	{
 		PrmPrepare(&exists_plan,
 				   "SELECT 1 FROM prm.organization o WHERE o.id = $1",
-				   1, (Oid[]) {INT8OID});
+				   1, (Oid[]){INT8OID});
 		values[0] = Int64GetDatum(org_id);
 		return PrmExecute(exists_plan, values, NULL, true, 1) > 0;
 	}
@@ -286,7 +285,7 @@ PrmHasOrgAccess(int64 org_id, PrmAccessLevel level)
 			   "SELECT a.level FROM prm.org_access a"
 			   " WHERE a.org_id = $1"
 			   "   AND pg_catalog.pg_has_role($2, a.role_id, 'USAGE')",
-			   2, (Oid[]) {INT8OID, OIDOID});
+			   2, (Oid[]){INT8OID, OIDOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = ObjectIdGetDatum(GetOuterUserId());
 	PrmExecute(level_plan, values, NULL, true, 0);
@@ -324,7 +323,7 @@ PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level)
 SPIPlanPtr
 PrmPrepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan;
+	SPIPlanPtr plan;
 
 	if (*cache != NULL)
 		return *cache;
@@ -343,7 +342,7 @@ int
 PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
 		   long count)
 {
-	int			rc;
+	int rc;
 
 	/*
 	 * Reads inside prm's volatile functions must see the function's own
@@ -361,8 +360,8 @@ PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
 int64
 PrmGetInt64(int row, int col, bool *isnull)
 {
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[row],
-								  SPI_tuptable->tupdesc, col, isnull);
+	Datum d = SPI_getbinval(SPI_tuptable->vals[row],
+							SPI_tuptable->tupdesc, col, isnull);
 
 	return *isnull ? 0 : DatumGetInt64(d);
 }
@@ -413,7 +412,7 @@ PrmXactCallback(XactEvent event, void *arg)
 void
 PrmNotifyOnce(const char *channel)
 {
-	ListCell   *lc;
+	ListCell	 *lc;
 	MemoryContext old;
 
 	if (!xact_callback_registered)
@@ -421,7 +420,7 @@ PrmNotifyOnce(const char *channel)
 		RegisterXactCallback(PrmXactCallback, NULL);
 		xact_callback_registered = true;
 	}
-	foreach(lc, notified_channels)
+	foreach (lc, notified_channels)
 		if (strcmp((const char *) lfirst(lc), channel) == 0)
 			return;
 	Async_Notify(channel, NULL);
@@ -439,13 +438,13 @@ PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 			 int64 entity_id, const char *payload_json)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum			  values[6];
+	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
 	PrmPrepare(&plan,
 			   "INSERT INTO prm.event (org_id, kind, entity, entity_id, payload, actor)"
 			   " VALUES ($1, $2, $3, $4, coalesce($5::pg_catalog.jsonb, '{}'), $6)",
-			   6, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID});
+			   6, (Oid[]){INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = CStringGetTextDatum(entity);

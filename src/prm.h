@@ -28,50 +28,50 @@
 /* Access levels, in increasing order of power for the ordered ones. */
 typedef enum PrmAccessLevel
 {
-	PRM_LEVEL_SENDER,			/* claims and acknowledges outbound messages */
-	PRM_LEVEL_WEBHOOK,			/* delivers inbound messages and statuses */
-	PRM_LEVEL_READONLY,			/* reads the organization's rows */
-	PRM_LEVEL_STAFF,			/* runs the clinic: patients, bookings, fills */
-	PRM_LEVEL_ADMIN				/* settings and access of the organization */
+	PRM_LEVEL_SENDER,	/* claims and acknowledges outbound messages */
+	PRM_LEVEL_WEBHOOK,	/* delivers inbound messages and statuses */
+	PRM_LEVEL_READONLY, /* reads the organization's rows */
+	PRM_LEVEL_STAFF,	/* runs the clinic: patients, bookings, fills */
+	PRM_LEVEL_ADMIN		/* settings and access of the organization */
 } PrmAccessLevel;
 
 /* Longest accepted length of short free-text fields (names, reasons). */
-#define PRM_MAX_NAME_LEN	200
-#define PRM_MAX_TEXT_LEN	2000
+#define PRM_MAX_NAME_LEN 200
+#define PRM_MAX_TEXT_LEN 2000
 
 /* settings (prm.c) */
 extern char *prm_default_region;
 
 /* prm.c: argument checks */
-extern void PrmArgNotNull(FunctionCallInfo fcinfo, int argno, const char *name);
+extern void	 PrmArgNotNull(FunctionCallInfo fcinfo, int argno, const char *name);
 extern char *PrmTextArg(FunctionCallInfo fcinfo, int argno, const char *name,
 						int maxlen);
 extern char *PrmTextArgOrNull(FunctionCallInfo fcinfo, int argno,
 							  const char *name, int maxlen);
-extern void PrmCheckTextLength(const char *value, const char *name, int maxlen);
+extern void	 PrmCheckTextLength(const char *value, const char *name, int maxlen);
 extern char *PrmValidateTimezone(const char *tzname);
 
 /* prm.c: tenancy */
-extern bool PrmCallerIsPrivileged(void);
-extern bool PrmHasOrgAccess(int64 org_id, PrmAccessLevel level);
-extern void PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level);
+extern bool			  PrmCallerIsPrivileged(void);
+extern bool			  PrmHasOrgAccess(int64 org_id, PrmAccessLevel level);
+extern void			  PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level);
 extern PrmAccessLevel PrmParseLevel(const char *level);
-extern const char *PrmLevelName(PrmAccessLevel level);
+extern const char	 *PrmLevelName(PrmAccessLevel level);
 
 /* prm.c: SPI helpers */
 extern SPIPlanPtr PrmPrepare(SPIPlanPtr *cache, const char *sql, int nargs,
 							 Oid *argtypes);
-extern int	PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls,
-					   bool read_only, long count);
-extern int64 PrmGetInt64(int row, int col, bool *isnull);
-extern char *PrmGetText(int row, int col);
-extern void PrmSpiConnect(void);
-extern void PrmSpiFinish(void);
+extern int		  PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls,
+							 bool read_only, long count);
+extern int64	  PrmGetInt64(int row, int col, bool *isnull);
+extern char		 *PrmGetText(int row, int col);
+extern void		  PrmSpiConnect(void);
+extern void		  PrmSpiFinish(void);
 
 /* prm.c: events and notifications */
-extern void PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
-						 int64 entity_id, const char *payload_json);
-extern void PrmNotifyOnce(const char *channel);
+extern void	 PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
+						  int64 entity_id, const char *payload_json);
+extern void	 PrmNotifyOnce(const char *channel);
 extern char *PrmJsonString(const char *s);
 
 /* directory.c */
@@ -88,72 +88,72 @@ typedef enum PrmEntity
 	PRM_ENTITY_COUNT
 } PrmEntity;
 
-extern void PrmRequireRow(int64 org_id, PrmEntity entity, int64 id,
-						  bool for_update);
+extern void	 PrmRequireRow(int64 org_id, PrmEntity entity, int64 id,
+						   bool for_update);
 extern int64 PrmBookAppointment(int64 org_id, int64 patient_id,
 								int64 provider_id, TimestampTz starts_at,
 								TimestampTz ends_at, int64 slot_id);
 
 /* phone.c */
 extern char *PrmNormalizePhone(const char *input, const char *region);
-extern void PrmCheckPhoneRegion(const char *region);
+extern void	 PrmCheckPhoneRegion(const char *region);
 extern char *PrmTryNormalizePhone(const char *input, const char *region);
 extern char *PrmOrgPhoneRegion(int64 org_id);
 
 /* settings.c: the effective settings of one organization */
 typedef struct PrmSettings
 {
-	int64		org_id;
-	int32		batch_size;
-	Interval	offer_hold;
-	Interval	first_batch_delay;
-	Interval	min_notice;
-	int32		max_batches;
-	Interval	recent_offer_window;
-	int32		recent_offer_penalty;
-	int32		weight_urgent;
-	int32		weight_wait;
-	int32		weight_seniority;
-	int32		wait_full_days;
-	int32		seniority_full_days;
-	bool		quiet_hours;
-	TimeADT		quiet_start;
-	TimeADT		quiet_end;
-	int32		offer_daily_cap;
-	int32		offer_weekly_cap;
-	int32		max_attempts;
-	Interval	retry_base;
-	char		phone_region[8];
-	char		locale[16];
-	char		timezone[65];
-	char		name[201 * 4];
-	char		sms_number[20];
-	char		accept_url[256];
+	int64	 org_id;
+	int32	 batch_size;
+	Interval offer_hold;
+	Interval first_batch_delay;
+	Interval min_notice;
+	int32	 max_batches;
+	Interval recent_offer_window;
+	int32	 recent_offer_penalty;
+	int32	 weight_urgent;
+	int32	 weight_wait;
+	int32	 weight_seniority;
+	int32	 wait_full_days;
+	int32	 seniority_full_days;
+	bool	 quiet_hours;
+	TimeADT	 quiet_start;
+	TimeADT	 quiet_end;
+	int32	 offer_daily_cap;
+	int32	 offer_weekly_cap;
+	int32	 max_attempts;
+	Interval retry_base;
+	char	 phone_region[8];
+	char	 locale[16];
+	char	 timezone[65];
+	char	 name[201 * 4];
+	char	 sms_number[20];
+	char	 accept_url[256];
 } PrmSettings;
 
-extern void PrmLoadSettings(int64 org_id, PrmSettings *s);
-extern char *PrmFormatSeconds(int64 secs);
-extern int64 PrmIntervalUsecs(const Interval *iv);
+extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);
+extern char				 *PrmFormatSeconds(int64 secs);
+extern int64			  PrmIntervalUsecs(const Interval *iv);
 extern const PrmSettings *PrmGetSettings(int64 org_id);
-extern char *SettingsDefaultsJson(void);
+extern char				 *SettingsDefaultsJson(void);
 
 /* scoring.c */
 typedef struct PrmScoreParts
 {
-	int			urgent;			/* points for urgency */
-	int			boost;			/* the manual boost, as is */
-	int			wait;			/* points for the wait until the current appointment */
-	int			seniority;		/* points for time on the list */
-	int			total;
-	double		days_to_wait;	/* -1 when there is no current appointment */
-	double		days_on_list;
+	int	   urgent;	  /* points for urgency */
+	int	   boost;	  /* the manual boost, as is */
+	int	   wait;	  /* points for the wait until the current appointment */
+	int	   seniority; /* points for time on the list */
+	int	   total;
+	double days_to_wait; /* -1 when there is no current appointment */
+	double days_on_list;
 } PrmScoreParts;
 
-extern void PrmComputeScore(bool urgent, int boost, bool has_appt,
-							TimestampTz appt_at, TimestampTz joined_at,
-							TimestampTz as_of, const PrmSettings *w,
-							PrmScoreParts *out);
-extern void PrmCheckBoost(int boost);
+extern void	 PrmComputeScore(bool urgent, int boost, bool has_appt,
+							 TimestampTz appt_at, TimestampTz joined_at,
+							 TimestampTz as_of, const PrmSettings *w,
+							 PrmScoreParts *out);
+extern void	 PrmCheckBoost(int boost);
 extern char *PrmJsonTimestamp(TimestampTz ts);
 
 #define PRM_GETARG_INT64_NOTNULL(n, name) \
@@ -172,25 +172,25 @@ typedef struct PrmTemplateVar
 	const char *value;
 } PrmTemplateVar;
 
-extern char *PrmRender(int64 org_id, const char *kind, const char *channel,
-					   const char *locale, const PrmTemplateVar *vars, int nvars);
+extern char		  *PrmRender(int64 org_id, const char *kind, const char *channel,
+							 const char *locale, const PrmTemplateVar *vars, int nvars);
 extern TimestampTz PrmQuietRelease(const PrmSettings *s, const char *tz,
 								   TimestampTz t);
-extern int64 PrmEnqueue(int64 org_id, const char *channel, const char *to,
-						const char *body, const char *kind, int64 patient_id,
-						int64 offer_id, const char *dedup_key,
-						TimestampTz not_before);
-extern int	PrmReleaseExpiredLeases(int limit);
-extern int	PrmArchiveMessages(int limit);
+extern int64	   PrmEnqueue(int64 org_id, const char *channel, const char *to,
+							  const char *body, const char *kind, int64 patient_id,
+							  int64 offer_id, const char *dedup_key,
+							  TimestampTz not_before);
+extern int		   PrmReleaseExpiredLeases(int limit);
+extern int		   PrmArchiveMessages(int limit);
 
 /* fill.c */
-extern void PrmSlotFreed(int64 org_id, int64 slot_id);
-extern void PrmSlotTaken(int64 org_id, int64 slot_id);
-extern void PrmWithdrawEntryOffers(int64 org_id, int64 entry_id,
-								   const char *reason);
-extern int	PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs,
-							int limit);
-extern int	PrmSendDueBatches(int limit);
+extern void		   PrmSlotFreed(int64 org_id, int64 slot_id);
+extern void		   PrmSlotTaken(int64 org_id, int64 slot_id);
+extern void		   PrmWithdrawEntryOffers(int64 org_id, int64 entry_id,
+										  const char *reason);
+extern int		   PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs,
+								   int limit);
+extern int		   PrmSendDueBatches(int limit);
 extern const char *PrmFillTakeSweepError(void);
 
 /* directory.c */
@@ -201,14 +201,14 @@ extern int64 PrmCancelAppointment(int64 org_id, int64 appointment_id,
 extern int64 PrmMatchingFollowUps(void);
 
 /* jobs.c */
-extern int	PrmJobCount(void);
+extern int		   PrmJobCount(void);
 extern const char *PrmJobName(int i);
-extern int64 PrmRunJob(int i);
-extern void PrmRecordJobError(int i, const char *message);
+extern int64	   PrmRunJob(int i);
+extern void		   PrmRecordJobError(int i, const char *message);
 extern TimestampTz PrmNextDeadline(void);
 
 /* worker.c */
 extern void PrmWorkerInit(void);
 extern void PrmWakeWorker(TimestampTz deadline);
 
-#endif							/* PRM_H */
+#endif /* PRM_H */

@@ -109,13 +109,13 @@ PG_FUNCTION_INFO_V1(prm_outreach_performance);
 PG_FUNCTION_INFO_V1(prm_search_patients);
 
 /* the shortest rhythm a patient is judged against, in days */
-#define MIN_RHYTHM_DAYS		7.0
+#define MIN_RHYTHM_DAYS 7.0
 /* the most records one sync call takes */
-#define SYNC_MAX_RECORDS	10000
+#define SYNC_MAX_RECORDS 10000
 /* lowest word similarity a name search returns */
-#define SEARCH_MIN_SCORE	"0.3"
+#define SEARCH_MIN_SCORE "0.3"
 /* first key of the advisory lock that serialises syncs of an organization */
-#define SYNC_LOCK_KEY		1886547315	/* "prms" in ASCII */
+#define SYNC_LOCK_KEY 1886547315 /* "prms" in ASCII */
 
 typedef enum ChurnRisk
 {
@@ -126,28 +126,28 @@ typedef enum ChurnRisk
 } ChurnRisk;
 
 static const char *const churn_names[] = {"low", "medium", "high", "critical"};
-static const double churn_retention[] = {0.9, 0.6, 0.3, 0.1};
+static const double		 churn_retention[] = {0.9, 0.6, 0.3, 0.1};
 
 /* What the scoring functions know of one patient. */
 typedef struct PatientFacts
 {
-	int			visits;			/* completed visits */
-	bool		visited;		/* days_since is known */
-	double		days_since;		/* days since the last visit */
-	bool		has_avg;
-	double		avg_days;		/* average days between visits */
-	bool		upcoming;		/* has an upcoming appointment */
-	bool		has_missed;
-	double		missed_rate;	/* (cancellations + no-shows) / appointments */
-	bool		has_response;
-	double		response_rate;	/* replied / outbound */
+	int	   visits;	   /* completed visits */
+	bool   visited;	   /* days_since is known */
+	double days_since; /* days since the last visit */
+	bool   has_avg;
+	double avg_days; /* average days between visits */
+	bool   upcoming; /* has an upcoming appointment */
+	bool   has_missed;
+	double missed_rate; /* (cancellations + no-shows) / appointments */
+	bool   has_response;
+	double response_rate; /* replied / outbound */
 } PatientFacts;
 
 /* one patient touched by a statement */
 typedef struct PatientKey
 {
-	int64		org_id;
-	int64		patient_id;
+	int64 org_id;
+	int64 patient_id;
 } PatientKey;
 
 /* what became of one sync record */
@@ -158,38 +158,37 @@ typedef enum SyncOutcome
 	SYNC_UNCHANGED
 } SyncOutcome;
 
-typedef SyncOutcome (*SyncRecordFn) (int64 org_id, const char *source,
-									 JsonbContainer *record,
-									 const char *external_id, void *arg);
+typedef SyncOutcome (*SyncRecordFn)(int64 org_id, const char *source,
+									JsonbContainer *record,
+									const char *external_id, void *arg);
 
 static const char *const sync_sources[] = {"cliniko", "nookal", "halaxy", "csv"};
 
 static const char *const appointment_statuses[] = {
 	"proposed", "pending", "booked", "arrived", "fulfilled", "cancelled",
-	"noshow", "entered-in-error", "checked-in", "waitlist"
-};
+	"noshow", "entered-in-error", "checked-in", "waitlist"};
 
-static void ReadFacts(FunctionCallInfo fcinfo, PatientFacts *f);
-static double ArgOrDefault(FunctionCallInfo fcinfo, int argno, double dflt);
-static double RhythmDays(int visits, bool has_avg, double avg_days,
-						 double default_interval);
-static ChurnRisk ComputeChurn(const PatientFacts *f, double critical,
-							  double high, double medium,
+static void		   ReadFacts(FunctionCallInfo fcinfo, PatientFacts *f);
+static double	   ArgOrDefault(FunctionCallInfo fcinfo, int argno, double dflt);
+static double	   RhythmDays(int visits, bool has_avg, double avg_days,
 							  double default_interval);
-static double ComputeEngagement(const PatientFacts *f, double critical,
-								double default_interval, double full_visits);
-static void CheckPositive(double value, const char *name);
-static int	StatsRecompute(int64 org_id, int64 patient_id, bool all);
-static int	StatsCollect(Tuplestorestate *ts, TupleDesc desc, AttrNumber org_att,
-						 AttrNumber pat_att, PatientKey **keys, int n, int *cap);
-static int	PatientKeyCmp(const void *a, const void *b);
-static char *SyncSource(FunctionCallInfo fcinfo, int argno);
-static Jsonb *SyncRecords(FunctionCallInfo fcinfo, int argno);
-static char *SyncScalarText(JsonbContainer *obj, const char *key, bool required,
-							int maxlen, bool numbers_too);
-static Datum SyncRun(FunctionCallInfo fcinfo, const char *what,
-					 SyncRecordFn fn);
-static bool SyncRejectable(int sqlerrcode);
+static ChurnRisk   ComputeChurn(const PatientFacts *f, double critical,
+								double high, double medium,
+								double default_interval);
+static double	   ComputeEngagement(const PatientFacts *f, double critical,
+									 double default_interval, double full_visits);
+static void		   CheckPositive(double value, const char *name);
+static int		   StatsRecompute(int64 org_id, int64 patient_id, bool all);
+static int		   StatsCollect(Tuplestorestate *ts, TupleDesc desc, AttrNumber org_att,
+								AttrNumber pat_att, PatientKey **keys, int n, int *cap);
+static int		   PatientKeyCmp(const void *a, const void *b);
+static char		  *SyncSource(FunctionCallInfo fcinfo, int argno);
+static Jsonb	  *SyncRecords(FunctionCallInfo fcinfo, int argno);
+static char		  *SyncScalarText(JsonbContainer *obj, const char *key, bool required,
+								  int maxlen, bool numbers_too);
+static Datum	   SyncRun(FunctionCallInfo fcinfo, const char *what,
+						   SyncRecordFn fn);
+static bool		   SyncRejectable(int sqlerrcode);
 static SyncOutcome SyncPatient(int64 org_id, const char *source,
 							   JsonbContainer *record, const char *external_id,
 							   void *arg);
@@ -197,8 +196,8 @@ static SyncOutcome SyncAppointment(int64 org_id, const char *source,
 								   JsonbContainer *record,
 								   const char *external_id, void *arg);
 static SyncOutcome SyncOutcomeOf(void);
-static void SyncCheckEmail(const char *email);
-static Datum SpiJsonbResult(void);
+static void		   SyncCheckEmail(const char *email);
+static Datum	   SpiJsonbResult(void);
 
 /* ---------------------------------------------------------------------
  * Scoring: pure functions of a patient's facts and the thresholds
@@ -247,7 +246,7 @@ ReadFacts(FunctionCallInfo fcinfo, PatientFacts *f)
 static double
 RhythmDays(int visits, bool has_avg, double avg_days, double default_interval)
 {
-	double		e = (visits >= 2 && has_avg) ? avg_days : default_interval;
+	double e = (visits >= 2 && has_avg) ? avg_days : default_interval;
 
 	return Max(e, MIN_RHYTHM_DAYS);
 }
@@ -257,7 +256,7 @@ static ChurnRisk
 ComputeChurn(const PatientFacts *f, double critical, double high,
 			 double medium, double default_interval)
 {
-	ChurnRisk	risk;
+	ChurnRisk risk;
 
 	if (f->upcoming)
 		risk = CHURN_LOW;
@@ -265,8 +264,8 @@ ComputeChurn(const PatientFacts *f, double critical, double high,
 		risk = CHURN_MEDIUM;
 	else
 	{
-		double		r = f->days_since / RhythmDays(f->visits, f->has_avg,
-												   f->avg_days, default_interval);
+		double r = f->days_since / RhythmDays(f->visits, f->has_avg,
+											  f->avg_days, default_interval);
 
 		if (r >= critical)
 			risk = CHURN_CRITICAL;
@@ -287,10 +286,10 @@ static double
 ComputeEngagement(const PatientFacts *f, double critical,
 				  double default_interval, double full_visits)
 {
-	double		recency;
-	double		frequency;
-	double		attendance;
-	double		replies;
+	double recency;
+	double frequency;
+	double attendance;
+	double replies;
 
 	if (f->upcoming)
 		recency = 40;
@@ -298,8 +297,8 @@ ComputeEngagement(const PatientFacts *f, double critical,
 		recency = 0;
 	else
 	{
-		double		r = f->days_since / RhythmDays(f->visits, f->has_avg,
-												   f->avg_days, default_interval);
+		double r = f->days_since / RhythmDays(f->visits, f->has_avg,
+											  f->avg_days, default_interval);
 
 		recency = 40 * Min(Max(1 - r / critical, 0.0), 1.0);
 	}
@@ -316,8 +315,8 @@ ComputeEngagement(const PatientFacts *f, double critical,
 Datum
 prm_visit_rhythm_days(PG_FUNCTION_ARGS)
 {
-	int			visits = PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0);
-	double		dflt = ArgOrDefault(fcinfo, 2, 180);
+	int	   visits = PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0);
+	double dflt = ArgOrDefault(fcinfo, 2, 180);
 
 	CheckPositive(dflt, "default_interval_days");
 	PG_RETURN_FLOAT8(RhythmDays(visits, !PG_ARGISNULL(1),
@@ -334,10 +333,10 @@ Datum
 prm_churn_risk(PG_FUNCTION_ARGS)
 {
 	PatientFacts f;
-	double		critical = ArgOrDefault(fcinfo, 5, 3.0);
-	double		high = ArgOrDefault(fcinfo, 6, 2.0);
-	double		medium = ArgOrDefault(fcinfo, 7, 1.25);
-	double		dflt = ArgOrDefault(fcinfo, 8, 180);
+	double		 critical = ArgOrDefault(fcinfo, 5, 3.0);
+	double		 high = ArgOrDefault(fcinfo, 6, 2.0);
+	double		 medium = ArgOrDefault(fcinfo, 7, 1.25);
+	double		 dflt = ArgOrDefault(fcinfo, 8, 180);
 
 	CheckPositive(medium, "medium_ratio");
 	CheckPositive(dflt, "default_interval_days");
@@ -348,7 +347,7 @@ prm_churn_risk(PG_FUNCTION_ARGS)
 				 errdetail("medium %g, high %g, critical %g.", medium, high, critical)));
 	ReadFacts(fcinfo, &f);
 	PG_RETURN_TEXT_P(cstring_to_text(churn_names[ComputeChurn(&f, critical, high,
-																medium, dflt)]));
+															  medium, dflt)]));
 }
 
 /* The engagement score from the arguments of engagement_score/_level. */
@@ -356,9 +355,9 @@ static double
 EngagementFromArgs(FunctionCallInfo fcinfo)
 {
 	PatientFacts f;
-	double		critical = ArgOrDefault(fcinfo, 6, 3.0);
-	double		dflt = ArgOrDefault(fcinfo, 7, 180);
-	double		full = ArgOrDefault(fcinfo, 8, 6);
+	double		 critical = ArgOrDefault(fcinfo, 6, 3.0);
+	double		 dflt = ArgOrDefault(fcinfo, 7, 180);
+	double		 full = ArgOrDefault(fcinfo, 8, 6);
 
 	CheckPositive(critical, "critical_ratio");
 	CheckPositive(dflt, "default_interval_days");
@@ -419,14 +418,14 @@ prm_engagement_level(PG_FUNCTION_ARGS)
 Datum
 prm_lifetime_value(PG_FUNCTION_ARGS)
 {
-	Numeric		revenue;
-	int			visits = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
-	double		horizon = ArgOrDefault(fcinfo, 4, 365);
-	double		dflt = ArgOrDefault(fcinfo, 5, 180);
-	char	   *risk;
-	int			i;
-	double		future = 0;
-	Datum		d;
+	Numeric revenue;
+	int		visits = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
+	double	horizon = ArgOrDefault(fcinfo, 4, 365);
+	double	dflt = ArgOrDefault(fcinfo, 5, 180);
+	char   *risk;
+	int		i;
+	double	future = 0;
+	Datum	d;
 
 	CheckPositive(horizon, "horizon_days");
 	CheckPositive(dflt, "default_interval_days");
@@ -444,10 +443,11 @@ prm_lifetime_value(PG_FUNCTION_ARGS)
 	revenue = PG_ARGISNULL(0) ? int64_to_numeric(0) : PG_GETARG_NUMERIC(0);
 	if (visits > 0)
 	{
-		double		per_visit = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-																   NumericGetDatum(revenue))) / visits;
-		double		e = RhythmDays(visits, !PG_ARGISNULL(2),
-								   PG_ARGISNULL(2) ? 0 : PG_GETARG_FLOAT8(2), dflt);
+		double per_visit = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+															  NumericGetDatum(revenue))) /
+						   visits;
+		double e = RhythmDays(visits, !PG_ARGISNULL(2),
+							  PG_ARGISNULL(2) ? 0 : PG_GETARG_FLOAT8(2), dflt);
 
 		future = per_visit * (horizon / e) * churn_retention[i];
 	}
@@ -466,94 +466,94 @@ prm_lifetime_value(PG_FUNCTION_ARGS)
  * The first %s restricts the patients (p), the second the old rows (s).
  * It returns how many existing rows changed level or risk.
  */
-#define STATS_OUTBOUND(cols) \
-	"(SELECT " cols " FROM prm.outbound_message m0" \
-	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id" \
+#define STATS_OUTBOUND(cols)                                          \
+	"(SELECT " cols " FROM prm.outbound_message m0"                   \
+	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id"           \
 	" UNION ALL SELECT " cols " FROM prm.outbound_message_history m0" \
 	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id)"
 
 static const char *const stats_sql =
-"WITH old AS ("
-"  SELECT s.patient_id, s.engagement_level, s.churn_risk FROM prm.patient_stats s"
-"   WHERE s.org_id = $1 AND %s),"
-" fresh AS ("
-"  SELECT p.org_id, p.id AS patient_id, a.total, a.completed, a.cancelled, a.noshow,"
-"         a.first_visit, a.last_visit, a.next_at, a.revenue, g.avg_gap,"
-"         o.n AS out_n, i.n AS in_n, r.n AS replied_n, o.last_at AS out_at, i.last_at AS in_at,"
-"         prm.engagement_level(a.completed, d.days_since, g.avg_gap::float8, a.next_at IS NOT NULL,"
-"           d.missed, CASE WHEN o.n > 0 THEN r.n::float8 / o.n END, t.churn_critical_ratio,"
-"           t.default_visit_interval_days, t.engagement_full_visits, t.engagement_high_score,"
-"           t.engagement_moderate_score, t.engagement_low_score) AS engagement_level,"
-"         prm.churn_risk(a.completed, d.days_since, g.avg_gap::float8, a.next_at IS NOT NULL,"
-"           d.missed, t.churn_critical_ratio, t.churn_high_ratio, t.churn_medium_ratio,"
-"           t.default_visit_interval_days) AS churn_risk"
-"    FROM prm.patient p"
-"    JOIN prm.reengagement_settings t ON t.org_id = p.org_id"
-"    CROSS JOIN LATERAL ("
-"      SELECT pg_catalog.count(*) FILTER (WHERE x.status <> 'entered-in-error')::int AS total,"
-"             pg_catalog.count(*) FILTER (WHERE x.status = 'fulfilled')::int AS completed,"
-"             pg_catalog.count(*) FILTER (WHERE x.status = 'cancelled')::int AS cancelled,"
-"             pg_catalog.count(*) FILTER (WHERE x.status = 'noshow')::int AS noshow,"
-"             pg_catalog.min(x.starts_at) FILTER (WHERE x.status = 'fulfilled') AS first_visit,"
-"             pg_catalog.max(x.starts_at) FILTER (WHERE x.status = 'fulfilled') AS last_visit,"
-"             pg_catalog.min(x.starts_at) FILTER (WHERE x.status IN ('proposed', 'pending', 'booked',"
-"                 'arrived', 'checked-in') AND x.starts_at > pg_catalog.now()) AS next_at,"
-"             coalesce(pg_catalog.sum(x.price) FILTER (WHERE x.status = 'fulfilled'), 0) AS revenue"
-"        FROM prm.appointment x WHERE x.org_id = p.org_id AND x.patient_id = p.id) a"
-"    CROSS JOIN LATERAL ("
-"      SELECT CASE WHEN a.completed >= 2 THEN pg_catalog.round(pg_catalog.date_part('epoch',"
-"               a.last_visit - a.first_visit)::numeric / 86400 / (a.completed - 1), 2) END AS avg_gap) g"
-"    CROSS JOIN LATERAL ("
-"      SELECT pg_catalog.date_part('epoch', pg_catalog.now() - a.last_visit) / 86400 AS days_since,"
-"             CASE WHEN a.total >= 3 THEN (a.cancelled + a.noshow)::float8 / a.total END AS missed) d"
-"    CROSS JOIN LATERAL ("
-"      SELECT pg_catalog.count(*)::int AS n, pg_catalog.max(m.created_at) AS last_at"
-"        FROM " STATS_OUTBOUND("m0.created_at") " m) o"
-"    CROSS JOIN LATERAL ("
-"      SELECT pg_catalog.count(*)::int AS n, pg_catalog.max(y.received_at) AS last_at"
-"        FROM prm.inbound_message y WHERE y.org_id = p.org_id AND y.patient_id = p.id) i"
-"    CROSS JOIN LATERAL ("
-"      SELECT pg_catalog.count(*)::int AS n FROM " STATS_OUTBOUND("m0.created_at") " m"
-"       WHERE i.n > 0 AND EXISTS (SELECT 1 FROM prm.inbound_message y"
-"               WHERE y.org_id = p.org_id AND y.patient_id = p.id"
-"                 AND y.received_at >= m.created_at"
-"                 AND y.received_at < m.created_at + interval '48 hours')) r"
-"   WHERE p.org_id = $1 AND %s),"
-" up AS ("
-"  INSERT INTO prm.patient_stats AS s (org_id, patient_id, total_appointments, completed_visits,"
-"         cancellations, no_shows, first_visit_at, last_visit_at, next_appointment_at, revenue,"
-"         avg_days_between_visits, messages_out, messages_in, replied_out, last_outbound_at,"
-"         last_inbound_at, engagement_level, churn_risk, computed_at)"
-"  SELECT org_id, patient_id, total, completed, cancelled, noshow, first_visit, last_visit, next_at,"
-"         revenue, avg_gap, out_n, in_n, replied_n, out_at, in_at, engagement_level, churn_risk,"
-"         pg_catalog.now()"
-"    FROM fresh"
-"  ON CONFLICT (org_id, patient_id) DO UPDATE SET"
-"         total_appointments = EXCLUDED.total_appointments, completed_visits = EXCLUDED.completed_visits,"
-"         cancellations = EXCLUDED.cancellations, no_shows = EXCLUDED.no_shows,"
-"         first_visit_at = EXCLUDED.first_visit_at, last_visit_at = EXCLUDED.last_visit_at,"
-"         next_appointment_at = EXCLUDED.next_appointment_at, revenue = EXCLUDED.revenue,"
-"         avg_days_between_visits = EXCLUDED.avg_days_between_visits,"
-"         messages_out = EXCLUDED.messages_out, messages_in = EXCLUDED.messages_in,"
-"         replied_out = EXCLUDED.replied_out, last_outbound_at = EXCLUDED.last_outbound_at,"
-"         last_inbound_at = EXCLUDED.last_inbound_at, engagement_level = EXCLUDED.engagement_level,"
-"         churn_risk = EXCLUDED.churn_risk, computed_at = EXCLUDED.computed_at"
-"   WHERE (s.total_appointments, s.completed_visits, s.cancellations, s.no_shows, s.first_visit_at,"
-"          s.last_visit_at, s.next_appointment_at, s.revenue, s.avg_days_between_visits,"
-"          s.messages_out, s.messages_in, s.replied_out, s.last_outbound_at, s.last_inbound_at,"
-"          s.engagement_level, s.churn_risk)"
-"         IS DISTINCT FROM"
-"         (EXCLUDED.total_appointments, EXCLUDED.completed_visits, EXCLUDED.cancellations,"
-"          EXCLUDED.no_shows, EXCLUDED.first_visit_at, EXCLUDED.last_visit_at,"
-"          EXCLUDED.next_appointment_at, EXCLUDED.revenue, EXCLUDED.avg_days_between_visits,"
-"          EXCLUDED.messages_out, EXCLUDED.messages_in, EXCLUDED.replied_out,"
-"          EXCLUDED.last_outbound_at, EXCLUDED.last_inbound_at, EXCLUDED.engagement_level,"
-"          EXCLUDED.churn_risk)"
-"  RETURNING s.patient_id, s.engagement_level, s.churn_risk)"
-"SELECT (SELECT pg_catalog.count(*) FROM fresh)::int,"
-"       (SELECT pg_catalog.count(*)::int FROM up JOIN old USING (patient_id)"
-"         WHERE (old.engagement_level, old.churn_risk) IS DISTINCT FROM"
-"               (up.engagement_level, up.churn_risk))";
+	"WITH old AS ("
+	"  SELECT s.patient_id, s.engagement_level, s.churn_risk FROM prm.patient_stats s"
+	"   WHERE s.org_id = $1 AND %s),"
+	" fresh AS ("
+	"  SELECT p.org_id, p.id AS patient_id, a.total, a.completed, a.cancelled, a.noshow,"
+	"         a.first_visit, a.last_visit, a.next_at, a.revenue, g.avg_gap,"
+	"         o.n AS out_n, i.n AS in_n, r.n AS replied_n, o.last_at AS out_at, i.last_at AS in_at,"
+	"         prm.engagement_level(a.completed, d.days_since, g.avg_gap::float8, a.next_at IS NOT NULL,"
+	"           d.missed, CASE WHEN o.n > 0 THEN r.n::float8 / o.n END, t.churn_critical_ratio,"
+	"           t.default_visit_interval_days, t.engagement_full_visits, t.engagement_high_score,"
+	"           t.engagement_moderate_score, t.engagement_low_score) AS engagement_level,"
+	"         prm.churn_risk(a.completed, d.days_since, g.avg_gap::float8, a.next_at IS NOT NULL,"
+	"           d.missed, t.churn_critical_ratio, t.churn_high_ratio, t.churn_medium_ratio,"
+	"           t.default_visit_interval_days) AS churn_risk"
+	"    FROM prm.patient p"
+	"    JOIN prm.reengagement_settings t ON t.org_id = p.org_id"
+	"    CROSS JOIN LATERAL ("
+	"      SELECT pg_catalog.count(*) FILTER (WHERE x.status <> 'entered-in-error')::int AS total,"
+	"             pg_catalog.count(*) FILTER (WHERE x.status = 'fulfilled')::int AS completed,"
+	"             pg_catalog.count(*) FILTER (WHERE x.status = 'cancelled')::int AS cancelled,"
+	"             pg_catalog.count(*) FILTER (WHERE x.status = 'noshow')::int AS noshow,"
+	"             pg_catalog.min(x.starts_at) FILTER (WHERE x.status = 'fulfilled') AS first_visit,"
+	"             pg_catalog.max(x.starts_at) FILTER (WHERE x.status = 'fulfilled') AS last_visit,"
+	"             pg_catalog.min(x.starts_at) FILTER (WHERE x.status IN ('proposed', 'pending', 'booked',"
+	"                 'arrived', 'checked-in') AND x.starts_at > pg_catalog.now()) AS next_at,"
+	"             coalesce(pg_catalog.sum(x.price) FILTER (WHERE x.status = 'fulfilled'), 0) AS revenue"
+	"        FROM prm.appointment x WHERE x.org_id = p.org_id AND x.patient_id = p.id) a"
+	"    CROSS JOIN LATERAL ("
+	"      SELECT CASE WHEN a.completed >= 2 THEN pg_catalog.round(pg_catalog.date_part('epoch',"
+	"               a.last_visit - a.first_visit)::numeric / 86400 / (a.completed - 1), 2) END AS avg_gap) g"
+	"    CROSS JOIN LATERAL ("
+	"      SELECT pg_catalog.date_part('epoch', pg_catalog.now() - a.last_visit) / 86400 AS days_since,"
+	"             CASE WHEN a.total >= 3 THEN (a.cancelled + a.noshow)::float8 / a.total END AS missed) d"
+	"    CROSS JOIN LATERAL ("
+	"      SELECT pg_catalog.count(*)::int AS n, pg_catalog.max(m.created_at) AS last_at"
+	"        FROM " STATS_OUTBOUND("m0.created_at") " m) o"
+													"    CROSS JOIN LATERAL ("
+													"      SELECT pg_catalog.count(*)::int AS n, pg_catalog.max(y.received_at) AS last_at"
+													"        FROM prm.inbound_message y WHERE y.org_id = p.org_id AND y.patient_id = p.id) i"
+													"    CROSS JOIN LATERAL ("
+													"      SELECT pg_catalog.count(*)::int AS n FROM " STATS_OUTBOUND("m0.created_at") " m"
+																																	   "       WHERE i.n > 0 AND EXISTS (SELECT 1 FROM prm.inbound_message y"
+																																	   "               WHERE y.org_id = p.org_id AND y.patient_id = p.id"
+																																	   "                 AND y.received_at >= m.created_at"
+																																	   "                 AND y.received_at < m.created_at + interval '48 hours')) r"
+																																	   "   WHERE p.org_id = $1 AND %s),"
+																																	   " up AS ("
+																																	   "  INSERT INTO prm.patient_stats AS s (org_id, patient_id, total_appointments, completed_visits,"
+																																	   "         cancellations, no_shows, first_visit_at, last_visit_at, next_appointment_at, revenue,"
+																																	   "         avg_days_between_visits, messages_out, messages_in, replied_out, last_outbound_at,"
+																																	   "         last_inbound_at, engagement_level, churn_risk, computed_at)"
+																																	   "  SELECT org_id, patient_id, total, completed, cancelled, noshow, first_visit, last_visit, next_at,"
+																																	   "         revenue, avg_gap, out_n, in_n, replied_n, out_at, in_at, engagement_level, churn_risk,"
+																																	   "         pg_catalog.now()"
+																																	   "    FROM fresh"
+																																	   "  ON CONFLICT (org_id, patient_id) DO UPDATE SET"
+																																	   "         total_appointments = EXCLUDED.total_appointments, completed_visits = EXCLUDED.completed_visits,"
+																																	   "         cancellations = EXCLUDED.cancellations, no_shows = EXCLUDED.no_shows,"
+																																	   "         first_visit_at = EXCLUDED.first_visit_at, last_visit_at = EXCLUDED.last_visit_at,"
+																																	   "         next_appointment_at = EXCLUDED.next_appointment_at, revenue = EXCLUDED.revenue,"
+																																	   "         avg_days_between_visits = EXCLUDED.avg_days_between_visits,"
+																																	   "         messages_out = EXCLUDED.messages_out, messages_in = EXCLUDED.messages_in,"
+																																	   "         replied_out = EXCLUDED.replied_out, last_outbound_at = EXCLUDED.last_outbound_at,"
+																																	   "         last_inbound_at = EXCLUDED.last_inbound_at, engagement_level = EXCLUDED.engagement_level,"
+																																	   "         churn_risk = EXCLUDED.churn_risk, computed_at = EXCLUDED.computed_at"
+																																	   "   WHERE (s.total_appointments, s.completed_visits, s.cancellations, s.no_shows, s.first_visit_at,"
+																																	   "          s.last_visit_at, s.next_appointment_at, s.revenue, s.avg_days_between_visits,"
+																																	   "          s.messages_out, s.messages_in, s.replied_out, s.last_outbound_at, s.last_inbound_at,"
+																																	   "          s.engagement_level, s.churn_risk)"
+																																	   "         IS DISTINCT FROM"
+																																	   "         (EXCLUDED.total_appointments, EXCLUDED.completed_visits, EXCLUDED.cancellations,"
+																																	   "          EXCLUDED.no_shows, EXCLUDED.first_visit_at, EXCLUDED.last_visit_at,"
+																																	   "          EXCLUDED.next_appointment_at, EXCLUDED.revenue, EXCLUDED.avg_days_between_visits,"
+																																	   "          EXCLUDED.messages_out, EXCLUDED.messages_in, EXCLUDED.replied_out,"
+																																	   "          EXCLUDED.last_outbound_at, EXCLUDED.last_inbound_at, EXCLUDED.engagement_level,"
+																																	   "          EXCLUDED.churn_risk)"
+																																	   "  RETURNING s.patient_id, s.engagement_level, s.churn_risk)"
+																																	   "SELECT (SELECT pg_catalog.count(*) FROM fresh)::int,"
+																																	   "       (SELECT pg_catalog.count(*)::int FROM up JOIN old USING (patient_id)"
+																																	   "         WHERE (old.engagement_level, old.churn_risk) IS DISTINCT FROM"
+																																	   "               (up.engagement_level, up.churn_risk))";
 
 /*
  * Recompute the statistics of one patient (or, with all, of every patient
@@ -566,17 +566,17 @@ StatsRecomputeCounting(int64 org_id, int64 patient_id, bool all, int *patients)
 {
 	static SPIPlanPtr one_plan = NULL;
 	static SPIPlanPtr all_plan = NULL;
-	SPIPlanPtr	plan;
-	Datum		values[2];
-	bool		isnull;
+	SPIPlanPtr		  plan;
+	Datum			  values[2];
+	bool			  isnull;
 
 	if (all)
 		plan = PrmPrepare(&all_plan, psprintf(stats_sql, "true", "true"),
-						  1, (Oid[]) {INT8OID});
+						  1, (Oid[]){INT8OID});
 	else
 		plan = PrmPrepare(&one_plan,
 						  psprintf(stats_sql, "s.patient_id = $2", "p.id = $2"),
-						  2, (Oid[]) {INT8OID, INT8OID});
+						  2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(patient_id);
 	if (PrmExecute(plan, values, NULL, false, 0) != 1)
@@ -625,10 +625,10 @@ StatsCollect(Tuplestorestate *ts, TupleDesc desc, AttrNumber org_att,
 	tuplestore_rescan(ts);
 	while (tuplestore_gettupleslot(ts, true, false, slot))
 	{
-		bool		org_null;
-		bool		pat_null;
-		Datum		org = slot_getattr(slot, org_att, &org_null);
-		Datum		pat = slot_getattr(slot, pat_att, &pat_null);
+		bool  org_null;
+		bool  pat_null;
+		Datum org = slot_getattr(slot, org_att, &org_null);
+		Datum pat = slot_getattr(slot, pat_att, &pat_null);
 
 		if (org_null || pat_null)
 			continue;
@@ -654,14 +654,14 @@ Datum
 prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
-	AttrNumber	org_att;
-	AttrNumber	pat_att;
-	PatientKey *keys;
-	int			cap = 16;
-	int			n = 0;
-	int			i;
-	int			changed = 0;
+	TupleDesc	 desc;
+	AttrNumber	 org_att;
+	AttrNumber	 pat_att;
+	PatientKey	*keys;
+	int			 cap = 16;
+	int			 n = 0;
+	int			 i;
+	int			 changed = 0;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
@@ -706,14 +706,14 @@ Datum
 prm_rebuild_patient_stats(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr delete_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	Datum		values[1];
-	int			patients;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	Datum			  values[1];
+	int				  patients;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	PrmPrepare(&delete_plan, "DELETE FROM prm.patient_stats s WHERE s.org_id = $1",
-			   1, (Oid[]) {INT8OID});
+			   1, (Oid[]){INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	PrmExecute(delete_plan, values, NULL, false, 0);
 	(void) StatsRecomputeCounting(org_id, 0, true, &patients);
@@ -732,8 +732,8 @@ prm_rebuild_patient_stats(PG_FUNCTION_ARGS)
 static char *
 SyncSource(FunctionCallInfo fcinfo, int argno)
 {
-	char	   *source = PrmTextArg(fcinfo, argno, "source", 40);
-	int			i;
+	char *source = PrmTextArg(fcinfo, argno, "source", 40);
+	int	  i;
 
 	for (i = 0; i < (int) lengthof(sync_sources); i++)
 		if (strcmp(source, sync_sources[i]) == 0)
@@ -742,14 +742,14 @@ SyncSource(FunctionCallInfo fcinfo, int argno)
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("sync source \"%s\" is not recognized", source),
 			 errhint("Use cliniko, nookal, halaxy or csv.")));
-	return NULL;				/* keep compiler quiet */
+	return NULL; /* keep compiler quiet */
 }
 
 /* The records argument: a JSON array of at most SYNC_MAX_RECORDS. */
 static Jsonb *
 SyncRecords(FunctionCallInfo fcinfo, int argno)
 {
-	Jsonb	   *records;
+	Jsonb *records;
 
 	PrmArgNotNull(fcinfo, argno, "records");
 	records = PG_GETARG_JSONB_P(argno);
@@ -815,19 +815,19 @@ static bool
 SyncRejectable(int sqlerrcode)
 {
 	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_DATA_EXCEPTION ||
-		ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
-		sqlerrcode == ERRCODE_NO_DATA_FOUND;
+		   ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+		   sqlerrcode == ERRCODE_NO_DATA_FOUND;
 }
 
 /* The outcome from the (id, inserted, changed) row of an upsert. */
 static SyncOutcome
 SyncOutcomeOf(void)
 {
-	bool		isnull;
-	bool		inserted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-													  SPI_tuptable->tupdesc, 2, &isnull));
-	bool		changed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-													 SPI_tuptable->tupdesc, 3, &isnull));
+	bool isnull;
+	bool inserted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 2, &isnull));
+	bool changed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 3, &isnull));
 
 	if (inserted)
 		return SYNC_INSERTED;
@@ -859,17 +859,17 @@ SyncPatient(int64 org_id, const char *source, JsonbContainer *record,
 			const char *external_id, void *arg)
 {
 	static SPIPlanPtr plan = NULL;
-	const char *region = (const char *) arg;
-	char	   *given = SyncScalarText(record, "given_name", true, PRM_MAX_NAME_LEN, false);
-	char	   *family = SyncScalarText(record, "family_name", true, PRM_MAX_NAME_LEN, false);
-	char	   *phone = SyncScalarText(record, "phone", false, 40, true);
-	char	   *email = SyncScalarText(record, "email", false, 254, false);
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	const char		 *region = (const char *) arg;
+	char			 *given = SyncScalarText(record, "given_name", true, PRM_MAX_NAME_LEN, false);
+	char			 *family = SyncScalarText(record, "family_name", true, PRM_MAX_NAME_LEN, false);
+	char			 *phone = SyncScalarText(record, "phone", false, 40, true);
+	char			 *email = SyncScalarText(record, "email", false, 254, false);
+	Datum			  values[7];
+	char			  nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	if (phone)
 	{
-		char	   *e164 = PrmTryNormalizePhone(phone, region);
+		char *e164 = PrmTryNormalizePhone(phone, region);
 
 		if (e164 == NULL)
 			ereport(ERROR,
@@ -901,7 +901,7 @@ SyncPatient(int64 org_id, const char *source, JsonbContainer *record,
 			   "  RETURNING p.id)"
 			   "SELECT up.id, old.id IS NULL, coalesce(old.changed, true)"
 			   "  FROM up LEFT JOIN old ON true",
-			   7, (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+			   7, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(source);
 	values[2] = CStringGetTextDatum(external_id);
@@ -927,21 +927,21 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 {
 	static SPIPlanPtr patient_plan = NULL;
 	static SPIPlanPtr plan = NULL;
-	char	   *patient_ext = SyncScalarText(record, "patient_external_id", true, 200, true);
-	char	   *provider = SyncScalarText(record, "provider_id", true, 20, true);
-	char	   *starts = SyncScalarText(record, "starts_at", true, 64, false);
-	char	   *ends = SyncScalarText(record, "ends_at", true, 64, false);
-	char	   *status = SyncScalarText(record, "status", false, 30, false);
-	char	   *price = SyncScalarText(record, "price", false, 20, true);
-	int64		provider_id;
-	int64		patient_id;
-	TimestampTz starts_at;
-	TimestampTz ends_at;
-	Datum		price_num = (Datum) 0;
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
-	int			i;
+	char			 *patient_ext = SyncScalarText(record, "patient_external_id", true, 200, true);
+	char			 *provider = SyncScalarText(record, "provider_id", true, 20, true);
+	char			 *starts = SyncScalarText(record, "starts_at", true, 64, false);
+	char			 *ends = SyncScalarText(record, "ends_at", true, 64, false);
+	char			 *status = SyncScalarText(record, "status", false, 30, false);
+	char			 *price = SyncScalarText(record, "price", false, 20, true);
+	int64			  provider_id;
+	int64			  patient_id;
+	TimestampTz		  starts_at;
+	TimestampTz		  ends_at;
+	Datum			  price_num = (Datum) 0;
+	Datum			  values[9];
+	char			  nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool			  isnull;
+	int				  i;
 
 	provider_id = DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(provider)));
 	starts_at = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(starts),
@@ -987,7 +987,7 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 	PrmPrepare(&patient_plan,
 			   "SELECT p.id FROM prm.patient p"
 			   " WHERE p.org_id = $1 AND p.external_source = $2 AND p.external_id = $3",
-			   3, (Oid[]) {INT8OID, TEXTOID, TEXTOID});
+			   3, (Oid[]){INT8OID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(source);
 	values[2] = CStringGetTextDatum(patient_ext);
@@ -1020,8 +1020,7 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 			   "  RETURNING a.id)"
 			   "SELECT up.id, old.id IS NULL, coalesce(old.changed, true)"
 			   "  FROM up LEFT JOIN old ON true",
-			   9, (Oid[]) {INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, TEXTOID, NUMERICOID});
+			   9, (Oid[]){INT8OID, TEXTOID, TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, NUMERICOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(source);
 	values[2] = CStringGetTextDatum(external_id);
@@ -1047,22 +1046,22 @@ static Datum
 SyncRun(FunctionCallInfo fcinfo, const char *what, SyncRecordFn fn)
 {
 	static SPIPlanPtr lock_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char	   *source = SyncSource(fcinfo, 1);
-	Jsonb	   *records = SyncRecords(fcinfo, 2);
-	uint32		count = JB_ROOT_COUNT(records);
-	MemoryContext fn_cxt = CurrentMemoryContext;
-	MemoryContext spi_cxt;
-	ResourceOwner owner = CurrentResourceOwner;
-	HASHCTL		ctl;
-	HTAB	   *seen;
-	StringInfoData rejections;
-	int			counts[3] = {0, 0, 0};
-	int			rejected = 0;
-	uint32		i;
-	Datum		values[1];
-	char	   *result;
-	char	   *region;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char			 *source = SyncSource(fcinfo, 1);
+	Jsonb			 *records = SyncRecords(fcinfo, 2);
+	uint32			  count = JB_ROOT_COUNT(records);
+	MemoryContext	  fn_cxt = CurrentMemoryContext;
+	MemoryContext	  spi_cxt;
+	ResourceOwner	  owner = CurrentResourceOwner;
+	HASHCTL			  ctl;
+	HTAB			 *seen;
+	StringInfoData	  rejections;
+	int				  counts[3] = {0, 0, 0};
+	int				  rejected = 0;
+	uint32			  i;
+	Datum			  values[1];
+	char			 *result;
+	char			 *region;
 
 	initStringInfo(&rejections);
 	memset(&ctl, 0, sizeof(ctl));
@@ -1078,23 +1077,23 @@ SyncRun(FunctionCallInfo fcinfo, const char *what, SyncRecordFn fn)
 	region = PrmOrgPhoneRegion(org_id);
 	PrmPrepare(&lock_plan,
 			   "SELECT pg_catalog.pg_advisory_xact_lock(" CppAsString2(SYNC_LOCK_KEY) ","
-			   "       pg_catalog.hashint8($1))",
-			   1, (Oid[]) {INT8OID});
+																					  "       pg_catalog.hashint8($1))",
+			   1, (Oid[]){INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	PrmExecute(lock_plan, values, NULL, false, 0);
 
 	for (i = 0; i < count; i++)
 	{
 		JsonbValue *elem = getIthJsonbValueFromContainer(&records->root, i);
-		char	   *volatile external_id = NULL;
-		char	   *volatile reason = NULL;
+		char *volatile external_id = NULL;
+		char *volatile reason = NULL;
 		volatile SyncOutcome outcome = SYNC_UNCHANGED;
 
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(spi_cxt);
 		PG_TRY();
 		{
-			bool		found;
+			bool found;
 
 			if (elem == NULL || elem->type != jbvBinary ||
 				!JsonContainerIsObject(elem->val.binary.data))
@@ -1115,7 +1114,7 @@ SyncRun(FunctionCallInfo fcinfo, const char *what, SyncRecordFn fn)
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
+			ErrorData *edata;
 
 			MemoryContextSwitchTo(fn_cxt);
 			edata = CopyErrorData();
@@ -1188,8 +1187,8 @@ prm_sync_appointments(PG_FUNCTION_ARGS)
 static Datum
 SpiJsonbResult(void)
 {
-	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	bool  isnull;
+	Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
 	Assert(!isnull);
 	return SPI_datumTransfer(d, false, -1);
@@ -1202,10 +1201,10 @@ Datum
 prm_reengagement_summary(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	Datum		values[1];
-	Datum		result;
-	int			save_nestlevel;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	Datum			  values[1];
+	Datum			  result;
+	int				  save_nestlevel;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
@@ -1229,7 +1228,7 @@ prm_reengagement_summary(PG_FUNCTION_ARGS)
 			   "  'total_revenue', coalesce(pg_catalog.sum(v.total_revenue), 0),"
 			   "  'generated_at', pg_catalog.now())"
 			   "  FROM prm.patient_profile v WHERE v.org_id = $1",
-			   1, (Oid[]) {INT8OID});
+			   1, (Oid[]){INT8OID});
 	values[0] = Int64GetDatum(org_id);
 
 	/*
@@ -1255,12 +1254,12 @@ Datum
 prm_outreach_performance(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	Interval   *window;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	int64		usecs;
-	Datum		result;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	Interval		 *window;
+	Datum			  values[3];
+	char			  nulls[3] = {' ', ' ', ' '};
+	int64			  usecs;
+	Datum			  result;
 
 	PrmArgNotNull(fcinfo, 2, "rebook_window");
 	window = PG_GETARG_INTERVAL_P(2);
@@ -1304,7 +1303,7 @@ prm_outreach_performance(PG_FUNCTION_ARGS)
 			   "     'rebook_rate', pg_catalog.round(per.rebooked::numeric / NULLIF(per.reached, 0), 3))"
 			   "     ORDER BY per.campaign), '[]'))"
 			   "  FROM per",
-			   3, (Oid[]) {INT8OID, TIMESTAMPTZOID, INTERVALOID});
+			   3, (Oid[]){INT8OID, TIMESTAMPTZOID, INTERVALOID});
 	values[0] = Int64GetDatum(org_id);
 	if (PG_ARGISNULL(1))
 		values[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() - 90 * USECS_PER_DAY);
@@ -1323,7 +1322,8 @@ SearchTrgmSchema(void)
 {
 	if (SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e"
 					"  JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
-					" WHERE e.extname = 'pg_trgm'", true, 1) != SPI_OK_SELECT)
+					" WHERE e.extname = 'pg_trgm'",
+					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up pg_trgm");
 	if (SPI_processed != 1)
 		ereport(ERROR,
@@ -1345,22 +1345,22 @@ prm_search_patients(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr name_plan = NULL;
 	static SPIPlanPtr exact_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char	   *query = PrmTextArg(fcinfo, 1, "query", PRM_MAX_NAME_LEN);
-	int32		page_size = PRM_GETARG_INT32_NOTNULL(2, "page_size");
-	char	   *cursor = PrmTextArgOrNull(fcinfo, 3, "cursor", 100);
-	const char *kind;
-	float4		after_score = 0;
-	int64		after_id = 0;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	StringInfoData out;
-	MemoryContext fn_cxt = CurrentMemoryContext;
-	const char *p;
-	int			digits = 0;
-	bool		phone_like = true;
-	int			n;
-	int			i;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char			 *query = PrmTextArg(fcinfo, 1, "query", PRM_MAX_NAME_LEN);
+	int32			  page_size = PRM_GETARG_INT32_NOTNULL(2, "page_size");
+	char			 *cursor = PrmTextArgOrNull(fcinfo, 3, "cursor", 100);
+	const char		 *kind;
+	float4			  after_score = 0;
+	int64			  after_id = 0;
+	Datum			  values[5];
+	char			  nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	StringInfoData	  out;
+	MemoryContext	  fn_cxt = CurrentMemoryContext;
+	const char		 *p;
+	int				  digits = 0;
+	bool			  phone_like = true;
+	int				  n;
+	int				  i;
 
 	if (page_size < 1 || page_size > 100)
 		ereport(ERROR,
@@ -1369,7 +1369,7 @@ prm_search_patients(PG_FUNCTION_ARGS)
 				 errdetail("A page holds 1 to 100 patients.")));
 	if (cursor)
 	{
-		char		extra;
+		char extra;
 
 		if (sscanf(cursor, "%f:" INT64_FORMAT "%c", &after_score, &after_id, &extra) != 2 ||
 			isnan(after_score) || after_id <= 0)
@@ -1397,7 +1397,7 @@ prm_search_patients(PG_FUNCTION_ARGS)
 
 	if (strchr(query, '@') != NULL || (phone_like && digits >= 6))
 	{
-		char	   *key = query;
+		char *key = query;
 
 		if (strchr(query, '@') == NULL)
 		{
@@ -1415,7 +1415,7 @@ prm_search_patients(PG_FUNCTION_ARGS)
 				   "            ELSE p.phone = $2 END"
 				   "   AND ($4::bigint IS NULL OR p.id > $4)"
 				   " ORDER BY p.id LIMIT $5",
-				   5, (Oid[]) {INT8OID, TEXTOID, FLOAT4OID, INT8OID, INT4OID});
+				   5, (Oid[]){INT8OID, TEXTOID, FLOAT4OID, INT8OID, INT4OID});
 		if (key == NULL)
 			n = 0;
 		else
@@ -1426,12 +1426,12 @@ prm_search_patients(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		int			save_nestlevel;
+		int save_nestlevel;
 
 		kind = "name";
 		if (name_plan == NULL)
 		{
-			char	   *trgm = SearchTrgmSchema();
+			char *trgm = SearchTrgmSchema();
 
 			PrmPrepare(&name_plan,
 					   psprintf("SELECT m.id, m.given_name, m.family_name, m.email, m.phone, m.score"
@@ -1443,8 +1443,9 @@ prm_search_patients(PG_FUNCTION_ARGS)
 								"           AND pg_catalog.lower($2) OPERATOR(%s.<%%)"
 								"               pg_catalog.lower(p.given_name || ' ' || p.family_name)) m"
 								" WHERE $3::real IS NULL OR m.score < $3 OR (m.score = $3 AND m.id > $4)"
-								" ORDER BY m.score DESC, m.id LIMIT $5", trgm, trgm),
-					   5, (Oid[]) {INT8OID, TEXTOID, FLOAT4OID, INT8OID, INT4OID});
+								" ORDER BY m.score DESC, m.id LIMIT $5",
+								trgm, trgm),
+					   5, (Oid[]){INT8OID, TEXTOID, FLOAT4OID, INT8OID, INT4OID});
 		}
 		values[1] = CStringGetTextDatum(query);
 		/* the index condition <% uses this threshold */
@@ -1465,8 +1466,8 @@ prm_search_patients(PG_FUNCTION_ARGS)
 	appendStringInfo(&out, "{\"kind\": \"%s\", \"results\": [", kind);
 	for (i = 0; i < n && i < page_size; i++)
 	{
-		char	   *email = PrmGetText(i, 4);
-		char	   *phone = PrmGetText(i, 5);
+		char *email = PrmGetText(i, 4);
+		char *phone = PrmGetText(i, 5);
 
 		appendStringInfo(&out,
 						 "%s{\"patient_id\": %s, \"given_name\": %s, \"family_name\": %s,"
@@ -1479,9 +1480,9 @@ prm_search_patients(PG_FUNCTION_ARGS)
 	appendStringInfoString(&out, "], \"next_cursor\": ");
 	if (n > page_size)
 	{
-		bool		isnull;
-		float4		score = DatumGetFloat4(SPI_getbinval(SPI_tuptable->vals[page_size - 1],
-														 SPI_tuptable->tupdesc, 6, &isnull));
+		bool   isnull;
+		float4 score = DatumGetFloat4(SPI_getbinval(SPI_tuptable->vals[page_size - 1],
+													SPI_tuptable->tupdesc, 6, &isnull));
 
 		appendStringInfo(&out, "\"%.9g:%s\"", score, PrmGetText(page_size - 1, 1));
 	}

@@ -122,7 +122,7 @@ PrmComputeScore(bool urgent, int boost, bool has_appt, TimestampTz appt_at,
 char *
 PrmJsonTimestamp(TimestampTz ts)
 {
-	char		buf[MAXDATELEN + 1];
+	char buf[MAXDATELEN + 1];
 
 	return PrmJsonString(JsonEncodeDateTime(buf, TimestampTzGetDatum(ts),
 											TIMESTAMPTZOID, NULL));
@@ -158,9 +158,9 @@ prm_priority_score(PG_FUNCTION_ARGS)
 Datum
 prm_priority_score_weighted(PG_FUNCTION_ARGS)
 {
-	PrmSettings w;
+	PrmSettings	  w;
 	PrmScoreParts parts;
-	int			i;
+	int			  i;
 
 	for (i = 0; i < 10; i++)
 		if (i != 2 && PG_ARGISNULL(i))
@@ -189,27 +189,26 @@ prm_priority_score_weighted(PG_FUNCTION_ARGS)
 Datum
 prm_waitlist_entry_score_trigger(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	tupdesc;
-	HeapTuple	tuple;
-	bool		isnull;
-	int64		org_id;
-	bool		urgent;
-	int			boost;
-	Datum		appt;
-	bool		appt_null;
-	TimestampTz joined_at;
+	TriggerData	 *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	  tupdesc;
+	HeapTuple	  tuple;
+	bool		  isnull;
+	int64		  org_id;
+	bool		  urgent;
+	int			  boost;
+	Datum		  appt;
+	bool		  appt_null;
+	TimestampTz	  joined_at;
 	PrmScoreParts parts;
-	int			col;
-	Datum		newval;
-	bool		newnull = false;
+	int			  col;
+	Datum		  newval;
+	bool		  newnull = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
 		elog(ERROR, "waitlist_entry_score_trigger: not called as a BEFORE ROW trigger");
 
-	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
-		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_newtuple : trigdata->tg_trigtuple;
 	tupdesc = trigdata->tg_relation->rd_att;
 
 	org_id = DatumGetInt64(heap_getattr(tuple, SPI_fnumber(tupdesc, "org_id"), tupdesc, &isnull));
@@ -240,7 +239,7 @@ static void
 ScoringRefreshCurrentAppointment(int64 org_id, int64 patient_id)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
+	Datum			  values[2];
 
 	PrmPrepare(&plan,
 			   "UPDATE prm.waitlist_entry w SET current_appointment_at = x.next_at"
@@ -254,7 +253,7 @@ ScoringRefreshCurrentAppointment(int64 org_id, int64 patient_id)
 			   "         WHERE w2.org_id = $1 AND w2.patient_id = $2 AND w2.status = 'waiting') x"
 			   " WHERE w.org_id = $1 AND w.id = x.id"
 			   "   AND w.current_appointment_at IS DISTINCT FROM x.next_at",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(patient_id);
 	PrmExecute(plan, values, NULL, false, 0);
@@ -268,11 +267,11 @@ Datum
 prm_appointment_waitlist_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	tupdesc;
-	bool		isnull;
-	int64		org_id;
-	int64		patient_id;
-	HeapTuple	tuple;
+	TupleDesc	 tupdesc;
+	bool		 isnull;
+	int64		 org_id;
+	int64		 patient_id;
+	HeapTuple	 tuple;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
@@ -286,7 +285,7 @@ prm_appointment_waitlist_trigger(PG_FUNCTION_ARGS)
 	ScoringRefreshCurrentAppointment(org_id, patient_id);
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
-		int64		new_patient;
+		int64 new_patient;
 
 		tuple = trigdata->tg_newtuple;
 		new_patient = DatumGetInt64(heap_getattr(tuple, SPI_fnumber(tupdesc, "patient_id"), tupdesc, &isnull));
@@ -307,16 +306,16 @@ prm_join_waitlist(PG_FUNCTION_ARGS)
 	static SPIPlanPtr find_plan = NULL;
 	static SPIPlanPtr update_plan = NULL;
 	static SPIPlanPtr insert_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		patient_id = PRM_GETARG_INT64_NOTNULL(1, "patient_id");
-	bool		has_provider = !PG_ARGISNULL(2);
-	int64		provider_id = has_provider ? PG_GETARG_INT64(2) : 0;
-	bool		urgent = PRM_GETARG_BOOL_NOTNULL(3, "urgent");
-	int32		boost = PRM_GETARG_INT32_NOTNULL(4, "manual_boost");
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
-	int64		id;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  patient_id = PRM_GETARG_INT64_NOTNULL(1, "patient_id");
+	bool			  has_provider = !PG_ARGISNULL(2);
+	int64			  provider_id = has_provider ? PG_GETARG_INT64(2) : 0;
+	bool			  urgent = PRM_GETARG_BOOL_NOTNULL(3, "urgent");
+	int32			  boost = PRM_GETARG_INT32_NOTNULL(4, "manual_boost");
+	Datum			  values[5];
+	char			  nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	bool			  isnull;
+	int64			  id;
 
 	PrmCheckBoost(boost);
 	PrmSpiConnect();
@@ -338,14 +337,14 @@ prm_join_waitlist(PG_FUNCTION_ARGS)
 			   "SELECT w.id FROM prm.waitlist_entry w"
 			   " WHERE w.org_id = $1 AND w.patient_id = $2 AND w.status = 'waiting'"
 			   "   AND w.provider_id IS NOT DISTINCT FROM $3 FOR UPDATE",
-			   3, (Oid[]) {INT8OID, INT8OID, INT8OID});
+			   3, (Oid[]){INT8OID, INT8OID, INT8OID});
 	if (PrmExecute(find_plan, values, nulls, false, 1) == 1)
 	{
 		id = PrmGetInt64(0, 1, &isnull);
 		PrmPrepare(&update_plan,
 				   "UPDATE prm.waitlist_entry w SET urgent = $4, manual_boost = $5"
 				   " WHERE w.org_id = $1 AND w.id = $2",
-				   5, (Oid[]) {INT8OID, INT8OID, INT8OID, BOOLOID, INT4OID});
+				   5, (Oid[]){INT8OID, INT8OID, INT8OID, BOOLOID, INT4OID});
 		values[1] = Int64GetDatum(id);
 		PrmExecute(update_plan, values, nulls, false, 0);
 		PrmEmitEvent(org_id, "waitlist_entry_updated", "waitlist_entry", id,
@@ -364,7 +363,7 @@ prm_join_waitlist(PG_FUNCTION_ARGS)
 				   "            AND a.starts_at > pg_catalog.now()"
 				   "            AND ($3 IS NULL OR a.provider_id = $3))"
 				   " RETURNING id",
-				   5, (Oid[]) {INT8OID, INT8OID, INT8OID, BOOLOID, INT4OID});
+				   5, (Oid[]){INT8OID, INT8OID, INT8OID, BOOLOID, INT4OID});
 		if (PrmExecute(insert_plan, values, nulls, false, 0) != 1)
 			elog(ERROR, "waitlist insert returned no row");
 		id = PrmGetInt64(0, 1, &isnull);
@@ -386,12 +385,12 @@ prm_set_waitlist_preferences(PG_FUNCTION_ARGS)
 	static SPIPlanPtr each_plan = NULL;
 	static SPIPlanPtr apply_plan = NULL;
 	static SPIPlanPtr locations_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		entry_id = PRM_GETARG_INT64_NOTNULL(1, "waitlist_entry_id");
-	Jsonb	   *prefs;
-	Datum		values[3];
-	int			n,
-				i;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  entry_id = PRM_GETARG_INT64_NOTNULL(1, "waitlist_entry_id");
+	Jsonb			 *prefs;
+	Datum			  values[3];
+	int				  n,
+		i;
 
 	PrmArgNotNull(fcinfo, 2, "preferences");
 	prefs = PG_GETARG_JSONB_P(2);
@@ -412,7 +411,7 @@ prm_set_waitlist_preferences(PG_FUNCTION_ARGS)
 			   "                                  AND x::text ~ '^[0-9]{1,18}$')"
 			   "                    FROM pg_catalog.jsonb_array_elements(e.value) x) END"
 			   "  FROM pg_catalog.jsonb_each($1) e",
-			   1, (Oid[]) {JSONBOID});
+			   1, (Oid[]){JSONBOID});
 	values[0] = JsonbPGetDatum(prefs);
 	n = PrmExecute(each_plan, values, NULL, true, 0);
 	for (i = 0; i < n; i++)
@@ -452,8 +451,8 @@ prm_set_waitlist_preferences(PG_FUNCTION_ARGS)
 					 errmsg("waitlist preference \"%s\" must be an array of positive whole numbers", key)));
 		if (!is_null && strcmp(key, "manual_boost") == 0)
 		{
-			char	   *end;
-			long		v = strtol(text, &end, 10);
+			char *end;
+			long  v = strtol(text, &end, 10);
 
 			if (*end != '\0' || v < INT_MIN || v > INT_MAX)
 				ereport(ERROR,
@@ -478,7 +477,7 @@ prm_set_waitlist_preferences(PG_FUNCTION_ARGS)
 			   "  (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_array_elements_text("
 			   "     CASE WHEN pg_catalog.jsonb_typeof($2 -> 'days_of_week') = 'array' THEN $2 -> 'days_of_week' ELSE '[]' END) x"
 			   "    WHERE x::numeric NOT BETWEEN 1 AND 7)",
-			   2, (Oid[]) {INT8OID, JSONBOID});
+			   2, (Oid[]){INT8OID, JSONBOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = JsonbPGetDatum(prefs);
 	PrmExecute(locations_plan, values, NULL, true, 1);
@@ -508,7 +507,7 @@ prm_set_waitlist_preferences(PG_FUNCTION_ARGS)
 			   "  latest_time = CASE WHEN $3 ? 'latest_time' THEN ($3 ->> 'latest_time')::time ELSE w.latest_time END,"
 			   "  expires_at = CASE WHEN $3 ? 'expires_at' THEN ($3 ->> 'expires_at')::timestamptz ELSE w.expires_at END"
 			   " WHERE w.org_id = $1 AND w.id = $2",
-			   3, (Oid[]) {INT8OID, INT8OID, JSONBOID});
+			   3, (Oid[]){INT8OID, INT8OID, JSONBOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(entry_id);
 	values[2] = JsonbPGetDatum(prefs);
@@ -526,10 +525,10 @@ Datum
 prm_leave_waitlist(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		entry_id = PRM_GETARG_INT64_NOTNULL(1, "waitlist_entry_id");
-	Datum		values[2];
-	bool		was_waiting;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			  entry_id = PRM_GETARG_INT64_NOTNULL(1, "waitlist_entry_id");
+	Datum			  values[2];
+	bool			  was_waiting;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
@@ -538,7 +537,7 @@ prm_leave_waitlist(PG_FUNCTION_ARGS)
 	PrmPrepare(&plan,
 			   "UPDATE prm.waitlist_entry w SET status = 'removed', closed_at = pg_catalog.now()"
 			   " WHERE w.org_id = $1 AND w.id = $2 AND w.status = 'waiting'",
-			   2, (Oid[]) {INT8OID, INT8OID});
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(entry_id);
 	was_waiting = PrmExecute(plan, values, NULL, false, 0) > 0;
@@ -556,26 +555,26 @@ prm_leave_waitlist(PG_FUNCTION_ARGS)
 Datum
 prm_explain_priority(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	int64		entry_id = PRM_GETARG_INT64_NOTNULL(1, "waitlist_entry_id");
+	static SPIPlanPtr  plan = NULL;
+	int64			   org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	int64			   entry_id = PRM_GETARG_INT64_NOTNULL(1, "waitlist_entry_id");
 	const PrmSettings *w;
-	Datum		values[3];
-	bool		isnull,
-				appt_null,
-				last_null;
-	bool		urgent;
-	int			boost,
-				stored,
-				penalty;
+	Datum			   values[3];
+	bool			   isnull,
+		appt_null,
+		last_null;
+	bool urgent;
+	int	 boost,
+		stored,
+		penalty;
 	TimestampTz appt_at = 0,
 				joined_at,
 				last_offer = 0,
 				now = GetCurrentTransactionStartTimestamp();
-	char	   *status;
-	PrmScoreParts parts;
+	char		  *status;
+	PrmScoreParts  parts;
 	StringInfoData buf;
-	Datum		result;
+	Datum		   result;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
@@ -589,7 +588,7 @@ prm_explain_priority(PG_FUNCTION_ARGS)
 			   "         WHERE o.org_id = w.org_id AND o.patient_id = w.patient_id"
 			   "           AND o.created_at > pg_catalog.now() - $3)"
 			   "  FROM prm.waitlist_entry w WHERE w.org_id = $1 AND w.id = $2",
-			   3, (Oid[]) {INT8OID, INT8OID, INTERVALOID});
+			   3, (Oid[]){INT8OID, INT8OID, INTERVALOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(entry_id);
 	values[2] = IntervalPGetDatum(&w->recent_offer_window);
@@ -651,9 +650,9 @@ Datum
 prm_recalculate_priorities(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
-	char		nulls[2] = {' ', ' '};
-	int64		changed;
+	Datum			  values[2];
+	char			  nulls[2] = {' ', ' '};
+	int64			  changed;
 
 	PrmSpiConnect();
 	if (PG_ARGISNULL(0))
@@ -692,7 +691,7 @@ prm_recalculate_priorities(PG_FUNCTION_ARGS)
 			   "         w.current_appointment_at, w.joined_at, pg_catalog.now(),"
 			   "         s.weight_urgent, s.weight_wait, s.weight_seniority,"
 			   "         s.wait_full_days, s.seniority_full_days)",
-			   2, (Oid[]) {INT8OID, TEXTOID});
+			   2, (Oid[]){INT8OID, TEXTOID});
 	values[1] = CStringGetTextDatum(SettingsDefaultsJson());
 	changed = PrmExecute(plan, values, nulls, false, 0);
 	PrmSpiFinish();

@@ -44,8 +44,8 @@ typedef struct SettingDef
 {
 	const char *name;
 	SettingType type;
-	const char *default_json;	/* JSON text of the default */
-	int64		min;			/* ints: bounds; intervals: bounds in seconds */
+	const char *default_json; /* JSON text of the default */
+	int64		min;		  /* ints: bounds; intervals: bounds in seconds */
 	int64		max;
 	const char *description;
 } SettingDef;
@@ -88,15 +88,15 @@ static const SettingDef setting_defs[] = {
 };
 
 static const SettingDef *SettingLookup(const char *name);
-static char *SettingCanonical(const SettingDef *def, const char *type,
-							  const char *value);
-static int64 IntervalSeconds(Interval *iv);
+static char				*SettingCanonical(const SettingDef *def, const char *type,
+										  const char *value);
+static int64			 IntervalSeconds(Interval *iv);
 
 /* The registry entry of a key, or NULL. */
 static const SettingDef *
 SettingLookup(const char *name)
 {
-	int			i;
+	int i;
 
 	for (i = 0; i < (int) lengthof(setting_defs); i++)
 		if (strcmp(setting_defs[i].name, name) == 0)
@@ -109,7 +109,7 @@ static int64
 IntervalSeconds(Interval *iv)
 {
 	return (int64) iv->month * 30 * DAY + (int64) iv->day * DAY +
-		iv->time / USECS_PER_SEC;
+		   iv->time / USECS_PER_SEC;
 }
 
 /* Raise 22023 for a bad setting value. */
@@ -131,50 +131,50 @@ static char *
 SettingCanonical(const SettingDef *def, const char *type, const char *value)
 {
 	StringInfoData buf;
-	char	   *str;
+	char		  *str;
 
 	switch (def->type)
 	{
 		case SETTING_INT:
-			{
-				char	   *end;
-				long		v;
+		{
+			char *end;
+			long  v;
 
-				if (strcmp(type, "number") != 0)
-					SettingInvalid(def, value, "It must be a whole number.");
-				errno = 0;
-				v = strtol(value, &end, 10);
-				if (*end != '\0' || errno != 0)
-					SettingInvalid(def, value, "It must be a whole number.");
-				if (v < def->min || v > def->max)
-					SettingInvalid(def, value,
-								   psprintf("It must be between %lld and %lld.",
-											(long long) def->min,
-											(long long) def->max));
-				return psprintf("%ld", v);
-			}
+			if (strcmp(type, "number") != 0)
+				SettingInvalid(def, value, "It must be a whole number.");
+			errno = 0;
+			v = strtol(value, &end, 10);
+			if (*end != '\0' || errno != 0)
+				SettingInvalid(def, value, "It must be a whole number.");
+			if (v < def->min || v > def->max)
+				SettingInvalid(def, value,
+							   psprintf("It must be between %lld and %lld.",
+										(long long) def->min,
+										(long long) def->max));
+			return psprintf("%ld", v);
+		}
 		case SETTING_BOOL:
 			if (strcmp(type, "boolean") != 0)
 				SettingInvalid(def, value, "It must be true or false.");
 			return pstrdup(value);
 		case SETTING_NUMBER:
-			{
-				char	   *end;
-				double		v;
+		{
+			char  *end;
+			double v;
 
-				if (strcmp(type, "number") != 0)
-					SettingInvalid(def, value, "It must be a number.");
-				errno = 0;
-				v = strtod(value, &end);
-				if (*end != '\0' || errno != 0 || isnan(v))
-					SettingInvalid(def, value, "It must be a number.");
-				if (v < def->min || v > def->max)
-					SettingInvalid(def, value,
-								   psprintf("It must be between %lld and %lld.",
-											(long long) def->min,
-											(long long) def->max));
-				return psprintf("%.15g", v);
-			}
+			if (strcmp(type, "number") != 0)
+				SettingInvalid(def, value, "It must be a number.");
+			errno = 0;
+			v = strtod(value, &end);
+			if (*end != '\0' || errno != 0 || isnan(v))
+				SettingInvalid(def, value, "It must be a number.");
+			if (v < def->min || v > def->max)
+				SettingInvalid(def, value,
+							   psprintf("It must be between %lld and %lld.",
+										(long long) def->min,
+										(long long) def->max));
+			return psprintf("%.15g", v);
+		}
 		default:
 			break;
 	}
@@ -191,61 +191,61 @@ SettingCanonical(const SettingDef *def, const char *type, const char *value)
 	switch (def->type)
 	{
 		case SETTING_INTERVAL:
-			{
-				Datum		d;
-				int64		secs;
+		{
+			Datum d;
+			int64 secs;
 
-				d = DirectFunctionCall3(interval_in, CStringGetDatum(str),
-										ObjectIdGetDatum(InvalidOid),
-										Int32GetDatum(-1));
-				secs = IntervalSeconds(DatumGetIntervalP(d));
-				if (secs < def->min || secs > def->max)
-					SettingInvalid(def, value,
-								   psprintf("It must be between %lld and %lld seconds.",
-											(long long) def->min,
-											(long long) def->max));
-				escape_json(&buf, PrmFormatSeconds(secs));
-				break;
-			}
+			d = DirectFunctionCall3(interval_in, CStringGetDatum(str),
+									ObjectIdGetDatum(InvalidOid),
+									Int32GetDatum(-1));
+			secs = IntervalSeconds(DatumGetIntervalP(d));
+			if (secs < def->min || secs > def->max)
+				SettingInvalid(def, value,
+							   psprintf("It must be between %lld and %lld seconds.",
+										(long long) def->min,
+										(long long) def->max));
+			escape_json(&buf, PrmFormatSeconds(secs));
+			break;
+		}
 		case SETTING_TIME:
-			{
-				Datum		d;
+		{
+			Datum d;
 
-				d = DirectFunctionCall3(time_in, CStringGetDatum(str),
-										ObjectIdGetDatum(InvalidOid),
-										Int32GetDatum(0));
-				escape_json(&buf, DatumGetCString(DirectFunctionCall1(time_out, d)));
-				break;
-			}
+			d = DirectFunctionCall3(time_in, CStringGetDatum(str),
+									ObjectIdGetDatum(InvalidOid),
+									Int32GetDatum(0));
+			escape_json(&buf, DatumGetCString(DirectFunctionCall1(time_out, d)));
+			break;
+		}
 		case SETTING_REGION:
 			PrmCheckPhoneRegion(str);
 			escape_json(&buf, str);
 			break;
 		case SETTING_LOCALE:
-			{
-				const char *p;
+		{
+			const char *p;
 
-				for (p = str; *p; p++)
-					if (!(isalpha((unsigned char) *p) || *p == '-' || *p == '_'))
-						break;
-				if (*p != '\0' || strlen(str) < 2 || strlen(str) > 10)
-					SettingInvalid(def, value, "It must be a language tag such as \"en\" or \"de-AT\".");
-				escape_json(&buf, str);
-				break;
-			}
+			for (p = str; *p; p++)
+				if (!(isalpha((unsigned char) *p) || *p == '-' || *p == '_'))
+					break;
+			if (*p != '\0' || strlen(str) < 2 || strlen(str) > 10)
+				SettingInvalid(def, value, "It must be a language tag such as \"en\" or \"de-AT\".");
+			escape_json(&buf, str);
+			break;
+		}
 		case SETTING_URL:
-			{
-				const char *p;
+		{
+			const char *p;
 
-				if (strncmp(str, "https://", 8) != 0 && strncmp(str, "http://", 7) != 0)
-					SettingInvalid(def, value, "It must start with https:// or http://.");
-				for (p = str; *p; p++)
-					if (isspace((unsigned char) *p) || iscntrl((unsigned char) *p) ||
-						*p == '"' || *p == '<' || *p == '>')
-						SettingInvalid(def, value, "It must not contain spaces, quotes or angle brackets.");
-				escape_json(&buf, str);
-				break;
-			}
+			if (strncmp(str, "https://", 8) != 0 && strncmp(str, "http://", 7) != 0)
+				SettingInvalid(def, value, "It must start with https:// or http://.");
+			for (p = str; *p; p++)
+				if (isspace((unsigned char) *p) || iscntrl((unsigned char) *p) ||
+					*p == '"' || *p == '<' || *p == '>')
+					SettingInvalid(def, value, "It must not contain spaces, quotes or angle brackets.");
+			escape_json(&buf, str);
+			break;
+		}
 		default:
 			elog(ERROR, "unexpected setting type %d", (int) def->type);
 	}
@@ -259,8 +259,8 @@ SettingCanonical(const SettingDef *def, const char *type, const char *value)
 char *
 PrmFormatSeconds(int64 secs)
 {
-	int64		days = secs / DAY;
-	int64		rest = secs % DAY;
+	int64 days = secs / DAY;
+	int64 rest = secs % DAY;
 
 	if (days > 0 && rest == 0)
 		return psprintf("%lld day%s", (long long) days, days == 1 ? "" : "s");
@@ -274,7 +274,7 @@ int64
 PrmIntervalUsecs(const Interval *iv)
 {
 	return iv->time + (int64) iv->day * USECS_PER_DAY +
-		(int64) iv->month * 30 * USECS_PER_DAY;
+		   (int64) iv->month * 30 * USECS_PER_DAY;
 }
 
 /* JSON text of the defaults of every setting. */
@@ -282,7 +282,7 @@ char *
 SettingsDefaultsJson(void)
 {
 	StringInfoData buf;
-	int			i;
+	int			   i;
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
@@ -302,13 +302,13 @@ static Datum
 SettingsEffective(int64 org_id)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
-	bool		isnull;
-	Datum		result;
+	Datum			  values[2];
+	bool			  isnull;
+	Datum			  result;
 
 	PrmPrepare(&plan,
 			   "SELECT $2::pg_catalog.jsonb || o.settings FROM prm.organization o WHERE o.id = $1",
-			   2, (Oid[]) {INT8OID, TEXTOID});
+			   2, (Oid[]){INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(SettingsDefaultsJson());
 	if (PrmExecute(plan, values, NULL, true, 1) != 1)
@@ -323,8 +323,8 @@ void
 PrmLoadSettings(int64 org_id, PrmSettings *s)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
-	int			i;
+	Datum			  values[2];
+	int				  i;
 
 	PrmPrepare(&plan,
 			   "SELECT e.batch_size::int, e.offer_hold::interval,"
@@ -349,7 +349,7 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 			   "         max_attempts text, retry_base text, phone_region text,"
 			   "         locale text, accept_url text)"
 			   " WHERE o.id = $1",
-			   2, (Oid[]) {INT8OID, TEXTOID});
+			   2, (Oid[]){INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(SettingsDefaultsJson());
 	if (PrmExecute(plan, values, NULL, true, 1) != 1)
@@ -361,9 +361,9 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 	s->org_id = org_id;
 	for (i = 1; i <= 25; i++)
 	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									  i, &isnull);
+		bool  isnull;
+		Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+								i, &isnull);
 
 		if (isnull && i < 22)
 			elog(ERROR, "setting %d of organization %lld is null", i,
@@ -406,7 +406,7 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 }
 
 /* one-organization cache of PrmLoadSettings, valid for one transaction */
-static PrmSettings cached_settings;
+static PrmSettings		  cached_settings;
 static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
 
 /*
@@ -433,7 +433,7 @@ static void
 SettingsCheckOrder(int64 org_id)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
+	Datum			  values[2];
 
 	PrmPrepare(&plan,
 			   "SELECT (e.churn_medium_ratio <= e.churn_high_ratio AND e.churn_high_ratio <= e.churn_critical_ratio),"
@@ -446,7 +446,7 @@ SettingsCheckOrder(int64 org_id)
 			   "         engagement_low_score float8, engagement_moderate_score float8,"
 			   "         engagement_high_score float8, quiet_start text)"
 			   " WHERE o.id = $1",
-			   2, (Oid[]) {INT8OID, TEXTOID});
+			   2, (Oid[]){INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(SettingsDefaultsJson());
 	PrmExecute(plan, values, NULL, true, 1);
@@ -471,15 +471,15 @@ prm_configure(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr each_plan = NULL;
 	static SPIPlanPtr update_plan = NULL;
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	Jsonb	   *settings;
-	StringInfoData set;
-	List	   *resets = NIL;
-	Datum		values[3];
-	Datum		result;
-	int			n,
-				i;
-	ListCell   *lc;
+	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	Jsonb			 *settings;
+	StringInfoData	  set;
+	List			 *resets = NIL;
+	Datum			  values[3];
+	Datum			  result;
+	int				  n,
+		i;
+	ListCell		*lc;
 	ArrayBuildState *astate;
 
 	PrmArgNotNull(fcinfo, 1, "settings");
@@ -496,7 +496,7 @@ prm_configure(PG_FUNCTION_ARGS)
 	PrmPrepare(&each_plan,
 			   "SELECT e.key, e.value::text, pg_catalog.jsonb_typeof(e.value)"
 			   "  FROM pg_catalog.jsonb_each($1) e ORDER BY e.key",
-			   1, (Oid[]) {JSONBOID});
+			   1, (Oid[]){JSONBOID});
 	values[0] = JsonbPGetDatum(settings);
 	n = PrmExecute(each_plan, values, NULL, true, 0);
 
@@ -504,9 +504,9 @@ prm_configure(PG_FUNCTION_ARGS)
 	appendStringInfoChar(&set, '{');
 	for (i = 0; i < n; i++)
 	{
-		char	   *key = PrmGetText(i, 1);
-		char	   *value = PrmGetText(i, 2);
-		char	   *type = PrmGetText(i, 3);
+		char			 *key = PrmGetText(i, 1);
+		char			 *value = PrmGetText(i, 2);
+		char			 *type = PrmGetText(i, 3);
 		const SettingDef *def = SettingLookup(key);
 
 		if (def == NULL)
@@ -527,7 +527,7 @@ prm_configure(PG_FUNCTION_ARGS)
 	appendStringInfoChar(&set, '}');
 
 	astate = initArrayResult(TEXTOID, CurrentMemoryContext, false);
-	foreach(lc, resets)
+	foreach (lc, resets)
 		accumArrayResult(astate, CStringGetTextDatum(lfirst(lc)), false,
 						 TEXTOID, CurrentMemoryContext);
 
@@ -535,7 +535,7 @@ prm_configure(PG_FUNCTION_ARGS)
 			   "UPDATE prm.organization o"
 			   "   SET settings = (o.settings || $2::pg_catalog.jsonb) - $3::text[]"
 			   " WHERE o.id = $1",
-			   3, (Oid[]) {INT8OID, TEXTOID, TEXTARRAYOID});
+			   3, (Oid[]){INT8OID, TEXTOID, TEXTARRAYOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(set.data);
 	values[2] = makeArrayResult(astate, CurrentMemoryContext);
@@ -559,8 +559,8 @@ prm_configure(PG_FUNCTION_ARGS)
 Datum
 prm_settings(PG_FUNCTION_ARGS)
 {
-	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	Datum		result;
+	int64 org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	Datum result;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);

@@ -68,25 +68,25 @@ typedef struct PrmWorkerSlot
 	Oid			dboid;
 	pid_t		pid;
 	Latch	   *latch;
-	TimestampTz sleep_until;	/* 0 while running steps */
+	TimestampTz sleep_until; /* 0 while running steps */
 } PrmWorkerSlot;
 
 typedef struct PrmShared
 {
-	slock_t		mutex;
+	slock_t		  mutex;
 	PrmWorkerSlot slots[PRM_MAX_WORKERS];
 } PrmShared;
 
 static PrmShared *prm_shared = NULL;
 
 /* settings */
-static bool prm_worker_enabled = true;
+static bool	 prm_worker_enabled = true;
 static char *prm_databases = NULL;
-static int	prm_worker_max_sleep = 60;
+static int	 prm_worker_max_sleep = 60;
 
 /* the nearest deadline this transaction wrote, for the commit callback */
 static TimestampTz pending_wake = 0;
-static bool wake_callback_registered = false;
+static bool		   wake_callback_registered = false;
 
 static volatile sig_atomic_t got_sigterm = false;
 
@@ -171,7 +171,7 @@ PrmShmemRequest(void)
 static void
 PrmShmemStartup(void)
 {
-	bool		found;
+	bool found;
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
@@ -189,8 +189,8 @@ PrmShmemStartup(void)
 static void
 PrmWakeCallback(XactEvent event, void *arg)
 {
-	int			i;
-	Latch	   *latch = NULL;
+	int	   i;
+	Latch *latch = NULL;
 
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
@@ -241,7 +241,7 @@ PrmWakeWorker(TimestampTz deadline)
 static void
 PrmWorkerSigterm(SIGNAL_ARGS)
 {
-	int			save_errno = errno;
+	int save_errno = errno;
 
 	got_sigterm = true;
 	SetLatch(MyLatch);
@@ -252,7 +252,7 @@ PrmWorkerSigterm(SIGNAL_ARGS)
 static void
 PrmWorkerDetach(int code, Datum arg)
 {
-	int			i;
+	int i;
 
 	if (prm_shared == NULL)
 		return;
@@ -267,9 +267,9 @@ PrmWorkerDetach(int code, Datum arg)
 static BackgroundWorkerHandle *
 PrmStartWorker(const char *dbname)
 {
-	BackgroundWorker bgw;
+	BackgroundWorker		bgw;
 	BackgroundWorkerHandle *handle;
-	pid_t		pid;
+	pid_t					pid;
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -305,11 +305,11 @@ PrmStartWorker(const char *dbname)
 void
 prm_launcher_main(Datum main_arg)
 {
-	char	   *names[PRM_MAX_WORKERS];
+	char				   *names[PRM_MAX_WORKERS];
 	BackgroundWorkerHandle *handles[PRM_MAX_WORKERS];
-	TimestampTz started[PRM_MAX_WORKERS];
-	int			nnames = 0;
-	int			i;
+	TimestampTz				started[PRM_MAX_WORKERS];
+	int						nnames = 0;
+	int						i;
 
 	memset(handles, 0, sizeof(handles));
 	memset(started, 0, sizeof(started));
@@ -321,10 +321,10 @@ prm_launcher_main(Datum main_arg)
 
 	for (;;)
 	{
-		List	   *dblist = NIL;
-		ListCell   *lc;
-		char	   *raw;
-		long		timeout_ms = PRM_LAUNCHER_NAPTIME_MS;
+		List	 *dblist = NIL;
+		ListCell *lc;
+		char	 *raw;
+		long	  timeout_ms = PRM_LAUNCHER_NAPTIME_MS;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -338,11 +338,11 @@ prm_launcher_main(Datum main_arg)
 			ereport(WARNING,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("prm.databases is not a valid list of database names")));
-		foreach(lc, dblist)
+		foreach (lc, dblist)
 		{
-			char	   *db = (char *) lfirst(lc);
-			int			found = -1;
-			pid_t		pid;
+			char *db = (char *) lfirst(lc);
+			int	  found = -1;
+			pid_t pid;
 
 			for (i = 0; i < nnames; i++)
 				if (strcmp(names[i], db) == 0)
@@ -395,7 +395,7 @@ prm_launcher_main(Datum main_arg)
 static bool
 PrmWorkerExtensionInstalled(void)
 {
-	bool		installed;
+	bool installed;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -408,7 +408,8 @@ PrmWorkerExtensionInstalled(void)
 		installed = SPI_execute("SELECT 1 FROM pg_catalog.pg_proc p"
 								" JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
 								" WHERE n.nspname = 'prm' AND p.proname = 'run_due_jobs'",
-								true, 1) == SPI_OK_SELECT && SPI_processed == 1;
+								true, 1) == SPI_OK_SELECT &&
+					SPI_processed == 1;
 		PrmSpiFinish();
 		PopActiveSnapshot();
 	}
@@ -424,9 +425,9 @@ PrmWorkerExtensionInstalled(void)
 static int64
 PrmWorkerRunStep(int step, MemoryContext loop_ctx)
 {
-	volatile bool ok = true;
+	volatile bool  ok = true;
 	volatile int64 done = 0;
-	char	   *volatile message = NULL;
+	char *volatile message = NULL;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -442,7 +443,7 @@ PrmWorkerRunStep(int step, MemoryContext loop_ctx)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData *edata;
 
 		HOLD_INTERRUPTS();
 		MemoryContextSwitchTo(loop_ctx);
@@ -526,11 +527,11 @@ PrmWorkerNextDeadline(MemoryContext loop_ctx)
 void
 prm_worker_main(Datum main_arg)
 {
-	char		dbname[BGW_EXTRALEN];
+	char		  dbname[BGW_EXTRALEN];
 	MemoryContext loop_ctx;
-	long		backoff_ms;
-	int			i,
-				mine = -1;
+	long		  backoff_ms;
+	int			  i,
+		mine = -1;
 
 	strlcpy(dbname, MyBgworkerEntry->bgw_extra, sizeof(dbname));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -587,7 +588,7 @@ prm_worker_main(Datum main_arg)
 		{
 			for (i = 0; i < PrmJobCount() && !got_sigterm; i++)
 			{
-				int64		done = PrmWorkerRunStep(i, loop_ctx);
+				int64 done = PrmWorkerRunStep(i, loop_ctx);
 
 				if (done < 0)
 					failed = true;
@@ -600,7 +601,7 @@ prm_worker_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		if (deadline != 0)
 		{
-			long		until = (long) ((deadline - now) / 1000);
+			long until = (long) ((deadline - now) / 1000);
 
 			/* work already due: run again soon, but never spin */
 			timeout_ms = Max(Min(until + 5, timeout_ms), 100L);
