@@ -18,7 +18,7 @@ DATA         = $(wildcard src/updates/prm--*.sql)
 
 REGRESS      = directory
 REGRESS_OPTS = --inputdir=.
-ISOLATION    = two_yes yes_rollback yes_vs_expiry two_slots two_senders stop_during_offer notify_once
+ISOLATION    = two_yes yes_rollback yes_vs_expiry two_slots two_senders stop_during_offer notify_once stats_race
 ISOLATION_OPTS = --inputdir=test
 
 PG_CONFIG   ?= pg_config

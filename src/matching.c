@@ -2067,7 +2067,8 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 	/* the therapist's row lock serialises planners: one e-mail a week */
 	PrmPrepare(&lock_plan,
 			   "SELECT t.name, t.email FROM prm.therapist t"
-			   " WHERE t.org_id = $1 AND t.id = $2 FOR UPDATE",
+			   " WHERE t.org_id = $1 AND t.id = $2"
+			   "   AND t.accepts_contact AND t.open_places > 0 FOR UPDATE",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(therapist_id);

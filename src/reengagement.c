@@ -196,6 +196,7 @@ static SyncOutcome SyncAppointment(int64 org_id, const char *source,
 								   JsonbContainer *record,
 								   const char *external_id, void *arg);
 static SyncOutcome SyncOutcomeOf(void);
+static void		   SyncCheckTimestamp(const char *value, const char *name);
 static void		   SyncCheckEmail(const char *email);
 static Datum	   SpiJsonbResult(void);
 
@@ -582,7 +583,8 @@ StatsRecomputeCounting(int64 org_id, int64 patient_id, bool all, int *patients)
 	if (PrmExecute(plan, values, NULL, false, 0) != 1)
 		elog(ERROR, "patient statistics recompute returned no row");
 	if (patients)
-		*patients = (int) PrmGetInt64(0, 1, &isnull);
+		*patients = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull));
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 2, &isnull));
 }
@@ -653,6 +655,7 @@ StatsCollect(Tuplestorestate *ts, TupleDesc desc, AttrNumber org_att,
 Datum
 prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 {
+	static SPIPlanPtr lock_plan = NULL;
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc	 desc;
 	AttrNumber	 org_att;
@@ -685,6 +688,29 @@ prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 	qsort(keys, n, sizeof(PatientKey), PatientKeyCmp);
 
 	PrmSpiConnect();
+
+	/*
+	 * Serialise recomputes of one patient: without the lock, two
+	 * transactions writing rows of the same patient would each compute from
+	 * a snapshot without the other's rows, and the later commit would store
+	 * stale figures.  Taken in key order, so the locks cannot deadlock among
+	 * themselves; each recompute then runs with a snapshot taken after the
+	 * lock, which sees whatever the previous holder committed.
+	 */
+	PrmPrepare(&lock_plan,
+			   "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended("
+			   "  'prm.patient_stats:' || $1::text || ':' || $2::text, 0))",
+			   2, (Oid[]){INT8OID, INT8OID});
+	for (i = 0; i < n; i++)
+	{
+		Datum		lv[2];
+
+		if (i > 0 && PatientKeyCmp(&keys[i - 1], &keys[i]) == 0)
+			continue;
+		lv[0] = Int64GetDatum(keys[i].org_id);
+		lv[1] = Int64GetDatum(keys[i].patient_id);
+		PrmExecute(lock_plan, lv, NULL, false, 1);
+	}
 	for (i = 0; i < n; i++)
 	{
 		if (i > 0 && PatientKeyCmp(&keys[i - 1], &keys[i]) == 0)
@@ -727,6 +753,39 @@ prm_rebuild_patient_stats(PG_FUNCTION_ARGS)
  * Sync
  * ---------------------------------------------------------------------
  */
+
+/*
+ * Refuse a time that is not ISO 8601 with a UTC offset ("2031-03-03T09:00:00
+ * +11:00" or "...Z"): read any other way, it would depend on the session's
+ * TimeZone and DateStyle, and a re-sync from another session would move it.
+ */
+static void
+SyncCheckTimestamp(const char *value, const char *name)
+{
+	size_t		len = strlen(value);
+	const char *tail;
+	bool		ok = len >= 17 && isdigit((unsigned char) value[0]) &&
+		value[4] == '-' && value[7] == '-' &&
+		(value[10] == 'T' || value[10] == ' ');
+
+	if (ok)
+	{
+		if (value[len - 1] == 'Z')
+			ok = true;
+		else
+		{
+			/* +HH, +HHMM or +HH:MM at the end */
+			for (tail = value + len - 1; tail > value + 10 && (isdigit((unsigned char) *tail) || *tail == ':'); tail--)
+				;
+			ok = (*tail == '+' || *tail == '-') && (value + len - tail) >= 3;
+		}
+	}
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_DATETIME_FORMAT),
+				 errmsg("%s \"%s\" is not an ISO 8601 time with a UTC offset", name, value),
+				 errhint("Write it as 2031-03-03T09:00:00+11:00 or 2031-03-02T22:00:00Z.")));
+}
 
 /* The source argument: one of the known practice systems, else 22023. */
 static char *
@@ -944,6 +1003,8 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 	int				  i;
 
 	provider_id = DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(provider)));
+	SyncCheckTimestamp(starts, "starts_at");
+	SyncCheckTimestamp(ends, "ends_at");
 	starts_at = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(starts),
 														ObjectIdGetDatum(InvalidOid),
 														Int32GetDatum(-1)));

@@ -257,6 +257,7 @@ COMMENT ON FUNCTION prm.rebuild_patient_stats(bigint) IS
 CREATE FUNCTION prm.patient_stats_trigger()
 RETURNS trigger
 LANGUAGE C
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'prm_patient_stats_trigger';
 COMMENT ON FUNCTION prm.patient_stats_trigger() IS
     'Statement trigger: recompute prm.patient_stats for each patient whose rows the statement touched (argument: the column naming the patient); NOTIFY prm_patient_risk when a level or risk changes.';

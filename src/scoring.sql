@@ -102,6 +102,7 @@ COMMENT ON FUNCTION prm.recalculate_priorities(bigint) IS
 CREATE FUNCTION prm.waitlist_entry_score_trigger()
 RETURNS trigger
 LANGUAGE C
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'prm_waitlist_entry_score_trigger';
 COMMENT ON FUNCTION prm.waitlist_entry_score_trigger() IS
     'Keeps prm.waitlist_entry.priority_score current when its inputs change.';
@@ -113,6 +114,7 @@ CREATE TRIGGER waitlist_entry_score
 CREATE FUNCTION prm.appointment_waitlist_trigger()
 RETURNS trigger
 LANGUAGE C
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'prm_appointment_waitlist_trigger';
 COMMENT ON FUNCTION prm.appointment_waitlist_trigger() IS
     'Keeps prm.waitlist_entry.current_appointment_at current when a patient''s appointments change.';
