@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(87);
+SELECT plan(88);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_reeng_a;
@@ -104,6 +104,10 @@ SELECT is((prm.sync_appointments(:org_a, 'cliniko', jsonb_build_array(
                        'starts_at', '2024-01-10 09:00+00', 'ends_at', '2024-01-10 09:30+00', 'status', 'fulfilled', 'price', 100)))
            ->> 'unchanged')::int, 1, 'appointment sync is idempotent');
 SELECT throws_ok(format('SELECT prm.sync_appointments(%s, %L, %L)', :org_a, 'nookal2', '[]'), '22023', NULL, 'unknown source refused for appointments');
+SELECT ok((SELECT x ->> 'reason' FROM jsonb_array_elements(prm.sync_appointments(:org_a, 'cliniko', jsonb_build_array(
+    jsonb_build_object('external_id', 'a20', 'patient_external_id', 'c1', 'provider_id', :prov_a,
+                       'starts_at', '2024-06-10 09:00', 'ends_at', '2024-06-10 09:30+00'))) -> 'rejections') x)
+          LIKE '%not an ISO 8601 time with a UTC offset%', 'a time without a UTC offset is rejected: it would depend on the session time zone');
 
 -- 4. statistics of a known patient
 SELECT is((SELECT (completed_visits, no_shows, total_appointments, revenue, avg_days_between_visits)::text
