@@ -4,7 +4,8 @@ EXTENSION    = prm
 EXTVERSION   = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" prm.control)
 MODULE_big   = prm
 OBJS         = src/prm.o src/settings.o src/phone.o src/access.o src/directory.o \
-               src/scoring.o src/outbox.o src/fill.o src/jobs.o src/worker.o src/reengagement.o src/matching.o
+               src/scoring.o src/outbox.o src/fill.o src/jobs.o src/worker.o src/reengagement.o src/matching.o \
+               src/privacy.o
 
 # Install scripts.  Each release adds SQL pieces; the pieces of a release are
 # never edited once it is out.  A version's full script is the pieces of every
@@ -12,7 +13,7 @@ OBJS         = src/prm.o src/settings.o src/phone.o src/access.o src/directory.o
 # the previous release is that release's pieces alone.  test/t/002_upgrade.pl
 # proves that both roads lead to the same catalog.
 SQL_0.1.0    = src/prm.sql src/directory.sql
-SQL_0.2.0    = src/scoring.sql src/outbox.sql src/fill.sql src/jobs.sql src/reengagement.sql src/matching.sql src/access_sync.sql
+SQL_0.2.0    = src/scoring.sql src/outbox.sql src/fill.sql src/jobs.sql src/reengagement.sql src/matching.sql src/privacy.sql src/access_sync.sql
 DATA_built   = prm--0.1.0.sql prm--0.2.0.sql prm--0.1.0--0.2.0.sql
 DATA         = $(wildcard src/updates/prm--*.sql)
 

@@ -38,6 +38,7 @@ static int64 JobNotifyDueMessages(void);
 static int64 JobArchiveMessages(void);
 static int64 JobRecalculate(void);
 static int64 JobMatchingFollowUps(void);
+static int64 JobRetention(void);
 
 typedef struct JobStep
 {
@@ -53,6 +54,7 @@ static const JobStep job_steps[] = {
 	{"archive_messages", JobArchiveMessages},
 	{"recalculate_priorities", JobRecalculate},
 	{"matching_follow_ups", JobMatchingFollowUps},
+	{"apply_retention", JobRetention},
 };
 
 /* When a step last ran (0 if never). */
@@ -165,6 +167,17 @@ static int64
 JobMatchingFollowUps(void)
 {
 	return PrmMatchingFollowUps();
+}
+
+/* Hourly: drop history older than each organization's retention. */
+static int64
+JobRetention(void)
+{
+	TimestampTz last = JobLastRun("apply_retention");
+
+	if (last != 0 && GetCurrentTransactionStartTimestamp() - last < USECS_PER_HOUR)
+		return -1; /* not due */
+	return PrmApplyRetention();
 }
 
 /* Number of steps. */

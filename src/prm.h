@@ -200,6 +200,9 @@ extern int64 PrmCancelAppointment(int64 org_id, int64 appointment_id,
 /* matching.c */
 extern int64 PrmMatchingFollowUps(void);
 
+/* privacy.c */
+extern int64 PrmApplyRetention(void);
+
 /* jobs.c */
 extern int		   PrmJobCount(void);
 extern const char *PrmJobName(int i);

@@ -656,15 +656,15 @@ Datum
 prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr lock_plan = NULL;
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	 desc;
-	AttrNumber	 org_att;
-	AttrNumber	 pat_att;
-	PatientKey	*keys;
-	int			 cap = 16;
-	int			 n = 0;
-	int			 i;
-	int			 changed = 0;
+	TriggerData		 *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc		  desc;
+	AttrNumber		  org_att;
+	AttrNumber		  pat_att;
+	PatientKey		 *keys;
+	int				  cap = 16;
+	int				  n = 0;
+	int				  i;
+	int				  changed = 0;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
@@ -703,7 +703,7 @@ prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 			   2, (Oid[]){INT8OID, INT8OID});
 	for (i = 0; i < n; i++)
 	{
-		Datum		lv[2];
+		Datum lv[2];
 
 		if (i > 0 && PatientKeyCmp(&keys[i - 1], &keys[i]) == 0)
 			continue;
@@ -765,8 +765,8 @@ SyncCheckTimestamp(const char *value, const char *name)
 	size_t		len = strlen(value);
 	const char *tail;
 	bool		ok = len >= 17 && isdigit((unsigned char) value[0]) &&
-		value[4] == '-' && value[7] == '-' &&
-		(value[10] == 'T' || value[10] == ' ');
+			  value[4] == '-' && value[7] == '-' &&
+			  (value[10] == 'T' || value[10] == ' ');
 
 	if (ok)
 	{

@@ -84,6 +84,7 @@ static const SettingDef setting_defs[] = {
 	{"engagement_high_score", SETTING_NUMBER, "70", 0, 100, "engagement score from which a patient is highly engaged"},
 	{"engagement_moderate_score", SETTING_NUMBER, "45", 0, 100, "engagement score from which a patient is moderately engaged"},
 	{"engagement_low_score", SETTING_NUMBER, "20", 0, 100, "engagement score from which engagement is low rather than none"},
+	{"retention_days", SETTING_INT, "730", 30, 3650, "events, inbound messages and archived outbound messages older than this are deleted"},
 	{"ltv_horizon_days", SETTING_NUMBER, "365", 1, 3650, "horizon of the estimated lifetime value"},
 };
 
