@@ -1242,6 +1242,25 @@ prm_rank_therapists(PG_FUNCTION_ARGS)
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	MatchLoadRequest(org_id, request_id, &req);
+	{
+		/* a matched or withdrawn request has nobody left to rank */
+		static SPIPlanPtr status_plan = NULL;
+		Datum		sv[2];
+		char	   *status;
+
+		PrmPrepare(&status_plan,
+				   "SELECT r.status FROM prm.placement_request r WHERE r.org_id = $1 AND r.id = $2",
+				   2, (Oid[]){INT8OID, INT8OID});
+		sv[0] = Int64GetDatum(org_id);
+		sv[1] = Int64GetDatum(request_id);
+		PrmExecute(status_plan, sv, NULL, true, 1);
+		status = PrmGetText(0, 1);
+		if (strcmp(status, "open") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("placement request %lld is %s", (long long) request_id, status),
+					 errdetail("Only open requests are ranked.")));
+	}
 	MatchBoundingBox(req.lat, req.lon, req.max_km, &latmin, &latmax, &lonmin, &lonmax);
 
 	PrmPrepare(&plan,

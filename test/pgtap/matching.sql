@@ -6,7 +6,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(121);
+SELECT plan(122);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_match_a;
@@ -112,6 +112,7 @@ SELECT prm.add_placement_request(:other, :op, 52.52, 13.405, 10, '{de}', 'cbt', 
 SELECT is((SELECT request_id FROM prm.assign_placements(:other, 'exact')), :'early'::bigint, 'exact: equal scores, the earlier registration wins');
 SELECT is((SELECT request_id FROM prm.assign_placements(:other, 'greedy')), :'early'::bigint, 'greedy too');
 SELECT prm.withdraw_placement_request(:other, :late) AS w1, prm.withdraw_placement_request(:other, :early) AS w2 \gset
+SELECT throws_ok(format('SELECT * FROM prm.rank_therapists(%s, %s)', :other, :late), '55000', NULL, 'a withdrawn request is not ranked');
 SELECT prm.add_placement_request(:org, :p3, 52.40, 13.06, 5, '{de,tr}', 'cbt', NULL, NULL, 1960, '2031-01-07 09:00+00') AS r3 \gset
 
 -- persist, e-mail, answers
