@@ -67,7 +67,7 @@ PG_FUNCTION_INFO_V1(prm_expire_offers);
 PG_FUNCTION_INFO_V1(prm_fill_stats);
 
 /* rows examined at most when choosing one batch */
-#define FILL_MAX_SCAN 5000
+#define FILL_MAX_SCAN 5000		/* also the candidate query's LIMIT: planned for a fast start */
 #define FILL_FETCH 64
 /* candidates ranked per batch place, for when some are being offered elsewhere */
 #define FILL_POOL_FACTOR 4
@@ -346,7 +346,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 		return 0;
 	}
 
-	PrmPrepare(&cand_plan,
+	PrmPrepareCursor(&cand_plan,
 			   "SELECT w.id, w.patient_id, w.priority_score, w.urgent, w.manual_boost,"
 			   "       w.current_appointment_at, w.joined_at, p.phone,"
 			   "       coalesce(p.timezone, $7), p.language,"
@@ -374,8 +374,10 @@ FillSendBatch(int64 org_id, int64 slot_id)
 			   "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
 			   "          AND o.patient_id = w.patient_id"
 			   "          AND o.created_at > pg_catalog.now() - interval '7 days') < $10"
-			   " ORDER BY w.priority_score DESC, w.joined_at, w.id",
-			   10, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID});
+			   " ORDER BY w.priority_score DESC, w.joined_at, w.id"
+			   " LIMIT " CppAsString2(FILL_MAX_SCAN),
+			   10, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID},
+					 CURSOR_OPT_FAST_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot.provider_id);
 	values[2] = Int64GetDatum(slot.location_id);

@@ -39,6 +39,7 @@ PG_MODULE_MAGIC;
 void _PG_init(void);
 
 char *prm_default_region = NULL;
+bool  prm_notify_events = true;
 
 /* channels notified in the current transaction (reset at transaction end) */
 static List *notified_channels = NIL;
@@ -61,6 +62,14 @@ _PG_init(void)
 							   PGC_USERSET,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("prm.notify_events",
+							 "Whether state changes send NOTIFY prm_event.",
+							 "Every NOTIFYing transaction commits behind one cluster-wide lock; "
+							 "turn this off when nobody listens to prm_event and commit throughput matters. "
+							 "Outbox notifications (prm_outbox_<channel>) are always sent.",
+							 &prm_notify_events, true, PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 
 	PrmWorkerInit();
 }
@@ -337,6 +346,28 @@ PrmPrepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/*
+ * Prepare a query for a cursor once per backend, with cursor options (such
+ * as CURSOR_OPT_FAST_PLAN, for queries read only in part), and keep it.
+ */
+SPIPlanPtr
+PrmPrepareCursor(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes,
+				 int options)
+{
+	SPIPlanPtr	plan;
+
+	if (*cache != NULL)
+		return *cache;
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, options);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare_cursor failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	*cache = plan;
+	return plan;
+}
+
 /* Run a prepared plan; return the number of rows processed. */
 int
 PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
@@ -455,7 +486,8 @@ PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 		nulls[4] = 'n';
 	values[5] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
 	PrmExecute(plan, values, nulls, false, 0);
-	PrmNotifyOnce("prm_event");
+	if (prm_notify_events)
+		PrmNotifyOnce("prm_event");
 }
 
 /* s as a quoted, escaped JSON string (palloc'd). */

@@ -690,16 +690,23 @@ prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 	PrmSpiConnect();
 
 	/*
-	 * Serialise recomputes of one patient: without the lock, two
-	 * transactions writing rows of the same patient would each compute from
-	 * a snapshot without the other's rows, and the later commit would store
-	 * stale figures.  Taken in key order, so the locks cannot deadlock among
-	 * themselves; each recompute then runs with a snapshot taken after the
-	 * lock, which sees whatever the previous holder committed.
+	 * Serialise recomputes of one patient: without a lock, two transactions
+	 * writing rows of the same patient would each compute from a snapshot
+	 * without the other's rows, and the later commit would store stale
+	 * figures.  The lock is the patient's statistics row (made first if
+	 * missing), taken in key order so these locks cannot deadlock among
+	 * themselves; row locks live in the tuples, so a bulk load of many
+	 * patients uses no lock-table memory.  Each recompute then runs with a
+	 * snapshot taken after the lock, which sees what the previous holder
+	 * committed.
 	 */
 	PrmPrepare(&lock_plan,
-			   "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended("
-			   "  'prm.patient_stats:' || $1::text || ':' || $2::text, 0))",
+			   "WITH made AS (INSERT INTO prm.patient_stats (org_id, patient_id, engagement_level, churn_risk)"
+			   "              SELECT $1, $2, 'disengaged', 'low'"
+			   "               WHERE EXISTS (SELECT 1 FROM prm.patient p WHERE p.org_id = $1 AND p.id = $2)"
+			   "              ON CONFLICT (org_id, patient_id) DO NOTHING RETURNING 1)"
+			   "SELECT (SELECT pg_catalog.count(*) FROM made),"
+			   "       (SELECT 1 FROM prm.patient_stats s WHERE s.org_id = $1 AND s.patient_id = $2 FOR UPDATE)",
 			   2, (Oid[]){INT8OID, INT8OID});
 	for (i = 0; i < n; i++)
 	{
