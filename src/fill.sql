@@ -49,6 +49,7 @@ CREATE FUNCTION prm.fill_slot(org_id bigint, slot_id bigint)
 RETURNS int
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_fill_slot';
 COMMENT ON FUNCTION prm.fill_slot(bigint, bigint) IS
     'Offer a free slot to the next batch of best eligible waiting patients now; returns the number of offers sent (0 when the slot is not free, already has open offers, or no one is eligible). Needs staff.';
@@ -58,6 +59,7 @@ CREATE FUNCTION prm.handle_inbound_sms(to_number text, from_number text, body te
 RETURNS text
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_handle_inbound_sms';
 COMMENT ON FUNCTION prm.handle_inbound_sms(text, text, text, text) IS
     'Process an inbound SMS for the clinic owning to_number: YES/NO to an offer, STOP/START, HELP; returns the reply to send (NULL for none). Idempotent on provider_message_id. Never raises for what the patient wrote. Needs webhook.';
@@ -66,6 +68,7 @@ CREATE FUNCTION prm.accept_offer(token uuid)
 RETURNS text
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_accept_offer';
 COMMENT ON FUNCTION prm.accept_offer(uuid) IS
     'Accept an offer by its one-time link token, with the same rules as a YES reply; returns the text to show. Needs webhook.';
@@ -74,6 +77,7 @@ CREATE FUNCTION prm.undo_cancellation(org_id bigint, appointment_id bigint)
 RETURNS boolean
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_undo_cancellation';
 COMMENT ON FUNCTION prm.undo_cancellation(bigint, bigint) IS
     'Put a cancelled appointment back while its slot is still free: the slot is withdrawn with any open offers. With first_batch_delay set, an undo within the delay sends nothing at all. Needs staff.';
@@ -82,6 +86,7 @@ CREATE FUNCTION prm.expire_offers(as_of timestamptz DEFAULT now())
 RETURNS int
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_expire_offers';
 COMMENT ON FUNCTION prm.expire_offers(timestamptz) IS
     'Expire open offers whose hold ended by as_of and send the next batch for slots left without open offers; returns the number expired. Runs by itself through run_due_jobs.';
@@ -91,6 +96,7 @@ CREATE FUNCTION prm.fill_stats(org_id bigint, period_start timestamptz DEFAULT n
 RETURNS jsonb
 LANGUAGE C STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_fill_stats';
 COMMENT ON FUNCTION prm.fill_stats(bigint, timestamptz, timestamptz) IS
     'Fill analytics for slots freed in a period: slots, filled, fill rate, median time to fill, offers per fill, median reply latency, opt-out rate. Needs readonly.';

@@ -14,6 +14,7 @@ CREATE FUNCTION prm.run_due_jobs()
 RETURNS jsonb
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_run_due_jobs';
 COMMENT ON FUNCTION prm.run_due_jobs() IS
     'Run every time-driven step that is due (expire offers and send next batches, send delayed first batches, release run-out leases, wake senders for retries, archive finished messages, hourly priority recalculation), each in its own subtransaction; returns what each did or its error. For pg_cron where the worker is not loaded. Needs a superuser or the extension owner.';
@@ -22,6 +23,7 @@ CREATE FUNCTION prm.next_deadline()
 RETURNS timestamptz
 LANGUAGE C STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_next_deadline';
 COMMENT ON FUNCTION prm.next_deadline() IS
     'The earliest time at which a time-driven step has work: the worker sleeps until then. NULL when nothing is scheduled.';

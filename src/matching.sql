@@ -202,6 +202,7 @@ CREATE FUNCTION prm.add_therapist(org_id bigint, name text, email text,
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_add_therapist';
 COMMENT ON FUNCTION prm.add_therapist(bigint, text, text, double precision, double precision, text[], text[], int, text, text, boolean) IS
     'Add a therapist profile; returns its id. Coordinates in degrees, languages ISO 639-1 codes, therapy types cbt, psychodynamic, analytic, systemic, humanistic; gender female, male or diverse; timezone NULL means the organization''s. Bad values raise 22023 and store nothing. Needs staff.';
@@ -211,6 +212,7 @@ CREATE FUNCTION prm.update_therapist(org_id bigint, therapist_id bigint, open_pl
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_update_therapist';
 COMMENT ON FUNCTION prm.update_therapist(bigint, bigint, int, boolean) IS
     'Change a therapist''s open places and/or whether they accept contact (NULL keeps a value). Needs staff.';
@@ -219,6 +221,7 @@ CREATE FUNCTION prm.set_phone_hours(org_id bigint, therapist_id bigint, hours js
 RETURNS int
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_set_phone_hours';
 COMMENT ON FUNCTION prm.set_phone_hours(bigint, bigint, jsonb) IS
     'Replace a therapist''s weekly phone hours with a JSON array of {"day": 1-7 (ISO, 1 = Monday), "from": "HH:MM", "to": "HH:MM"} in the therapist''s time zone; returns the number of windows. Needs staff.';
@@ -232,6 +235,7 @@ CREATE FUNCTION prm.add_placement_request(org_id bigint, patient_id bigint,
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_add_placement_request';
 COMMENT ON FUNCTION prm.add_placement_request(bigint, bigint, double precision, double precision, double precision, text[], text, text, jsonb, int, timestamptz) IS
     'Register a patient''s search for a psychotherapy place; returns the request id. max_distance_km in (0, 1000]; available_times as for set_phone_hours (NULL: any time); registered_at NULL means now. Needs staff.';
@@ -240,6 +244,7 @@ CREATE FUNCTION prm.withdraw_placement_request(org_id bigint, request_id bigint)
 RETURNS boolean
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_withdraw_placement_request';
 COMMENT ON FUNCTION prm.withdraw_placement_request(bigint, bigint) IS
     'Withdraw an open placement request and its pending contacts; true if it was open. Needs staff.';
@@ -256,6 +261,7 @@ CREATE FUNCTION prm.rank_therapists(org_id bigint, request_id bigint, max_result
 RETURNS TABLE (therapist_id bigint, score double precision, distance_km double precision, reasons jsonb)
 LANGUAGE C STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_rank_therapists';
 COMMENT ON FUNCTION prm.rank_therapists(bigint, bigint, int) IS
     'The best therapists for a placement request, best first (max_results 1-1000). Hard filters: within max_distance_km, offers the therapy type, shares a language, has open places, accepts contact, not asked about this request yet. Score 0-100: distance 40, gender preference 10, overlap of the patient''s times with phone hours 20, reply history 20, open places 10; reasons gives each part. Needs readonly.';
@@ -264,6 +270,7 @@ CREATE FUNCTION prm.assign_placements(org_id bigint, method text DEFAULT 'exact'
 RETURNS TABLE (request_id bigint, therapist_id bigint, score double precision)
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_assign_placements';
 COMMENT ON FUNCTION prm.assign_placements(bigint, text, boolean) IS
     'Propose one therapist for each open request without a pending contact, under the therapists'' free places. method exact: the most requests matched, then the highest total score, then the earliest registrations (min-cost max-flow); greedy: requests in registration order each take their best free therapist. persist true records the proposals as placement contacts (needs staff; otherwise readonly).';
@@ -272,6 +279,7 @@ CREATE FUNCTION prm.plan_contact_batches(org_id bigint, as_of timestamptz DEFAUL
 RETURNS int
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_plan_contact_batches';
 COMMENT ON FUNCTION prm.plan_contact_batches(bigint, timestamptz, int) IS
     'Send each therapist their proposed requests in one e-mail (at most 10 patients, earliest registrations first; template contact_single or contact_several), never more than one e-mail per therapist in any 7 days, through the outbox. The e-mail names no patient: reference, initials, age band and therapy type only. Returns the number of e-mails queued. Needs staff.';
@@ -282,6 +290,7 @@ CREATE FUNCTION prm.record_contact_answer(org_id bigint, request_id bigint, ther
 RETURNS boolean
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_record_contact_answer';
 COMMENT ON FUNCTION prm.record_contact_answer(bigint, bigint, bigint, text, int, text, timestamptz) IS
     'Record a therapist''s answer about a request: accepted (the request is matched, the therapist loses a place, the request''s other pending contacts are withdrawn), declined, or no_place (the therapist''s open places become 0). Returns true when this answer matched the request. Needs staff.';
@@ -291,6 +300,7 @@ CREATE FUNCTION prm.run_matching_follow_ups(org_id bigint DEFAULT NULL, as_of ti
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_run_matching_follow_ups';
 COMMENT ON FUNCTION prm.run_matching_follow_ups(bigint, timestamptz, int) IS
     'Create a call task for every contact e-mail left unanswered for 7 days, in the therapist''s next phone-hours window; returns the number created (at most max_tasks). org_id NULL: every organization (superuser or extension owner; run_due_jobs does this). Needs staff.';
@@ -300,6 +310,7 @@ CREATE FUNCTION prm.record_call_outcome(org_id bigint, call_task_id bigint, outc
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_record_call_outcome';
 COMMENT ON FUNCTION prm.record_call_outcome(bigint, bigint, text, text, timestamptz) IS
     'Record how a follow-up call went (reached, no_answer, voicemail, wrong_number); the task is done. Answers given on the phone are recorded with record_contact_answer(..., channel => ''phone''). Needs staff.';
@@ -308,6 +319,7 @@ CREATE FUNCTION prm.placement_evidence(org_id bigint, request_id bigint)
 RETURNS jsonb
 LANGUAGE C STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_placement_evidence';
 COMMENT ON FUNCTION prm.placement_evidence(bigint, bigint) IS
     'The contact history of a placement request for cost reimbursement (section 13(3) SGB V): each therapist asked, when, by which channel, the answer, when, the stated waiting time, and the follow-up calls. Needs readonly.';

@@ -116,6 +116,7 @@ CREATE FUNCTION prm.set_template(org_id bigint, kind text, body text, channel te
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_set_template';
 COMMENT ON FUNCTION prm.set_template(bigint, text, text, text, text) IS
     'Set an organization''s wording of a message kind (offer, booked, gone, declined, no_offer, help, stop, start, hint). Unknown placeholders are refused (22023). Needs admin.';
@@ -125,6 +126,7 @@ CREATE FUNCTION prm.render_template(org_id bigint, kind text, vars jsonb DEFAULT
 RETURNS text
 LANGUAGE C STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_render_template';
 COMMENT ON FUNCTION prm.render_template(bigint, text, jsonb, text, text) IS
     'The text a message kind would have, with {clinic} filled in and the other placeholders from vars. Needs readonly.';
@@ -135,6 +137,7 @@ CREATE FUNCTION prm.enqueue_message(org_id bigint, channel text, to_address text
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_enqueue_message';
 COMMENT ON FUNCTION prm.enqueue_message(bigint, text, text, text, bigint, text, timestamptz) IS
     'Queue a message; a dedup_key already used by the organization queues nothing and returns the existing message''s id. SMS to a patient is held out of quiet hours. Needs staff.';
@@ -144,6 +147,7 @@ CREATE FUNCTION prm.claim_messages(channel text, max_count int DEFAULT 10,
 RETURNS SETOF prm.outbound_message
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_claim_messages';
 COMMENT ON FUNCTION prm.claim_messages(text, int, interval) IS
     'Hand up to max_count (1-1000) due messages of a channel to this sender, each with a lease (1 second - 1 hour) and a lease_token; concurrent senders never get the same message. Needs sender.';
@@ -153,6 +157,7 @@ CREATE FUNCTION prm.mark_message_sent(message_id bigint, provider_message_id tex
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_mark_message_sent';
 COMMENT ON FUNCTION prm.mark_message_sent(bigint, text, uuid) IS
     'Acknowledge a claimed message as sent. With a lease_token that no longer matches (the lease ran out and the message was handed on) the acknowledgement is refused with 55000.';
@@ -162,6 +167,7 @@ CREATE FUNCTION prm.mark_message_failed(message_id bigint, error text, retryable
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_mark_message_failed';
 COMMENT ON FUNCTION prm.mark_message_failed(bigint, text, boolean, uuid) IS
     'Report a failed send: retried with exponential backoff and jitter up to max_attempts, then dead; not retryable: dead at once. Lease checked as for mark_message_sent.';
@@ -170,6 +176,7 @@ CREATE FUNCTION prm.record_delivery_status(provider_message_id text, status text
 RETURNS boolean
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_record_delivery_status';
 COMMENT ON FUNCTION prm.record_delivery_status(text, text) IS
     'Apply a delivery callback (Twilio''s status words). Idempotent, and never moves a status backwards: returns false when the callback changed nothing.';
@@ -178,6 +185,7 @@ CREATE FUNCTION prm.redrive_message(org_id bigint, message_id bigint)
 RETURNS boolean
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_redrive_message';
 COMMENT ON FUNCTION prm.redrive_message(bigint, bigint) IS
     'Queue a dead message again with its attempts reset; true if it was dead. Needs staff.';
@@ -186,6 +194,7 @@ CREATE FUNCTION prm.health()
 RETURNS jsonb
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_health';
 COMMENT ON FUNCTION prm.health() IS
     'Outbox health: queue depth by channel and status, the oldest due message, dead messages, dead tuples of the queue table, the age of the oldest open transaction, and the latency of a claim probe. Needs a superuser or the extension owner.';

@@ -233,6 +233,7 @@ CREATE FUNCTION prm.sync_patients(org_id bigint, source text, records jsonb)
 RETURNS jsonb
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_sync_patients';
 COMMENT ON FUNCTION prm.sync_patients(bigint, text, jsonb) IS
     'Insert or update patients from a practice system (cliniko, nookal, halaxy, csv) by their external_id; records is an array of {"external_id", "given_name", "family_name", "phone", "email"}. Idempotent. A bad record is rejected with its reason, the others still apply; returns the counts inserted, updated, unchanged and rejected and the rejections. Needs staff.';
@@ -241,6 +242,7 @@ CREATE FUNCTION prm.sync_appointments(org_id bigint, source text, records jsonb)
 RETURNS jsonb
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_sync_appointments';
 COMMENT ON FUNCTION prm.sync_appointments(bigint, text, jsonb) IS
     'Insert or update appointments from a practice system by their external_id; records is an array of {"external_id", "patient_external_id" (a patient synced from the same source), "provider_id", "starts_at", "ends_at", "status", "price"}. Idempotent; bad records are rejected with their reason as in sync_patients. Needs staff.';
@@ -258,6 +260,7 @@ CREATE FUNCTION prm.patient_stats_trigger()
 RETURNS trigger
 LANGUAGE C
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_patient_stats_trigger';
 COMMENT ON FUNCTION prm.patient_stats_trigger() IS
     'Statement trigger: recompute prm.patient_stats for each patient whose rows the statement touched (argument: the column naming the patient); NOTIFY prm_patient_risk when a level or risk changes.';
@@ -312,6 +315,7 @@ CREATE FUNCTION prm.outreach_performance(org_id bigint, since timestamptz DEFAUL
 RETURNS jsonb
 LANGUAGE C STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_outreach_performance';
 COMMENT ON FUNCTION prm.outreach_performance(bigint, timestamptz, interval) IS
     'Per campaign (the message''s campaign, else its kind) since a time (default 90 days ago): messages, patients messaged, patients reached (sent, delivered or read), patients who replied within 48 hours, and patients who booked an appointment within rebook_window after a message, with the rates. Needs readonly.';
@@ -321,6 +325,7 @@ CREATE FUNCTION prm.search_patients(org_id bigint, query text, page_size int DEF
 RETURNS jsonb
 LANGUAGE C STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_search_patients';
 COMMENT ON FUNCTION prm.search_patients(bigint, text, int, text) IS
     'Find patients by name (typo-tolerant: trigram word similarity), e-mail (exact, any case) or phone (any format, normalised to E.164). Returns {"kind", "results": [{patient_id, given_name, family_name, email, phone, score}], "next_cursor"}, best first; pass next_cursor back for the next page (1-100 rows each). Needs readonly.';

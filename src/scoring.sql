@@ -63,6 +63,7 @@ CREATE FUNCTION prm.join_waitlist(org_id bigint, patient_id bigint, provider_id 
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_join_waitlist';
 COMMENT ON FUNCTION prm.join_waitlist(bigint, bigint, bigint, boolean, int) IS
     'Put a patient on the waitlist (for one provider, or any when provider_id is NULL); returns the entry id. A patient has one waiting entry per provider choice: joining again updates it. Needs staff.';
@@ -71,6 +72,7 @@ CREATE FUNCTION prm.set_waitlist_preferences(org_id bigint, waitlist_entry_id bi
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_set_waitlist_preferences';
 COMMENT ON FUNCTION prm.set_waitlist_preferences(bigint, bigint, jsonb) IS
     'Set an entry''s preferences: {"urgent", "manual_boost", "location_ids": [..], "days_of_week": [1..7], "earliest_time": "HH:MM", "latest_time": "HH:MM", "expires_at": timestamptz}; a JSON null clears one. Needs staff.';
@@ -79,6 +81,7 @@ CREATE FUNCTION prm.leave_waitlist(org_id bigint, waitlist_entry_id bigint)
 RETURNS boolean
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_leave_waitlist';
 COMMENT ON FUNCTION prm.leave_waitlist(bigint, bigint) IS
     'Take an entry off the waitlist (status removed); its open offer is withdrawn. True if it was waiting. Needs staff.';
@@ -87,6 +90,7 @@ CREATE FUNCTION prm.explain_priority(org_id bigint, waitlist_entry_id bigint)
 RETURNS jsonb
 LANGUAGE C STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_explain_priority';
 COMMENT ON FUNCTION prm.explain_priority(bigint, bigint) IS
     'The entry''s score now, component by component, with the inputs and weights used. Needs readonly.';
@@ -103,6 +107,7 @@ CREATE FUNCTION prm.waitlist_entry_score_trigger()
 RETURNS trigger
 LANGUAGE C
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_waitlist_entry_score_trigger';
 COMMENT ON FUNCTION prm.waitlist_entry_score_trigger() IS
     'Keeps prm.waitlist_entry.priority_score current when its inputs change.';
@@ -115,6 +120,7 @@ CREATE FUNCTION prm.appointment_waitlist_trigger()
 RETURNS trigger
 LANGUAGE C
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS 'MODULE_PATHNAME', 'prm_appointment_waitlist_trigger';
 COMMENT ON FUNCTION prm.appointment_waitlist_trigger() IS
     'Keeps prm.waitlist_entry.current_appointment_at current when a patient''s appointments change.';

@@ -569,6 +569,7 @@ prm_worker_main(Datum main_arg)
 		long		timeout_ms = prm_worker_max_sleep * 1000L;
 		int64		work = 0;
 		bool		failed = false;
+		TimestampTz round_start;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -584,6 +585,7 @@ prm_worker_main(Datum main_arg)
 		prm_shared->slots[mine].sleep_until = 0;
 		SpinLockRelease(&prm_shared->mutex);
 
+		round_start = GetCurrentTimestamp();
 		if (prm_worker_enabled && PrmWorkerExtensionInstalled())
 		{
 			for (i = 0; i < PrmJobCount() && !got_sigterm; i++)
@@ -607,12 +609,13 @@ prm_worker_main(Datum main_arg)
 			timeout_ms = Max(Min(until + 5, timeout_ms), 100L);
 
 			/*
-			 * Overdue work that a round could not move (a step failing, or
-			 * every due row locked by a claim in progress): back off,
+			 * Work that was already due when the round began and that the
+			 * round could not move (a step failing, or every due row locked
+			 * by a claim in progress): back off,
 			 * doubling up to PRM_WORKER_MAX_BACKOFF_MS, so that a broken
 			 * template is not retried and logged ten times a second.
 			 */
-			if (until <= 0 && (failed || work == 0))
+			if (deadline <= round_start && (failed || work == 0))
 			{
 				backoff_ms = backoff_ms ? Min(backoff_ms * 2, PRM_WORKER_MAX_BACKOFF_MS) : 200;
 				timeout_ms = Max(timeout_ms, backoff_ms);
