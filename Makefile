@@ -17,7 +17,7 @@ SQL_0.2.0    = src/scoring.sql src/outbox.sql src/fill.sql src/jobs.sql src/reen
 DATA_built   = prm--0.1.0.sql prm--0.2.0.sql prm--0.1.0--0.2.0.sql
 DATA         = $(wildcard src/updates/prm--*.sql)
 
-REGRESS      = directory
+REGRESS      = directory fill
 REGRESS_OPTS = --inputdir=.
 ISOLATION    = two_yes yes_rollback yes_vs_expiry two_slots two_senders stop_during_offer notify_once stats_race
 ISOLATION_OPTS = --inputdir=test
