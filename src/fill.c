@@ -67,7 +67,7 @@ PG_FUNCTION_INFO_V1(prm_expire_offers);
 PG_FUNCTION_INFO_V1(prm_fill_stats);
 
 /* rows examined at most when choosing one batch */
-#define FILL_MAX_SCAN 5000		/* also the candidate query's LIMIT: planned for a fast start */
+#define FILL_MAX_SCAN 5000 /* also the candidate query's LIMIT: planned for a fast start */
 #define FILL_FETCH 64
 /* candidates ranked per batch place, for when some are being offered elsewhere */
 #define FILL_POOL_FACTOR 4
@@ -347,36 +347,36 @@ FillSendBatch(int64 org_id, int64 slot_id)
 	}
 
 	PrmPrepareCursor(&cand_plan,
-			   "SELECT w.id, w.patient_id, w.priority_score, w.urgent, w.manual_boost,"
-			   "       w.current_appointment_at, w.joined_at, p.phone,"
-			   "       coalesce(p.timezone, $7), p.language,"
-			   "       EXISTS (SELECT 1 FROM prm.offer o WHERE o.org_id = w.org_id"
-			   "                 AND o.patient_id = w.patient_id AND o.created_at > pg_catalog.now() - $8)"
-			   "  FROM prm.waitlist_entry w"
-			   "  JOIN prm.patient p ON p.org_id = w.org_id AND p.id = w.patient_id"
-			   " WHERE w.org_id = $1 AND w.status = 'waiting'"
-			   "   AND (w.provider_id IS NULL OR w.provider_id = $2)"
-			   "   AND (w.location_ids IS NULL OR $3 = ANY (w.location_ids))"
-			   "   AND (w.expires_at IS NULL OR w.expires_at > pg_catalog.now())"
-			   "   AND (w.current_appointment_at IS NULL OR w.current_appointment_at > $4)"
-			   "   AND (w.days_of_week IS NULL OR"
-			   "        extract(isodow FROM ($4 AT TIME ZONE coalesce(p.timezone, $7)))::int = ANY (w.days_of_week))"
-			   "   AND (w.earliest_time IS NULL OR ($4 AT TIME ZONE coalesce(p.timezone, $7))::time >= w.earliest_time)"
-			   "   AND (w.latest_time IS NULL OR ($5 AT TIME ZONE coalesce(p.timezone, $7))::time <= w.latest_time)"
-			   "   AND p.phone IS NOT NULL AND NOT p.sms_opt_out"
-			   "   AND NOT EXISTS (SELECT 1 FROM prm.offer o WHERE o.org_id = w.org_id"
-			   "                     AND o.patient_id = w.patient_id AND o.status = 'open')"
-			   "   AND NOT EXISTS (SELECT 1 FROM prm.offer o WHERE o.org_id = w.org_id"
-			   "                     AND o.slot_id = $6 AND o.patient_id = w.patient_id)"
-			   "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
-			   "          AND o.patient_id = w.patient_id"
-			   "          AND o.created_at > pg_catalog.now() - interval '1 day') < $9"
-			   "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
-			   "          AND o.patient_id = w.patient_id"
-			   "          AND o.created_at > pg_catalog.now() - interval '7 days') < $10"
-			   " ORDER BY w.priority_score DESC, w.joined_at, w.id"
-			   " LIMIT " CppAsString2(FILL_MAX_SCAN),
-			   10, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID},
+					 "SELECT w.id, w.patient_id, w.priority_score, w.urgent, w.manual_boost,"
+					 "       w.current_appointment_at, w.joined_at, p.phone,"
+					 "       coalesce(p.timezone, $7), p.language,"
+					 "       EXISTS (SELECT 1 FROM prm.offer o WHERE o.org_id = w.org_id"
+					 "                 AND o.patient_id = w.patient_id AND o.created_at > pg_catalog.now() - $8)"
+					 "  FROM prm.waitlist_entry w"
+					 "  JOIN prm.patient p ON p.org_id = w.org_id AND p.id = w.patient_id"
+					 " WHERE w.org_id = $1 AND w.status = 'waiting'"
+					 "   AND (w.provider_id IS NULL OR w.provider_id = $2)"
+					 "   AND (w.location_ids IS NULL OR $3 = ANY (w.location_ids))"
+					 "   AND (w.expires_at IS NULL OR w.expires_at > pg_catalog.now())"
+					 "   AND (w.current_appointment_at IS NULL OR w.current_appointment_at > $4)"
+					 "   AND (w.days_of_week IS NULL OR"
+					 "        extract(isodow FROM ($4 AT TIME ZONE coalesce(p.timezone, $7)))::int = ANY (w.days_of_week))"
+					 "   AND (w.earliest_time IS NULL OR ($4 AT TIME ZONE coalesce(p.timezone, $7))::time >= w.earliest_time)"
+					 "   AND (w.latest_time IS NULL OR ($5 AT TIME ZONE coalesce(p.timezone, $7))::time <= w.latest_time)"
+					 "   AND p.phone IS NOT NULL AND NOT p.sms_opt_out"
+					 "   AND NOT EXISTS (SELECT 1 FROM prm.offer o WHERE o.org_id = w.org_id"
+					 "                     AND o.patient_id = w.patient_id AND o.status = 'open')"
+					 "   AND NOT EXISTS (SELECT 1 FROM prm.offer o WHERE o.org_id = w.org_id"
+					 "                     AND o.slot_id = $6 AND o.patient_id = w.patient_id)"
+					 "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
+					 "          AND o.patient_id = w.patient_id"
+					 "          AND o.created_at > pg_catalog.now() - interval '1 day') < $9"
+					 "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
+					 "          AND o.patient_id = w.patient_id"
+					 "          AND o.created_at > pg_catalog.now() - interval '7 days') < $10"
+					 " ORDER BY w.priority_score DESC, w.joined_at, w.id"
+					 " LIMIT " CppAsString2(FILL_MAX_SCAN),
+					 10, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID},
 					 CURSOR_OPT_FAST_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot.provider_id);
@@ -1318,6 +1318,23 @@ PrmFillTakeSweepError(void)
 	return error;
 }
 
+typedef struct FillGuardedArg
+{
+	int (*fn)(int64 org_id, int64 slot_id, TimestampTz as_of);
+	int64		org_id;
+	int64		slot_id;
+	TimestampTz as_of;
+} FillGuardedArg;
+
+/* Call a FillGuarded step (for PrmRunInSubtransaction). */
+static int64
+FillGuardedCall(void *arg)
+{
+	FillGuardedArg *g = (FillGuardedArg *) arg;
+
+	return g->fn(g->org_id, g->slot_id, g->as_of);
+}
+
 /*
  * Run a sweep's work on one slot in a subtransaction of its own: a slot
  * that fails (say, its organization's template cannot be rendered) is rolled
@@ -1328,47 +1345,30 @@ static int
 FillGuarded(int (*fn)(int64 org_id, int64 slot_id, TimestampTz as_of),
 			int64 org_id, int64 slot_id, TimestampTz as_of)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile int  result = 0;
+	FillGuardedArg arg = {fn, org_id, slot_id, as_of};
+	ErrorData	  *edata;
+	int64		   result = 0;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller);
-	PG_TRY();
+	edata = PrmRunInSubtransaction(FillGuardedCall, &arg, &result);
+	if (edata == NULL)
+		return (int) result;
+	ereport(WARNING,
+			(errmsg("prm: slot %lld of organization %lld was skipped: %s",
+					(long long) slot_id, (long long) org_id, edata->message),
+			 edata->detail ? errdetail("%s", edata->detail) : 0,
+			 errhint("The other slots were processed; this one is tried again on the next run.")));
+	if (fill_slot_error_lxid != MyProc->lxid)
 	{
-		result = fn(org_id, slot_id, as_of);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner;
+		if (fill_slot_error != NULL)
+			pfree(fill_slot_error);
+		fill_slot_error = MemoryContextStrdup(TopMemoryContext,
+											  psprintf("slot %lld of organization %lld: %s",
+													   (long long) slot_id, (long long) org_id,
+													   edata->message));
+		fill_slot_error_lxid = MyProc->lxid;
 	}
-	PG_CATCH();
-	{
-		ErrorData *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner;
-		ereport(WARNING,
-				(errmsg("prm: slot %lld of organization %lld was skipped: %s",
-						(long long) slot_id, (long long) org_id, edata->message),
-				 edata->detail ? errdetail("%s", edata->detail) : 0,
-				 errhint("The other slots were processed; this one is tried again on the next run.")));
-		if (fill_slot_error_lxid != MyProc->lxid)
-		{
-			fill_slot_error = MemoryContextStrdup(TopMemoryContext,
-												  psprintf("slot %lld of organization %lld: %s",
-														   (long long) slot_id, (long long) org_id,
-														   edata->message));
-			fill_slot_error_lxid = MyProc->lxid;
-		}
-		FreeErrorData(edata);
-		result = 0;
-	}
-	PG_END_TRY();
-	return result;
+	FreeErrorData(edata);
+	return 0;
 }
 
 /* Expire one slot's overdue offers and move it on (a FillGuarded step). */

@@ -220,6 +220,36 @@ PrmRecordJobError(int i, const char *message)
 	JobRecord(job_steps[i].name, -1, message);
 }
 
+/* A step, run inside SPI (for PrmRunInSubtransaction). */
+static int64
+JobRunInSpi(void *arg)
+{
+	int64 done;
+
+	PrmSpiConnect();
+	done = PrmRunJob(*(int *) arg);
+	PrmSpiFinish();
+	return done;
+}
+
+typedef struct JobErrorArg
+{
+	int			step;
+	const char *message;
+} JobErrorArg;
+
+/* Record a step's error, inside SPI (for PrmRunInSubtransaction). */
+static int64
+JobRecordErrorInSpi(void *arg)
+{
+	JobErrorArg *e = (JobErrorArg *) arg;
+
+	PrmSpiConnect();
+	PrmRecordJobError(e->step, e->message);
+	PrmSpiFinish();
+	return 0;
+}
+
 /*
  * prm.run_due_jobs() RETURNS jsonb
  *	  Every step in a subtransaction of its own: a failing step is rolled
@@ -228,8 +258,6 @@ PrmRecordJobError(int i, const char *message)
 Datum
 prm_run_due_jobs(PG_FUNCTION_ARGS)
 {
-	MemoryContext  caller = CurrentMemoryContext;
-	ResourceOwner  owner = CurrentResourceOwner;
 	StringInfoData out;
 	int			   i;
 	Datum		   result;
@@ -246,45 +274,26 @@ prm_run_due_jobs(PG_FUNCTION_ARGS)
 	appendStringInfoChar(&out, '{');
 	for (i = 0; i < (int) lengthof(job_steps); i++)
 	{
-		char *volatile error = NULL;
-		volatile int64 done = 0;
+		ErrorData  *edata;
+		char	   *error = NULL;
+		int64		done = 0;
+		int64		ignored;
+		JobErrorArg arg;
 
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(caller);
-		PG_TRY();
+		edata = PrmRunInSubtransaction(JobRunInSpi, &i, &done);
+		if (edata != NULL)
 		{
-			PrmSpiConnect();
-			done = PrmRunJob(i);
-			PrmSpiFinish();
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(caller);
-			CurrentResourceOwner = owner;
-		}
-		PG_CATCH();
-		{
-			ErrorData *edata;
-
-			MemoryContextSwitchTo(caller);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(caller);
-			CurrentResourceOwner = owner;
 			error = pstrdup(edata->message);
 			ereport(WARNING,
 					(errmsg("prm job step \"%s\" failed: %s", job_steps[i].name, edata->message)));
 			FreeErrorData(edata);
 			/* remember the failure, in a subtransaction of its own */
-			BeginInternalSubTransaction(NULL);
-			MemoryContextSwitchTo(caller);
-			PrmSpiConnect();
-			PrmRecordJobError(i, error);
-			PrmSpiFinish();
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(caller);
-			CurrentResourceOwner = owner;
+			arg.step = i;
+			arg.message = error;
+			edata = PrmRunInSubtransaction(JobRecordErrorInSpi, &arg, &ignored);
+			if (edata != NULL)
+				FreeErrorData(edata);
 		}
-		PG_END_TRY();
 
 		if (i > 0)
 			appendStringInfoString(&out, ", ");

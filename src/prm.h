@@ -41,7 +41,7 @@ typedef enum PrmAccessLevel
 
 /* settings (prm.c) */
 extern char *prm_default_region;
-extern bool prm_notify_events;
+extern bool	 prm_notify_events;
 
 /* prm.c: argument checks */
 extern void	 PrmArgNotNull(FunctionCallInfo fcinfo, int argno, const char *name);
@@ -62,6 +62,8 @@ extern const char	 *PrmLevelName(PrmAccessLevel level);
 /* prm.c: SPI helpers */
 extern SPIPlanPtr PrmPrepare(SPIPlanPtr *cache, const char *sql, int nargs,
 							 Oid *argtypes);
+extern ErrorData *PrmRunInSubtransaction(int64 (*fn)(void *arg), void *arg,
+										 int64 *result);
 extern SPIPlanPtr PrmPrepareCursor(SPIPlanPtr *cache, const char *sql, int nargs,
 								   Oid *argtypes, int options);
 extern int		  PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls,
