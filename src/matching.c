@@ -1245,8 +1245,8 @@ prm_rank_therapists(PG_FUNCTION_ARGS)
 	{
 		/* a matched or withdrawn request has nobody left to rank */
 		static SPIPlanPtr status_plan = NULL;
-		Datum		sv[2];
-		char	   *status;
+		Datum			  sv[2];
+		char			 *status;
 
 		PrmPrepare(&status_plan,
 				   "SELECT r.status FROM prm.placement_request r WHERE r.org_id = $1 AND r.id = $2",
@@ -2130,21 +2130,20 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 						 MatchAgeBand(MatchGetInt32(i, 6)), PrmGetText(i, 3));
 	}
 
-	initStringInfo(&body);
-	if (n == 1)
-		appendStringInfo(&body,
-						 "Dear %s,\n\n%s is looking for a psychotherapy place for one patient:\n%s\n"
-						 "Could you offer a first consultation or a place? Please reply to this e-mail "
-						 "with the reference and \"yes\", \"no\" or \"no place\", and your expected "
-						 "waiting time in weeks.\n\nThank you,\n%s",
-						 tname, settings->name, lines.data, settings->name);
-	else
-		appendStringInfo(&body,
-						 "Dear %s,\n\n%s is looking for psychotherapy places for %d patients:\n%s\n"
-						 "Could you offer any of them a first consultation or a place? Please reply "
-						 "to this e-mail with each reference and \"yes\", \"no\" or \"no place\", and "
-						 "your expected waiting time in weeks.\n\nThank you,\n%s",
-						 tname, settings->name, n, lines.data, settings->name);
+	/* the organization's wording (prm.set_template), else the built-in one */
+	{
+		PrmTemplateVar vars[3];
+
+		vars[0].name = "therapist";
+		vars[0].value = tname;
+		vars[1].name = "count";
+		vars[1].value = psprintf("%d", n);
+		vars[2].name = "patients";
+		vars[2].value = lines.data;
+		initStringInfo(&body);
+		appendStringInfoString(&body, PrmRender(org_id, n == 1 ? "contact_single" : "contact_several",
+												"email", settings->locale, vars, 3));
+	}
 	if (pg_mbstrlen(body.data) > 1600)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),

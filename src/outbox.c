@@ -70,11 +70,19 @@ static const TemplateDefault template_defaults[] = {
 	{"stop", "{clinic}: you are unsubscribed and will get no more messages. Reply START to subscribe again."},
 	{"start", "{clinic}: you are subscribed again. Reply STOP to opt out, HELP for help. Msg & data rates may apply."},
 	{"hint", "{clinic}: sorry, we did not understand. Reply YES to take the offer, NO to pass, HELP for help or STOP to opt out."},
+	{"contact_single", "Dear {therapist},\n\n{clinic} is looking for a psychotherapy place for one patient:\n{patients}\n"
+					   "Could you offer a first consultation or a place? Please reply to this e-mail with the reference and "
+					   "\"yes\", \"no\" or \"no place\", and your expected waiting time in weeks.\n\nThank you,\n{clinic}"},
+	{"contact_several", "Dear {therapist},\n\n{clinic} is looking for psychotherapy places for {count} patients:\n{patients}\n"
+						"Could you offer any of them a first consultation or a place? Please reply to this e-mail with each "
+						"reference and \"yes\", \"no\" or \"no place\", and your expected waiting time in weeks.\n\nThank you,\n{clinic}"},
 };
 
 /* Placeholders a template may use; patient details are deliberately absent. */
 static const char *const template_placeholders[] = {
-	"clinic", "clinic_phone", "date", "time", "hold_minutes", "link"};
+	"clinic", "clinic_phone", "date", "time", "hold_minutes", "link",
+	/* therapist e-mails: patients appear only as de-identified lines */
+	"therapist", "count", "patients"};
 
 static const char *const channels[] = {"sms", "email", "voice"};
 
@@ -113,7 +121,7 @@ OutboxCheckKind(const char *kind)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("message kind \"%s\" is not recognized", kind),
-			 errhint("Use offer, booked, gone, declined, no_offer, help, stop, start or hint.")));
+			 errhint("Use offer, booked, gone, declined, no_offer, help, stop, start, hint, contact_single or contact_several.")));
 }
 
 /* Raise 22023 for unbalanced braces or an unknown placeholder. */
@@ -141,7 +149,7 @@ OutboxCheckTemplate(const char *body)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("template placeholder \"%.*s\" is not allowed", (int) (end - p + 1), p),
-					 errdetail("Allowed: {clinic}, {clinic_phone}, {date}, {time}, {hold_minutes}, {link}."),
+					 errdetail("Allowed: {clinic}, {clinic_phone}, {date}, {time}, {hold_minutes}, {link}, and in therapist e-mails {therapist}, {count}, {patients}."),
 					 errhint("Messages never carry patient or clinical details.")));
 		p = end + 1;
 	}

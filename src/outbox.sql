@@ -5,7 +5,8 @@ CREATE TABLE prm.message_template (
     org_id      bigint NOT NULL REFERENCES prm.organization (id) ON DELETE CASCADE,
     id          bigint GENERATED ALWAYS AS IDENTITY,
     kind        text NOT NULL CHECK (kind IN ('offer', 'booked', 'gone', 'declined', 'no_offer',
-                                              'help', 'stop', 'start', 'hint')),
+                                              'help', 'stop', 'start', 'hint',
+                                              'contact_single', 'contact_several')),
     channel     text NOT NULL DEFAULT 'sms' CHECK (channel IN ('sms', 'email', 'voice')),
     locale      text NOT NULL DEFAULT 'en' CHECK (locale ~ '^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$'),
     body        text NOT NULL CHECK (length(body) BETWEEN 1 AND 1600),
@@ -13,7 +14,7 @@ CREATE TABLE prm.message_template (
     PRIMARY KEY (org_id, id),
     UNIQUE (org_id, kind, channel, locale)
 );
-COMMENT ON TABLE prm.message_template IS 'An organization''s wording of a message kind, per channel and locale. Placeholders: {clinic}, {clinic_phone}, {date}, {time}, {hold_minutes}, {link}. Patient details are not placeholders, so they never reach a message. Kinds without a row use prm''s built-in English text.';
+COMMENT ON TABLE prm.message_template IS 'An organization''s wording of a message kind, per channel and locale. Placeholders: {clinic}, {clinic_phone}, {date}, {time}, {hold_minutes}, {link}; in therapist e-mails also {therapist}, {count} and {patients} (de-identified lines: reference, initials, age band, therapy type). Patient details are not placeholders, so they never reach a message. Kinds without a row use prm''s built-in English text.';
 
 CREATE TABLE prm.outbound_message (
     org_id              bigint NOT NULL REFERENCES prm.organization (id) ON DELETE CASCADE,
@@ -119,7 +120,7 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS 'MODULE_PATHNAME', 'prm_set_template';
 COMMENT ON FUNCTION prm.set_template(bigint, text, text, text, text) IS
-    'Set an organization''s wording of a message kind (offer, booked, gone, declined, no_offer, help, stop, start, hint). Unknown placeholders are refused (22023). Needs admin.';
+    'Set an organization''s wording of a message kind (offer, booked, gone, declined, no_offer, help, stop, start, hint; contact_single and contact_several for therapist e-mails). Unknown placeholders are refused (22023). Needs admin.';
 
 CREATE FUNCTION prm.render_template(org_id bigint, kind text, vars jsonb DEFAULT '{}',
                                     channel text DEFAULT 'sms', locale text DEFAULT 'en')

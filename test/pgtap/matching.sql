@@ -6,7 +6,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(122);
+SELECT plan(125);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_match_a;
@@ -146,7 +146,11 @@ SELECT prm.update_therapist(:org, :t2, 1) \gset
 SELECT prm.add_therapist(:org, 'Dr. Potsdam Zwei', 'pz@example.org', 52.401, 13.061, '{tr}', '{cbt}', 1) AS t8 \gset
 SELECT results_eq(format($$SELECT request_id, therapist_id FROM prm.assign_placements(%s, 'exact', true) ORDER BY 1$$, :org),
                   format('VALUES (%s::bigint, %s::bigint), (%s, %s)', :r1, :t1, :r3, :t8), 'r1 and r3 proposed, r3 to a therapist not yet asked');
+SELECT lives_ok(format($$SELECT prm.set_template(%s, 'contact_single', 'Hallo {therapist}, ein Platz gesucht: {patients} Danke, {clinic}', 'email', 'en')$$, :org), 'the organization words its therapist e-mails');
+SELECT throws_ok(format($$SELECT prm.set_template(%s, 'contact_single', 'Patient {family_name}', 'email')$$, :org), '22023', NULL, 'patient names are no placeholder in therapist e-mails either');
 SELECT is(prm.plan_contact_batches(:org, '2031-01-12 10:00+00'), 2, 'e-mails to the two new therapists');
+SELECT ok((SELECT bool_and(m.body LIKE 'Hallo Dr. %, ein Platz gesucht: - Ref. P%') FROM prm.outbound_message m JOIN prm.contact_batch b ON b.message_id = m.id
+            WHERE b.sent_at = '2031-01-12 10:00+00' AND b.template = 'contact_single'), 'the single-patient e-mail uses the organization''s wording');
 
 -- 4. follow-up: unanswered for 7 days -> call in phone hours, across DST
 SELECT prm.set_phone_hours(:org, :t8, '[{"day": 1, "from": "09:00", "to": "10:00"}]') \gset
