@@ -1074,6 +1074,15 @@ prm_add_placement_request(PG_FUNCTION_ARGS)
 		nwin = MatchParseWindows(PG_GETARG_JSONB_P(8), "available times", &days, &starts, &ends);
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	MatchRequireRow(org_id, "patient", patient_id, false);
+	if (!PG_ARGISNULL(10))
+	{
+		/*
+		 * Patients are served in order of registration: a registration time
+		 * other than now (carried over from another system) is an
+		 * administrator's decision, not staff's.
+		 */
+		PrmRequireOrgAccess(org_id, PRM_LEVEL_ADMIN);
+	}
 
 	PrmPrepare(&plan,
 			   "INSERT INTO prm.placement_request (org_id, patient_id, latitude, longitude,"

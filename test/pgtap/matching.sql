@@ -6,7 +6,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(125);
+SELECT plan(126);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_match_a;
@@ -318,6 +318,8 @@ SELECT throws_ok(format('UPDATE prm.therapist SET open_places = 9 WHERE org_id =
 RESET ROLE;
 SET LOCAL ROLE regress_match_a;
 SELECT ok((SELECT count(*) FROM prm.therapist) > 0 AND NOT EXISTS (SELECT 1 FROM prm.therapist WHERE org_id <> :org), 'A reads its own therapists only');
+SELECT throws_ok(format($$SELECT prm.add_placement_request(%s, %s, 52.5, 13.4, 10, '{de}', 'cbt', NULL, NULL, NULL, '2020-01-01')$$, :org, :p3),
+                 '42501', NULL, 'staff cannot backdate a registration to jump the queue');
 RESET ROLE;
 
 SELECT * FROM finish();
