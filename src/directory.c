@@ -87,7 +87,7 @@ PrmRequireRow(int64 org_id, PrmEntity entity, int64 id, bool for_update)
 	Assert(entity >= 0 && entity < PRM_ENTITY_COUNT);
 	PrmPrepare(&plans[entity][for_update ? 1 : 0],
 			   psprintf("SELECT 1 FROM prm.%s t WHERE t.org_id = $1 AND t.id = $2%s",
-						tables[entity], for_update ? " FOR UPDATE" : ""),
+						tables[entity], for_update ? " FOR NO KEY UPDATE" : ""),
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(id);

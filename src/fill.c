@@ -8,8 +8,8 @@
  * Choosing a batch.  Waiting entries are read in the order of the rank
  * index (priority_score DESC, joined_at, id) through a cursor, without
  * locks, into a ranked pool of FILL_POOL_FACTOR candidates per batch place.
- * The pool is then locked best first, one entry at a time, FOR UPDATE SKIP
- * LOCKED: an entry another transaction is offering right now is skipped,
+ * The pool is then locked best first, one entry at a time, FOR NO KEY
+ * UPDATE SKIP LOCKED: an entry another transaction is offering right now is skipped,
  * never waited for, and the next candidate takes its place, so two slots
  * filled at once choose disjoint patients and neither comes up short.  Only
  * entries actually offered are locked.  A batch that finds every candidate
@@ -146,7 +146,7 @@ FillLockSlot(int64 org_id, int64 slot_id, bool skip_locked, FillSlot *slot)
 						"  FROM prm.slot s JOIN prm.provider p"
 						"    ON p.org_id = s.org_id AND p.id = s.provider_id"
 						" WHERE s.org_id = $1 AND s.id = $2"
-						" FOR UPDATE OF s%s",
+						" FOR NO KEY UPDATE OF s%s",
 						skip_locked ? " SKIP LOCKED" : ""),
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
@@ -478,7 +478,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 	PrmPrepare(&lock_plan,
 			   "SELECT 1 FROM prm.waitlist_entry w"
 			   " WHERE w.org_id = $1 AND w.id = $2 AND w.status = 'waiting'"
-			   " FOR UPDATE SKIP LOCKED",
+			   " FOR NO KEY UPDATE SKIP LOCKED",
 			   2, (Oid[]){INT8OID, INT8OID});
 	for (i = 0; i < nchosen && made < s->batch_size; i++)
 	{
@@ -674,6 +674,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	char	   *status;
 	char	   *tz;
 	char	   *language;
+	bool		entry_waiting;
 	TimestampTz starts_at,
 		ends_at;
 	char		  *date;
@@ -682,7 +683,9 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 
 	PrmPrepare(&offer_plan,
 			   "SELECT o.slot_id, o.patient_id, o.waitlist_entry_id, o.status,"
-			   "       coalesce(p.timezone, g.timezone), p.language"
+			   "       coalesce(p.timezone, g.timezone), p.language,"
+			   "       (SELECT w.status = 'waiting' FROM prm.waitlist_entry w"
+			   "         WHERE w.org_id = o.org_id AND w.id = o.waitlist_entry_id)"
 			   "  FROM prm.offer o"
 			   "  JOIN prm.patient p ON p.org_id = o.org_id AND p.id = o.patient_id"
 			   "  JOIN prm.organization g ON g.id = o.org_id"
@@ -698,6 +701,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	status = PrmGetText(0, 4);
 	tz = PrmGetText(0, 5);
 	language = PrmGetText(0, 6);
+	entry_waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull)) && !isnull;
 
 	if (strcmp(status, "accepted") == 0)
 	{
@@ -724,6 +728,12 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 						   "sms", language, NULL, 0);
 		return strcmp(status, "withdrawn") == 0 ? FILL_GONE : FILL_NO_OFFER;
 	}
+	if (strcmp(status, "expired") == 0 && !entry_waiting)
+	{
+		/* an expired offer is only good while its patient is still waiting */
+		*reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
+		return FILL_NO_OFFER;
+	}
 
 	/*
 	 * Lock order is provider, slot, offer everywhere (book_appointment locks
@@ -732,7 +742,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	PrmPrepare(&provider_plan,
 			   "SELECT p.id FROM prm.slot s JOIN prm.provider p"
 			   "    ON p.org_id = s.org_id AND p.id = s.provider_id"
-			   " WHERE s.org_id = $1 AND s.id = $2 FOR UPDATE OF p",
+			   " WHERE s.org_id = $1 AND s.id = $2 FOR NO KEY UPDATE OF p",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[1] = Int64GetDatum(slot_id);
 	PrmExecute(provider_plan, values, NULL, false, 1);
@@ -748,6 +758,25 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	values[1] = Int64GetDatum(slot_id);
 	if (PrmExecute(claim_plan, values, NULL, false, 0) != 1)
 	{
+		static SPIPlanPtr again_plan = NULL;
+
+		/* the same offer accepted meanwhile (a link click and an SMS): it won */
+		PrmPrepare(&again_plan,
+				   "SELECT s.starts_at FROM prm.offer o JOIN prm.slot s ON s.org_id = o.org_id AND s.id = o.slot_id"
+				   " WHERE o.org_id = $1 AND o.id = $2 AND o.status = 'accepted'",
+				   2, (Oid[]){INT8OID, INT8OID});
+		values[1] = Int64GetDatum(offer_id);
+		if (PrmExecute(again_plan, values, NULL, false, 1) == 1)
+		{
+			FillFormatLocal(DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+							tz, &date, &time);
+			vars[0].name = "date";
+			vars[0].value = date;
+			vars[1].name = "time";
+			vars[1].value = time;
+			*reply = PrmRender(org_id, "booked", "sms", language, vars, 2);
+			return FILL_BOOKED;
+		}
 		*reply = PrmRender(org_id, "gone", "sms", language, NULL, 0);
 		PrmEmitEvent(org_id, "offer_too_late", "offer", offer_id, NULL);
 		return FILL_GONE;
@@ -758,7 +787,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 
 	/* with the slot held, the offer can no longer change under us but by us */
 	PrmPrepare(&lock_plan,
-			   "SELECT o.status FROM prm.offer o WHERE o.org_id = $1 AND o.id = $2 FOR UPDATE",
+			   "SELECT o.status FROM prm.offer o WHERE o.org_id = $1 AND o.id = $2 FOR NO KEY UPDATE",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[1] = Int64GetDatum(offer_id);
 	PrmExecute(lock_plan, values, NULL, false, 1);
@@ -772,6 +801,8 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 				   2, (Oid[]){INT8OID, INT8OID});
 		values[1] = Int64GetDatum(slot_id);
 		PrmExecute(unclaim_plan, values, NULL, false, 0);
+		/* whatever status the decline we waited for left is gone: move on */
+		FillAdvance(org_id, slot_id);
 		*reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
 		return FILL_NO_OFFER;
 	}
@@ -807,7 +838,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 			   "   AND a.status IN ('proposed', 'pending', 'booked')"
 			   "   AND a.starts_at > $5"
 			   "   AND (w.provider_id IS NULL OR a.provider_id = w.provider_id)"
-			   " ORDER BY a.starts_at LIMIT 1",
+			   " ORDER BY a.starts_at LIMIT 1 FOR NO KEY UPDATE OF a",
 			   5, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID});
 	values[1] = Int64GetDatum(patient_id);
 	values[2] = Int64GetDatum(entry_id);
@@ -971,7 +1002,8 @@ FillCurrentOffer(int64 org_id, Datum patients, bool open_only)
 			   " WHERE o.org_id = $1 AND o.patient_id = ANY ($2)"
 			   "   AND (o.status = 'open' OR (NOT $3 AND o.status IN ('expired', 'withdrawn', 'accepted')"
 			   "        AND o.created_at > pg_catalog.now() - interval '1 day'))"
-			   " ORDER BY o.status = 'open' DESC, o.status = 'expired' DESC, o.created_at DESC, o.id DESC"
+			   " ORDER BY o.status = 'open' DESC, o.status = 'accepted' DESC, o.status = 'expired' DESC,"
+			   "          o.created_at DESC, o.id DESC"
 			   " LIMIT 1",
 			   3, (Oid[]){INT8OID, INT8ARRAYOID, BOOLOID});
 	values[0] = Int64GetDatum(org_id);
@@ -1116,7 +1148,7 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 	{
 		PrmPrepare(&patients_plan,
 				   "SELECT p.id, p.sms_opt_out, p.language FROM prm.patient p"
-				   " WHERE p.org_id = $1 AND p.phone = $2 ORDER BY p.id FOR UPDATE",
+				   " WHERE p.org_id = $1 AND p.phone = $2 ORDER BY p.id FOR NO KEY UPDATE",
 				   2, (Oid[]){INT8OID, TEXTOID});
 		values[1] = CStringGetTextDatum(from);
 		npatients = PrmExecute(patients_plan, values, NULL, false, 0);
@@ -1483,7 +1515,7 @@ PrmSendDueBatches(int limit)
 	PrmPrepare(&plan,
 			   "SELECT s.org_id, s.id FROM prm.slot s"
 			   " WHERE s.fill_status = 'pending' AND s.next_batch_at <= pg_catalog.now()"
-			   " ORDER BY s.next_batch_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+			   " ORDER BY s.next_batch_at LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED",
 			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
 	n = PrmExecute(plan, values, NULL, false, 0);

@@ -116,26 +116,25 @@ JobReleaseLeases(void)
 	return PrmReleaseExpiredLeases(1000);
 }
 
-/* Wake senders for messages that became due (retries, quiet hours over). */
+/*
+ * Wake senders while due messages wait (retries and quiet hours ending
+ * included): one NOTIFY per channel with due queued messages, whatever made
+ * them due and whenever that was committed.
+ */
 static int64
 JobNotifyDueMessages(void)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum			  values[1];
-	char			  nulls[1] = {' '};
-	TimestampTz		  last = JobLastRun("notify_due_messages");
 	int				  n,
 		i;
 
 	PrmPrepare(&plan,
-			   "SELECT DISTINCT m.channel FROM prm.outbound_message m"
-			   " WHERE m.status = 'queued' AND m.not_before <= pg_catalog.now()"
-			   "   AND ($1::timestamptz IS NULL OR m.not_before > $1)",
-			   1, (Oid[]){TIMESTAMPTZOID});
-	values[0] = TimestampTzGetDatum(last);
-	if (last == 0)
-		nulls[0] = 'n';
-	n = PrmExecute(plan, values, nulls, false, 0);
+			   "SELECT c.channel FROM (VALUES ('sms'), ('email'), ('voice')) c(channel)"
+			   " WHERE EXISTS (SELECT 1 FROM prm.outbound_message m"
+			   "                WHERE m.status = 'queued' AND m.channel = c.channel"
+			   "                  AND m.not_before <= pg_catalog.now())",
+			   0, NULL);
+	n = PrmExecute(plan, NULL, NULL, false, 0);
 	for (i = 0; i < n; i++)
 		PrmNotifyOnce(psprintf("prm_outbox_%s", PrmGetText(i, 1)));
 	return n;

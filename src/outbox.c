@@ -291,6 +291,20 @@ PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
 	char			  nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool			  isnull;
 
+	/* a key used by a message already moved to the history queues nothing */
+	if (dedup_key)
+	{
+		static SPIPlanPtr history_plan = NULL;
+
+		PrmPrepare(&history_plan,
+				   "SELECT h.id FROM prm.outbound_message_history h WHERE h.org_id = $1 AND h.dedup_key = $2",
+				   2, (Oid[]){INT8OID, TEXTOID});
+		values[0] = Int64GetDatum(org_id);
+		values[1] = CStringGetTextDatum(dedup_key);
+		if (PrmExecute(history_plan, values, NULL, true, 1) == 1)
+			return PrmGetInt64(0, 1, &isnull);
+	}
+
 	PrmPrepare(&insert_plan,
 			   "INSERT INTO prm.outbound_message"
 			   "  (org_id, channel, to_address, body, kind, patient_id, offer_id, dedup_key, not_before)"
@@ -332,7 +346,7 @@ PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
 	values[1] = CStringGetTextDatum(dedup_key);
 	if (PrmExecute(existing_plan, values, NULL, true, 1) == 1)
 		return PrmGetInt64(0, 1, &isnull);
-	return 0; /* archived already: nothing queued again */
+	return 0; /* archived between the two looks: nothing queued again */
 }
 
 /*

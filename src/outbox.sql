@@ -63,6 +63,9 @@ CREATE TABLE prm.outbound_message_history (LIKE prm.outbound_message INCLUDING D
 CREATE INDEX outbound_message_history_provider_id_idx ON prm.outbound_message_history (provider_message_id)
     WHERE provider_message_id IS NOT NULL;
 CREATE INDEX outbound_message_history_patient_idx ON prm.outbound_message_history (org_id, patient_id, created_at);
+-- dedup keys stay used after their message was archived
+CREATE INDEX outbound_message_history_dedup_idx ON prm.outbound_message_history (org_id, dedup_key)
+    WHERE dedup_key IS NOT NULL;
 COMMENT ON TABLE prm.outbound_message_history IS 'Finished outbound messages moved out of the hot queue by run_due_jobs; delivery callbacks still find them here.';
 
 CREATE TABLE prm.inbound_message (

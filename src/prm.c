@@ -47,6 +47,8 @@ static List *notified_channels = NIL;
 static bool	 xact_callback_registered = false;
 
 static void PrmXactCallback(XactEvent event, void *arg);
+static void PrmSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
+							   SubTransactionId parentSubid, void *arg);
 
 /* Module load: define the settings every backend needs, then the worker's. */
 void
@@ -478,6 +480,20 @@ PrmXactCallback(XactEvent event, void *arg)
 	}
 }
 
+/*
+ * A rolled back subtransaction takes its queued notifications with it:
+ * forget what was noted, so the next change notifies again.  Async_Notify
+ * itself drops a repeat of a notification still queued, so no channel is
+ * notified twice.
+ */
+static void
+PrmSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
+				   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		notified_channels = NIL;
+}
+
 /* NOTIFY channel, at most once in the current transaction. */
 void
 PrmNotifyOnce(const char *channel)
@@ -488,6 +504,7 @@ PrmNotifyOnce(const char *channel)
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(PrmXactCallback, NULL);
+		RegisterSubXactCallback(PrmSubXactCallback, NULL);
 		xact_callback_registered = true;
 	}
 	foreach (lc, notified_channels)

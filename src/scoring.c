@@ -336,7 +336,7 @@ prm_join_waitlist(PG_FUNCTION_ARGS)
 	PrmPrepare(&find_plan,
 			   "SELECT w.id FROM prm.waitlist_entry w"
 			   " WHERE w.org_id = $1 AND w.patient_id = $2 AND w.status = 'waiting'"
-			   "   AND w.provider_id IS NOT DISTINCT FROM $3 FOR UPDATE",
+			   "   AND w.provider_id IS NOT DISTINCT FROM $3 FOR NO KEY UPDATE",
 			   3, (Oid[]){INT8OID, INT8OID, INT8OID});
 	if (PrmExecute(find_plan, values, nulls, false, 1) == 1)
 	{

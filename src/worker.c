@@ -89,6 +89,7 @@ static TimestampTz pending_wake = 0;
 static bool		   wake_callback_registered = false;
 
 static volatile sig_atomic_t got_sigterm = false;
+static volatile sig_atomic_t in_step = false;
 
 #if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -244,6 +245,12 @@ PrmWorkerSigterm(SIGNAL_ARGS)
 	int save_errno = errno;
 
 	got_sigterm = true;
+	/* a step blocked on a lock or a long recalculation: stop it now */
+	if (in_step)
+	{
+		InterruptPending = true;
+		ProcDiePending = true;
+	}
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
@@ -435,8 +442,15 @@ PrmWorkerRunStep(int step, MemoryContext loop_ctx)
 	{
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, PrmJobName(step));
+		in_step = true;
+		if (got_sigterm)
+		{
+			InterruptPending = true;
+			ProcDiePending = true;
+		}
 		PrmSpiConnect();
 		done = Max(PrmRunJob(step), 0);
+		in_step = false;
 		PrmSpiFinish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -445,6 +459,7 @@ PrmWorkerRunStep(int step, MemoryContext loop_ctx)
 	{
 		ErrorData *edata;
 
+		in_step = false;
 		HOLD_INTERRUPTS();
 		MemoryContextSwitchTo(loop_ctx);
 		edata = CopyErrorData();

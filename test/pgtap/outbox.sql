@@ -3,7 +3,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(61);
+SELECT plan(63);
 
 SELECT prm.create_organization('Out Clinic', 'Australia/Sydney', '+61290001000') AS org \gset
 SELECT prm.create_organization('Far Clinic', 'UTC', '+15550020000') AS far \gset
@@ -96,6 +96,8 @@ SELECT ok((prm.run_due_jobs() ->> 'archive_messages')::int >= 1, 'run_due_jobs a
 SELECT is((SELECT count(*)::int FROM prm.outbound_message WHERE id = :m1), 0, 'gone from the hot queue');
 SELECT is((SELECT status FROM prm.outbound_message_history WHERE id = :m1), 'read', 'kept in the history, status and all');
 SELECT is(prm.record_delivery_status('SM1', 'delivered'), false, 'a late callback for an archived message changes nothing');
+SELECT is(prm.enqueue_message(:org, 'sms', '0412 111 222', 'one more time', :pat, 'k1'), :'m1'::bigint, 'a dedup key stays used after its message was archived');
+SELECT is((SELECT count(*)::int FROM prm.outbound_message WHERE dedup_key = 'k1'), 0, 'nothing queued again');
 
 -- bad input: nothing claimed, nothing changed
 SELECT throws_ok($$SELECT * FROM prm.claim_messages('fax', 1)$$, '22023', NULL, 'unknown channel');
