@@ -473,20 +473,27 @@ FillSendBatch(int64 org_id, int64 slot_id)
 	/*
 	 * Lock the best candidates one by one, skipping those another
 	 * transaction is offering right now, until the batch is full.  Only the
-	 * entries offered stay locked.
+	 * entries offered stay locked.  The patient is claimed too (a
+	 * transaction-level advisory lock, tried, never waited for): a patient
+	 * reached through two entries by two fills at once is skipped by the
+	 * second, which would otherwise wait on the first one's offer insert.
 	 */
 	PrmPrepare(&lock_plan,
-			   "SELECT 1 FROM prm.waitlist_entry w"
+			   "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended("
+			   "         'prm.offer:' || $1::text || ':' || w.patient_id::text, 0))"
+			   "  FROM prm.waitlist_entry w"
 			   " WHERE w.org_id = $1 AND w.id = $2 AND w.status = 'waiting'"
 			   " FOR NO KEY UPDATE SKIP LOCKED",
 			   2, (Oid[]){INT8OID, INT8OID});
 	for (i = 0; i < nchosen && made < s->batch_size; i++)
 	{
 		Datum lv[2];
+		bool  isnull;
 
 		lv[0] = Int64GetDatum(org_id);
 		lv[1] = Int64GetDatum(chosen[i].entry_id);
-		if (PrmExecute(lock_plan, lv, NULL, false, 1) == 0)
+		if (PrmExecute(lock_plan, lv, NULL, false, 1) == 0 ||
+			!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		{
 			busy++;
 			continue;
