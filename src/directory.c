@@ -32,30 +32,8 @@ PG_FUNCTION_INFO_V1(prm_book_appointment);
 PG_FUNCTION_INFO_V1(prm_cancel_appointment);
 PG_FUNCTION_INFO_V1(prm_set_appointment_status);
 
-static void	 DirectoryCheckEmail(const char *email);
 static int64 DirectoryInsertReturningId(SPIPlanPtr plan, Datum *values,
 										const char *nulls);
-
-/* Reject an e-mail address that cannot be one. */
-static void
-DirectoryCheckEmail(const char *email)
-{
-	const char *at = strchr(email, '@');
-	const char *p;
-
-	PrmCheckTextLength(email, "e-mail address", 254);
-	for (p = email; *p; p++)
-		if (isspace((unsigned char) *p) || iscntrl((unsigned char) *p) ||
-			*p == '<' || *p == '>' || *p == ',' || *p == ';' || *p == '"')
-			break;
-	if (*p != '\0' || at == NULL || at == email || strchr(at + 1, '@') != NULL ||
-		strchr(at + 1, '.') == NULL || at[1] == '.' ||
-		email[strlen(email) - 1] == '.')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("e-mail address \"%s\" is not valid", email),
-				 errhint("Write it as name@example.org.")));
-}
 
 /* Run an INSERT ... RETURNING id plan and return the id. */
 static int64
@@ -238,7 +216,7 @@ prm_add_patient(PG_FUNCTION_ARGS)
 	int64			  id;
 
 	if (email)
-		DirectoryCheckEmail(email);
+		PrmCheckEmail(email);
 	if (tz)
 		tz = PrmValidateTimezone(tz);
 

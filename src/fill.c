@@ -655,6 +655,22 @@ PrmWithdrawEntryOffers(int64 org_id, int64 entry_id, const char *reason)
 	FillAdvance(org_id, slot_id);
 }
 
+/* The reply confirming a booking at starts_at, in the patient's time zone. */
+static char *
+FillBookedReply(int64 org_id, const char *tz, const char *language, TimestampTz starts_at)
+{
+	PrmTemplateVar vars[2];
+	char		  *date;
+	char		  *time;
+
+	FillFormatLocal(starts_at, tz, &date, &time);
+	vars[0].name = "date";
+	vars[0].value = date;
+	vars[1].name = "time";
+	vars[1].value = time;
+	return PrmRender(org_id, "booked", "sms", language, vars, 2);
+}
+
 /*
  * Accept an offer: claim its slot for the offer's patient, book, close the
  * offer, the slot's other offers and the entry, and release the patient's
@@ -682,17 +698,16 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	char	   *tz;
 	char	   *language;
 	bool		entry_waiting;
+	TimestampTz slot_starts;
 	TimestampTz starts_at,
 		ends_at;
-	char		  *date;
-	char		  *time;
-	PrmTemplateVar vars[2];
 
 	PrmPrepare(&offer_plan,
 			   "SELECT o.slot_id, o.patient_id, o.waitlist_entry_id, o.status,"
 			   "       coalesce(p.timezone, g.timezone), p.language,"
 			   "       (SELECT w.status = 'waiting' FROM prm.waitlist_entry w"
-			   "         WHERE w.org_id = o.org_id AND w.id = o.waitlist_entry_id)"
+			   "         WHERE w.org_id = o.org_id AND w.id = o.waitlist_entry_id),"
+			   "       (SELECT s.starts_at FROM prm.slot s WHERE s.org_id = o.org_id AND s.id = o.slot_id)"
 			   "  FROM prm.offer o"
 			   "  JOIN prm.patient p ON p.org_id = o.org_id AND p.id = o.patient_id"
 			   "  JOIN prm.organization g ON g.id = o.org_id"
@@ -709,24 +724,12 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	tz = PrmGetText(0, 5);
 	language = PrmGetText(0, 6);
 	entry_waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull)) && !isnull;
+	slot_starts = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 8, &isnull));
 
 	if (strcmp(status, "accepted") == 0)
 	{
 		/* a repeated YES or link click: confirm again, book nothing */
-		static SPIPlanPtr again_plan = NULL;
-
-		PrmPrepare(&again_plan,
-				   "SELECT s.starts_at FROM prm.slot s WHERE s.org_id = $1 AND s.id = $2",
-				   2, (Oid[]){INT8OID, INT8OID});
-		values[1] = Int64GetDatum(slot_id);
-		PrmExecute(again_plan, values, NULL, false, 1);
-		FillFormatLocal(DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
-						tz, &date, &time);
-		vars[0].name = "date";
-		vars[0].value = date;
-		vars[1].name = "time";
-		vars[1].value = time;
-		*reply = PrmRender(org_id, "booked", "sms", language, vars, 2);
+		*reply = FillBookedReply(org_id, tz, language, slot_starts);
 		return FILL_BOOKED;
 	}
 	if (strcmp(status, "open") != 0 && strcmp(status, "expired") != 0)
@@ -769,19 +772,12 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 
 		/* the same offer accepted meanwhile (a link click and an SMS): it won */
 		PrmPrepare(&again_plan,
-				   "SELECT s.starts_at FROM prm.offer o JOIN prm.slot s ON s.org_id = o.org_id AND s.id = o.slot_id"
-				   " WHERE o.org_id = $1 AND o.id = $2 AND o.status = 'accepted'",
+				   "SELECT 1 FROM prm.offer o WHERE o.org_id = $1 AND o.id = $2 AND o.status = 'accepted'",
 				   2, (Oid[]){INT8OID, INT8OID});
 		values[1] = Int64GetDatum(offer_id);
 		if (PrmExecute(again_plan, values, NULL, false, 1) == 1)
 		{
-			FillFormatLocal(DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
-							tz, &date, &time);
-			vars[0].name = "date";
-			vars[0].value = date;
-			vars[1].name = "time";
-			vars[1].value = time;
-			*reply = PrmRender(org_id, "booked", "sms", language, vars, 2);
+			*reply = FillBookedReply(org_id, tz, language, slot_starts);
 			return FILL_BOOKED;
 		}
 		*reply = PrmRender(org_id, "gone", "sms", language, NULL, 0);
@@ -857,12 +853,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 		(void) PrmCancelAppointment(org_id, later_id, "moved earlier from the waitlist");
 	}
 
-	FillFormatLocal(starts_at, tz, &date, &time);
-	vars[0].name = "date";
-	vars[0].value = date;
-	vars[1].name = "time";
-	vars[1].value = time;
-	*reply = PrmRender(org_id, "booked", "sms", language, vars, 2);
+	*reply = FillBookedReply(org_id, tz, language, starts_at);
 	return FILL_BOOKED;
 }
 

@@ -868,12 +868,7 @@ prm_add_therapist(PG_FUNCTION_ARGS)
 	bool			  isnull;
 	int64			  id;
 
-	if (strchr(email, '@') == NULL || strchr(email, '@') == email ||
-		strchr(email, '@')[1] == '\0' || strpbrk(email, " \t\r\n<>,;") != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("e-mail address \"%s\" is not valid", email),
-				 errhint("Give one address such as \"praxis@example.org\".")));
+	PrmCheckEmail(email);
 	PrmArgNotNull(fcinfo, 5, "languages");
 	langs = MatchVocabMask(PG_GETARG_ARRAYTYPE_P(5), language_codes,
 						   lengthof(language_codes), "languages", true);

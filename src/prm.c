@@ -205,6 +205,27 @@ PrmValidateTimezone(const char *tzname)
 	return pstrdup(entry->name);
 }
 
+/* Reject an e-mail address that cannot be one. */
+void
+PrmCheckEmail(const char *email)
+{
+	const char *at = strchr(email, '@');
+	const char *p;
+
+	PrmCheckTextLength(email, "e-mail address", 254);
+	for (p = email; *p; p++)
+		if (isspace((unsigned char) *p) || iscntrl((unsigned char) *p) ||
+			*p == '<' || *p == '>' || *p == ',' || *p == ';' || *p == '"')
+			break;
+	if (*p != '\0' || at == NULL || at == email || strchr(at + 1, '@') != NULL ||
+		strchr(at + 1, '.') == NULL || at[1] == '.' ||
+		email[strlen(email) - 1] == '.')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("e-mail address \"%s\" is not valid", email),
+				 errhint("Write it as name@example.org.")));
+}
+
 /* Access levels by name, in the order of PrmAccessLevel. */
 static const char *const level_names[] = {
 	"sender", "webhook", "readonly", "staff", "admin"};

@@ -51,6 +51,7 @@ extern char *PrmTextArgOrNull(FunctionCallInfo fcinfo, int argno,
 							  const char *name, int maxlen);
 extern void	 PrmCheckTextLength(const char *value, const char *name, int maxlen);
 extern char *PrmValidateTimezone(const char *tzname);
+extern void	 PrmCheckEmail(const char *email);
 
 /* prm.c: tenancy */
 extern bool			  PrmCallerIsPrivileged(void);

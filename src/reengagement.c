@@ -197,7 +197,6 @@ static SyncOutcome SyncAppointment(int64 org_id, const char *source,
 								   const char *external_id, void *arg);
 static SyncOutcome SyncOutcomeOf(void);
 static void		   SyncCheckTimestamp(const char *value, const char *name);
-static void		   SyncCheckEmail(const char *email);
 static Datum	   SpiJsonbResult(void);
 
 /* ---------------------------------------------------------------------
@@ -900,25 +899,6 @@ SyncOutcomeOf(void)
 	return changed ? SYNC_UPDATED : SYNC_UNCHANGED;
 }
 
-/* Reject an e-mail address that cannot be one (22023). */
-static void
-SyncCheckEmail(const char *email)
-{
-	const char *at = strchr(email, '@');
-	const char *p;
-
-	for (p = email; *p; p++)
-		if (isspace((unsigned char) *p) || iscntrl((unsigned char) *p) ||
-			*p == '<' || *p == '>' || *p == ',' || *p == ';' || *p == '"')
-			break;
-	if (*p != '\0' || at == NULL || at == email || strchr(at + 1, '@') != NULL ||
-		strchr(at + 1, '.') == NULL || at[1] == '.' ||
-		email[strlen(email) - 1] == '.')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("e-mail address \"%s\" is not valid", email)));
-}
-
 /* Insert or update one patient record.  Inside SPI and a subtransaction. */
 static SyncOutcome
 SyncPatient(int64 org_id, const char *source, JsonbContainer *record,
@@ -944,7 +924,7 @@ SyncPatient(int64 org_id, const char *source, JsonbContainer *record,
 		phone = e164;
 	}
 	if (email)
-		SyncCheckEmail(email);
+		PrmCheckEmail(email);
 
 	PrmPrepare(&plan,
 			   "WITH old AS ("

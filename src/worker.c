@@ -554,6 +554,8 @@ prm_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
 	pgstat_report_appname("prm worker");
+	/* the steps' SQL is schema-qualified; operators resolve in pg_catalog only */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	if (prm_shared == NULL)
 		elog(ERROR, "prm worker started without prm's shared memory");

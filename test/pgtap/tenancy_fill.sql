@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(35);
+SELECT plan(36);
 
 CREATE ROLE regress_fa_staff;
 CREATE ROLE regress_fa_sender;
@@ -26,6 +26,9 @@ SELECT id AS offb, token AS tokb FROM prm.offer WHERE org_id = :b \gset
 SELECT id AS msga FROM prm.outbound_message WHERE org_id = :a \gset
 SELECT id AS msgb FROM prm.outbound_message WHERE org_id = :b \gset
 
+-- job bookkeeping exists (so that not seeing it below means something)
+SELECT prm.run_due_jobs() IS NOT NULL AS ran \gset
+SELECT ok((SELECT count(*) FROM prm.job_run) > 0, 'the jobs left their bookkeeping');
 SELECT prm.grant_access('regress_fa_staff', :a, 'staff');
 SELECT prm.grant_access('regress_fa_sender', :a, 'sender');
 SELECT prm.grant_access('regress_fa_hook', :a, 'webhook');
