@@ -12,9 +12,13 @@ OBJS         = src/prm.o src/settings.o src/phone.o src/access.o src/directory.o
 # release up to it, in order (shared schema first); the upgrade script from
 # the previous release is that release's pieces alone.  test/t/002_upgrade.pl
 # proves that both roads lead to the same catalog.
+# From 0.3.0 on, a release's pieces live in src/v<version>/ and are read in
+# the order of their numbered names (00_ shared schema first, 99_ access last).
 SQL_0.1.0    = src/prm.sql src/directory.sql
 SQL_0.2.0    = src/scoring.sql src/outbox.sql src/fill.sql src/jobs.sql src/reengagement.sql src/matching.sql src/privacy.sql src/access_sync.sql
-DATA_built   = prm--0.1.0.sql prm--0.2.0.sql prm--0.1.0--0.2.0.sql
+SQL_0.3.0    = $(sort $(wildcard src/v0.3.0/*.sql))
+DATA_built   = prm--0.1.0.sql prm--0.2.0.sql prm--0.3.0.sql \
+               prm--0.1.0--0.2.0.sql prm--0.2.0--0.3.0.sql
 DATA         = $(wildcard src/updates/prm--*.sql)
 
 REGRESS      = directory fill
@@ -38,9 +42,14 @@ prm--0.1.0.sql: $(SQL_0.1.0)
 	cat $^ > $@
 prm--0.2.0.sql: $(SQL_0.1.0) $(SQL_0.2.0)
 	cat $^ > $@
-prm--0.1.0--0.2.0.sql: $(SQL_0.2.0)
-	(printf '%s\n' '\echo Use "ALTER EXTENSION prm UPDATE" to load this file. \quit'; \
+prm--0.3.0.sql: $(SQL_0.1.0) $(SQL_0.2.0) $(SQL_0.3.0)
+	cat $^ > $@
+UPDATE_GUARD = (printf '%s\n' '\echo Use "ALTER EXTENSION prm UPDATE" to load this file. \quit'; \
 	 grep -hv '^\\echo Use "CREATE EXTENSION' $^) > $@
+prm--0.1.0--0.2.0.sql: $(SQL_0.2.0)
+	$(UPDATE_GUARD)
+prm--0.2.0--0.3.0.sql: $(SQL_0.3.0)
+	$(UPDATE_GUARD)
 
 .PHONY: deps demo test bench
 deps:

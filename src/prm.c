@@ -352,6 +352,39 @@ PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level)
 			 errhint("An administrator of the organization can give it with prm.grant_access().")));
 }
 
+/*
+ * Serialise one kind of work of an organization (purpose: 'sync',
+ * 'placements'): lock its row in prm.org_mutex until the transaction ends,
+ * creating the row on first use.  Unlike an advisory lock on a public key, no
+ * role without prm's rights can take or hold it.  Call after the access
+ * check.  Must run inside SPI.
+ */
+void
+PrmLockOrgMutex(int64 org_id, const char *purpose)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr insert_plan = NULL;
+	Datum			  values[2];
+
+	PrmPrepare(&lock_plan,
+			   "SELECT 1 FROM prm.org_mutex m"
+			   " WHERE m.org_id = $1 AND m.purpose = $2 FOR NO KEY UPDATE",
+			   2, (Oid[]){INT8OID, TEXTOID});
+	PrmPrepare(&insert_plan,
+			   "INSERT INTO prm.org_mutex (org_id, purpose) VALUES ($1, $2)"
+			   " ON CONFLICT DO NOTHING",
+			   2, (Oid[]){INT8OID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(purpose);
+	if (PrmExecute(lock_plan, values, NULL, false, 0) == 1)
+		return;
+	/* first use: create the row (waits for a concurrent creator), lock it */
+	PrmExecute(insert_plan, values, NULL, false, 0);
+	if (PrmExecute(lock_plan, values, NULL, false, 0) != 1)
+		elog(ERROR, "could not lock the %s mutex of organization %lld",
+			 purpose, (long long) org_id);
+}
+
 /* Prepare sql once per backend and keep the plan. */
 SPIPlanPtr
 PrmPrepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)

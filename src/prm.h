@@ -58,6 +58,7 @@ extern bool			  PrmCallerIsPrivileged(void);
 extern bool			  PrmHasOrgAccess(int64 org_id, PrmAccessLevel level);
 extern void			  PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level);
 extern PrmAccessLevel PrmParseLevel(const char *level);
+extern void			  PrmLockOrgMutex(int64 org_id, const char *purpose);
 extern const char	 *PrmLevelName(PrmAccessLevel level);
 
 /* prm.c: SPI helpers */
