@@ -7,12 +7,15 @@
  * Access has two halves, both kept here so they never disagree:
  *	- a row in prm.org_access (org, role, level), which the functions'
  *	  tenancy check and the tables' row-level security policies read;
- *	- table privileges, because row-level security filters rows but does not
- *	  grant the right to read a table: readonly, staff and admin roles get
- *	  SELECT on every prm table and view, sender roles on the outbox only,
- *	  webhook roles on none.  Writes always go through prm's functions.
+ *	- privileges: SELECT, because row-level security filters rows but does
+ *	  not grant the right to read a table (readonly, staff and admin roles
+ *	  get it on every prm table and view, sender roles on the outbox only,
+ *	  webhook roles on none), and EXECUTE on exactly the functions the
+ *	  role's levels need (prm.function_level; PUBLIC has none).  Writes
+ *	  always go through prm's functions.
  * After any change the role's privileges are recomputed from all its rows in
- * prm.org_access, so revoking one organization leaves the others intact.
+ * prm.org_access, so revoking one organization leaves the others intact, and
+ * only privileges prm granted (prm.access_privilege) are ever revoked.
  *
  *-------------------------------------------------------------------------
  */
@@ -43,54 +46,62 @@ AccessRunUtility(const char *sql)
 }
 
 /*
- * Recompute the table privileges of roleid from its rows in prm.org_access.
- * The relation names come from the catalog and the role name is quoted, so
- * no text a caller wrote ends up in the statements.
+ * Which of the granted levels (a bit per PrmAccessLevel) satisfy the level a
+ * function needs, as named in prm.function_level?
+ */
+static bool
+AccessLevelsSatisfy(int levels, const char *needed)
+{
+	int l;
+
+	if (strcmp(needed, "none") == 0)
+		return false;
+	if (strcmp(needed, "any") == 0)
+		return levels != 0;
+	for (l = PRM_LEVEL_SENDER; l <= PRM_LEVEL_ADMIN; l++)
+		if ((levels & (1 << l)) &&
+			PrmLevelSatisfies((PrmAccessLevel) l, PrmParseLevel(needed)))
+			return true;
+	return false;
+}
+
+/* Does this database's prm have the 0.3.0 privilege registry? */
+static bool
+AccessHasRegistry(void)
+{
+	if (SPI_execute("SELECT pg_catalog.to_regclass('prm.function_level') IS NOT NULL",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for prm.function_level");
+	return strcmp(PrmGetText(0, 1), "t") == 0;
+}
+
+/*
+ * The rule of prm 0.2.0, for a database whose SQL objects are still that
+ * version's: SELECT on every prm table and view for readers, on the outbox
+ * for senders, revoked from everyone else.
  */
 static void
-AccessSyncPrivileges(Oid roleid)
+AccessSyncLegacy(Oid roleid, int levels)
 {
-	static SPIPlanPtr levels_plan = NULL;
-	static SPIPlanPtr rels_plan = NULL;
-	Datum			  values[1];
-	const char		 *role = quote_identifier(GetUserNameFromId(roleid, false));
-	bool			  reader = false;
-	bool			  sender = false;
-	int				  n,
+	const char *role = quote_identifier(GetUserNameFromId(roleid, false));
+	int			n,
 		i;
 	char **rels;
 	bool  *outbox;
 
-	PrmPrepare(&levels_plan,
-			   "SELECT DISTINCT a.level FROM prm.org_access a WHERE a.role_id = $1",
-			   1, (Oid[]){OIDOID});
-	values[0] = ObjectIdGetDatum(roleid);
-	n = PrmExecute(levels_plan, values, NULL, true, 0);
-	for (i = 0; i < n; i++)
-	{
-		PrmAccessLevel level = PrmParseLevel(PrmGetText(i, 1));
-
-		if (level >= PRM_LEVEL_READONLY)
-			reader = true;
-		else if (level == PRM_LEVEL_SENDER)
-			sender = true;
-	}
-
-	/* every table and view that belongs to the extension */
-	PrmPrepare(&rels_plan,
-			   "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname),"
-			   "       c.relname IN ('outbound_message')"
-			   "  FROM pg_catalog.pg_depend d"
-			   "  JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'prm'"
-			   "  JOIN pg_catalog.pg_class c ON c.oid = d.objid"
-			   "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-			   " WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass"
-			   "   AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass"
-			   "   AND d.deptype = 'e' AND c.relkind IN ('r', 'v', 'p')"
-			   "   AND c.relname <> 'org_access'"
-			   " ORDER BY 1",
-			   0, NULL);
-	n = PrmExecute(rels_plan, NULL, NULL, true, 0);
+	if (SPI_execute("SELECT pg_catalog.format('%I.%I', n.nspname, c.relname),"
+					"       c.relname = 'outbound_message'"
+					"  FROM pg_catalog.pg_depend d"
+					"  JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'prm'"
+					"  JOIN pg_catalog.pg_class c ON c.oid = d.objid"
+					"  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+					" WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass"
+					"   AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass"
+					"   AND d.deptype = 'e' AND c.relkind IN ('r', 'v', 'p')"
+					"   AND c.relname NOT IN ('org_access', 'org_mutex')",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list prm's relations");
+	n = SPI_processed;
 	rels = palloc(sizeof(char *) * (n + 1));
 	outbox = palloc(sizeof(bool) * (n + 1));
 	for (i = 0; i < n; i++)
@@ -98,14 +109,138 @@ AccessSyncPrivileges(Oid roleid)
 		rels[i] = PrmGetText(i, 1);
 		outbox[i] = strcmp(PrmGetText(i, 2), "t") == 0;
 	}
-
 	for (i = 0; i < n; i++)
 	{
-		bool may_read = reader || (sender && outbox[i]);
+		bool may_read = AccessLevelsSatisfy(levels, outbox[i] ? "sender" : "readonly");
 
 		AccessRunUtility(psprintf("%s SELECT ON %s %s %s",
 								  may_read ? "GRANT" : "REVOKE", rels[i],
 								  may_read ? "TO" : "FROM", role));
+	}
+}
+
+/*
+ * Recompute the privileges of roleid from its rows in prm.org_access: SELECT
+ * on prm's tables and views (readers all, senders the outbox) and EXECUTE on
+ * the functions its levels satisfy (prm.function_level).  A privilege is
+ * granted and recorded in prm.access_privilege when the role lacks it, and
+ * revoked only when that table says prm granted it: privileges a DBA gave by
+ * hand are never taken away.  Names come from the catalog and are quoted, so
+ * no text a caller wrote ends up in the statements.
+ */
+static void
+AccessSyncPrivileges(Oid roleid)
+{
+	static SPIPlanPtr levels_plan = NULL;
+	static SPIPlanPtr objects_plan = NULL;
+	static SPIPlanPtr record_plan = NULL;
+	static SPIPlanPtr forget_plan = NULL;
+	Datum			  values[2];
+	const char		 *role = quote_identifier(GetUserNameFromId(roleid, false));
+	int				  levels = 0;
+	int				  n,
+		i;
+	char **objects;
+	char **names;
+	char **needs;
+	bool  *has;
+	bool  *ours;
+
+	PrmPrepare(&levels_plan,
+			   "SELECT DISTINCT a.level FROM prm.org_access a WHERE a.role_id = $1",
+			   1, (Oid[]){OIDOID});
+	values[0] = ObjectIdGetDatum(roleid);
+	n = PrmExecute(levels_plan, values, NULL, true, 0);
+	for (i = 0; i < n; i++)
+		levels |= 1 << PrmParseLevel(PrmGetText(i, 1));
+
+	/*
+	 * Under an older SQL script (the library is updated before ALTER
+	 * EXTENSION UPDATE runs) there is no registry yet: keep that version's
+	 * rule, SELECT only, all of it recomputed.
+	 */
+	if (!AccessHasRegistry())
+	{
+		AccessSyncLegacy(roleid, levels);
+		return;
+	}
+
+	/*
+	 * Every table, view and function of the extension with the level it
+	 * needs, whether the role holds the privilege directly, and whether prm
+	 * granted it.
+	 */
+	PrmPrepare(&objects_plan,
+			   "WITH members AS ("
+			   "  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d"
+			   "    JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'prm'"
+			   "   WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass"
+			   "     AND d.deptype = 'e'),"
+			   " objects AS ("
+			   "  SELECT 'table ' || pg_catalog.format('%I.%I', n.nspname, c.relname) AS object,"
+			   "         pg_catalog.format('TABLE %I.%I', n.nspname, c.relname) AS name,"
+			   "         CASE WHEN c.relname = 'outbound_message' THEN 'sender' ELSE 'readonly' END AS needs,"
+			   "         'SELECT' AS privilege, c.relacl AS acl, c.relowner AS owner"
+			   "    FROM members m JOIN pg_catalog.pg_class c ON c.oid = m.objid"
+			   "    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+			   "   WHERE m.classid = 'pg_catalog.pg_class'::pg_catalog.regclass"
+			   "     AND c.relkind IN ('r', 'v', 'p')"
+			   "     AND c.relname NOT IN ('org_access', 'org_mutex', 'access_privilege', 'function_level')"
+			   "  UNION ALL"
+			   "  SELECT 'function ' || p.oid::pg_catalog.regprocedure::text,"
+			   "         'FUNCTION ' || p.oid::pg_catalog.regprocedure::text,"
+			   "         coalesce(l.level, 'none'), 'EXECUTE', p.proacl, p.proowner"
+			   "    FROM members m JOIN pg_catalog.pg_proc p ON p.oid = m.objid"
+			   "    LEFT JOIN prm.function_level l ON l.signature = p.oid::pg_catalog.regprocedure::text"
+			   "   WHERE m.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass)"
+			   " SELECT o.object, o.name, o.needs,"
+			   "        EXISTS (SELECT 1 FROM pg_catalog.aclexplode(coalesce(o.acl, pg_catalog.acldefault("
+			   "                      CASE WHEN o.privilege = 'SELECT' THEN 'r' ELSE 'f' END::pg_catalog.\"char\", o.owner))) x"
+			   "                 WHERE x.grantee = $1 AND x.privilege_type = o.privilege),"
+			   "        EXISTS (SELECT 1 FROM prm.access_privilege g"
+			   "                 WHERE g.role_id = $1 AND g.object = o.object)"
+			   "   FROM objects o ORDER BY o.object",
+			   1, (Oid[]){OIDOID});
+	n = PrmExecute(objects_plan, values, NULL, true, 0);
+	objects = palloc(sizeof(char *) * (n + 1));
+	names = palloc(sizeof(char *) * (n + 1));
+	needs = palloc(sizeof(char *) * (n + 1));
+	has = palloc(sizeof(bool) * (n + 1));
+	ours = palloc(sizeof(bool) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		objects[i] = PrmGetText(i, 1);
+		names[i] = PrmGetText(i, 2);
+		needs[i] = PrmGetText(i, 3);
+		has[i] = strcmp(PrmGetText(i, 4), "t") == 0;
+		ours[i] = strcmp(PrmGetText(i, 5), "t") == 0;
+	}
+
+	PrmPrepare(&record_plan,
+			   "INSERT INTO prm.access_privilege (role_id, object) VALUES ($1, $2)"
+			   " ON CONFLICT DO NOTHING",
+			   2, (Oid[]){OIDOID, TEXTOID});
+	PrmPrepare(&forget_plan,
+			   "DELETE FROM prm.access_privilege g WHERE g.role_id = $1 AND g.object = $2",
+			   2, (Oid[]){OIDOID, TEXTOID});
+	for (i = 0; i < n; i++)
+	{
+		bool		wanted = AccessLevelsSatisfy(levels, needs[i]);
+		const char *privilege = strncmp(objects[i], "table ", 6) == 0 ? "SELECT" : "EXECUTE";
+
+		CHECK_FOR_INTERRUPTS();
+		values[1] = CStringGetTextDatum(objects[i]);
+		if (wanted && !has[i])
+		{
+			AccessRunUtility(psprintf("GRANT %s ON %s TO %s", privilege, names[i], role));
+			PrmExecute(record_plan, values, NULL, false, 0);
+		}
+		else if (!wanted && ours[i])
+		{
+			if (has[i])
+				AccessRunUtility(psprintf("REVOKE %s ON %s FROM %s", privilege, names[i], role));
+			PrmExecute(forget_plan, values, NULL, false, 0);
+		}
 	}
 }
 
@@ -134,6 +269,12 @@ prm_grant_access(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("role \"%s\" is a superuser", GetUserNameFromId(roleid, false)),
 				 errdetail("Superusers see every organization; access levels do not apply to them.")));
+	if (has_bypassrls_privilege(roleid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("role \"%s\" bypasses row-level security", GetUserNameFromId(roleid, false)),
+				 errdetail("With the table privileges of a level it would read every organization's rows."),
+				 errhint("Use a role without BYPASSRLS (ALTER ROLE ... NOBYPASSRLS).")));
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_ADMIN);

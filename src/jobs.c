@@ -340,6 +340,12 @@ prm_next_deadline(PG_FUNCTION_ARGS)
 	TimestampTz deadline;
 
 	PrmSpiConnect();
+	if (!PrmCallerIsPrivileged())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for prm.next_deadline()"),
+				 errdetail("It reports deadlines of every organization."),
+				 errhint("Run it as a superuser or the extension owner.")));
 	deadline = PrmNextDeadline();
 	PrmSpiFinish();
 	if (deadline == 0)

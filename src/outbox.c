@@ -400,22 +400,34 @@ static void
 OutboxLoadMessage(int64 message_id, PrmAccessLevel level, int64 *org_id,
 				  char **status, char **lease)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum			  values[1];
+	static SPIPlanPtr find_plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
+	Datum			  values[2];
 	bool			  isnull;
 
-	PrmPrepare(&plan,
-			   "SELECT m.org_id, m.status, m.lease_token::text FROM prm.outbound_message m"
-			   " WHERE m.id = $1 FOR UPDATE",
+	/* authorise on the row's organization before locking anything */
+	PrmPrepare(&find_plan,
+			   "SELECT m.org_id FROM prm.outbound_message m WHERE m.id = $1",
 			   1, (Oid[]){INT8OID});
+	PrmPrepare(&lock_plan,
+			   "SELECT m.status, m.lease_token::text FROM prm.outbound_message m"
+			   " WHERE m.org_id = $1 AND m.id = $2 FOR UPDATE",
+			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(message_id);
-	if (PrmExecute(plan, values, NULL, false, 1) == 1)
+	if (PrmExecute(find_plan, values, NULL, true, 1) == 1)
 	{
 		*org_id = PrmGetInt64(0, 1, &isnull);
-		*status = PrmGetText(0, 2);
-		*lease = PrmGetText(0, 3);
 		if (PrmHasOrgAccess(*org_id, level))
-			return;
+		{
+			values[0] = Int64GetDatum(*org_id);
+			values[1] = Int64GetDatum(message_id);
+			if (PrmExecute(lock_plan, values, NULL, false, 1) == 1)
+			{
+				*status = PrmGetText(0, 1);
+				*lease = PrmGetText(0, 2);
+				return;
+			}
+		}
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_NO_DATA_FOUND),
@@ -425,8 +437,8 @@ OutboxLoadMessage(int64 message_id, PrmAccessLevel level, int64 *org_id,
 
 /* Refuse an acknowledgement whose lease is not the message's current one. */
 static void
-OutboxCheckLease(int64 message_id, const char *status, const char *current,
-				 FunctionCallInfo fcinfo, int argno)
+OutboxCheckLease(int64 org_id, int64 message_id, const char *status,
+				 const char *current, FunctionCallInfo fcinfo, int argno)
 {
 	char *given;
 
@@ -437,7 +449,23 @@ OutboxCheckLease(int64 message_id, const char *status, const char *current,
 				 errdetail("Its status is \"%s\".", status),
 				 errhint("Claim it with prm.claim_messages() first; a lease that ran out returns the message to the queue.")));
 	if (PG_ARGISNULL(argno))
+	{
+		/*
+		 * Without a token the lease is not checked: that kills a message
+		 * another sender may hold, so only an admin may do it, on record.
+		 */
+		if (!PrmHasOrgAccess(org_id, PRM_LEVEL_ADMIN))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("an acknowledgement of outbound message %lld needs its lease token",
+							(long long) message_id),
+					 errdetail("Only an admin of the organization may acknowledge without the lease."),
+					 errhint("Pass the lease_token that prm.claim_messages() returned.")));
+		PrmEmitEvent(org_id, "lease_overridden", "outbound_message", message_id,
+					 psprintf("{\"lease_token\": %s}",
+							  current ? PrmJsonString(current) : "null"));
 		return;
+	}
 	given = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(argno)));
 	if (current == NULL || strcmp(given, current) != 0)
 		ereport(ERROR,
@@ -709,7 +737,7 @@ prm_mark_message_sent(PG_FUNCTION_ARGS)
 
 	PrmSpiConnect();
 	OutboxLoadMessage(message_id, PRM_LEVEL_SENDER, &org_id, &status, &lease);
-	OutboxCheckLease(message_id, status, lease, fcinfo, 2);
+	OutboxCheckLease(org_id, message_id, status, lease, fcinfo, 2);
 	PrmPrepare(&plan,
 			   "UPDATE prm.outbound_message m"
 			   "   SET status = 'sent', provider_message_id = $3, sent_at = pg_catalog.now(),"
@@ -750,7 +778,7 @@ prm_mark_message_failed(PG_FUNCTION_ARGS)
 
 	PrmSpiConnect();
 	OutboxLoadMessage(message_id, PRM_LEVEL_SENDER, &org_id, &status, &lease);
-	OutboxCheckLease(message_id, status, lease, fcinfo, 3);
+	OutboxCheckLease(org_id, message_id, status, lease, fcinfo, 3);
 	s = PrmGetSettings(org_id);
 	PrmPrepare(&attempts_plan,
 			   "SELECT m.attempts FROM prm.outbound_message m WHERE m.org_id = $1 AND m.id = $2",

@@ -23,6 +23,9 @@
 #include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/trigger.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgtime.h"
@@ -259,7 +262,7 @@ PrmLevelName(PrmAccessLevel level)
  * readonly < staff < admin; staff and admin may also do what webhook and
  * sender roles do, but webhook and sender roles may do nothing else.
  */
-static bool
+bool
 PrmLevelSatisfies(PrmAccessLevel granted, PrmAccessLevel required)
 {
 	if (granted == required)
@@ -383,6 +386,37 @@ PrmLockOrgMutex(int64 org_id, const char *purpose)
 	if (PrmExecute(lock_plan, values, NULL, false, 0) != 1)
 		elog(ERROR, "could not lock the %s mutex of organization %lld",
 			 purpose, (long long) org_id);
+}
+
+/*
+ * Refuse to run trigger function fname unless it was fired as a trigger
+ * (39P01) on prm's own table relname (42809).  prm's trigger functions read
+ * columns by name and type; on any other relation, a temporary table with
+ * the same column names and other types, say, they would misread memory.
+ */
+void
+PrmCheckTrigger(FunctionCallInfo fcinfo, const char *fname,
+				const char *relname)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	 rel;
+	char		*nspname;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function prm.%s() was not called by the trigger manager", fname),
+				 errdetail("It is a trigger function of prm.%s.", relname)));
+	rel = trigdata->tg_relation;
+	nspname = get_namespace_name(RelationGetNamespace(rel));
+	if (nspname == NULL || strcmp(nspname, "prm") != 0 ||
+		strcmp(RelationGetRelationName(rel), relname) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("function prm.%s() can only be used as a trigger on prm.%s",
+						fname, relname),
+				 errdetail("It was fired for relation \"%s\".",
+						   RelationGetRelationName(rel))));
 }
 
 /* Prepare sql once per backend and keep the plan. */

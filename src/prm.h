@@ -52,12 +52,16 @@ extern char *PrmTextArgOrNull(FunctionCallInfo fcinfo, int argno,
 extern void	 PrmCheckTextLength(const char *value, const char *name, int maxlen);
 extern char *PrmValidateTimezone(const char *tzname);
 extern void	 PrmCheckEmail(const char *email);
+extern void	 PrmCheckTrigger(FunctionCallInfo fcinfo, const char *fname,
+							 const char *relname);
 
 /* prm.c: tenancy */
 extern bool			  PrmCallerIsPrivileged(void);
 extern bool			  PrmHasOrgAccess(int64 org_id, PrmAccessLevel level);
 extern void			  PrmRequireOrgAccess(int64 org_id, PrmAccessLevel level);
 extern PrmAccessLevel PrmParseLevel(const char *level);
+extern bool			  PrmLevelSatisfies(PrmAccessLevel granted,
+										PrmAccessLevel required);
 extern void			  PrmLockOrgMutex(int64 org_id, const char *purpose);
 extern const char	 *PrmLevelName(PrmAccessLevel level);
 

@@ -204,9 +204,13 @@ prm_waitlist_entry_score_trigger(PG_FUNCTION_ARGS)
 	Datum		  newval;
 	bool		  newnull = false;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		elog(ERROR, "waitlist_entry_score_trigger: not called as a BEFORE ROW trigger");
+	PrmCheckTrigger(fcinfo, "waitlist_entry_score_trigger", "waitlist_entry");
+	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function prm.waitlist_entry_score_trigger() must be fired BEFORE INSERT OR UPDATE FOR EACH ROW")));
 
 	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_newtuple : trigdata->tg_trigtuple;
 	tupdesc = trigdata->tg_relation->rd_att;
@@ -273,9 +277,12 @@ prm_appointment_waitlist_trigger(PG_FUNCTION_ARGS)
 	int64		 patient_id;
 	HeapTuple	 tuple;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+	PrmCheckTrigger(fcinfo, "appointment_waitlist_trigger", "appointment");
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		elog(ERROR, "appointment_waitlist_trigger: not called as an AFTER ROW trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function prm.appointment_waitlist_trigger() must be fired AFTER FOR EACH ROW")));
 	tupdesc = trigdata->tg_relation->rd_att;
 
 	PrmSpiConnect();

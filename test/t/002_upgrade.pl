@@ -29,7 +29,8 @@ members AS (
    WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e')
 SELECT line FROM (
   SELECT 'function ' || p.oid::regprocedure || E'\n' || pg_get_functiondef(p.oid)
-         || E'\ncomment: ' || coalesce(obj_description(p.oid, 'pg_proc'), '-') AS line
+         || E'\ncomment: ' || coalesce(obj_description(p.oid, 'pg_proc'), '-')
+         || E'\nPUBLIC may execute: ' || has_function_privilege('public', p.oid, 'EXECUTE') AS line
     FROM pg_proc p JOIN members m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid
   UNION ALL
   SELECT 'relation ' || c.oid::regclass || ' kind ' || c.relkind::text
@@ -118,6 +119,10 @@ foreach my $v (@old)
 		'the waiting patient got an offer after the update');
 	is($node->safe_psql($db, q{SET ROLE regress_upgrade_staff; SELECT count(*) FROM prm.offer}), '1',
 		'a role granted before the update reads the tables the update added');
+	is($node->safe_psql($db, q{SELECT has_function_privilege('regress_upgrade_staff', 'prm.fill_slot(bigint,bigint)', 'EXECUTE')
+	                               AND NOT has_function_privilege('regress_upgrade_staff', 'prm.configure(bigint,jsonb)', 'EXECUTE')
+	                               AND NOT has_function_privilege('public', 'prm.fill_slot(bigint,bigint)', 'EXECUTE')}), 't',
+		'after the update a staff role granted before it executes exactly the staff functions');
 }
 
 $node->stop;
