@@ -3,7 +3,7 @@
 EXTENSION    = prm
 EXTVERSION   = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" prm.control)
 MODULE_big   = prm
-OBJS         = src/prm.o src/settings.o src/phone.o src/access.o src/directory.o \
+OBJS         = src/prm.o src/loop.o src/settings.o src/phone.o src/access.o src/directory.o \
                src/scoring.o src/outbox.o src/fill.o src/jobs.o src/worker.o src/reengagement.o src/matching.o \
                src/privacy.o
 

@@ -219,16 +219,11 @@ PrmRecordJobError(int i, const char *message)
 	JobRecord(job_steps[i].name, -1, message);
 }
 
-/* A step, run inside SPI (for PrmRunInSubtransaction). */
+/* A step (for PrmRunInSubtransaction, which connects SPI). */
 static int64
 JobRunInSpi(void *arg)
 {
-	int64 done;
-
-	PrmSpiConnect();
-	done = PrmRunJob(*(int *) arg);
-	PrmSpiFinish();
-	return done;
+	return PrmRunJob(*(int *) arg);
 }
 
 typedef struct JobErrorArg
@@ -237,22 +232,22 @@ typedef struct JobErrorArg
 	const char *message;
 } JobErrorArg;
 
-/* Record a step's error, inside SPI (for PrmRunInSubtransaction). */
+/* Record a step's error (for PrmRunInSubtransaction, which connects SPI). */
 static int64
 JobRecordErrorInSpi(void *arg)
 {
 	JobErrorArg *e = (JobErrorArg *) arg;
 
-	PrmSpiConnect();
 	PrmRecordJobError(e->step, e->message);
-	PrmSpiFinish();
 	return 0;
 }
 
 /*
  * prm.run_due_jobs() RETURNS jsonb
  *	  Every step in a subtransaction of its own: a failing step is rolled
- *	  back alone, reported in the result and logged as a WARNING.
+ *	  back alone, reported in the result and logged as a WARNING.  A query
+ *	  cancel or statement_timeout is not a step's failure: it ends the call
+ *	  (PrmRunInSubtransaction re-raises it).
  */
 Datum
 prm_run_due_jobs(PG_FUNCTION_ARGS)

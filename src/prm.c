@@ -459,44 +459,6 @@ PrmPrepareCursor(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes,
 	return plan;
 }
 
-/*
- * Run fn(arg) in a subtransaction of its own.  On success the subtransaction
- * is committed, *result gets fn's value and NULL is returned; on error it is
- * rolled back alone and the error, copied into the caller's memory context,
- * is returned for the caller to report (PL/pgSQL's exception blocks work the
- * same way).  Usable inside or outside an SPI connection.
- */
-ErrorData *
-PrmRunInSubtransaction(int64 (*fn)(void *arg), void *arg, int64 *result)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData *volatile error = NULL;
-	volatile int64 value = 0;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller);
-	PG_TRY();
-	{
-		value = fn(arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(caller);
-		error = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner;
-	}
-	PG_END_TRY();
-	*result = value;
-	return error;
-}
-
 /* Run a prepared plan; return the number of rows processed. */
 int
 PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,

@@ -68,8 +68,6 @@ extern const char	 *PrmLevelName(PrmAccessLevel level);
 /* prm.c: SPI helpers */
 extern SPIPlanPtr PrmPrepare(SPIPlanPtr *cache, const char *sql, int nargs,
 							 Oid *argtypes);
-extern ErrorData *PrmRunInSubtransaction(int64 (*fn)(void *arg), void *arg,
-										 int64 *result);
 extern SPIPlanPtr PrmPrepareCursor(SPIPlanPtr *cache, const char *sql, int nargs,
 								   Oid *argtypes, int options);
 extern int		  PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls,
@@ -78,6 +76,29 @@ extern int64	  PrmGetInt64(int row, int col, bool *isnull);
 extern char		 *PrmGetText(int row, int col);
 extern void		  PrmSpiConnect(void);
 extern void		  PrmSpiFinish(void);
+
+/*
+ * loop.c: the one loop helper for batches of items.  A transaction holds at
+ * most PRM_MAX_SUBXACTS of prm's subtransactions (PostgreSQL caches 64 per
+ * backend); items run in groups of PRM_ITEM_GROUP per subtransaction.
+ */
+#define PRM_MAX_SUBXACTS 48
+#define PRM_ITEM_GROUP 32
+
+typedef struct PrmItemLoop
+{
+	int64 (*run)(void *ctx, int i);						/* item i, inside SPI; its result */
+	void (*failed)(void *ctx, int i, ErrorData *edata); /* after rollback */
+	void *ctx;
+	int64 done;		/* sum of the results of the items that succeeded */
+	int	  failures; /* items that failed */
+} PrmItemLoop;
+
+extern int		  PrmRunItems(PrmItemLoop *loop, int n);
+extern ErrorData *PrmRunInSubtransaction(int64 (*fn)(void *arg), void *arg,
+										 int64 *result);
+extern int		  PrmSubxactBudgetLeft(void);
+extern bool		  PrmErrorEndsStatement(const ErrorData *edata);
 
 /* prm.c: events and notifications */
 extern void	 PrmEmitEvent(int64 org_id, const char *kind, const char *entity,

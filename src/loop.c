@@ -1,0 +1,214 @@
+/*-------------------------------------------------------------------------
+ *
+ * loop.c
+ *	  The one loop helper for batches of items that may fail one by one:
+ *	  the sweeps' slots, the syncs' records, run_due_jobs' steps, and every
+ *	  capability to come.
+ *
+ * PrmRunItems(loop, n) runs loop->run(ctx, i) for i = 0 .. n-1, so that:
+ *	- an item that fails is rolled back alone, its error handed to
+ *	  loop->failed(), and the loop goes on with the next one;
+ *	- errors that belong to the whole statement are re-raised, never
+ *	  swallowed as an item's failure: a query cancel or statement_timeout
+ *	  (57014), an administrator's or crash shutdown (57P01..57P05), running
+ *	  out of memory or other resources (class 53) and anything FATAL;
+ *	- each item runs in an SPI connection of its own, so whatever it
+ *	  allocated, its tuple tables included, is freed when it ends: the
+ *	  memory of a loop does not grow with its length;
+ *	- a transaction holds at most PRM_MAX_SUBXACTS of prm's
+ *	  subtransactions.  PostgreSQL caches 64 subtransaction ids per
+ *	  backend; beyond that every snapshot in the cluster must look up
+ *	  pg_subtrans.  Items therefore run in groups of up to PRM_ITEM_GROUP
+ *	  in one subtransaction; only a group that fails is run again item by
+ *	  item.  When the budget of the transaction is spent the loop stops and
+ *	  returns how many items it handled: the caller leaves the rest for its
+ *	  next run (the worker commits and comes back at once, since the work is
+ *	  still due).
+ *
+ * PrmRunInSubtransaction() runs a single piece of work the same way, with
+ * the same rules for errors and the budget.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "prm.h"
+
+/* subtransactions prm began in the current top-level transaction */
+static int				  subxacts_used = 0;
+static LocalTransactionId subxacts_lxid = InvalidLocalTransactionId;
+
+/* Count one subtransaction against the transaction's budget. */
+static void
+LoopTakeSubxact(void)
+{
+	if (subxacts_lxid != MyProc->lxid)
+	{
+		subxacts_lxid = MyProc->lxid;
+		subxacts_used = 0;
+	}
+	subxacts_used++;
+}
+
+/* How many more subtransactions prm may begin in this transaction. */
+int
+PrmSubxactBudgetLeft(void)
+{
+	if (subxacts_lxid != MyProc->lxid)
+		return PRM_MAX_SUBXACTS;
+	return Max(PRM_MAX_SUBXACTS - subxacts_used, 0);
+}
+
+/*
+ * Must this error end the whole statement rather than one item?  Cancels,
+ * timeouts, shutdowns and resource exhaustion are not an item's fault, and a
+ * loop that caught them would keep running after the user asked it to stop.
+ */
+bool
+PrmErrorEndsStatement(const ErrorData *edata)
+{
+	if (edata->elevel >= FATAL)
+		return true;
+	switch (edata->sqlerrcode)
+	{
+		case ERRCODE_QUERY_CANCELED:
+		case ERRCODE_ADMIN_SHUTDOWN:
+		case ERRCODE_CRASH_SHUTDOWN:
+		case ERRCODE_CANNOT_CONNECT_NOW:
+		case ERRCODE_DATABASE_DROPPED:
+		case ERRCODE_IDLE_SESSION_TIMEOUT:
+			return true;
+		default:
+			break;
+	}
+	return ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
+		   ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES);
+}
+
+/*
+ * Run fn(arg) in a subtransaction of its own, inside an SPI connection of
+ * its own.  On success the subtransaction is committed, *result gets fn's
+ * value and NULL is returned; on an item's error the subtransaction is
+ * rolled back alone and the error, copied into the caller's memory context,
+ * is returned; errors that end the statement are re-raised.  It counts
+ * against the transaction's budget: loops check PrmSubxactBudgetLeft().
+ */
+ErrorData *
+PrmRunInSubtransaction(int64 (*fn)(void *arg), void *arg, int64 *result)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData *volatile error = NULL;
+	volatile int64 value = 0;
+
+	(void) LoopTakeSubxact();
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		PrmSpiConnect();
+		value = fn(arg);
+		PrmSpiFinish();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		error = CopyErrorData();
+		if (PrmErrorEndsStatement(error))
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+	*result = value;
+	return error;
+}
+
+typedef struct LoopGroup
+{
+	PrmItemLoop *loop;
+	int			 first;
+	int			 count;
+} LoopGroup;
+
+/* Run the items of a group one after the other, each in its own SPI. */
+static int64
+LoopRunGroup(void *arg)
+{
+	LoopGroup *g = (LoopGroup *) arg;
+	int64	   done = 0;
+	int		   i;
+
+	for (i = g->first; i < g->first + g->count; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		PrmSpiConnect();
+		done += g->loop->run(g->loop->ctx, i);
+		PrmSpiFinish();
+	}
+	return done;
+}
+
+/*
+ * Run items 0 .. n-1 of loop (see the file's header); loop->done gets the
+ * sum of their results and loop->failures the number that failed.  Returns
+ * the number of items handled, less than n when the transaction's budget of
+ * subtransactions ran out.
+ */
+int
+PrmRunItems(PrmItemLoop *loop, int n)
+{
+	int i = 0;
+
+	Assert(loop->run != NULL);
+	while (i < n)
+	{
+		LoopGroup  g = {loop, i, Min(PRM_ITEM_GROUP, n - i)};
+		ErrorData *edata;
+		int64	   done = 0;
+		int		   j;
+
+		if (PrmSubxactBudgetLeft() < 1)
+			break;
+		edata = PrmRunInSubtransaction(LoopRunGroup, &g, &done);
+		if (edata == NULL)
+		{
+			loop->done += done;
+			i += g.count;
+			continue;
+		}
+		FreeErrorData(edata);
+
+		/* the group failed: run its items one by one to find the culprit */
+		for (j = g.first; j < g.first + g.count; j++)
+		{
+			LoopGroup one = {loop, j, 1};
+
+			if (PrmSubxactBudgetLeft() < 1)
+				return j;
+			edata = PrmRunInSubtransaction(LoopRunGroup, &one, &done);
+			if (edata == NULL)
+				loop->done += done;
+			else
+			{
+				loop->failures++;
+				if (loop->failed)
+					loop->failed(loop->ctx, j, edata);
+				FreeErrorData(edata);
+			}
+		}
+		i += g.count;
+	}
+	return i;
+}
