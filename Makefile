@@ -4,7 +4,7 @@ EXTENSION    = prm
 EXTVERSION   = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" prm.control)
 MODULE_big   = prm
 OBJS         = src/prm.o src/settings.o src/phone.o src/access.o src/directory.o \
-               src/scoring.o src/outbox.o src/fill.o src/fill_batch.o src/fill_reply.o src/fill_sweep.o src/jobs.o src/worker.o src/reengagement.o src/matching.o \
+               src/scoring.o src/outbox.o src/fill.o src/fill_batch.o src/fill_reply.o src/fill_sweep.o src/jobs.o src/worker.o src/reengagement.o src/reengagement_stats.o src/reengagement_sync.o src/reengagement_read.o src/matching.o \
                src/privacy.o
 
 # Install scripts.  Each release adds SQL pieces; the pieces of a release are
