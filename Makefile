@@ -3,9 +3,8 @@
 EXTENSION    = prm
 EXTVERSION   = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" prm.control)
 MODULE_big   = prm
-OBJS         = src/prm.o src/loop.o src/settings.o src/phone.o src/access.o src/directory.o \
-               src/scoring.o src/outbox.o src/fill.o src/jobs.o src/worker.o src/reengagement.o src/matching.o \
-               src/privacy.o
+# every C file of src/ is one room of the module
+OBJS         = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 # Install scripts.  Each release adds SQL pieces; the pieces of a release are
 # never edited once it is out.  A version's full script is the pieces of every

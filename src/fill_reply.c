@@ -1,0 +1,644 @@
+/*-------------------------------------------------------------------------
+ *
+ * fill_reply.c
+ *	  A patient's answer to an offer: inbound SMS (prm.handle_inbound_sms),
+ *	  its keyword (YES, NO, STOP, START, HELP), accepting and declining, and
+ *	  the accept link (prm.accept_offer).
+ *
+ * Claiming.  The first YES wins by a conditional UPDATE of the slot
+ * (status 'free' -> 'busy').  It does not skip: a second YES waits on the
+ * first one's row lock, and then either finds the slot busy (told it is
+ * gone) or, if the first transaction rolled back, free (and wins).  Only
+ * then is the offer row locked and checked.
+ *
+ * Lock order: provider, slot, offer (as everywhere, see fill.h); a reply
+ * locks the patients behind the number first.  An inbound message is
+ * handled once per provider message id: a retried webhook gets the first
+ * reply.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "fill.h"
+
+PG_FUNCTION_INFO_V1(prm_handle_inbound_sms);
+PG_FUNCTION_INFO_V1(prm_accept_offer);
+
+typedef enum FillOutcome
+{
+	FILL_BOOKED,
+	FILL_GONE,
+	FILL_NO_OFFER
+} FillOutcome;
+
+static FillOutcome FillAccept(int64 org_id, int64 offer_id, const char *channel,
+							  char **reply);
+
+/* The reply confirming a booking at starts_at, in the patient's time zone. */
+static char *
+FillBookedReply(int64 org_id, const char *tz, const char *language, TimestampTz starts_at)
+{
+	PrmTemplateVar vars[2];
+	char		  *date;
+	char		  *time;
+
+	FillFormatLocal(starts_at, tz, &date, &time);
+	vars[0].name = "date";
+	vars[0].value = date;
+	vars[1].name = "time";
+	vars[1].value = time;
+	return PrmRender(org_id, "booked", "sms", language, vars, 2);
+}
+
+/*
+ * Accept an offer: claim its slot for the offer's patient, book, close the
+ * offer, the slot's other offers and the entry, and release the patient's
+ * later appointment.  *reply gets the text for the patient.
+ */
+static FillOutcome
+FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
+{
+	static SPIPlanPtr offer_plan = NULL;
+	static SPIPlanPtr provider_plan = NULL;
+	static SPIPlanPtr claim_plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr unclaim_plan = NULL;
+	static SPIPlanPtr close_plan = NULL;
+	static SPIPlanPtr later_plan = NULL;
+	Datum			  values[6];
+	bool			  isnull;
+	int64			  slot_id,
+		patient_id,
+		entry_id,
+		provider_id,
+		appt_id,
+		later_id;
+	char	   *status;
+	char	   *tz;
+	char	   *language;
+	bool		entry_waiting;
+	TimestampTz slot_starts;
+	TimestampTz starts_at,
+		ends_at;
+
+	PrmPrepare(&offer_plan,
+			   "SELECT o.slot_id, o.patient_id, o.waitlist_entry_id, o.status,"
+			   "       coalesce(p.timezone, g.timezone), p.language,"
+			   "       (SELECT w.status = 'waiting' FROM prm.waitlist_entry w"
+			   "         WHERE w.org_id = o.org_id AND w.id = o.waitlist_entry_id),"
+			   "       (SELECT s.starts_at FROM prm.slot s WHERE s.org_id = o.org_id AND s.id = o.slot_id)"
+			   "  FROM prm.offer o"
+			   "  JOIN prm.patient p ON p.org_id = o.org_id AND p.id = o.patient_id"
+			   "  JOIN prm.organization g ON g.id = o.org_id"
+			   " WHERE o.org_id = $1 AND o.id = $2",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(offer_id);
+	if (PrmExecute(offer_plan, values, NULL, false, 1) != 1)
+		elog(ERROR, "offer %lld vanished", (long long) offer_id);
+	slot_id = PrmGetInt64(0, 1, &isnull);
+	patient_id = PrmGetInt64(0, 2, &isnull);
+	entry_id = PrmGetInt64(0, 3, &isnull);
+	status = PrmGetText(0, 4);
+	tz = PrmGetText(0, 5);
+	language = PrmGetText(0, 6);
+	entry_waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull)) && !isnull;
+	slot_starts = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 8, &isnull));
+
+	if (strcmp(status, "accepted") == 0)
+	{
+		/* a repeated YES or link click: confirm again, book nothing */
+		*reply = FillBookedReply(org_id, tz, language, slot_starts);
+		return FILL_BOOKED;
+	}
+	if (strcmp(status, "open") != 0 && strcmp(status, "expired") != 0)
+	{
+		*reply = PrmRender(org_id, strcmp(status, "withdrawn") == 0 ? "gone" : "no_offer",
+						   "sms", language, NULL, 0);
+		return strcmp(status, "withdrawn") == 0 ? FILL_GONE : FILL_NO_OFFER;
+	}
+	if (strcmp(status, "expired") == 0 && !entry_waiting)
+	{
+		/* an expired offer is only good while its patient is still waiting */
+		*reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
+		return FILL_NO_OFFER;
+	}
+
+	/*
+	 * Lock order is provider, slot, offer everywhere (book_appointment locks
+	 * the provider first too), so take the provider's lock before the slot's.
+	 */
+	PrmPrepare(&provider_plan,
+			   "SELECT p.id FROM prm.slot s JOIN prm.provider p"
+			   "    ON p.org_id = s.org_id AND p.id = s.provider_id"
+			   " WHERE s.org_id = $1 AND s.id = $2 FOR NO KEY UPDATE OF p",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[1] = Int64GetDatum(slot_id);
+	PrmExecute(provider_plan, values, NULL, false, 1);
+
+	/* the claim: waits for a concurrent claimer and re-checks after it */
+	PrmPrepare(&claim_plan,
+			   "UPDATE prm.slot s SET status = 'busy', fill_status = 'filled',"
+			   "       filled_at = pg_catalog.now(), next_batch_at = NULL"
+			   " WHERE s.org_id = $1 AND s.id = $2 AND s.status = 'free'"
+			   "   AND s.starts_at > pg_catalog.now()"
+			   " RETURNING s.provider_id, s.starts_at, s.ends_at",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[1] = Int64GetDatum(slot_id);
+	if (PrmExecute(claim_plan, values, NULL, false, 0) != 1)
+	{
+		static SPIPlanPtr again_plan = NULL;
+
+		/* the same offer accepted meanwhile (a link click and an SMS): it won */
+		PrmPrepare(&again_plan,
+				   "SELECT 1 FROM prm.offer o WHERE o.org_id = $1 AND o.id = $2 AND o.status = 'accepted'",
+				   2, (Oid[]){INT8OID, INT8OID});
+		values[1] = Int64GetDatum(offer_id);
+		if (PrmExecute(again_plan, values, NULL, false, 1) == 1)
+		{
+			*reply = FillBookedReply(org_id, tz, language, slot_starts);
+			return FILL_BOOKED;
+		}
+		*reply = PrmRender(org_id, "gone", "sms", language, NULL, 0);
+		PrmEmitEvent(org_id, "offer_too_late", "offer", offer_id, NULL);
+		return FILL_GONE;
+	}
+	provider_id = PrmGetInt64(0, 1, &isnull);
+	starts_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	ends_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+
+	/* with the slot held, the offer can no longer change under us but by us */
+	PrmPrepare(&lock_plan,
+			   "SELECT o.status FROM prm.offer o WHERE o.org_id = $1 AND o.id = $2 FOR NO KEY UPDATE",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[1] = Int64GetDatum(offer_id);
+	PrmExecute(lock_plan, values, NULL, false, 1);
+	status = PrmGetText(0, 1);
+	if (strcmp(status, "open") != 0 && strcmp(status, "expired") != 0)
+	{
+		/* declined or withdrawn while we waited: give the slot back */
+		PrmPrepare(&unclaim_plan,
+				   "UPDATE prm.slot s SET status = 'free', fill_status = 'offering', filled_at = NULL"
+				   " WHERE s.org_id = $1 AND s.id = $2",
+				   2, (Oid[]){INT8OID, INT8OID});
+		values[1] = Int64GetDatum(slot_id);
+		PrmExecute(unclaim_plan, values, NULL, false, 0);
+		/* whatever status the decline we waited for left is gone: move on */
+		FillAdvance(org_id, slot_id);
+		*reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
+		return FILL_NO_OFFER;
+	}
+
+	appt_id = PrmBookAppointment(org_id, patient_id, provider_id, starts_at, ends_at, slot_id);
+
+	PrmPrepare(&close_plan,
+			   "WITH o AS (UPDATE prm.offer o SET status = 'accepted', responded_at = pg_catalog.now(),"
+			   "                  response_channel = $5"
+			   "            WHERE o.org_id = $1 AND o.id = $2 RETURNING o.id),"
+			   "     w AS (UPDATE prm.waitlist_entry w SET status = 'booked', closed_at = pg_catalog.now()"
+			   "            WHERE w.org_id = $1 AND w.id = $3 RETURNING w.id)"
+			   "UPDATE prm.slot s SET booked_appointment_id = $4"
+			   " WHERE s.org_id = $1 AND s.id = $6",
+			   6, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID});
+	values[1] = Int64GetDatum(offer_id);
+	values[2] = Int64GetDatum(entry_id);
+	values[3] = Int64GetDatum(appt_id);
+	values[4] = CStringGetTextDatum(channel);
+	values[5] = Int64GetDatum(slot_id);
+	PrmExecute(close_plan, values, NULL, false, 0);
+	FillWithdrawSlotOffers(org_id, slot_id, "slot filled");
+	PrmEmitEvent(org_id, "offer_accepted", "offer", offer_id,
+				 psprintf("{\"slot_id\": %lld, \"patient_id\": %lld, \"appointment_id\": %lld, \"channel\": %s}",
+						  (long long) slot_id, (long long) patient_id, (long long) appt_id,
+						  PrmJsonString(channel)));
+
+	/* the appointment the patient was waiting to bring forward is free now */
+	PrmPrepare(&later_plan,
+			   "SELECT a.id FROM prm.appointment a, prm.waitlist_entry w"
+			   " WHERE w.org_id = $1 AND w.id = $3"
+			   "   AND a.org_id = $1 AND a.patient_id = $2 AND a.id <> $4"
+			   "   AND a.status IN ('proposed', 'pending', 'booked')"
+			   "   AND a.starts_at > $5"
+			   "   AND (w.provider_id IS NULL OR a.provider_id = w.provider_id)"
+			   " ORDER BY a.starts_at LIMIT 1 FOR NO KEY UPDATE OF a",
+			   5, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID});
+	values[1] = Int64GetDatum(patient_id);
+	values[2] = Int64GetDatum(entry_id);
+	values[3] = Int64GetDatum(appt_id);
+	values[4] = TimestampTzGetDatum(starts_at);
+	if (PrmExecute(later_plan, values, NULL, false, 1) == 1)
+	{
+		later_id = PrmGetInt64(0, 1, &isnull);
+		(void) PrmCancelAppointment(org_id, later_id, "moved earlier from the waitlist");
+	}
+
+	*reply = FillBookedReply(org_id, tz, language, starts_at);
+	return FILL_BOOKED;
+}
+/* The keyword of an SMS: its letters, upper-cased, everything else dropped. */
+static char *
+FillKeyword(const char *body)
+{
+	StringInfoData buf;
+	const char	  *p;
+
+	initStringInfo(&buf);
+	for (p = body; *p && buf.len < 40; p++)
+		if (isalpha((unsigned char) *p))
+			appendStringInfoChar(&buf, pg_toupper((unsigned char) *p));
+		else if (isdigit((unsigned char) *p))
+			appendStringInfoChar(&buf, *p);
+	return buf.data;
+}
+
+typedef enum FillKeywordKind
+{
+	KW_YES,
+	KW_NO,
+	KW_STOP,
+	KW_START,
+	KW_HELP,
+	KW_UNKNOWN
+} FillKeywordKind;
+
+/* Classify a keyword (see FillKeyword). */
+static FillKeywordKind
+FillClassify(const char *kw)
+{
+	static const char *const stops[] = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL",
+										"END", "QUIT", "REVOKE", "OPTOUT"};
+	int						 i;
+
+	if (strcmp(kw, "YES") == 0 || strcmp(kw, "Y") == 0)
+		return KW_YES;
+	if (strcmp(kw, "NO") == 0 || strcmp(kw, "N") == 0)
+		return KW_NO;
+	for (i = 0; i < (int) lengthof(stops); i++)
+		if (strcmp(kw, stops[i]) == 0)
+			return KW_STOP;
+	if (strcmp(kw, "START") == 0 || strcmp(kw, "UNSTOP") == 0)
+		return KW_START;
+	if (strcmp(kw, "HELP") == 0 || strcmp(kw, "INFO") == 0)
+		return KW_HELP;
+	return KW_UNKNOWN;
+}
+
+/* Opt the patients out of SMS: offers withdrawn, queued SMS cancelled. */
+static int
+FillOptOut(int64 org_id, Datum patients)
+{
+	static SPIPlanPtr optout_plan = NULL;
+	static SPIPlanPtr offers_plan = NULL;
+	static SPIPlanPtr queue_plan = NULL;
+	Datum			  values[2];
+	int				  changed,
+		n,
+		i;
+	int64 *slots;
+	bool   isnull;
+
+	PrmPrepare(&optout_plan,
+			   "UPDATE prm.patient p SET sms_opt_out = true, opted_out_at = pg_catalog.now(),"
+			   "       updated_at = pg_catalog.now()"
+			   " WHERE p.org_id = $1 AND p.id = ANY ($2) AND NOT p.sms_opt_out",
+			   2, (Oid[]){INT8OID, INT8ARRAYOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = patients;
+	changed = PrmExecute(optout_plan, values, NULL, false, 0);
+
+	PrmPrepare(&queue_plan,
+			   "UPDATE prm.outbound_message m SET status = 'cancelled', last_error = 'patient opted out',"
+			   "       updated_at = pg_catalog.now()"
+			   " WHERE m.org_id = $1 AND m.patient_id = ANY ($2) AND m.channel = 'sms' AND m.status = 'queued'",
+			   2, (Oid[]){INT8OID, INT8ARRAYOID});
+	PrmExecute(queue_plan, values, NULL, false, 0);
+
+	PrmPrepare(&offers_plan,
+			   "SELECT DISTINCT o.slot_id FROM prm.offer o"
+			   " WHERE o.org_id = $1 AND o.patient_id = ANY ($2) AND o.status = 'open'",
+			   2, (Oid[]){INT8OID, INT8ARRAYOID});
+	n = PrmExecute(offers_plan, values, NULL, false, 0);
+	slots = palloc(sizeof(int64) * (n + 1));
+	for (i = 0; i < n; i++)
+		slots[i] = PrmGetInt64(i, 1, &isnull);
+	for (i = 0; i < n; i++)
+	{
+		static SPIPlanPtr withdraw_plan = NULL;
+		FillSlot		  slot;
+		Datum			  v[3];
+
+		if (!FillLockSlot(org_id, slots[i], false, &slot))
+			continue;
+		PrmPrepare(&withdraw_plan,
+				   "UPDATE prm.offer o SET status = 'withdrawn', responded_at = pg_catalog.now()"
+				   " WHERE o.org_id = $1 AND o.slot_id = $2 AND o.patient_id = ANY ($3) AND o.status = 'open'",
+				   3, (Oid[]){INT8OID, INT8OID, INT8ARRAYOID});
+		v[0] = Int64GetDatum(org_id);
+		v[1] = Int64GetDatum(slots[i]);
+		v[2] = patients;
+		if (PrmExecute(withdraw_plan, v, NULL, false, 0) > 0)
+			PrmEmitEvent(org_id, "offers_withdrawn", "slot", slots[i],
+						 "{\"reason\": \"patient opted out\"}");
+		FillAdvance(org_id, slots[i]);
+	}
+	return changed;
+}
+
+/*
+ * The offer a YES or NO of these patients is about: the newest open one,
+ * else the newest expired or withdrawn one of the last day.
+ */
+static int64
+FillCurrentOffer(int64 org_id, Datum patients, bool open_only)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[3];
+	bool			  isnull;
+
+	PrmPrepare(&plan,
+			   "SELECT o.id FROM prm.offer o"
+			   " WHERE o.org_id = $1 AND o.patient_id = ANY ($2)"
+			   "   AND (o.status = 'open' OR (NOT $3 AND o.status IN ('expired', 'withdrawn', 'accepted')"
+			   "        AND o.created_at > pg_catalog.now() - interval '1 day'))"
+			   " ORDER BY o.status = 'open' DESC, o.status = 'accepted' DESC, o.status = 'expired' DESC,"
+			   "          o.created_at DESC, o.id DESC"
+			   " LIMIT 1",
+			   3, (Oid[]){INT8OID, INT8ARRAYOID, BOOLOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = patients;
+	values[2] = BoolGetDatum(open_only);
+	if (PrmExecute(plan, values, NULL, false, 1) == 0)
+		return 0;
+	return PrmGetInt64(0, 1, &isnull);
+}
+
+/* Decline an offer: release it, and move its slot on. */
+static void
+FillDecline(int64 org_id, int64 offer_id)
+{
+	static SPIPlanPtr slot_plan = NULL;
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2];
+	bool			  isnull;
+	int64			  slot_id;
+	FillSlot		  slot;
+
+	PrmPrepare(&slot_plan,
+			   "SELECT o.slot_id FROM prm.offer o WHERE o.org_id = $1 AND o.id = $2",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(offer_id);
+	PrmExecute(slot_plan, values, NULL, false, 1);
+	slot_id = PrmGetInt64(0, 1, &isnull);
+	(void) FillLockSlot(org_id, slot_id, false, &slot);
+	PrmPrepare(&plan,
+			   "UPDATE prm.offer o SET status = 'declined', responded_at = pg_catalog.now(),"
+			   "       response_channel = 'sms'"
+			   " WHERE o.org_id = $1 AND o.id = $2 AND o.status = 'open'",
+			   2, (Oid[]){INT8OID, INT8OID});
+	if (PrmExecute(plan, values, NULL, false, 0) > 0)
+		PrmEmitEvent(org_id, "offer_declined", "offer", offer_id, NULL);
+	FillAdvance(org_id, slot_id);
+}
+
+/*
+ * prm.handle_inbound_sms(to_number, from_number, body, provider_message_id)
+ *	  RETURNS text: the reply, or NULL.
+ */
+Datum
+prm_handle_inbound_sms(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr org_plan = NULL;
+	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr replay_plan = NULL;
+	static SPIPlanPtr patients_plan = NULL;
+	static SPIPlanPtr update_plan = NULL;
+	static SPIPlanPtr start_plan = NULL;
+	char			 *to_raw = PrmTextArg(fcinfo, 0, "to_number", 40);
+	char			 *from_raw;
+	char			 *body;
+	char			 *pmid = PrmTextArg(fcinfo, 3, "provider_message_id", 200);
+	char			 *to;
+	char			 *from;
+	char			 *keyword;
+	char			 *reply = NULL;
+	char			 *language = "en";
+	FillKeywordKind	  kind;
+	Datum			  values[6];
+	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool			  isnull;
+	int64			  org_id,
+		inbound_id,
+		offer_id = 0,
+		first_patient = 0;
+	int npatients,
+		nopted = 0,
+		i;
+	Datum *patient_ids;
+	Datum  patients;
+	text  *result;
+
+	PrmArgNotNull(fcinfo, 1, "from_number");
+	from_raw = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	body = PG_ARGISNULL(2) ? pstrdup("") : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (strlen(body) > 1600)
+		body[pg_mbcharcliplen(body, strlen(body), 1600)] = '\0';
+
+	PrmSpiConnect();
+	to = PrmTryNormalizePhone(to_raw, NULL);
+	PrmPrepare(&org_plan, "SELECT o.id FROM prm.organization o WHERE o.sms_number = $1",
+			   1, (Oid[]){TEXTOID});
+	values[0] = CStringGetTextDatum(to ? to : to_raw);
+	if (to == NULL || PrmExecute(org_plan, values, NULL, false, 1) == 0)
+	{
+		if (!PrmCallerIsPrivileged())
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for SMS number %s", to ? to : to_raw),
+					 errhint("The webhook role needs the webhook level on the organization owning the number.")));
+		PrmSpiFinish();
+		PG_RETURN_NULL();
+	}
+	org_id = PrmGetInt64(0, 1, &isnull);
+	if (!PrmHasOrgAccess(org_id, PRM_LEVEL_WEBHOOK))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for SMS number %s", to),
+				 errhint("The webhook role needs the webhook level on the organization owning the number.")));
+
+	from = PrmTryNormalizePhone(from_raw, PrmOrgPhoneRegion(org_id));
+	keyword = FillKeyword(body);
+	kind = FillClassify(keyword);
+
+	/* once per provider message id: a retried webhook gets the first reply */
+	PrmPrepare(&insert_plan,
+			   "INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword)"
+			   " VALUES ($1, $2, $3, $4, $5)"
+			   " ON CONFLICT (org_id, provider_message_id) DO NOTHING RETURNING id",
+			   5, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(pmid);
+	values[2] = CStringGetTextDatum(from ? from : from_raw);
+	values[3] = CStringGetTextDatum(body);
+	values[4] = CStringGetTextDatum(keyword);
+	if (PrmExecute(insert_plan, values, NULL, false, 0) == 0)
+	{
+		PrmPrepare(&replay_plan,
+				   "SELECT i.reply FROM prm.inbound_message i"
+				   " WHERE i.org_id = $1 AND i.provider_message_id = $2",
+				   2, (Oid[]){INT8OID, TEXTOID});
+		PrmExecute(replay_plan, values, NULL, false, 1);
+		reply = PrmGetText(0, 1);
+		result = reply ? cstring_to_text(reply) : NULL;
+		if (result)
+			result = (text *) DatumGetPointer(SPI_datumTransfer(PointerGetDatum(result), false, -1));
+		PrmSpiFinish();
+		if (result == NULL)
+			PG_RETURN_NULL();
+		PG_RETURN_TEXT_P(result);
+	}
+	inbound_id = PrmGetInt64(0, 1, &isnull);
+
+	/* the patients behind the number (a family may share one) */
+	npatients = 0;
+	patient_ids = NULL;
+	if (from)
+	{
+		PrmPrepare(&patients_plan,
+				   "SELECT p.id, p.sms_opt_out, p.language FROM prm.patient p"
+				   " WHERE p.org_id = $1 AND p.phone = $2 ORDER BY p.id FOR NO KEY UPDATE",
+				   2, (Oid[]){INT8OID, TEXTOID});
+		values[1] = CStringGetTextDatum(from);
+		npatients = PrmExecute(patients_plan, values, NULL, false, 0);
+		patient_ids = palloc(sizeof(Datum) * (npatients + 1));
+		for (i = 0; i < npatients; i++)
+		{
+			patient_ids[i] = Int64GetDatum(PrmGetInt64(i, 1, &isnull));
+			if (strcmp(PrmGetText(i, 2), "t") == 0)
+				nopted++;
+		}
+		if (npatients > 0)
+		{
+			first_patient = DatumGetInt64(patient_ids[0]);
+			language = PrmGetText(0, 3);
+		}
+	}
+	patients = PointerGetDatum(construct_array(patient_ids ? patient_ids : values, npatients,
+											   INT8OID, 8, true, TYPALIGN_DOUBLE));
+
+	if (kind == KW_HELP)
+		reply = PrmRender(org_id, "help", "sms", language, NULL, 0);
+	else if (npatients == 0)
+		reply = NULL; /* a number we do not know: say nothing */
+	else if (kind == KW_STOP)
+	{
+		if (FillOptOut(org_id, patients) > 0)
+		{
+			reply = PrmRender(org_id, "stop", "sms", language, NULL, 0);
+			PrmEmitEvent(org_id, "patient_opted_out", "patient", first_patient, NULL);
+		}
+	}
+	else if (kind == KW_START)
+	{
+		PrmPrepare(&start_plan,
+				   "UPDATE prm.patient p SET sms_opt_out = false, opted_out_at = NULL,"
+				   "       updated_at = pg_catalog.now()"
+				   " WHERE p.org_id = $1 AND p.id = ANY ($2) AND p.sms_opt_out",
+				   2, (Oid[]){INT8OID, INT8ARRAYOID});
+		values[1] = patients;
+		if (PrmExecute(start_plan, values, NULL, false, 0) > 0)
+			PrmEmitEvent(org_id, "patient_opted_in", "patient", first_patient, NULL);
+		reply = PrmRender(org_id, "start", "sms", language, NULL, 0);
+	}
+	else if (nopted == npatients)
+		reply = NULL; /* opted out: only START and HELP are answered */
+	else if (kind == KW_YES)
+	{
+		offer_id = FillCurrentOffer(org_id, patients, false);
+		if (offer_id == 0)
+			reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
+		else
+			(void) FillAccept(org_id, offer_id, "sms", &reply);
+	}
+	else if (kind == KW_NO)
+	{
+		offer_id = FillCurrentOffer(org_id, patients, true);
+		if (offer_id == 0)
+			reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
+		else
+		{
+			FillDecline(org_id, offer_id);
+			reply = PrmRender(org_id, "declined", "sms", language, NULL, 0);
+		}
+	}
+	else
+		reply = PrmRender(org_id, "hint", "sms", language, NULL, 0);
+
+	PrmPrepare(&update_plan,
+			   "UPDATE prm.inbound_message i SET patient_id = $3, offer_id = $4, reply = $5"
+			   " WHERE i.org_id = $1 AND i.id = $2",
+			   5, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(inbound_id);
+	values[2] = Int64GetDatum(first_patient);
+	nulls[2] = first_patient ? ' ' : 'n';
+	values[3] = Int64GetDatum(offer_id);
+	nulls[3] = offer_id ? ' ' : 'n';
+	values[4] = reply ? CStringGetTextDatum(reply) : (Datum) 0;
+	nulls[4] = reply ? ' ' : 'n';
+	PrmExecute(update_plan, values, nulls, false, 0);
+	PrmEmitEvent(org_id, "sms_received", "inbound_message", inbound_id,
+				 psprintf("{\"keyword\": %s, \"patient_id\": %s}", PrmJsonString(keyword),
+						  first_patient ? psprintf("%lld", (long long) first_patient) : "null"));
+
+	result = reply ? cstring_to_text(reply) : NULL;
+	if (result)
+		result = (text *) DatumGetPointer(SPI_datumTransfer(PointerGetDatum(result), false, -1));
+	PrmSpiFinish();
+	if (result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(result);
+}
+
+/*
+ * prm.accept_offer(token uuid) RETURNS text
+ */
+Datum
+prm_accept_offer(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[1];
+	bool			  isnull;
+	int64			  org_id,
+		offer_id;
+	char *reply = NULL;
+	text *result;
+
+	PrmArgNotNull(fcinfo, 0, "token");
+	PrmSpiConnect();
+	PrmPrepare(&plan, "SELECT o.org_id, o.id FROM prm.offer o WHERE o.token = $1",
+			   1, (Oid[]){UUIDOID});
+	values[0] = PG_GETARG_DATUM(0);
+	if (PrmExecute(plan, values, NULL, false, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("offer link is not valid")));
+	org_id = PrmGetInt64(0, 1, &isnull);
+	offer_id = PrmGetInt64(0, 2, &isnull);
+	if (!PrmHasOrgAccess(org_id, PRM_LEVEL_WEBHOOK))
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("offer link is not valid")));
+	(void) FillAccept(org_id, offer_id, "link", &reply);
+	result = cstring_to_text(reply);
+	result = (text *) DatumGetPointer(SPI_datumTransfer(PointerGetDatum(result), false, -1));
+	PrmSpiFinish();
+	PG_RETURN_TEXT_P(result);
+}
