@@ -20,9 +20,9 @@ DATA_built   = prm--0.1.0.sql prm--0.2.0.sql prm--0.3.0.sql \
                prm--0.1.0--0.2.0.sql prm--0.2.0--0.3.0.sql
 DATA         = $(wildcard src/updates/prm--*.sql)
 
-REGRESS      = directory fill
+REGRESS      = directory fill loop
 REGRESS_OPTS = --inputdir=.
-ISOLATION    = two_yes yes_rollback yes_vs_expiry two_slots two_senders stop_during_offer notify_once stats_race two_entries
+ISOLATION    = two_yes yes_rollback yes_vs_expiry two_slots two_senders stop_during_offer notify_once stats_race two_entries fair_sweep
 ISOLATION_OPTS = --inputdir=test
 
 PG_CONFIG   ?= pg_config

@@ -2,12 +2,13 @@
  *
  * fill_sweep.c
  *	  The fill engine's sweeps, run by the jobs: expiring offers whose hold
- *	  ended (prm.expire_offers) and sending batches whose delay is over, each
- *	  slot in a subtransaction of its own (FillGuarded), so one failing slot
- *	  is logged and skipped while the others go on.
+ *	  ended (prm.expire_offers) and sending batches whose delay is over,
+ *	  through the loop helper (loop.c), so one failing slot is rolled back,
+ *	  logged and backed off alone while the others go on.
  *
- * Sweeps (expiry, due batches) take the slot with SKIP LOCKED and come back
- * for a slot that is busy being claimed.
+ * Sweeps lock the slots they pick with SKIP LOCKED in the query that picks
+ * them: a slot busy being claimed is passed over without taking a place of
+ * the sweep's limit, and comes back in the next sweep.
  *
  *-------------------------------------------------------------------------
  */
@@ -43,45 +44,46 @@ PrmFillTakeSweepError(void)
 	return error;
 }
 
-typedef struct FillGuardedArg
+/* The slots a sweep works through, and what it does to each. */
+typedef struct FillSweep
 {
 	int (*fn)(int64 org_id, int64 slot_id, TimestampTz as_of);
-	int64		org_id;
-	int64		slot_id;
+	bool		retry_by_batch; /* back off by next_batch_at, not sweep_retry_at */
 	TimestampTz as_of;
-} FillGuardedArg;
+	int64	   *org_ids;
+	int64	   *slot_ids;
+} FillSweep;
 
-/* Call a FillGuarded step (for PrmRunInSubtransaction). */
+/* One slot of a sweep (a PrmItemLoop item). */
 static int64
-FillGuardedCall(void *arg)
+FillSweepItem(void *ctx, int i)
 {
-	FillGuardedArg *g = (FillGuardedArg *) arg;
+	FillSweep *sw = (FillSweep *) ctx;
 
-	return g->fn(g->org_id, g->slot_id, g->as_of);
+	return sw->fn(sw->org_ids[i], sw->slot_ids[i], sw->as_of);
 }
 
 /*
- * Run a sweep's work on one slot in a subtransaction of its own: a slot
- * that fails (say, its organization's template cannot be rendered) is rolled
- * back alone, logged and remembered, and the sweep goes on with the other
- * slots and organizations.  Returns fn's result, or 0 after an error.
+ * A slot of a sweep failed (say, its organization's template cannot be
+ * rendered) and was rolled back alone: log it, remember the first error of
+ * the transaction for prm.job_run, and back that slot off alone -- 5 s,
+ * doubling with each failure in a row, at most an hour -- so that it neither
+ * fails in every sweep nor keeps the worker's deadline in the past.
  */
-static int
-FillGuarded(int (*fn)(int64 org_id, int64 slot_id, TimestampTz as_of),
-			int64 org_id, int64 slot_id, TimestampTz as_of)
+static void
+FillSweepFailed(void *ctx, int i, ErrorData *edata)
 {
-	FillGuardedArg arg = {fn, org_id, slot_id, as_of};
-	ErrorData	  *edata;
-	int64		   result = 0;
+	static SPIPlanPtr plan = NULL;
+	FillSweep		 *sw = (FillSweep *) ctx;
+	int64			  org_id = sw->org_ids[i];
+	int64			  slot_id = sw->slot_ids[i];
+	Datum			  values[3];
 
-	edata = PrmRunInSubtransaction(FillGuardedCall, &arg, &result);
-	if (edata == NULL)
-		return (int) result;
 	ereport(WARNING,
 			(errmsg("prm: slot %lld of organization %lld was skipped: %s",
 					(long long) slot_id, (long long) org_id, edata->message),
 			 edata->detail ? errdetail("%s", edata->detail) : 0,
-			 errhint("The other slots were processed; this one is tried again on the next run.")));
+			 errhint("The other slots were processed; this one is tried again after a back-off.")));
 	if (fill_slot_error_lxid != MyProc->lxid)
 	{
 		if (fill_slot_error != NULL)
@@ -92,8 +94,61 @@ FillGuarded(int (*fn)(int64 org_id, int64 slot_id, TimestampTz as_of),
 													   edata->message));
 		fill_slot_error_lxid = MyProc->lxid;
 	}
-	FreeErrorData(edata);
-	return 0;
+
+	PrmSpiConnect();
+	PrmPrepare(&plan,
+			   "UPDATE prm.slot s SET sweep_failures = s.sweep_failures + 1,"
+			   "       sweep_retry_at = pg_catalog.now() + pg_catalog.make_interval("
+			   "           secs => LEAST(3600, 5 * 2 ^ LEAST(s.sweep_failures, 10))),"
+			   "       next_batch_at = CASE WHEN $3 THEN pg_catalog.now() + pg_catalog.make_interval("
+			   "           secs => LEAST(3600, 5 * 2 ^ LEAST(s.sweep_failures, 10))) ELSE s.next_batch_at END"
+			   " WHERE s.org_id = $1 AND s.id = $2",
+			   3, (Oid[]){INT8OID, INT8OID, BOOLOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(slot_id);
+	values[2] = BoolGetDatum(sw->retry_by_batch);
+	PrmExecute(plan, values, NULL, false, 0);
+	PrmSpiFinish();
+}
+
+/* A slot went through a sweep: forget its earlier failures. */
+static void
+FillSweepSucceeded(int64 org_id, int64 slot_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2];
+
+	PrmPrepare(&plan,
+			   "UPDATE prm.slot s SET sweep_failures = 0, sweep_retry_at = NULL"
+			   " WHERE s.org_id = $1 AND s.id = $2 AND s.sweep_failures > 0",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(slot_id);
+	PrmExecute(plan, values, NULL, false, 0);
+}
+
+/*
+ * Run a sweep over the n slots of the last query's result (org_id, slot_id),
+ * through the loop helper.  Returns the sum of fn's results.
+ */
+static int
+FillRunSweep(int n, int (*fn)(int64, int64, TimestampTz), bool retry_by_batch,
+			 TimestampTz as_of)
+{
+	FillSweep	sw = {fn, retry_by_batch, as_of, NULL, NULL};
+	PrmItemLoop loop = {FillSweepItem, FillSweepFailed, &sw, 0, 0};
+	int			i;
+	bool		isnull;
+
+	sw.org_ids = palloc(sizeof(int64) * (n + 1));
+	sw.slot_ids = palloc(sizeof(int64) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		sw.org_ids[i] = PrmGetInt64(i, 1, &isnull);
+		sw.slot_ids[i] = PrmGetInt64(i, 2, &isnull);
+	}
+	(void) PrmRunItems(&loop, n);
+	return (int) loop.done;
 }
 
 /* Expire one slot's overdue offers and move it on (a FillGuarded step). */
@@ -123,6 +178,7 @@ FillExpireSlot(int64 org_id, int64 slot_id, TimestampTz as_of)
 					 psprintf("{\"offers\": %d}", k));
 	}
 	FillAdvance(org_id, slot_id);
+	FillSweepSucceeded(org_id, slot_id);
 	return k;
 }
 
@@ -130,29 +186,20 @@ FillExpireSlot(int64 org_id, int64 slot_id, TimestampTz as_of)
 static int
 FillDueBatch(int64 org_id, int64 slot_id, TimestampTz as_of)
 {
-	return FillSendBatch(org_id, slot_id);
-}
+	int sent = FillSendBatch(org_id, slot_id);
 
-/* Copy n (org_id, slot_id) result rows out, before other queries run. */
-static void
-FillReadSlotIds(int n, int64 **org_ids, int64 **slot_ids)
-{
-	int	 i;
-	bool isnull;
-
-	*org_ids = palloc(sizeof(int64) * (n + 1));
-	*slot_ids = palloc(sizeof(int64) * (n + 1));
-	for (i = 0; i < n; i++)
-	{
-		(*org_ids)[i] = PrmGetInt64(i, 1, &isnull);
-		(*slot_ids)[i] = PrmGetInt64(i, 2, &isnull);
-	}
+	FillSweepSucceeded(org_id, slot_id);
+	return sent;
 }
 
 /*
  * Expire open offers whose hold ended by as_of, slot by slot (at most limit
- * slots), and send the next batch where a slot has no open offer left.
- * orgs (norgs of them) limits it to some organizations; NULL: all.
+ * slots, the longest overdue first), and send the next batch where a slot
+ * has no open offer left.  orgs (norgs of them) limits it to some
+ * organizations; NULL: all.  Slots locked by someone else right now and
+ * slots backing off after a failure are passed over and do not count
+ * against the limit, so one organization's busy or broken slots never hold
+ * back another's.
  */
 int
 PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs, int limit)
@@ -160,19 +207,20 @@ PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs, int limit)
 	static SPIPlanPtr find_plan = NULL;
 	Datum			  values[3];
 	char			  nulls[3] = {' ', ' ', ' '};
-	int				  n,
-		i,
-		expired = 0;
-	int64 *org_ids;
-	int64 *slot_ids;
+	int				  n;
 
 	if (!FillInstalled())
 		return 0;
 	PrmPrepare(&find_plan,
-			   "SELECT DISTINCT o.org_id, o.slot_id FROM prm.offer o"
-			   " WHERE o.status = 'open' AND o.hold_until <= $1"
-			   "   AND ($2::bigint[] IS NULL OR o.org_id = ANY ($2::bigint[]))"
-			   " LIMIT $3",
+			   "SELECT s.org_id, s.id FROM prm.slot s"
+			   "  JOIN (SELECT o.org_id, o.slot_id, pg_catalog.min(o.hold_until) AS due"
+			   "          FROM prm.offer o"
+			   "         WHERE o.status = 'open' AND o.hold_until <= $1"
+			   "           AND ($2::bigint[] IS NULL OR o.org_id = ANY ($2::bigint[]))"
+			   "         GROUP BY o.org_id, o.slot_id) d"
+			   "    ON d.org_id = s.org_id AND d.slot_id = s.id"
+			   " WHERE s.sweep_retry_at IS NULL OR s.sweep_retry_at <= $1"
+			   " ORDER BY d.due LIMIT $3 FOR NO KEY UPDATE OF s SKIP LOCKED",
 			   3, (Oid[]){TIMESTAMPTZOID, INT8ARRAYOID, INT4OID});
 	values[0] = TimestampTzGetDatum(as_of);
 	if (orgs)
@@ -181,27 +229,19 @@ PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs, int limit)
 		nulls[1] = 'n';
 	values[2] = Int32GetDatum(limit);
 	n = PrmExecute(find_plan, values, nulls, false, 0);
-	FillReadSlotIds(n, &org_ids, &slot_ids);
-
-	for (i = 0; i < n; i++)
-	{
-		CHECK_FOR_INTERRUPTS();
-		expired += FillGuarded(FillExpireSlot, org_ids[i], slot_ids[i], as_of);
-	}
-	return expired;
+	return FillRunSweep(n, FillExpireSlot, false, as_of);
 }
 
-/* Send first batches whose delay is over (at most limit slots). */
+/*
+ * Send first batches whose delay is over (at most limit slots); locked ones
+ * are passed over, failing ones back off by their next_batch_at.
+ */
 int
 PrmSendDueBatches(int limit)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum			  values[1];
-	int				  n,
-		i,
-		sent = 0;
-	int64 *org_ids;
-	int64 *slot_ids;
+	int				  n;
 
 	if (!FillInstalled())
 		return 0;
@@ -212,13 +252,7 @@ PrmSendDueBatches(int limit)
 			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
 	n = PrmExecute(plan, values, NULL, false, 0);
-	FillReadSlotIds(n, &org_ids, &slot_ids);
-	for (i = 0; i < n; i++)
-	{
-		CHECK_FOR_INTERRUPTS();
-		sent += FillGuarded(FillDueBatch, org_ids[i], slot_ids[i], 0);
-	}
-	return sent;
+	return FillRunSweep(n, FillDueBatch, true, 0);
 }
 
 /*

@@ -304,7 +304,13 @@ prm_run_due_jobs(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(result);
 }
 
-/* The earliest deadline any step knows of (0 if none).  Inside SPI. */
+/*
+ * The earliest deadline any step knows of (0 if none).  Inside SPI.  Slots
+ * locked by someone else right now (a claim, an open transaction that
+ * filled them) are passed over, and a slot backing off after a failure
+ * counts from the end of its back-off: neither keeps the deadline in the
+ * past, which would make the worker back off for every organization.
+ */
 TimestampTz
 PrmNextDeadline(void)
 {
@@ -314,8 +320,11 @@ PrmNextDeadline(void)
 
 	PrmPrepare(&plan,
 			   "SELECT LEAST("
-			   "  (SELECT pg_catalog.min(o.hold_until) FROM prm.offer o WHERE o.status = 'open'),"
-			   "  (SELECT pg_catalog.min(s.next_batch_at) FROM prm.slot s WHERE s.fill_status = 'pending'),"
+			   "  (SELECT GREATEST(o.hold_until, s.sweep_retry_at) FROM prm.offer o"
+			   "     JOIN prm.slot s ON s.org_id = o.org_id AND s.id = o.slot_id"
+			   "    WHERE o.status = 'open' ORDER BY 1 LIMIT 1 FOR NO KEY UPDATE OF s SKIP LOCKED),"
+			   "  (SELECT s.next_batch_at FROM prm.slot s WHERE s.fill_status = 'pending'"
+			   "    ORDER BY s.next_batch_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED),"
 			   "  (SELECT pg_catalog.min(m.lease_expires_at) FROM prm.outbound_message m WHERE m.status = 'sending'),"
 			   "  (SELECT pg_catalog.min(m.not_before) FROM prm.outbound_message m"
 			   "    WHERE m.status = 'queued' AND m.not_before > pg_catalog.now()),"

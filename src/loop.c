@@ -123,12 +123,13 @@ PrmRunInSubtransaction(int64 (*fn)(void *arg), void *arg, int64 *result)
 	{
 		MemoryContextSwitchTo(caller);
 		error = CopyErrorData();
-		if (PrmErrorEndsStatement(error))
-			PG_RE_THROW();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(caller);
 		CurrentResourceOwner = owner;
+		/* rolled back first, so the caller's own subtransactions stay intact */
+		if (PrmErrorEndsStatement(error))
+			ReThrowError(error);
 	}
 	PG_END_TRY();
 	*result = value;
