@@ -22,8 +22,8 @@ s AS (
       FROM generate_series(1, 300) g RETURNING org_id, id),
 ws AS (SELECT w.*, row_number() OVER (ORDER BY w.id) rn FROM w),
 ss AS (SELECT s.*, row_number() OVER (ORDER BY s.id) rn FROM s)
-INSERT INTO prm.offer (org_id, slot_id, patient_id, waitlist_entry_id, hold_until, batch_no, rank, score_breakdown)
-SELECT ss.org_id, ss.id, ws.patient_id, ws.id, now() - interval '1 minute', 1, 1, '{}' FROM ss JOIN ws USING (rn);
+INSERT INTO prm.offer (org_id, slot_id, patient_id, waitlist_entry_id, hold_until, batch_no, rank, score_breakdown, token_hash)
+SELECT ss.org_id, ss.id, ws.patient_id, ws.id, now() - interval '1 minute', 1, 1, '{}', sha256(uuid_send(gen_random_uuid())) FROM ss JOIN ws USING (rn);
 -- each expiry takes 5 ms, so the sweep outlives a 100 ms statement_timeout
 CREATE FUNCTION slow_offer() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$;

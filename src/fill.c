@@ -226,36 +226,66 @@ PrmSlotTaken(int64 org_id, int64 slot_id)
 void
 PrmWithdrawEntryOffers(int64 org_id, int64 entry_id, const char *reason)
 {
-	static SPIPlanPtr find_plan = NULL;
-	static SPIPlanPtr plan = NULL;
+	FillWithdrawOpenOffers(org_id, "o.waitlist_entry_id = $2", entry_id, 0, reason);
+}
+
+/*
+ * Withdraw the open offers of the rows of prm.offer o matching "o.org_id =
+ * $1 AND <where>" ($2: key, $3: an offer to keep, 0 for none), one at a
+ * time: lock its slot, close it, cancel its unsent SMS, move the slot on.
+ * where is one of a few constant strings; each gets its own plan.
+ */
+void
+FillWithdrawOpenOffers(int64 org_id, const char *where, int64 key,
+					   int64 except_offer, const char *reason)
+{
+	static SPIPlanPtr find_plans[2];
+	static SPIPlanPtr close_plan = NULL;
+	int				  which = strcmp(where, "o.waitlist_entry_id = $2") == 0 ? 0 : 1;
 	Datum			  values[3];
 	bool			  isnull;
-	int64			  slot_id;
-	FillSlot		  slot;
+	int				  n,
+		i;
+	int64 *offers;
+	int64 *slots;
 
-	PrmPrepare(&find_plan,
-			   "SELECT o.slot_id FROM prm.offer o"
-			   " WHERE o.org_id = $1 AND o.waitlist_entry_id = $2 AND o.status = 'open'",
+	Assert(which == 0 || strcmp(where, "o.patient_id = $2") == 0);
+	PrmPrepare(&find_plans[which],
+			   psprintf("SELECT o.id, o.slot_id FROM prm.offer o"
+						" WHERE o.org_id = $1 AND %s AND o.id <> $3 AND o.status = 'open'"
+						" ORDER BY o.id",
+						where),
+			   3, (Oid[]){INT8OID, INT8OID, INT8OID});
+	PrmPrepare(&close_plan,
+			   "UPDATE prm.offer o SET status = 'withdrawn', responded_at = pg_catalog.now()"
+			   " WHERE o.org_id = $1 AND o.id = $2 AND o.status = 'open'",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
-	values[1] = Int64GetDatum(entry_id);
-	if (PrmExecute(find_plan, values, NULL, false, 1) == 0)
-		return;
-	slot_id = PrmGetInt64(0, 1, &isnull);
-	if (!FillLockSlot(org_id, slot_id, false, &slot))
-		return;
-	PrmPrepare(&plan,
-			   "UPDATE prm.offer o SET status = 'withdrawn', responded_at = pg_catalog.now()"
-			   " WHERE o.org_id = $1 AND o.waitlist_entry_id = $2 AND o.status = 'open'"
-			   " RETURNING o.id",
-			   2, (Oid[]){INT8OID, INT8OID});
-	if (PrmExecute(plan, values, NULL, false, 0) > 0)
+	values[1] = Int64GetDatum(key);
+	values[2] = Int64GetDatum(except_offer);
+	n = PrmExecute(find_plans[which], values, NULL, false, 0);
+	offers = palloc(sizeof(int64) * (n + 1));
+	slots = palloc(sizeof(int64) * (n + 1));
+	for (i = 0; i < n; i++)
 	{
-		PrmEmitEvent(org_id, "offer_withdrawn", "offer", PrmGetInt64(0, 1, &isnull),
-					 psprintf("{\"reason\": %s}", PrmJsonString(reason)));
-		FillCancelClosedOfferMessages(org_id, slot_id);
+		offers[i] = PrmGetInt64(i, 1, &isnull);
+		slots[i] = PrmGetInt64(i, 2, &isnull);
 	}
-	FillAdvance(org_id, slot_id);
+	for (i = 0; i < n; i++)
+	{
+		FillSlot slot;
+
+		if (!FillLockSlot(org_id, slots[i], false, &slot))
+			continue;
+		values[1] = Int64GetDatum(offers[i]);
+		if (PrmExecute(close_plan, values, NULL, false, 0) > 0)
+		{
+			PrmEmitEvent(org_id, "offer_withdrawn", "offer", offers[i],
+						 psprintf("{\"reason\": %s}", PrmJsonString(reason)));
+			FillCancelClosedOfferMessages(org_id, slots[i]);
+		}
+		FillAdvance(org_id, slots[i]);
+	}
 }
 
 /*

@@ -44,6 +44,8 @@ extern void FillRetryLater(int64 org_id, int64 slot_id, TimestampTz at);
 extern void FillFormatLocal(TimestampTz ts, const char *tz, char **date, char **time);
 extern void FillCancelClosedOfferMessages(int64 org_id, int64 slot_id);
 extern int	FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason);
+extern void FillWithdrawOpenOffers(int64 org_id, const char *where, int64 key,
+								   int64 except_offer, const char *reason);
 
 /* fill_batch.c */
 extern int	FillSendBatch(int64 org_id, int64 slot_id);

@@ -94,11 +94,24 @@ FillMakeOffer(const PrmSettings *s, FillSlot *slot, FillCandidate *c, int batch_
 						 c->penalty, c->rank, c->parts.days_to_wait,
 						 c->parts.days_on_list);
 	PrmPrepare(&plan,
+			   "WITH t AS (SELECT pg_catalog.gen_random_uuid() AS token)"
 			   "INSERT INTO prm.offer (org_id, slot_id, patient_id, waitlist_entry_id,"
-			   "                       hold_until, batch_no, rank, score_breakdown)"
-			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.jsonb)"
+			   "                       hold_until, batch_no, rank, score_breakdown,"
+			   "                       scored_appointment_id, token_hash)"
+			   " SELECT $1, $2, $3, $4, $5, $6, $7, $8::pg_catalog.jsonb,"
+			   /* the appointment whose wait the score counted */
+			   "        (SELECT a.id FROM prm.appointment a, prm.waitlist_entry w"
+			   "          WHERE w.org_id = $1 AND w.id = $4"
+			   "            AND a.org_id = $1 AND a.patient_id = $3"
+			   "            AND a.starts_at = w.current_appointment_at"
+			   "            AND a.status IN ('proposed', 'pending', 'booked', 'arrived', 'checked-in')"
+			   "            AND (w.provider_id IS NULL OR a.provider_id = w.provider_id)"
+			   "          ORDER BY a.id LIMIT 1),"
+			   "        pg_catalog.sha256(pg_catalog.uuid_send(t.token))"
+			   "   FROM t"
 			   " ON CONFLICT (org_id, patient_id) WHERE status = 'open' DO NOTHING"
-			   " RETURNING id, token::text",
+			   /* only the hash is stored: the token itself leaves in the SMS */
+			   " RETURNING id, (SELECT t.token::text FROM t)",
 			   8, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT4OID, INT4OID, TEXTOID});
 	values[0] = Int64GetDatum(slot->org_id);
 	values[1] = Int64GetDatum(slot->id);

@@ -57,90 +57,213 @@ FillBookedReply(int64 org_id, const char *tz, const char *language, TimestampTz 
 	return PrmRender(org_id, "booked", "sms", language, vars, 2);
 }
 
-/*
- * Accept an offer: claim its slot for the offer's patient, book, close the
- * offer, the slot's other offers and the entry, and release the patient's
- * later appointment.  *reply gets the text for the patient.
- */
-static FillOutcome
-FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
+/* An offer being accepted, as FillAccept reads it with its patient locked. */
+typedef struct FillAcceptance
 {
-	static SPIPlanPtr offer_plan = NULL;
-	static SPIPlanPtr provider_plan = NULL;
-	static SPIPlanPtr claim_plan = NULL;
-	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr unclaim_plan = NULL;
-	static SPIPlanPtr close_plan = NULL;
-	static SPIPlanPtr later_plan = NULL;
-	Datum			  values[6];
-	bool			  isnull;
-	int64			  slot_id,
-		patient_id,
-		entry_id,
-		provider_id,
-		appt_id,
-		later_id;
+	int64		org_id;
+	int64		offer_id;
+	int64		slot_id;
+	int64		patient_id;
+	int64		entry_id;
+	int64		scored_appointment_id; /* 0: the score counted no appointment */
 	char	   *status;
 	char	   *tz;
 	char	   *language;
 	bool		entry_waiting;
+	bool		late_ok; /* an expired offer still inside late_accept_window */
 	TimestampTz slot_starts;
-	TimestampTz starts_at,
-		ends_at;
+	const char *channel;
+} FillAcceptance;
 
+/*
+ * Lock the offer's patient -- one acceptance per patient at a time, whatever
+ * the path (YES, link, both at once) -- and read the offer.  Lock order:
+ * patient, provider, slot, offer, waitlist entry.
+ */
+static void
+FillLoadAcceptance(FillAcceptance *a)
+{
+	static SPIPlanPtr  patient_plan = NULL;
+	static SPIPlanPtr  offer_plan = NULL;
+	Datum			   values[3];
+	bool			   isnull;
+	HeapTuple		   tup;
+	TupleDesc		   desc;
+	const PrmSettings *s = PrmGetSettings(a->org_id);
+
+	PrmPrepare(&patient_plan,
+			   "SELECT 1 FROM prm.patient p"
+			   " WHERE p.org_id = $1"
+			   "   AND p.id = (SELECT o.patient_id FROM prm.offer o WHERE o.org_id = $1 AND o.id = $2)"
+			   " FOR NO KEY UPDATE",
+			   2, (Oid[]){INT8OID, INT8OID});
 	PrmPrepare(&offer_plan,
 			   "SELECT o.slot_id, o.patient_id, o.waitlist_entry_id, o.status,"
 			   "       coalesce(p.timezone, g.timezone), p.language,"
 			   "       (SELECT w.status = 'waiting' FROM prm.waitlist_entry w"
 			   "         WHERE w.org_id = o.org_id AND w.id = o.waitlist_entry_id),"
-			   "       (SELECT s.starts_at FROM prm.slot s WHERE s.org_id = o.org_id AND s.id = o.slot_id)"
+			   "       (SELECT s.starts_at FROM prm.slot s WHERE s.org_id = o.org_id AND s.id = o.slot_id),"
+			   "       coalesce(o.scored_appointment_id, 0),"
+			   "       o.hold_until > pg_catalog.now() - $3::pg_catalog.interval"
 			   "  FROM prm.offer o"
 			   "  JOIN prm.patient p ON p.org_id = o.org_id AND p.id = o.patient_id"
 			   "  JOIN prm.organization g ON g.id = o.org_id"
 			   " WHERE o.org_id = $1 AND o.id = $2",
-			   2, (Oid[]){INT8OID, INT8OID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = Int64GetDatum(offer_id);
+			   3, (Oid[]){INT8OID, INT8OID, INTERVALOID});
+	values[0] = Int64GetDatum(a->org_id);
+	values[1] = Int64GetDatum(a->offer_id);
+	values[2] = IntervalPGetDatum(&s->late_accept_window);
+	PrmExecute(patient_plan, values, NULL, false, 1);
 	if (PrmExecute(offer_plan, values, NULL, false, 1) != 1)
-		elog(ERROR, "offer %lld vanished", (long long) offer_id);
-	slot_id = PrmGetInt64(0, 1, &isnull);
-	patient_id = PrmGetInt64(0, 2, &isnull);
-	entry_id = PrmGetInt64(0, 3, &isnull);
-	status = PrmGetText(0, 4);
-	tz = PrmGetText(0, 5);
-	language = PrmGetText(0, 6);
-	entry_waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull)) && !isnull;
-	slot_starts = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 8, &isnull));
+		elog(ERROR, "offer %lld vanished", (long long) a->offer_id);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	a->slot_id = PrmGetInt64(0, 1, &isnull);
+	a->patient_id = PrmGetInt64(0, 2, &isnull);
+	a->entry_id = PrmGetInt64(0, 3, &isnull);
+	a->status = PrmGetText(0, 4);
+	a->tz = PrmGetText(0, 5);
+	a->language = PrmGetText(0, 6);
+	a->entry_waiting = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)) && !isnull;
+	a->slot_starts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+	a->scored_appointment_id = PrmGetInt64(0, 9, &isnull);
+	a->late_ok = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull)) && !isnull;
+}
 
-	if (strcmp(status, "accepted") == 0)
+/*
+ * The answer to an offer that cannot be accepted as it stands, or
+ * FILL_BOOKED with *reply NULL when it can.
+ */
+static FillOutcome
+FillAcceptRefusal(FillAcceptance *a, char **reply)
+{
+	*reply = NULL;
+	if (strcmp(a->status, "accepted") == 0)
 	{
 		/* a repeated YES or link click: confirm again, book nothing */
-		*reply = FillBookedReply(org_id, tz, language, slot_starts);
+		*reply = FillBookedReply(a->org_id, a->tz, a->language, a->slot_starts);
 		return FILL_BOOKED;
 	}
-	if (strcmp(status, "open") != 0 && strcmp(status, "expired") != 0)
+	if (strcmp(a->status, "open") != 0 && strcmp(a->status, "expired") != 0)
 	{
-		*reply = PrmRender(org_id, strcmp(status, "withdrawn") == 0 ? "gone" : "no_offer",
-						   "sms", language, NULL, 0);
-		return strcmp(status, "withdrawn") == 0 ? FILL_GONE : FILL_NO_OFFER;
+		bool gone = strcmp(a->status, "withdrawn") == 0;
+
+		*reply = PrmRender(a->org_id, gone ? "gone" : "no_offer", "sms", a->language, NULL, 0);
+		return gone ? FILL_GONE : FILL_NO_OFFER;
 	}
-	if (strcmp(status, "expired") == 0 && !entry_waiting)
+	if (!a->entry_waiting || (strcmp(a->status, "expired") == 0 && !a->late_ok))
 	{
-		/* an expired offer is only good while its patient is still waiting */
-		*reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
+		/*
+		 * Only a waiting entry books, and an expired offer only within
+		 * late_accept_window of its hold's end: a link is not good forever.
+		 */
+		*reply = PrmRender(a->org_id, "no_offer", "sms", a->language, NULL, 0);
 		return FILL_NO_OFFER;
 	}
+	return FILL_BOOKED;
+}
+
+/* Give a claimed slot back (the acceptance fell through) and move it on. */
+static void
+FillUnclaim(int64 org_id, int64 slot_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2];
+
+	PrmPrepare(&plan,
+			   "UPDATE prm.slot s SET status = 'free', fill_status = 'offering', filled_at = NULL"
+			   " WHERE s.org_id = $1 AND s.id = $2",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(slot_id);
+	PrmExecute(plan, values, NULL, false, 0);
+	FillAdvance(org_id, slot_id);
+}
+
+/*
+ * Release exactly the appointment the offer's score counted the wait for,
+ * if it is still active and still later than the new one; otherwise leave
+ * it, and say so in an event (it changed after the offer was made).
+ */
+static void
+FillReleaseScoredAppointment(FillAcceptance *a, int64 new_appt, TimestampTz new_starts)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[3];
+	bool			  isnull;
+	bool			  later;
+
+	if (a->scored_appointment_id == 0)
+		return;
+	PrmPrepare(&plan,
+			   "SELECT a.status IN ('proposed', 'pending', 'booked'), a.starts_at > $3, a.status"
+			   "  FROM prm.appointment a WHERE a.org_id = $1 AND a.id = $2"
+			   " FOR NO KEY UPDATE",
+			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
+	values[0] = Int64GetDatum(a->org_id);
+	values[1] = Int64GetDatum(a->scored_appointment_id);
+	values[2] = TimestampTzGetDatum(new_starts);
+	if (PrmExecute(plan, values, NULL, false, 1) == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	{
+		later = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (later)
+		{
+			(void) PrmCancelAppointment(a->org_id, a->scored_appointment_id,
+										"moved earlier from the waitlist");
+			return;
+		}
+	}
+	PrmEmitEvent(a->org_id, "release_skipped", "appointment", a->scored_appointment_id,
+				 psprintf("{\"offer_id\": %lld, \"appointment_id\": %lld,"
+						  " \"reason\": \"the appointment changed after the offer was made\"}",
+						  (long long) a->offer_id, (long long) new_appt));
+}
+
+/*
+ * Accept an offer: claim its slot for the offer's patient, book, close the
+ * offer, the slot's other offers, the patient's other open offers and the
+ * entry, and release the appointment the score counted.  *reply gets the
+ * text for the patient.
+ */
+static FillOutcome
+FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
+{
+	static SPIPlanPtr provider_plan = NULL;
+	static SPIPlanPtr claim_plan = NULL;
+	static SPIPlanPtr again_plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr entry_plan = NULL;
+	static SPIPlanPtr close_plan = NULL;
+	FillAcceptance	  a = {0};
+	FillOutcome		  refusal;
+	Datum			  values[6];
+	bool			  isnull;
+	int64			  provider_id,
+		appt_id;
+	char	   *status;
+	TimestampTz starts_at,
+		ends_at;
+
+	a.org_id = org_id;
+	a.offer_id = offer_id;
+	a.channel = channel;
+	FillLoadAcceptance(&a);
+	refusal = FillAcceptRefusal(&a, reply);
+	if (*reply != NULL)
+		return refusal;
 
 	/*
-	 * Lock order is provider, slot, offer everywhere (book_appointment locks
-	 * the provider first too), so take the provider's lock before the slot's.
+	 * Lock order is patient, provider, slot, offer everywhere
+	 * (book_appointment locks the provider first too).
 	 */
 	PrmPrepare(&provider_plan,
 			   "SELECT p.id FROM prm.slot s JOIN prm.provider p"
 			   "    ON p.org_id = s.org_id AND p.id = s.provider_id"
 			   " WHERE s.org_id = $1 AND s.id = $2 FOR NO KEY UPDATE OF p",
 			   2, (Oid[]){INT8OID, INT8OID});
-	values[1] = Int64GetDatum(slot_id);
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(a.slot_id);
 	PrmExecute(provider_plan, values, NULL, false, 1);
 
 	/* the claim: waits for a concurrent claimer and re-checks after it */
@@ -151,11 +274,8 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 			   "   AND s.starts_at > pg_catalog.now()"
 			   " RETURNING s.provider_id, s.starts_at, s.ends_at",
 			   2, (Oid[]){INT8OID, INT8OID});
-	values[1] = Int64GetDatum(slot_id);
 	if (PrmExecute(claim_plan, values, NULL, false, 0) != 1)
 	{
-		static SPIPlanPtr again_plan = NULL;
-
 		/* the same offer accepted meanwhile (a link click and an SMS): it won */
 		PrmPrepare(&again_plan,
 				   "SELECT 1 FROM prm.offer o WHERE o.org_id = $1 AND o.id = $2 AND o.status = 'accepted'",
@@ -163,10 +283,10 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 		values[1] = Int64GetDatum(offer_id);
 		if (PrmExecute(again_plan, values, NULL, false, 1) == 1)
 		{
-			*reply = FillBookedReply(org_id, tz, language, slot_starts);
+			*reply = FillBookedReply(org_id, a.tz, a.language, a.slot_starts);
 			return FILL_BOOKED;
 		}
-		*reply = PrmRender(org_id, "gone", "sms", language, NULL, 0);
+		*reply = PrmRender(org_id, "gone", "sms", a.language, NULL, 0);
 		PrmEmitEvent(org_id, "offer_too_late", "offer", offer_id, NULL);
 		return FILL_GONE;
 	}
@@ -181,67 +301,50 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	values[1] = Int64GetDatum(offer_id);
 	PrmExecute(lock_plan, values, NULL, false, 1);
 	status = PrmGetText(0, 1);
-	if (strcmp(status, "open") != 0 && strcmp(status, "expired") != 0)
+
+	/* one booking per waitlist entry: the entry must still be waiting */
+	PrmPrepare(&entry_plan,
+			   "UPDATE prm.waitlist_entry w SET status = 'booked', closed_at = pg_catalog.now()"
+			   " WHERE w.org_id = $1 AND w.id = $2 AND w.status = 'waiting'",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[1] = Int64GetDatum(a.entry_id);
+	if ((strcmp(status, "open") != 0 && strcmp(status, "expired") != 0) ||
+		PrmExecute(entry_plan, values, NULL, false, 0) != 1)
 	{
-		/* declined or withdrawn while we waited: give the slot back */
-		PrmPrepare(&unclaim_plan,
-				   "UPDATE prm.slot s SET status = 'free', fill_status = 'offering', filled_at = NULL"
-				   " WHERE s.org_id = $1 AND s.id = $2",
-				   2, (Oid[]){INT8OID, INT8OID});
-		values[1] = Int64GetDatum(slot_id);
-		PrmExecute(unclaim_plan, values, NULL, false, 0);
-		/* whatever status the decline we waited for left is gone: move on */
-		FillAdvance(org_id, slot_id);
-		*reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
+		/* declined or withdrawn while we waited, or the entry booked: give back */
+		FillUnclaim(org_id, a.slot_id);
+		*reply = PrmRender(org_id, "no_offer", "sms", a.language, NULL, 0);
 		return FILL_NO_OFFER;
 	}
 
-	appt_id = PrmBookAppointment(org_id, patient_id, provider_id, starts_at, ends_at, slot_id);
+	appt_id = PrmBookAppointment(org_id, a.patient_id, provider_id, starts_at, ends_at, a.slot_id);
 
 	PrmPrepare(&close_plan,
 			   "WITH o AS (UPDATE prm.offer o SET status = 'accepted', responded_at = pg_catalog.now(),"
-			   "                  response_channel = $5"
-			   "            WHERE o.org_id = $1 AND o.id = $2 RETURNING o.id),"
-			   "     w AS (UPDATE prm.waitlist_entry w SET status = 'booked', closed_at = pg_catalog.now()"
-			   "            WHERE w.org_id = $1 AND w.id = $3 RETURNING w.id)"
-			   "UPDATE prm.slot s SET booked_appointment_id = $4"
-			   " WHERE s.org_id = $1 AND s.id = $6",
-			   6, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID});
+			   "                  response_channel = $4"
+			   "            WHERE o.org_id = $1 AND o.id = $2 RETURNING o.id)"
+			   "UPDATE prm.slot s SET booked_appointment_id = $3"
+			   " WHERE s.org_id = $1 AND s.id = $5",
+			   5, (Oid[]){INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID});
 	values[1] = Int64GetDatum(offer_id);
-	values[2] = Int64GetDatum(entry_id);
-	values[3] = Int64GetDatum(appt_id);
-	values[4] = CStringGetTextDatum(channel);
-	values[5] = Int64GetDatum(slot_id);
+	values[2] = Int64GetDatum(appt_id);
+	values[3] = CStringGetTextDatum(channel);
+	values[4] = Int64GetDatum(a.slot_id);
 	PrmExecute(close_plan, values, NULL, false, 0);
-	FillWithdrawSlotOffers(org_id, slot_id, "slot filled");
+	FillWithdrawSlotOffers(org_id, a.slot_id, "slot filled");
+	/* a patient books once: an offer of another slot they still hold is void */
+	FillWithdrawOpenOffers(org_id, "o.patient_id = $2", a.patient_id, offer_id,
+						   "patient booked another slot");
 	PrmEmitEvent(org_id, "offer_accepted", "offer", offer_id,
 				 psprintf("{\"slot_id\": %lld, \"patient_id\": %lld, \"appointment_id\": %lld, \"channel\": %s}",
-						  (long long) slot_id, (long long) patient_id, (long long) appt_id,
+						  (long long) a.slot_id, (long long) a.patient_id, (long long) appt_id,
 						  PrmJsonString(channel)));
 
-	/* the appointment the patient was waiting to bring forward is free now */
-	PrmPrepare(&later_plan,
-			   "SELECT a.id FROM prm.appointment a, prm.waitlist_entry w"
-			   " WHERE w.org_id = $1 AND w.id = $3"
-			   "   AND a.org_id = $1 AND a.patient_id = $2 AND a.id <> $4"
-			   "   AND a.status IN ('proposed', 'pending', 'booked')"
-			   "   AND a.starts_at > $5"
-			   "   AND (w.provider_id IS NULL OR a.provider_id = w.provider_id)"
-			   " ORDER BY a.starts_at LIMIT 1 FOR NO KEY UPDATE OF a",
-			   5, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID});
-	values[1] = Int64GetDatum(patient_id);
-	values[2] = Int64GetDatum(entry_id);
-	values[3] = Int64GetDatum(appt_id);
-	values[4] = TimestampTzGetDatum(starts_at);
-	if (PrmExecute(later_plan, values, NULL, false, 1) == 1)
-	{
-		later_id = PrmGetInt64(0, 1, &isnull);
-		(void) PrmCancelAppointment(org_id, later_id, "moved earlier from the waitlist");
-	}
-
-	*reply = FillBookedReply(org_id, tz, language, starts_at);
+	FillReleaseScoredAppointment(&a, appt_id, starts_at);
+	*reply = FillBookedReply(org_id, a.tz, a.language, starts_at);
 	return FILL_BOOKED;
 }
+
 /* The keyword of an SMS: its letters, upper-cased, everything else dropped. */
 static char *
 FillKeyword(const char *body)
@@ -447,6 +550,9 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 
 	PrmArgNotNull(fcinfo, 1, "from_number");
 	from_raw = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	/* whatever the provider sends, a sender address is short: keep 64 bytes */
+	if (strlen(from_raw) > 64)
+		from_raw[pg_mbcliplen(from_raw, strlen(from_raw), 64)] = '\0';
 	body = PG_ARGISNULL(2) ? pstrdup("") : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (strlen(body) > 1600)
 		body[pg_mbcharcliplen(body, strlen(body), 1600)] = '\0';
@@ -623,7 +729,9 @@ prm_accept_offer(PG_FUNCTION_ARGS)
 
 	PrmArgNotNull(fcinfo, 0, "token");
 	PrmSpiConnect();
-	PrmPrepare(&plan, "SELECT o.org_id, o.id FROM prm.offer o WHERE o.token = $1",
+	PrmPrepare(&plan,
+			   "SELECT o.org_id, o.id FROM prm.offer o"
+			   " WHERE o.token_hash = pg_catalog.sha256(pg_catalog.uuid_send($1))",
 			   1, (Oid[]){UUIDOID});
 	values[0] = PG_GETARG_DATUM(0);
 	if (PrmExecute(plan, values, NULL, false, 1) == 0)

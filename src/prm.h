@@ -161,6 +161,7 @@ typedef struct PrmSettings
 	char	 name[201 * 4];
 	char	 sms_number[20];
 	char	 accept_url[256];
+	Interval late_accept_window;
 } PrmSettings;
 
 extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);

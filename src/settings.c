@@ -59,6 +59,7 @@ static const SettingDef setting_defs[] = {
 	{"first_batch_delay", SETTING_INTERVAL, "\"00:00:00\"", 0, HOUR, "wait after a cancellation before the first batch (an undone cancellation sends nothing)"},
 	{"min_notice", SETTING_INTERVAL, "\"01:00:00\"", 0, 7 * DAY, "a slot is offered only if it starts at least this long after the offer's hold ends"},
 	{"max_batches", SETTING_INT, "10", 1, 100, "cut-off: no more batches for a slot after this many"},
+	{"late_accept_window", SETTING_INTERVAL, "\"1 day\"", 0, 30 * DAY, "an expired offer can still be accepted (YES or its link) this long after its hold ended, while its patient waits and the slot is free; 0: never"},
 	{"recent_offer_window", SETTING_INTERVAL, "\"7 days\"", 0, 90 * DAY, "an offer within this window lowers a patient's rank"},
 	{"recent_offer_penalty", SETTING_INT, "5", 0, 100, "points taken off for an offer within recent_offer_window"},
 	{"weight_urgent", SETTING_INT, "30", 0, 100, "points for an urgent entry"},
@@ -338,7 +339,8 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 			   "       e.offer_daily_cap::int, e.offer_weekly_cap::int,"
 			   "       e.max_attempts::int, e.retry_base::interval,"
 			   "       coalesce(e.phone_region, pg_catalog.current_setting('prm.default_region')),"
-			   "       e.locale, o.timezone, o.name, o.sms_number, e.accept_url"
+			   "       e.locale, o.timezone, o.name, o.sms_number, e.accept_url,"
+			   "       e.late_accept_window::interval"
 			   "  FROM prm.organization o,"
 			   "       pg_catalog.jsonb_to_record($2::pg_catalog.jsonb || o.settings) AS e("
 			   "         batch_size text, offer_hold text, first_batch_delay text,"
@@ -348,7 +350,7 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 			   "         seniority_full_days text, quiet_hours text, quiet_start text,"
 			   "         quiet_end text, offer_daily_cap text, offer_weekly_cap text,"
 			   "         max_attempts text, retry_base text, phone_region text,"
-			   "         locale text, accept_url text)"
+			   "         locale text, accept_url text, late_accept_window text)"
 			   " WHERE o.id = $1",
 			   2, (Oid[]){INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
@@ -360,7 +362,7 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 
 	memset(s, 0, sizeof(*s));
 	s->org_id = org_id;
-	for (i = 1; i <= 25; i++)
+	for (i = 1; i <= 26; i++)
 	{
 		bool  isnull;
 		Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
@@ -402,6 +404,7 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 				if (!isnull)
 					strlcpy(s->accept_url, TextDatumGetCString(d), sizeof(s->accept_url));
 				break;
+			case 26: s->late_accept_window = *DatumGetIntervalP(d); break;
 		}
 	}
 }

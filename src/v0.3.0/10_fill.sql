@@ -11,3 +11,19 @@ COMMENT ON COLUMN prm.slot.sweep_retry_at IS 'A slot that failed in a sweep is p
 -- next_deadline() passes over slots locked by others (it takes row locks
 -- with SKIP LOCKED), so it is not STABLE.
 ALTER FUNCTION prm.next_deadline() VOLATILE PARALLEL UNSAFE;
+
+-- One-time accept tokens are bearer capabilities: store only their SHA-256.
+-- The token itself leaves in the offer's SMS and is never kept.
+ALTER TABLE prm.offer ADD COLUMN token_hash bytea;
+UPDATE prm.offer SET token_hash = pg_catalog.sha256(pg_catalog.uuid_send(token));
+ALTER TABLE prm.offer ALTER COLUMN token_hash SET NOT NULL;
+DROP INDEX prm.offer_token_idx;
+ALTER TABLE prm.offer DROP COLUMN token;
+CREATE UNIQUE INDEX offer_token_hash_idx ON prm.offer (token_hash);
+COMMENT ON COLUMN prm.offer.token_hash IS 'SHA-256 of the offer''s one-time accept token (prm.accept_offer); the token itself is only in the SMS.';
+
+-- The appointment whose wait the score counted: the one released when the
+-- offer is accepted (exactly that one, and only if it did not change).
+ALTER TABLE prm.offer ADD COLUMN scored_appointment_id bigint;
+COMMENT ON COLUMN prm.offer.scored_appointment_id IS 'The appointment the patient was waiting to bring forward when the offer was scored; accepting releases exactly it (an event release_skipped says when it changed meanwhile).';
+COMMENT ON TABLE prm.offer IS 'A freed slot offered to one waiting patient, held for them until hold_until. score_breakdown keeps the score parts and rank the patient was chosen with, scored_appointment_id the appointment it counted. token_hash is the hash of the one-time link token (prm.accept_offer).';

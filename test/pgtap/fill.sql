@@ -110,9 +110,13 @@ SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15550030000', '+15550031004',
 
 -- opted-out patients are skipped; accept by link; expiry and next batches
 SELECT prm.book_appointment(:org, :p8, :dr, date_trunc('hour', now()) + interval '6 days', date_trunc('hour', now()) + interval '6 days 30 minutes') AS appt8c \gset
+SELECT prm.configure(:org, '{"accept_url": "https://book.example/a/"}') IS NOT NULL AS linked \gset
 SELECT prm.cancel_appointment(:org, :appt8c) AS slot3 \gset
 SELECT is((SELECT count(*)::int FROM prm.offer WHERE slot_id = :slot3 AND patient_id = :p5), 0, 'an opted-out patient is not offered');
-SELECT token AS tok, patient_id AS tok_patient FROM prm.offer WHERE slot_id = :slot3 AND status = 'open' ORDER BY rank DESC LIMIT 1 \gset
+-- the token is only in the SMS (the table keeps its hash)
+SELECT substring(m.body from 'https://book\.example/a/([0-9a-f-]{36})') AS tok, o.patient_id AS tok_patient
+  FROM prm.offer o JOIN prm.outbound_message m ON m.org_id = o.org_id AND m.offer_id = o.id
+ WHERE o.slot_id = :slot3 AND o.status = 'open' ORDER BY o.rank DESC LIMIT 1 \gset
 SELECT alike(prm.accept_offer(:'tok'), '%you are booked%', 'accept by link token');
 SELECT alike(prm.accept_offer(:'tok'), '%you are booked%', 'the same link again only confirms');
 SELECT is((SELECT count(*)::int FROM prm.appointment a JOIN prm.slot s ON s.booked_appointment_id = a.id WHERE s.id = :slot3), 1, 'one booking');

@@ -28,8 +28,8 @@ CREATE FUNCTION pg_temp.expired_offers(org bigint, prov bigint, n int) RETURNS v
           FROM generate_series(1, n) g RETURNING org_id, id),
     ws AS (SELECT w.*, row_number() OVER (ORDER BY w.id) rn FROM w),
     ss AS (SELECT s.*, row_number() OVER (ORDER BY s.id) rn FROM s)
-    INSERT INTO prm.offer (org_id, slot_id, patient_id, waitlist_entry_id, hold_until, batch_no, rank, score_breakdown)
-    SELECT ss.org_id, ss.id, ws.patient_id, ws.id, now() - interval '1 minute', 1, 1, '{}'
+    INSERT INTO prm.offer (org_id, slot_id, patient_id, waitlist_entry_id, hold_until, batch_no, rank, score_breakdown, token_hash)
+    SELECT ss.org_id, ss.id, ws.patient_id, ws.id, now() - interval '1 minute', 1, 1, '{}', sha256(uuid_send(gen_random_uuid()))
       FROM ss JOIN ws USING (rn);
 $$;
 SELECT pg_temp.expired_offers(:org_a, :prov_a, 300);

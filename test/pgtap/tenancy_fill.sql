@@ -13,7 +13,8 @@ CREATE ROLE regress_fb_staff;
 
 -- two clinics, each with a cancellation, offers and queued SMS
 SELECT prm.create_organization('A', 'UTC', '+15550040001') AS a, prm.create_organization('B', 'UTC', '+15550040002') AS b \gset
-SELECT prm.configure(:a, '{"quiet_hours": false}') IS NOT NULL AS x, prm.configure(:b, '{"quiet_hours": false}') IS NOT NULL AS y \gset
+SELECT prm.configure(:a, '{"quiet_hours": false, "accept_url": "https://a.example/o/"}') IS NOT NULL AS x,
+       prm.configure(:b, '{"quiet_hours": false, "accept_url": "https://b.example/o/"}') IS NOT NULL AS y \gset
 SELECT prm.add_provider(:a, 'Dr A') AS dra, prm.add_provider(:b, 'Dr B') AS drb \gset
 SELECT prm.add_patient(:a, 'Ann', 'A', '+15550041001') AS pa1, prm.add_patient(:a, 'Abe', 'A', '+15550041002') AS pa2 \gset
 SELECT prm.add_patient(:b, 'Ben', 'B', '+15550042001') AS pb1, prm.add_patient(:b, 'Bea', 'B', '+15550042002') AS pb2 \gset
@@ -21,8 +22,10 @@ SELECT prm.join_waitlist(:a, :pa2) AS ea, prm.join_waitlist(:b, :pb2) AS eb \gse
 SELECT prm.book_appointment(:a, :pa1, :dra, now() + interval '3 days', now() + interval '3 days 30 minutes') AS appa \gset
 SELECT prm.book_appointment(:b, :pb1, :drb, now() + interval '3 days', now() + interval '3 days 30 minutes') AS appb \gset
 SELECT prm.cancel_appointment(:a, :appa) AS slota, prm.cancel_appointment(:b, :appb) AS slotb \gset
-SELECT id AS offa, token AS toka FROM prm.offer WHERE org_id = :a \gset
-SELECT id AS offb, token AS tokb FROM prm.offer WHERE org_id = :b \gset
+SELECT o.id AS offa, substring(m.body from '/o/([0-9a-f-]{36})') AS toka
+  FROM prm.offer o JOIN prm.outbound_message m ON m.org_id = o.org_id AND m.offer_id = o.id WHERE o.org_id = :a \gset
+SELECT o.id AS offb, substring(m.body from '/o/([0-9a-f-]{36})') AS tokb
+  FROM prm.offer o JOIN prm.outbound_message m ON m.org_id = o.org_id AND m.offer_id = o.id WHERE o.org_id = :b \gset
 SELECT id AS msga FROM prm.outbound_message WHERE org_id = :a \gset
 SELECT id AS msgb FROM prm.outbound_message WHERE org_id = :b \gset
 

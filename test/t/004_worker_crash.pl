@@ -193,8 +193,8 @@ is( $node->safe_psql('postgres', qq{
 is( $node->safe_psql('postgres', qq{
 		SELECT count(*) FROM prm.offer o
 		 WHERE org_id = $org2 AND slot_id = $slot2 AND batch_no = 1
-		   AND (o.id, o.patient_id, o.hold_until, o.created_at, o.token) IN
-		       (SELECT h.id, h.patient_id, h.hold_until, h.created_at, h.token FROM held h)}),
+		   AND (o.id, o.patient_id, o.hold_until, o.created_at, o.token_hash) IN
+		       (SELECT h.id, h.patient_id, h.hold_until, h.created_at, h.token_hash FROM held h)}),
 	'3', 'the offers made before the crash are the ones that expired');
 is($node->safe_psql('postgres', $no_duplicates), 't', 'still nothing is duplicated');
 like($node->safe_psql('postgres', $fingerprint), qr/^offer 12 .*^outbound_message 12 /ms,

@@ -128,9 +128,10 @@ ok( wait_until(qq{
 		SELECT count(*) = 3 FROM prm.offer WHERE org_id = $healthy AND slot_id = $slot2},
 		'the healthy first batch'),
 	'send_due_batches sends the healthy clinic its first batch');
-like( $node->safe_psql('postgres', q{
-		SELECT last_error FROM prm.job_run WHERE job = 'expire_offers'}),
-	qr/cannot be rendered/, 'while expire_offers still fails');
+is( $node->safe_psql('postgres', qq{
+		SELECT sweep_failures >= 1 AND sweep_retry_at IS NOT NULL FROM prm.slot
+		 WHERE org_id = $broken AND id = $slot1}),
+	't', 'while the broken slot backs off alone');
 
 # one clinic's broken template does not hold up another's expiring holds:
 # each slot of a sweep runs in a subtransaction of its own
@@ -140,9 +141,12 @@ ok( wait_until(qq{
 		SELECT count(*) = 3 FROM prm.offer WHERE org_id = $other AND slot_id = $slot3 AND batch_no = 2},
 		'the second batch of the other clinic'),
 	'another clinic\'s hold expires and its next batch goes out while the broken one fails');
-like( $node->safe_psql('postgres', q{
-		SELECT last_error FROM prm.job_run WHERE job = 'expire_offers'}),
-	qr/slot $slot1 of organization $broken: .*cannot be rendered/, 'the broken slot is still reported');
+ok( wait_until(qq{
+		SELECT sweep_failures >= 2 FROM prm.slot WHERE org_id = $broken AND id = $slot1},
+		'the broken slot to be tried again'),
+	'the broken slot is tried again after its back-off, and fails again, alone');
+like( slurp_file($node->logfile),
+	qr/slot $slot1 of organization $broken was skipped: .*cannot be rendered/, 'the broken slot is reported in the log');
 
 is( $node->safe_psql('postgres', q{
 		SELECT pid FROM pg_stat_activity WHERE backend_type = 'prm worker' AND datname = 'postgres'}),
