@@ -22,7 +22,7 @@ DATA         = $(wildcard src/updates/prm--*.sql)
 
 REGRESS      = directory fill loop
 REGRESS_OPTS = --inputdir=.
-ISOLATION    = two_yes yes_rollback yes_vs_expiry two_slots two_senders stop_during_offer notify_once stats_race two_entries fair_sweep
+ISOLATION    = two_yes yes_rollback yes_vs_expiry two_slots two_senders stop_during_offer notify_once stats_race two_entries fair_sweep sync_mutex
 ISOLATION_OPTS = --inputdir=test
 
 PG_CONFIG   ?= pg_config
