@@ -22,7 +22,8 @@ DATA         = $(wildcard src/updates/prm--*.sql)
 
 REGRESS      = directory fill loop
 REGRESS_OPTS = --inputdir=.
-ISOLATION    = two_yes yes_rollback yes_vs_expiry two_slots two_senders stop_during_offer notify_once stats_race two_entries fair_sweep link_and_yes
+# every isolation spec of test/specs/ (with its output in test/expected/)
+ISOLATION    = $(basename $(notdir $(sort $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test
 
 PG_CONFIG   ?= pg_config

@@ -54,6 +54,7 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/numeric.h"
 
@@ -67,6 +68,8 @@ PG_FUNCTION_INFO_V1(prm_lifetime_value);
 
 /* the shortest rhythm a patient is judged against, in days */
 #define MIN_RHYTHM_DAYS 7.0
+/* the most characters of an unknown churn risk an error message quotes */
+#define RISK_QUOTE_CHARS 40
 
 typedef enum ChurnRisk
 {
@@ -337,10 +340,16 @@ prm_lifetime_value(PG_FUNCTION_ARGS)
 		if (strcmp(risk, churn_names[i]) == 0)
 			break;
 	if (i == (int) lengthof(churn_names))
+	{
+		/* quote at most RISK_QUOTE_CHARS of it: the argument may be huge */
+		int clip = pg_mbcharcliplen(risk, strlen(risk), RISK_QUOTE_CHARS);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("churn risk \"%s\" is not recognized", risk),
+				 errmsg("churn risk \"%.*s%s\" is not recognized",
+						clip, risk, risk[clip] ? "..." : ""),
 				 errhint("Use critical, high, medium or low.")));
+	}
 	revenue = PG_ARGISNULL(0) ? int64_to_numeric(0) : PG_GETARG_NUMERIC(0);
 	if (visits > 0)
 	{

@@ -37,6 +37,7 @@
 #include "commands/trigger.h"
 #include "executor/tuptable.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
 
@@ -45,6 +46,11 @@
 PG_FUNCTION_INFO_V1(prm_patient_stats_trigger);
 PG_FUNCTION_INFO_V1(prm_rebuild_patient_stats);
 
+/* the tables prm.patient_stats_trigger() is written for, all in schema prm */
+static const char *const stats_relations[] = {
+	"patient", "appointment", "outbound_message", "outbound_message_history",
+	"inbound_message"};
+
 /* one patient touched by a statement */
 typedef struct PatientKey
 {
@@ -52,10 +58,12 @@ typedef struct PatientKey
 	int64 patient_id;
 } PatientKey;
 
-static int StatsRecompute(int64 org_id, int64 patient_id, bool all);
-static int StatsCollect(Tuplestorestate *ts, TupleDesc desc, AttrNumber org_att,
-						AttrNumber pat_att, PatientKey **keys, int n, int *cap);
-static int PatientKeyCmp(const void *a, const void *b);
+static int		  StatsRecompute(int64 org_id, int64 patient_id, bool all);
+static int		  StatsCollect(Tuplestorestate *ts, TupleDesc desc, AttrNumber org_att,
+							   AttrNumber pat_att, PatientKey **keys, int n, int *cap);
+static int		  PatientKeyCmp(const void *a, const void *b);
+static void		  StatsCheckTrigger(FunctionCallInfo fcinfo);
+static AttrNumber StatsBigintColumn(Relation rel, const char *name);
 
 /*
  * The statement that recomputes patient_stats rows from the source rows.
@@ -243,6 +251,74 @@ StatsCollect(Tuplestorestate *ts, TupleDesc desc, AttrNumber org_att,
 }
 
 /*
+ * Refuse to run prm.patient_stats_trigger() unless the trigger manager fired
+ * it AFTER a statement (39P01), with one argument (39P01), on one of the
+ * prm tables it was written for (42809).  On any other relation (a
+ * temporary table with the same column names, say) it would read columns
+ * it cannot trust.
+ */
+static void
+StatsCheckTrigger(FunctionCallInfo fcinfo)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	 rel;
+	char		*nspname;
+	int			 i;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function prm.patient_stats_trigger() was not called by the trigger manager"),
+				 errdetail("It is a statement trigger function of prm's patient, appointment and message tables.")));
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function prm.patient_stats_trigger() must be fired AFTER ... FOR EACH STATEMENT")));
+	if (trigdata->tg_trigger->tgnargs != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function prm.patient_stats_trigger() takes one argument, the patient column"),
+				 errdetail("The trigger passes %d.", trigdata->tg_trigger->tgnargs)));
+	rel = trigdata->tg_relation;
+	nspname = get_namespace_name(RelationGetNamespace(rel));
+	if (nspname != NULL && strcmp(nspname, "prm") == 0 &&
+		rel->rd_rel->relkind == RELKIND_RELATION)
+		for (i = 0; i < (int) lengthof(stats_relations); i++)
+			if (strcmp(RelationGetRelationName(rel), stats_relations[i]) == 0)
+				return;
+	ereport(ERROR,
+			(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+			 errmsg("function prm.patient_stats_trigger() can only be used as a trigger on prm's patient, appointment and message tables"),
+			 errdetail("It was fired for relation \"%s\".", RelationGetRelationName(rel))));
+}
+
+/*
+ * The attribute number of column name of rel, which must be a bigint: 42703 when
+ * there is no such column, 42804 when it has another type.
+ */
+static AttrNumber
+StatsBigintColumn(Relation rel, const char *name)
+{
+	TupleDesc  desc = RelationGetDescr(rel);
+	AttrNumber att = SPI_fnumber(desc, name);
+
+	if (att <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						name, RelationGetRelationName(rel)),
+				 errhint("The argument of prm.patient_stats_trigger() names the patient column.")));
+	if (TupleDescAttr(desc, att - 1)->atttypid != INT8OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of relation \"%s\" is not of type bigint",
+						name, RelationGetRelationName(rel)),
+				 errdetail("prm.patient_stats_trigger() reads org_id and the patient column as bigint.")));
+	return att;
+}
+
+/*
  * AFTER ... FOR EACH STATEMENT trigger with transition tables: recompute
  * the statistics of every patient the statement touched, once each.  The
  * trigger's argument names the column holding the patient's id.
@@ -261,19 +337,10 @@ prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 	int				  i;
 	int				  changed = 0;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
-		elog(ERROR, "patient_stats_trigger: not called as an AFTER STATEMENT trigger");
-	if (trigdata->tg_trigger->tgnargs != 1)
-		elog(ERROR, "patient_stats_trigger: expected the patient column as argument");
-
+	StatsCheckTrigger(fcinfo);
 	desc = RelationGetDescr(trigdata->tg_relation);
-	org_att = SPI_fnumber(desc, "org_id");
-	pat_att = SPI_fnumber(desc, trigdata->tg_trigger->tgargs[0]);
-	if (org_att <= 0 || pat_att <= 0)
-		elog(ERROR, "patient_stats_trigger: relation \"%s\" has no column org_id or \"%s\"",
-			 RelationGetRelationName(trigdata->tg_relation),
-			 trigdata->tg_trigger->tgargs[0]);
+	org_att = StatsBigintColumn(trigdata->tg_relation, "org_id");
+	pat_att = StatsBigintColumn(trigdata->tg_relation, trigdata->tg_trigger->tgargs[0]);
 
 	keys = palloc(sizeof(PatientKey) * cap);
 	n = StatsCollect(trigdata->tg_oldtable, desc, org_att, pat_att, &keys, n, &cap);

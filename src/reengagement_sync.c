@@ -8,8 +8,11 @@
  * written in a subtransaction of its own: a bad record (a data or integrity
  * error, or an id not in the organization) is rolled back and reported with
  * its reason, the others apply.  Any other error aborts the whole call.
- * Syncs of one organization are serialised by a transaction advisory lock,
- * so "inserted" and "updated" are reported truthfully.
+ * Syncs of one organization are serialised by the lock on its 'sync' row
+ * of prm.org_mutex (PrmLockOrgMutex), held until the transaction ends, so
+ * "inserted" and "updated" are reported truthfully.  Unlike an advisory
+ * lock on a public key, no role without prm's rights can take it and hang
+ * the clinic's syncs.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,8 +36,6 @@ PG_FUNCTION_INFO_V1(prm_sync_appointments);
 
 /* the most records one sync call takes */
 #define SYNC_MAX_RECORDS 10000
-/* first key of the advisory lock that serialises syncs of an organization */
-#define SYNC_LOCK_KEY 1886547315 /* "prms" in ASCII */
 
 /* what became of one sync record */
 typedef enum SyncOutcome
@@ -403,23 +404,21 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 static Datum
 SyncRun(FunctionCallInfo fcinfo, const char *what, SyncRecordFn fn)
 {
-	static SPIPlanPtr lock_plan = NULL;
-	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char			 *source = SyncSource(fcinfo, 1);
-	Jsonb			 *records = SyncRecords(fcinfo, 2);
-	uint32			  count = JB_ROOT_COUNT(records);
-	MemoryContext	  fn_cxt = CurrentMemoryContext;
-	MemoryContext	  spi_cxt;
-	ResourceOwner	  owner = CurrentResourceOwner;
-	HASHCTL			  ctl;
-	HTAB			 *seen;
-	StringInfoData	  rejections;
-	int				  counts[3] = {0, 0, 0};
-	int				  rejected = 0;
-	uint32			  i;
-	Datum			  values[1];
-	char			 *result;
-	char			 *region;
+	int64		   org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char		  *source = SyncSource(fcinfo, 1);
+	Jsonb		  *records = SyncRecords(fcinfo, 2);
+	uint32		   count = JB_ROOT_COUNT(records);
+	MemoryContext  fn_cxt = CurrentMemoryContext;
+	MemoryContext  spi_cxt;
+	ResourceOwner  owner = CurrentResourceOwner;
+	HASHCTL		   ctl;
+	HTAB		  *seen;
+	StringInfoData rejections;
+	int			   counts[3] = {0, 0, 0};
+	int			   rejected = 0;
+	uint32		   i;
+	char		  *result;
+	char		  *region;
 
 	initStringInfo(&rejections);
 	memset(&ctl, 0, sizeof(ctl));
@@ -433,12 +432,7 @@ SyncRun(FunctionCallInfo fcinfo, const char *what, SyncRecordFn fn)
 	spi_cxt = CurrentMemoryContext;
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	region = PrmOrgPhoneRegion(org_id);
-	PrmPrepare(&lock_plan,
-			   "SELECT pg_catalog.pg_advisory_xact_lock(" CppAsString2(SYNC_LOCK_KEY) ","
-																					  "       pg_catalog.hashint8($1))",
-			   1, (Oid[]){INT8OID});
-	values[0] = Int64GetDatum(org_id);
-	PrmExecute(lock_plan, values, NULL, false, 0);
+	PrmLockOrgMutex(org_id, "sync");
 
 	for (i = 0; i < count; i++)
 	{

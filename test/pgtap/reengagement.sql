@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(88);
+SELECT plan(91);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_reeng_a;
@@ -176,6 +176,15 @@ SELECT is(prm.engagement_level(0, NULL, NULL, true, NULL, NULL), 'moderately_eng
 SELECT is(prm.engagement_level(1, 1000, NULL, false, 1, 0), 'disengaged', 'lapsed and silent: disengaged');
 SELECT is(prm.lifetime_value(200, 2, 60, 'critical'), 260.83, 'lifetime value: revenue + discounted horizon value');
 SELECT throws_ok('SELECT prm.lifetime_value(200, 2, 60, ''doomed'')', '22023', NULL, 'unknown churn risk refused');
+SELECT throws_ok(format('SELECT prm.lifetime_value(200, 2, 60, %L)', repeat('x', 100000)), '22023',
+                 format('churn risk "%s..." is not recognized', repeat('x', 40)),
+                 'an oversized churn risk is quoted by its first 40 characters only');
+SELECT throws_ok(format('SELECT prm.lifetime_value(200, 2, 60, %L)', repeat('é', 41)), '22023',
+                 format('churn risk "%s..." is not recognized', repeat('é', 40)),
+                 'the cut falls between characters, not inside one');
+SELECT throws_ok(format('SELECT prm.lifetime_value(200, 2, 60, %L)', repeat('y', 40)), '22023',
+                 format('churn risk "%s" is not recognized', repeat('y', 40)),
+                 'a risk of 40 characters is quoted whole');
 SELECT is((SELECT engagement_level FROM prm.patient_profile WHERE org_id = :org_a AND external_id = '2'), 'disengaged',
           'default engagement thresholds');
 UPDATE prm.organization SET settings = settings || '{"engagement_low_score": 10}' WHERE id = :org_a;
