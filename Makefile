@@ -38,6 +38,9 @@ ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
 endif
 
+# every room includes the shared headers: rebuild all when one changes
+$(OBJS): $(wildcard src/*.h)
+
 prm--0.1.0.sql: $(SQL_0.1.0)
 	cat $^ > $@
 prm--0.2.0.sql: $(SQL_0.1.0) $(SQL_0.2.0)

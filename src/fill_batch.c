@@ -27,8 +27,8 @@
  * patient reached through two entries at once still gets one open offer.
  *
  * Locking: the slot is locked (waiting) before anything else; candidate
- * entries are locked only when offered, with SKIP LOCKED, and their patient
- * with a tried transaction-level advisory lock.
+ * entries are locked only when offered, with SKIP LOCKED, and their
+ * patient's row with them.
  *
  *-------------------------------------------------------------------------
  */
@@ -326,17 +326,18 @@ FillSendBatch(int64 org_id, int64 slot_id)
 	/*
 	 * Lock the best candidates one by one, skipping those another
 	 * transaction is offering right now, until the batch is full.  Only the
-	 * entries offered stay locked.  The patient is claimed too (a
-	 * transaction-level advisory lock, tried, never waited for): a patient
-	 * reached through two entries by two fills at once is skipped by the
-	 * second, which would otherwise wait on the first one's offer insert.
+	 * entries offered stay locked.  The patient's row is claimed too, with
+	 * SKIP LOCKED (never waited for): a patient reached through two entries
+	 * by two fills at once, or accepting another offer right now, is skipped
+	 * by the second, which would otherwise wait on the first one's offer
+	 * insert.  (A row lock, not an advisory lock on a public key, which any
+	 * role could hold to keep a patient from ever being offered a slot.)
 	 */
 	PrmPrepare(&lock_plan,
-			   "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended("
-			   "         'prm.offer:' || $1::text || ':' || w.patient_id::text, 0))"
-			   "  FROM prm.waitlist_entry w"
+			   "SELECT true FROM prm.waitlist_entry w"
+			   "  JOIN prm.patient p ON p.org_id = w.org_id AND p.id = w.patient_id"
 			   " WHERE w.org_id = $1 AND w.id = $2 AND w.status = 'waiting'"
-			   " FOR NO KEY UPDATE SKIP LOCKED",
+			   " FOR NO KEY UPDATE OF w, p SKIP LOCKED",
 			   2, (Oid[]){INT8OID, INT8OID});
 	for (i = 0; i < nchosen && made < s->batch_size; i++)
 	{

@@ -136,7 +136,7 @@ FillRunSweep(int n, int (*fn)(int64, int64, TimestampTz), bool retry_by_batch,
 			 TimestampTz as_of)
 {
 	FillSweep	sw = {fn, retry_by_batch, as_of, NULL, NULL};
-	PrmItemLoop loop = {FillSweepItem, FillSweepFailed, &sw, 0, 0};
+	PrmItemLoop loop = {FillSweepItem, FillSweepFailed, &sw, 0, 0, NULL, false};
 	int			i;
 	bool		isnull;
 

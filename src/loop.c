@@ -23,7 +23,11 @@
  *	  item.  When the budget of the transaction is spent the loop stops and
  *	  returns how many items it handled: the caller leaves the rest for its
  *	  next run (the worker commits and comes back at once, since the work is
- *	  still due).
+ *	  still due).  A loop that must finish in one call (a sync: the caller
+ *	  sent the records) sets unbounded, and then only its failing records
+ *	  cost a subtransaction each beyond one per group.
+ *	- a loop may say which errors are its items' own (is_item_error); any
+ *	  other error ends the statement too.
  *
  * PrmRunInSubtransaction() runs a single piece of work the same way, with
  * the same rules for errors and the budget.
@@ -180,7 +184,7 @@ PrmRunItems(PrmItemLoop *loop, int n)
 		int64	   done = 0;
 		int		   j;
 
-		if (PrmSubxactBudgetLeft() < 1)
+		if (!loop->unbounded && PrmSubxactBudgetLeft() < 1)
 			break;
 		edata = PrmRunInSubtransaction(LoopRunGroup, &g, &done);
 		if (edata == NULL)
@@ -189,6 +193,8 @@ PrmRunItems(PrmItemLoop *loop, int n)
 			i += g.count;
 			continue;
 		}
+		if (loop->is_item_error && !loop->is_item_error(edata))
+			ReThrowError(edata);
 		FreeErrorData(edata);
 
 		/* the group failed: run its items one by one to find the culprit */
@@ -196,11 +202,13 @@ PrmRunItems(PrmItemLoop *loop, int n)
 		{
 			LoopGroup one = {loop, j, 1};
 
-			if (PrmSubxactBudgetLeft() < 1)
+			if (!loop->unbounded && PrmSubxactBudgetLeft() < 1)
 				return j;
 			edata = PrmRunInSubtransaction(LoopRunGroup, &one, &done);
 			if (edata == NULL)
 				loop->done += done;
+			else if (loop->is_item_error && !loop->is_item_error(edata))
+				ReThrowError(edata);
 			else
 			{
 				loop->failures++;

@@ -92,6 +92,9 @@ typedef struct PrmItemLoop
 	void *ctx;
 	int64 done;		/* sum of the results of the items that succeeded */
 	int	  failures; /* items that failed */
+	/* is this error the item's own?  NULL: all but those ending the statement */
+	bool (*is_item_error)(const ErrorData *edata);
+	bool unbounded; /* run every item, whatever the subtransaction budget */
 } PrmItemLoop;
 
 extern int		  PrmRunItems(PrmItemLoop *loop, int n);

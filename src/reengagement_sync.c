@@ -396,118 +396,150 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 	return SyncOutcomeOf();
 }
 
+/* one external id seen in a batch, and the first record that had it */
+typedef struct SyncSeen
+{
+	char key[200 * MAX_MULTIBYTE_CHAR_LEN + 1];
+	int	 index;
+} SyncSeen;
+
+/* A sync under way: its input, what fn needs, and what it found. */
+typedef struct SyncBatch
+{
+	int64		   org_id;
+	const char	  *source;
+	Jsonb		  *records;
+	SyncRecordFn   fn;
+	char		  *region;
+	HTAB		  *seen;
+	MemoryContext  cxt;		 /* the function's, where the results live */
+	int			  *outcomes; /* per record: a SyncOutcome, or -1 if rejected */
+	char		 **ids;		 /* per record: its external id, once read */
+	int			   rejected;
+	StringInfoData rejections;
+} SyncBatch;
+
+/* The external id of record i, validated (inside the record's SPI). */
+static char *
+SyncExternalId(SyncBatch *b, int i, JsonbContainer **record)
+{
+	JsonbValue *elem = getIthJsonbValueFromContainer(&b->records->root, i);
+
+	if (elem == NULL || elem->type != jbvBinary ||
+		!JsonContainerIsObject(elem->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("record is not a JSON object")));
+	*record = elem->val.binary.data;
+	return SyncScalarText(*record, "external_id", true, 200, true);
+}
+
+/* Apply fn to record i (a PrmItemLoop item; it may run again after a rollback). */
+static int64
+SyncItem(void *ctx, int i)
+{
+	SyncBatch	   *b = (SyncBatch *) ctx;
+	JsonbContainer *record;
+	char		   *external_id = SyncExternalId(b, i, &record);
+	SyncSeen	   *seen;
+	bool			found;
+	SyncOutcome		outcome;
+
+	if (b->ids[i] == NULL)
+		b->ids[i] = MemoryContextStrdup(b->cxt, external_id);
+	seen = hash_search(b->seen, external_id, HASH_ENTER, &found);
+	if (!found)
+		seen->index = i;
+	else if (seen->index != i)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("external_id \"%s\" appears earlier in this batch", external_id)));
+	outcome = b->fn(b->org_id, b->source, record, external_id, b->region);
+	/* the last run of a record counts: a group redone item by item overwrites */
+	b->outcomes[i] = outcome;
+	return 1;
+}
+
+/* Record i was rejected: note why (after its rollback). */
+static void
+SyncItemFailed(void *ctx, int i, ErrorData *edata)
+{
+	SyncBatch	 *b = (SyncBatch *) ctx;
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+
+	b->outcomes[i] = -1;
+	appendStringInfo(&b->rejections, "%s{\"index\": %d, \"external_id\": %s, \"reason\": %s}",
+					 b->rejected > 0 ? ", " : "", i,
+					 b->ids[i] ? PrmJsonString(b->ids[i]) : "null",
+					 PrmJsonString(edata->message));
+	b->rejected++;
+	MemoryContextSwitchTo(old);
+}
+
+/* Is this error a record's fault (the record is rejected, the sync goes on)? */
+static bool
+SyncItemError(const ErrorData *edata)
+{
+	return SyncRejectable(edata->sqlerrcode);
+}
+
 /*
- * The body of both syncs: check the arguments, then apply fn to each
- * record in a subtransaction of its own, and report.  fn gets the
+ * The body of both syncs: check the arguments, then apply fn to each record
+ * through the loop helper -- a record that fails is rolled back and
+ * rejected alone, its memory freed with it -- and report.  fn gets the
  * organization's phone region as its arg.
  */
 static Datum
 SyncRun(FunctionCallInfo fcinfo, const char *what, SyncRecordFn fn)
 {
-	int64		   org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char		  *source = SyncSource(fcinfo, 1);
-	Jsonb		  *records = SyncRecords(fcinfo, 2);
-	uint32		   count = JB_ROOT_COUNT(records);
-	MemoryContext  fn_cxt = CurrentMemoryContext;
-	MemoryContext  spi_cxt;
-	ResourceOwner  owner = CurrentResourceOwner;
-	HASHCTL		   ctl;
-	HTAB		  *seen;
-	StringInfoData rejections;
-	int			   counts[3] = {0, 0, 0};
-	int			   rejected = 0;
-	uint32		   i;
-	char		  *result;
-	char		  *region;
+	SyncBatch	b = {0};
+	PrmItemLoop loop = {SyncItem, SyncItemFailed, &b, 0, 0, SyncItemError, true};
+	HASHCTL		ctl;
+	uint32		count;
+	int			counts[3] = {0, 0, 0};
+	int			n;
+	char	   *result;
 
-	initStringInfo(&rejections);
+	b.org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	b.source = SyncSource(fcinfo, 1);
+	b.records = SyncRecords(fcinfo, 2);
+	b.fn = fn;
+	b.cxt = CurrentMemoryContext;
+	count = JB_ROOT_COUNT(b.records);
+	b.outcomes = palloc0(sizeof(int) * (count + 1));
+	b.ids = palloc0(sizeof(char *) * (count + 1));
+	initStringInfo(&b.rejections);
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = 200 * MAX_MULTIBYTE_CHAR_LEN + 1;
-	ctl.entrysize = ctl.keysize;
-	ctl.hcxt = fn_cxt;
-	seen = hash_create("prm sync external ids", Max(count, 16), &ctl,
-					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	ctl.keysize = sizeof(((SyncSeen *) 0)->key);
+	ctl.entrysize = sizeof(SyncSeen);
+	ctl.hcxt = b.cxt;
+	b.seen = hash_create("prm sync external ids", Max(count, 16), &ctl,
+						 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	PrmSpiConnect();
-	spi_cxt = CurrentMemoryContext;
-	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
-	region = PrmOrgPhoneRegion(org_id);
-	PrmLockOrgMutex(org_id, "sync");
+	PrmRequireOrgAccess(b.org_id, PRM_LEVEL_STAFF);
+	b.region = MemoryContextStrdup(b.cxt, PrmOrgPhoneRegion(b.org_id));
+	PrmLockOrgMutex(b.org_id, "sync");
 
-	for (i = 0; i < count; i++)
-	{
-		JsonbValue *elem = getIthJsonbValueFromContainer(&records->root, i);
-		char *volatile external_id = NULL;
-		char *volatile reason = NULL;
-		volatile SyncOutcome outcome = SYNC_UNCHANGED;
+	n = PrmRunItems(&loop, (int) count);
+	Assert(n == (int) count);
+	for (; n > 0; n--)
+		if (b.outcomes[n - 1] >= 0)
+			counts[b.outcomes[n - 1]]++;
 
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(spi_cxt);
-		PG_TRY();
-		{
-			bool found;
-
-			if (elem == NULL || elem->type != jbvBinary ||
-				!JsonContainerIsObject(elem->val.binary.data))
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("record is not a JSON object")));
-			external_id = SyncScalarText(elem->val.binary.data, "external_id",
-										 true, 200, true);
-			hash_search(seen, external_id, HASH_ENTER, &found);
-			if (found)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNIQUE_VIOLATION),
-						 errmsg("external_id \"%s\" appears earlier in this batch", external_id)));
-			outcome = fn(org_id, source, elem->val.binary.data, external_id, region);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(spi_cxt);
-			CurrentResourceOwner = owner;
-		}
-		PG_CATCH();
-		{
-			ErrorData *edata;
-
-			MemoryContextSwitchTo(fn_cxt);
-			edata = CopyErrorData();
-			if (!SyncRejectable(edata->sqlerrcode))
-				PG_RE_THROW();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(spi_cxt);
-			CurrentResourceOwner = owner;
-			reason = edata->message;
-		}
-		PG_END_TRY();
-
-		if (reason)
-		{
-			MemoryContext old = MemoryContextSwitchTo(fn_cxt);
-
-			appendStringInfo(&rejections, "%s{\"index\": %u, \"external_id\": %s, \"reason\": %s}",
-							 rejected > 0 ? ", " : "", i,
-							 external_id ? PrmJsonString(external_id) : "null",
-							 PrmJsonString(reason));
-			MemoryContextSwitchTo(old);
-			rejected++;
-		}
-		else
-			counts[outcome]++;
-	}
-
-	result = MemoryContextStrdup(fn_cxt,
+	result = MemoryContextStrdup(b.cxt,
 								 psprintf("{\"source\": %s, \"records\": %u, \"inserted\": %d,"
 										  " \"updated\": %d, \"unchanged\": %d, \"rejected\": %d,"
 										  " \"rejections\": [%s]}",
-										  PrmJsonString(source), count, counts[SYNC_INSERTED],
+										  PrmJsonString(b.source), count, counts[SYNC_INSERTED],
 										  counts[SYNC_UPDATED], counts[SYNC_UNCHANGED],
-										  rejected, rejections.data));
-	if (counts[SYNC_INSERTED] + counts[SYNC_UPDATED] + rejected > 0)
-		PrmEmitEvent(org_id, psprintf("%s_synced", what), "organization", org_id,
+										  b.rejected, b.rejections.data));
+	if (counts[SYNC_INSERTED] + counts[SYNC_UPDATED] + b.rejected > 0)
+		PrmEmitEvent(b.org_id, psprintf("%s_synced", what), "organization", b.org_id,
 					 psprintf("{\"source\": %s, \"inserted\": %d, \"updated\": %d,"
 							  " \"unchanged\": %d, \"rejected\": %d}",
-							  PrmJsonString(source), counts[SYNC_INSERTED],
-							  counts[SYNC_UPDATED], counts[SYNC_UNCHANGED], rejected));
+							  PrmJsonString(b.source), counts[SYNC_INSERTED],
+							  counts[SYNC_UPDATED], counts[SYNC_UNCHANGED], b.rejected));
 	PrmSpiFinish();
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(result)));
 }
