@@ -247,6 +247,97 @@ prm_add_patient(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The steps every path that puts an appointment in a provider's calendar
+ * takes, in this order -- booking, accepting an offer, syncing from the
+ * practice system, undoing a cancellation:
+ *	1. PrmLockProvider: the provider's row lock serialises the calendar
+ *	   (lock order: patient, provider, slot, offer, waitlist entry);
+ *	2. PrmCheckProviderFree: no other active appointment overlaps (a clear
+ *	   23P01, before the exclusion constraint would say it less clearly);
+ *	3. write the appointment, then PrmTakeCoveredSlots: free slots under it
+ *	   are busy now and their open offers withdrawn, so no YES can book
+ *	   over it later.
+ */
+
+/* Step 1: lock the provider's calendar.  Inside SPI. */
+void
+PrmLockProvider(int64 org_id, int64 provider_id)
+{
+	PrmRequireRow(org_id, PRM_ENTITY_PROVIDER, provider_id, true);
+}
+
+/*
+ * Step 2: raise 23P01 unless the provider has no active appointment
+ * overlapping [starts_at, ends_at) other than except_id (0: none).
+ */
+void
+PrmCheckProviderFree(int64 org_id, int64 provider_id, TimestampTz starts_at,
+					 TimestampTz ends_at, int64 except_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[5];
+
+	PrmPrepare(&plan,
+			   "SELECT a.id, a.starts_at::text, a.ends_at::text FROM prm.appointment a"
+			   " WHERE a.org_id = $1 AND a.provider_id = $2 AND a.id <> $5"
+			   "   AND a.status IN ('proposed', 'pending', 'booked', 'arrived', 'checked-in', 'fulfilled')"
+			   "   AND pg_catalog.tstzrange(a.starts_at, a.ends_at) && pg_catalog.tstzrange($3, $4)"
+			   " LIMIT 1",
+			   5, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(provider_id);
+	values[2] = TimestampTzGetDatum(starts_at);
+	values[3] = TimestampTzGetDatum(ends_at);
+	values[4] = Int64GetDatum(except_id);
+	if (PrmExecute(plan, values, NULL, false, 1) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXCLUSION_VIOLATION),
+				 errmsg("provider %lld is already booked at that time",
+						(long long) provider_id),
+				 errdetail("Appointment %s (%s to %s) overlaps the requested time.",
+						   PrmGetText(0, 1), PrmGetText(0, 2), PrmGetText(0, 3)),
+				 errhint("Cancel that appointment first or choose another time.")));
+}
+
+/*
+ * Step 3: free slots of the provider under appointment appt_id are taken
+ * now (except except_slot, the slot it fills, 0: none), and their open
+ * offers withdrawn.
+ */
+void
+PrmTakeCoveredSlots(int64 org_id, int64 provider_id, TimestampTz starts_at,
+					TimestampTz ends_at, int64 appt_id, int64 except_slot)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[5];
+	uint64			  i,
+		n;
+	int64 *taken;
+	bool   isnull;
+
+	PrmPrepare(&plan,
+			   "UPDATE prm.slot s SET status = 'busy', booked_appointment_id = $5,"
+			   "       filled_at = pg_catalog.now()"
+			   " WHERE s.org_id = $1 AND s.provider_id = $2 AND s.status = 'free'"
+			   "   AND pg_catalog.tstzrange(s.starts_at, s.ends_at) && pg_catalog.tstzrange($3, $4)"
+			   " RETURNING s.id",
+			   5, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(provider_id);
+	values[2] = TimestampTzGetDatum(starts_at);
+	values[3] = TimestampTzGetDatum(ends_at);
+	values[4] = Int64GetDatum(appt_id);
+	PrmExecute(plan, values, NULL, false, 0);
+	n = SPI_processed;
+	taken = palloc(sizeof(int64) * (n + 1));
+	for (i = 0; i < n; i++)
+		taken[i] = PrmGetInt64(i, 1, &isnull);
+	for (i = 0; i < n; i++)
+		if (taken[i] != except_slot)
+			PrmSlotTaken(org_id, taken[i]);
+}
+
+/*
  * Insert a booked appointment after checking the patient, the provider and
  * the provider's calendar; make free slots it covers busy.  Shared by
  * book_appointment and the fill engine.  Must run inside SPI.
@@ -255,9 +346,7 @@ int64
 PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 				   TimestampTz starts_at, TimestampTz ends_at, int64 slot_id)
 {
-	static SPIPlanPtr conflict_plan = NULL;
 	static SPIPlanPtr insert_plan = NULL;
-	static SPIPlanPtr slots_plan = NULL;
 	Datum			  values[6];
 	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int64			  id;
@@ -274,28 +363,8 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 				 errmsg("an appointment cannot last longer than a day")));
 
 	PrmRequireRow(org_id, PRM_ENTITY_PATIENT, patient_id, false);
-	/* the provider's row lock serialises bookings of one provider */
-	PrmRequireRow(org_id, PRM_ENTITY_PROVIDER, provider_id, true);
-
-	PrmPrepare(&conflict_plan,
-			   "SELECT a.id, a.starts_at::text, a.ends_at::text FROM prm.appointment a"
-			   " WHERE a.org_id = $1 AND a.provider_id = $2"
-			   "   AND a.status IN ('proposed', 'pending', 'booked', 'arrived', 'checked-in', 'fulfilled')"
-			   "   AND pg_catalog.tstzrange(a.starts_at, a.ends_at) && pg_catalog.tstzrange($3, $4)"
-			   " LIMIT 1",
-			   4, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = Int64GetDatum(provider_id);
-	values[2] = TimestampTzGetDatum(starts_at);
-	values[3] = TimestampTzGetDatum(ends_at);
-	if (PrmExecute(conflict_plan, values, NULL, false, 1) > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_EXCLUSION_VIOLATION),
-				 errmsg("provider %lld is already booked at that time",
-						(long long) provider_id),
-				 errdetail("Appointment %s (%s to %s) overlaps the requested time.",
-						   PrmGetText(0, 1), PrmGetText(0, 2), PrmGetText(0, 3)),
-				 errhint("Cancel that appointment first or choose another time.")));
+	PrmLockProvider(org_id, provider_id);
+	PrmCheckProviderFree(org_id, provider_id, starts_at, ends_at, 0);
 
 	PrmPrepare(&insert_plan,
 			   "INSERT INTO prm.appointment (org_id, patient_id, provider_id, starts_at, ends_at, slot_id)"
@@ -312,32 +381,7 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 		nulls[5] = 'n';
 	id = DirectoryInsertReturningId(insert_plan, values, nulls);
 
-	/* free slots under the new appointment are taken now */
-	PrmPrepare(&slots_plan,
-			   "UPDATE prm.slot s SET status = 'busy', booked_appointment_id = $5,"
-			   "       filled_at = pg_catalog.now()"
-			   " WHERE s.org_id = $1 AND s.provider_id = $2 AND s.status = 'free'"
-			   "   AND pg_catalog.tstzrange(s.starts_at, s.ends_at) && pg_catalog.tstzrange($3, $4)"
-			   " RETURNING s.id",
-			   5, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = Int64GetDatum(provider_id);
-	values[2] = TimestampTzGetDatum(starts_at);
-	values[3] = TimestampTzGetDatum(ends_at);
-	values[4] = Int64GetDatum(id);
-	PrmExecute(slots_plan, values, NULL, false, 0);
-	{
-		uint64 i,
-			n = SPI_processed;
-		int64 *taken = palloc(sizeof(int64) * (n + 1));
-		bool   isnull;
-
-		for (i = 0; i < n; i++)
-			taken[i] = PrmGetInt64(i, 1, &isnull);
-		for (i = 0; i < n; i++)
-			if (taken[i] != slot_id)
-				PrmSlotTaken(org_id, taken[i]);
-	}
+	PrmTakeCoveredSlots(org_id, provider_id, starts_at, ends_at, id, slot_id);
 
 	PrmEmitEvent(org_id, "appointment_booked", "appointment", id,
 				 psprintf("{\"patient_id\": %lld, \"provider_id\": %lld}",

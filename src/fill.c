@@ -300,14 +300,17 @@ prm_undo_cancellation(PG_FUNCTION_ARGS)
 	int64			  appointment_id = PRM_GETARG_INT64_NOTNULL(1, "appointment_id");
 	Datum			  values[3];
 	bool			  isnull;
-	int64			  slot_id;
-	FillSlot		  slot;
+	int64			  slot_id,
+		provider_id;
+	TimestampTz starts_at,
+		ends_at;
+	FillSlot slot;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	PrmRequireRow(org_id, PRM_ENTITY_APPOINTMENT, appointment_id, false);
 	PrmPrepare(&find_plan,
-			   "SELECT s.id FROM prm.slot s JOIN prm.appointment a"
+			   "SELECT s.id, a.provider_id, a.starts_at, a.ends_at FROM prm.slot s JOIN prm.appointment a"
 			   "    ON a.org_id = s.org_id AND a.id = s.appointment_id"
 			   " WHERE s.org_id = $1 AND s.appointment_id = $2 AND a.status = 'cancelled'"
 			   " ORDER BY s.id DESC LIMIT 1",
@@ -320,11 +323,18 @@ prm_undo_cancellation(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	}
 	slot_id = PrmGetInt64(0, 1, &isnull);
+	provider_id = PrmGetInt64(0, 2, &isnull);
+	starts_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	ends_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+
+	/* the booking routine's order: provider, then slot; then the check */
+	PrmLockProvider(org_id, provider_id);
 	if (!FillLockSlot(org_id, slot_id, false, &slot) || !slot.free)
 	{
 		PrmSpiFinish();
 		PG_RETURN_BOOL(false);
 	}
+	PrmCheckProviderFree(org_id, provider_id, starts_at, ends_at, appointment_id);
 	FillWithdrawSlotOffers(org_id, slot_id, "cancellation undone");
 	PrmPrepare(&undo_plan,
 			   "WITH s AS (UPDATE prm.slot s SET status = 'entered-in-error', fill_status = 'withdrawn',"

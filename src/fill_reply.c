@@ -511,6 +511,95 @@ FillDecline(int64 org_id, int64 offer_id)
 	FillAdvance(org_id, slot_id);
 }
 
+/* An inbound SMS being answered: what FillAnswer reads and writes. */
+typedef struct FillInbound
+{
+	int64			org_id;
+	FillKeywordKind kind;
+	Datum			patients; /* bigint[] of the patients behind the number */
+	int				npatients;
+	int				nopted;
+	int64			first_patient;
+	const char	   *language;
+	int64			offer_id; /* out: the offer answered, or 0 */
+	char		   *reply;	  /* out: the reply, or NULL */
+	MemoryContext	cxt;	  /* where the reply is kept */
+} FillInbound;
+
+/*
+ * Act on an inbound SMS by its keyword (for PrmRunInSubtransaction, inside
+ * SPI): STOP, START, HELP, YES, NO or a hint.
+ */
+static int64
+FillAnswer(void *arg)
+{
+	static SPIPlanPtr start_plan = NULL;
+	FillInbound		 *in = (FillInbound *) arg;
+	int64			  org_id = in->org_id;
+	FillKeywordKind	  kind = in->kind;
+	Datum			  patients = in->patients;
+	int				  npatients = in->npatients;
+	int				  nopted = in->nopted;
+	int64			  first_patient = in->first_patient;
+	const char		 *language = in->language;
+	int64			  offer_id = 0;
+	char			 *reply = NULL;
+	Datum			  values[2];
+
+	values[0] = Int64GetDatum(org_id);
+	if (kind == KW_HELP)
+		reply = PrmRender(org_id, "help", "sms", language, NULL, 0);
+	else if (npatients == 0)
+		reply = NULL; /* a number we do not know: say nothing */
+	else if (kind == KW_STOP)
+	{
+		if (FillOptOut(org_id, patients) > 0)
+		{
+			reply = PrmRender(org_id, "stop", "sms", language, NULL, 0);
+			PrmEmitEvent(org_id, "patient_opted_out", "patient", first_patient, NULL);
+		}
+	}
+	else if (kind == KW_START)
+	{
+		PrmPrepare(&start_plan,
+				   "UPDATE prm.patient p SET sms_opt_out = false, opted_out_at = NULL,"
+				   "       updated_at = pg_catalog.now()"
+				   " WHERE p.org_id = $1 AND p.id = ANY ($2) AND p.sms_opt_out",
+				   2, (Oid[]){INT8OID, INT8ARRAYOID});
+		values[1] = patients;
+		if (PrmExecute(start_plan, values, NULL, false, 0) > 0)
+			PrmEmitEvent(org_id, "patient_opted_in", "patient", first_patient, NULL);
+		reply = PrmRender(org_id, "start", "sms", language, NULL, 0);
+	}
+	else if (nopted == npatients)
+		reply = NULL; /* opted out: only START and HELP are answered */
+	else if (kind == KW_YES)
+	{
+		offer_id = FillCurrentOffer(org_id, patients, false);
+		if (offer_id == 0)
+			reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
+		else
+			(void) FillAccept(org_id, offer_id, "sms", &reply);
+	}
+	else if (kind == KW_NO)
+	{
+		offer_id = FillCurrentOffer(org_id, patients, true);
+		if (offer_id == 0)
+			reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
+		else
+		{
+			FillDecline(org_id, offer_id);
+			reply = PrmRender(org_id, "declined", "sms", language, NULL, 0);
+		}
+	}
+	else
+		reply = PrmRender(org_id, "hint", "sms", language, NULL, 0);
+
+	in->offer_id = offer_id;
+	in->reply = reply ? MemoryContextStrdup(in->cxt, reply) : NULL;
+	return 0;
+}
+
 /*
  * prm.handle_inbound_sms(to_number, from_number, body, provider_message_id)
  *	  RETURNS text: the reply, or NULL.
@@ -523,7 +612,6 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 	static SPIPlanPtr replay_plan = NULL;
 	static SPIPlanPtr patients_plan = NULL;
 	static SPIPlanPtr update_plan = NULL;
-	static SPIPlanPtr start_plan = NULL;
 	char			 *to_raw = PrmTextArg(fcinfo, 0, "to_number", 40);
 	char			 *from_raw;
 	char			 *body;
@@ -639,53 +727,33 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 	patients = PointerGetDatum(construct_array(patient_ids ? patient_ids : values, npatients,
 											   INT8OID, 8, true, TYPALIGN_DOUBLE));
 
-	if (kind == KW_HELP)
-		reply = PrmRender(org_id, "help", "sms", language, NULL, 0);
-	else if (npatients == 0)
-		reply = NULL; /* a number we do not know: say nothing */
-	else if (kind == KW_STOP)
 	{
-		if (FillOptOut(org_id, patients) > 0)
+		FillInbound in = {org_id, kind, patients, npatients, nopted, first_patient,
+						  language, 0, NULL, CurrentMemoryContext};
+		ErrorData  *edata;
+		int64		ignored;
+
+		/*
+		 * The webhook's contract: a reply or NULL, never an error (the
+		 * provider would retry forever).  Whatever fails in acting on the
+		 * message is rolled back alone, logged and recorded as an event;
+		 * cancels and timeouts still end the call.
+		 */
+		edata = PrmRunInSubtransaction(FillAnswer, &in, &ignored);
+		if (edata != NULL)
 		{
-			reply = PrmRender(org_id, "stop", "sms", language, NULL, 0);
-			PrmEmitEvent(org_id, "patient_opted_out", "patient", first_patient, NULL);
+			ereport(WARNING,
+					(errmsg("prm: inbound SMS %lld of organization %lld was not acted on: %s",
+							(long long) inbound_id, (long long) org_id, edata->message)));
+			PrmEmitEvent(org_id, "inbound_failed", "inbound_message", inbound_id,
+						 psprintf("{\"sqlstate\": \"%s\", \"error\": %s}",
+								  unpack_sql_state(edata->sqlerrcode),
+								  PrmJsonString(edata->message)));
+			FreeErrorData(edata);
 		}
+		offer_id = in.offer_id;
+		reply = in.reply;
 	}
-	else if (kind == KW_START)
-	{
-		PrmPrepare(&start_plan,
-				   "UPDATE prm.patient p SET sms_opt_out = false, opted_out_at = NULL,"
-				   "       updated_at = pg_catalog.now()"
-				   " WHERE p.org_id = $1 AND p.id = ANY ($2) AND p.sms_opt_out",
-				   2, (Oid[]){INT8OID, INT8ARRAYOID});
-		values[1] = patients;
-		if (PrmExecute(start_plan, values, NULL, false, 0) > 0)
-			PrmEmitEvent(org_id, "patient_opted_in", "patient", first_patient, NULL);
-		reply = PrmRender(org_id, "start", "sms", language, NULL, 0);
-	}
-	else if (nopted == npatients)
-		reply = NULL; /* opted out: only START and HELP are answered */
-	else if (kind == KW_YES)
-	{
-		offer_id = FillCurrentOffer(org_id, patients, false);
-		if (offer_id == 0)
-			reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
-		else
-			(void) FillAccept(org_id, offer_id, "sms", &reply);
-	}
-	else if (kind == KW_NO)
-	{
-		offer_id = FillCurrentOffer(org_id, patients, true);
-		if (offer_id == 0)
-			reply = PrmRender(org_id, "no_offer", "sms", language, NULL, 0);
-		else
-		{
-			FillDecline(org_id, offer_id);
-			reply = PrmRender(org_id, "declined", "sms", language, NULL, 0);
-		}
-	}
-	else
-		reply = PrmRender(org_id, "hint", "sms", language, NULL, 0);
 
 	PrmPrepare(&update_plan,
 			   "UPDATE prm.inbound_message i SET patient_id = $3, offer_id = $4, reply = $5"

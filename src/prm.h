@@ -125,6 +125,13 @@ typedef enum PrmEntity
 
 extern void	 PrmRequireRow(int64 org_id, PrmEntity entity, int64 id,
 						   bool for_update);
+extern void	 PrmLockProvider(int64 org_id, int64 provider_id);
+extern void	 PrmCheckProviderFree(int64 org_id, int64 provider_id,
+								  TimestampTz starts_at, TimestampTz ends_at,
+								  int64 except_id);
+extern void	 PrmTakeCoveredSlots(int64 org_id, int64 provider_id,
+								 TimestampTz starts_at, TimestampTz ends_at,
+								 int64 appt_id, int64 except_slot);
 extern int64 PrmBookAppointment(int64 org_id, int64 patient_id,
 								int64 provider_id, TimestampTz starts_at,
 								TimestampTz ends_at, int64 slot_id);

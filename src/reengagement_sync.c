@@ -210,6 +210,40 @@ SyncOutcomeOf(void)
 	return changed ? SYNC_UPDATED : SYNC_UNCHANGED;
 }
 
+/* Does an appointment in this status hold its provider's time? */
+static bool
+SyncStatusActive(const char *status)
+{
+	static const char *const active[] = {"proposed", "pending", "booked", "arrived",
+										 "checked-in", "fulfilled"};
+	int						 i;
+
+	for (i = 0; i < (int) lengthof(active); i++)
+		if (strcmp(status, active[i]) == 0)
+			return true;
+	return false;
+}
+
+/* The id of an appointment synced earlier under this external id, or 0. */
+static int64
+SyncAppointmentId(int64 org_id, const char *source, const char *external_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[3];
+	bool			  isnull;
+
+	PrmPrepare(&plan,
+			   "SELECT a.id FROM prm.appointment a"
+			   " WHERE a.org_id = $1 AND a.external_source = $2 AND a.external_id = $3",
+			   3, (Oid[]){INT8OID, TEXTOID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(source);
+	values[2] = CStringGetTextDatum(external_id);
+	if (PrmExecute(plan, values, NULL, true, 1) != 1)
+		return 0;
+	return PrmGetInt64(0, 1, &isnull);
+}
+
 /* Insert or update one patient record.  Inside SPI and a subtransaction. */
 static SyncOutcome
 SyncPatient(int64 org_id, const char *source, JsonbContainer *record,
@@ -298,6 +332,8 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 	Datum			  values[9];
 	char			  nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool			  isnull;
+	bool			  active;
+	SyncOutcome		  outcome;
 	int				  i;
 
 	provider_id = DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(provider)));
@@ -356,7 +392,12 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 				 errmsg("patient \"%s\" of %s has not been synced to organization %lld",
 						patient_ext, source, (long long) org_id)));
 	patient_id = PrmGetInt64(0, 1, &isnull);
-	PrmRequireRow(org_id, PRM_ENTITY_PROVIDER, provider_id, false);
+	/* the booking routine's steps (directory.c): lock, check, write, take slots */
+	active = SyncStatusActive(status);
+	PrmLockProvider(org_id, provider_id);
+	if (active)
+		PrmCheckProviderFree(org_id, provider_id, starts_at, ends_at,
+							 SyncAppointmentId(org_id, source, external_id));
 
 	PrmPrepare(&plan,
 			   "WITH old AS ("
@@ -393,7 +434,11 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 		nulls[8] = 'n';
 	if (PrmExecute(plan, values, nulls, false, 0) != 1)
 		elog(ERROR, "appointment upsert returned no row");
-	return SyncOutcomeOf();
+	outcome = SyncOutcomeOf();
+	if (active)
+		PrmTakeCoveredSlots(org_id, provider_id, starts_at, ends_at,
+							PrmGetInt64(0, 1, &isnull), 0);
+	return outcome;
 }
 
 /* one external id seen in a batch, and the first record that had it */
