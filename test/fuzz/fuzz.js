@@ -52,7 +52,7 @@ const R = {
   seed: SEED, calls: 0, ok: 0, byPrincipal: {}, classes: {}, codes: {},
   timeouts: 0, hangs: [], internal: new Map(), crashes: [], functions: {},
   triggerAttacks: { statements: 0, ok: 0, classes: {}, codes: {}, byPrincipal: {}, crossTenant: [], succeeded: [] },
-  oversized: new Map(), skipped: [],
+  oversized: new Map(), skipped: [], tenancy: new Map(),
   sqlsmith: null, invariants: [], logCrashes: [], logInternal: [],
 };
 const INTERNAL_RE = /cache lookup failed|unrecognized node|invalid memory alloc|SPI_\w+ failed|unexpected SPI|could not find (tuple|trigger|function|block)|null pointer|wrong number of|should not happen|unexpected end of|corrupt|bogus|tuple concurrently|unsupported (type|node)|no such (type|column) in tupdesc|invalid (typlen|attnum)/i;
@@ -403,10 +403,13 @@ function buildCall(f, mode, principal) {
   let n = exprs.length;
   if (f.ndefaults > 0 && chance(0.25)) n -= randInt(1, f.ndefaults);
   exprs = exprs.slice(0, n);
+  // does the call name organization 2 as its organization?
+  const oi = f.args.findIndex((a) => a.name === 'org_id');
+  const otherOrg = oi >= 0 && oi < n && exprs[oi] === `(${F.org2})::bigint`;
   if (f.variadic && exprs.length) exprs[exprs.length - 1] = 'VARIADIC ' + exprs[exprs.length - 1];
   const call = `prm.${f.name}(${exprs.join(', ')})`;
-  if (f.kind === 'p') return `CALL ${call}`;
-  return `SELECT left(r::text, 200) FROM ${call} AS r`;
+  if (f.kind === 'p') return { sql: `CALL ${call}`, otherOrg };
+  return { sql: `SELECT left(r::text, 200) FROM ${call} AS r`, otherOrg };
 }
 
 // ---------------------------------------------------------------- running one call
@@ -415,7 +418,7 @@ function shorten(s, n) { s = String(s); return s.length > n ? s.slice(0, n) + `�
 
 let needRestore = false;
 const journal = OUT ? fs.createWriteStream(path.join(OUT, 'committed.sql')) : null;
-async function runCall(f, sql, principal) {
+async function runCall(f, sql, principal, otherOrg) {
   const role = principal === 'superuser' ? null : principal === 'staff' ? STAFF : NOGRANT;
   const st = (R.functions[f.sig] = R.functions[f.sig] || { calls: 0, ok: 0, okSuper: 0, okStaff: 0, classes: {} });
   R.calls++; st.calls++; bump(R.byPrincipal, principal);
@@ -437,6 +440,13 @@ async function runCall(f, sql, principal) {
     await db.query(sql);
     active = false; clearTimeout(timer);
     R.ok++; st.ok++; if (principal === 'superuser') st.okSuper++; else if (principal === 'staff') st.okStaff++;
+    // tenancy: staff of organization 1 working in organization 2, or a role
+    // with no grant running a function with the owner's rights
+    if ((principal === 'staff' && otherOrg) || (principal === 'nogrant' && f.secdef)) {
+      const key = f.sig + ' ' + principal;
+      if (!R.tenancy.has(key)) R.tenancy.set(key, { fn: f.sig, principal, sql: reproducer(sql, role), count: 0 });
+      R.tenancy.get(key).count++;
+    }
     if (chance(0.7)) {
       await db.query('COMMIT');
       // the journal of committed calls replays the run's changes, to bisect a broken invariant
@@ -511,8 +521,8 @@ async function fuzzFunctions() {
         if (p === 'nogrant' && round % 3 !== 0) continue;
         const systematic = f.edgeIdx[p] < f.edgeList.length;
         const mode = round === 0 ? 'good' : systematic && chance(0.7) ? 'edge' : chance(0.3) ? 'good' : 'random';
-        const sql = buildCall(f, mode, p);
-        await runCall(f, sql, p);
+        const { sql, otherOrg } = buildCall(f, mode, p);
+        await runCall(f, sql, p, otherOrg);
         if (needRestore) { try { await restoreAccess(); } catch (e) { console.log('restore failed: ' + e.message); } }
       }
     }
@@ -804,7 +814,9 @@ function printReport() {
   const prmFiles = prmSourceFiles();
   const smithInternal = R.logInternal.map((e) => {
     const file = (e.location.match(/, ([\w.-]+\.c):\d+/) || [])[1];
-    return { ...e, inPrm: (file && prmFiles.has(file)) || /\bprm\./.test(e.statement) };
+    // prm's: raised in prm's C, or by a statement that calls a prm function
+    // (sqlsmith's queries all read prm's tables: that alone does not count)
+    return { ...e, inPrm: (file && prmFiles.has(file)) || /\bprm\.[a-z_0-9]+\s*\(/.test(e.statement) };
   });
   const distinctSmith = new Map();
   for (const e of smithInternal) { const k = e.code + e.message.replace(/\d+/g, 'N'); if (!distinctSmith.has(k)) distinctSmith.set(k, { ...e, count: 0 }); distinctSmith.get(k).count++; }
@@ -846,6 +858,8 @@ function printReport() {
   for (const c of R.logCrashes) P(`  - log: ${c}`);
   for (const h of R.hangs) P(`  - ignored statement_timeout: ${h.fn} as ${h.principal}, ${h.seconds} s\n      reproducer: ${shorten(h.sql, 1500)}`);
   for (const c of R.triggerAttacks.crossTenant) P(`  - cross-tenant change through ${c.fn} (${c.shape}; ${c.timing})\n      reproducer: ${c.sql}`);
+  P(`tenancy: calls that succeeded as ${STAFF} on organization 2 or as ${NOGRANT} on a SECURITY DEFINER function: ${R.tenancy.size} distinct`);
+  for (const t of R.tenancy.values()) P(`  - ${t.fn} as ${t.principal} (${t.count}×)\n      reproducer: ${shorten(t.sql, 1000)}`);
   P(`error messages that echo an argument whole (> ${BIG_MESSAGE} characters): ${R.oversized.size} function(s)`);
   for (const e of R.oversized.values()) P(`  - ${e.fn}: ${e.code} "${e.message}" up to ${e.maxLength} characters (${e.count}×)\n      reproducer: ${shorten(e.sql, 600)}`);
   for (const s of R.skipped) P(`  skipped: ${s}`);
@@ -857,10 +871,10 @@ function printReport() {
   if (never.length) P(`functions that never succeeded as superuser (their deeper paths went untested): ${never.join(', ')}`);
   const neverStaff = FUNCS.filter((f) => f.secdef && !(R.functions[f.sig] && R.functions[f.sig].okStaff)).map((f) => f.name);
   if (neverStaff.length) P(`SECURITY DEFINER functions that never succeeded as ${STAFF}: ${neverStaff.join(', ')}`);
-  const failures = crashCount + R.internal.size + prmSmith.length + failedInv.length + R.hangs.length + R.triggerAttacks.crossTenant.length;
-  P(`result: ${failures === 0 ? 'PASS' : 'FAIL'} — crashes ${crashCount}, internal errors ${R.internal.size + prmSmith.length}, ignored timeouts ${R.hangs.length}, cross-tenant trigger writes ${R.triggerAttacks.crossTenant.length}, invariants failed ${failedInv.length} of ${R.invariants.length}`);
+  const failures = R.tenancy.size + crashCount + R.internal.size + prmSmith.length + failedInv.length + R.hangs.length + R.triggerAttacks.crossTenant.length;
+  P(`result: ${failures === 0 ? 'PASS' : 'FAIL'} — crashes ${crashCount}, tenancy breaches ${R.tenancy.size}, internal errors ${R.internal.size + prmSmith.length}, ignored timeouts ${R.hangs.length}, cross-tenant trigger writes ${R.triggerAttacks.crossTenant.length}, invariants failed ${failedInv.length} of ${R.invariants.length}`);
   if (OUT) {
-    const json = { ...R, internal: [...R.internal.values()], oversized: [...R.oversized.values()], sqlsmithInternal: [...distinctSmith.values()] };
+    const json = { ...R, internal: [...R.internal.values()], tenancy: [...R.tenancy.values()], oversized: [...R.oversized.values()], sqlsmithInternal: [...distinctSmith.values()] };
     fs.writeFileSync(path.join(OUT, 'report.json'), JSON.stringify(json, null, 1));
     const perFn = Object.entries(R.functions).map(([k, v]) => `${k}\tcalls ${v.calls}\tok ${v.ok} (superuser ${v.okSuper}, staff ${v.okStaff})\t${Object.entries(v.classes).map(([c, n]) => `${c}:${n}`).join(' ')}`);
     fs.writeFileSync(path.join(OUT, 'functions.txt'), perFn.join('\n') + '\n');
