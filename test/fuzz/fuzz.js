@@ -7,8 +7,9 @@
 //
 // Connection: the usual PG* environment variables (PGHOST, PGPORT, PGUSER,
 // PGPASSWORD), database FUZZ_DB.  The fixture (fixture.sql) must be loaded.
-// Exit status: 0 clean, 1 on a crash, an internal error, a statement that
-// ignored its statement_timeout or a broken invariant, 2 on a setup failure.
+// Exit status: 0 clean; 1 on a crash, an internal error, a statement that
+// ignored its statement_timeout, a tenancy breach or a broken invariant;
+// 2 on a setup failure.
 'use strict';
 
 const { Client } = require('pg');
