@@ -54,7 +54,7 @@ prm--0.1.0--0.2.0.sql: $(SQL_0.2.0)
 prm--0.2.0--0.3.0.sql: $(SQL_0.3.0)
 	$(UPDATE_GUARD)
 
-.PHONY: deps demo test bench
+.PHONY: deps demo test bench fuzz
 deps:
 	bash test/deps.sh
 
@@ -72,3 +72,9 @@ bench: deps
 	$(MAKE) all
 	$(MAKE) install
 	bash test/bench/run.sh
+
+# Not part of make test: a bounded fuzz run (FUZZ_SECONDS, default 240).
+fuzz: deps
+	$(MAKE) all
+	$(MAKE) install
+	bash test/fuzz/run.sh

@@ -24,6 +24,7 @@
 
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
 #include "prm.h"
@@ -74,10 +75,19 @@ static const PhoneRegion *
 PhoneLookupRegion(const char *region)
 {
 	int i;
+	int len = strlen(region);
 
 	for (i = 0; i < (int) lengthof(phone_regions); i++)
 		if (pg_strcasecmp(phone_regions[i].region, region) == 0)
 			return &phone_regions[i];
+	/* never echo an oversized argument whole: 20 characters, then "..." */
+	if (len > 20 && pg_mbstrlen_with_len(region, len) > 20)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("phone region \"%s...\" is not supported",
+						pnstrdup(region, pg_mbcharcliplen(region, len, 20))),
+				 errdetail("A region is an ISO 3166 alpha-2 code; this one has %d bytes.", len),
+				 errhint("Supported regions: US, CA, GB, IE, AU, NZ, DE, AT, CH, FR, NL, BE, ES, IT, SE, DK, NO, ZA, SG, IN.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("phone region \"%s\" is not supported", region),
