@@ -146,19 +146,15 @@ JobArchiveMessages(void)
 	return PrmArchiveMessages(5000);
 }
 
-/* Hourly: rescore the waitlist for the passage of time. */
+/*
+ * Rescore the entries whose score changes now by the passage of time alone
+ * (their deadline, score_due_at): at most 10,000 per run; the next run comes
+ * at once while more are due.
+ */
 static int64
 JobRecalculate(void)
 {
-	static SPIPlanPtr plan = NULL;
-	TimestampTz		  last = JobLastRun("recalculate_priorities");
-	bool			  isnull;
-
-	if (last != 0 && GetCurrentTransactionStartTimestamp() - last < USECS_PER_HOUR)
-		return -1; /* not due */
-	PrmPrepare(&plan, "SELECT prm.recalculate_priorities(NULL)", 0, NULL);
-	PrmExecute(plan, NULL, NULL, false, 1);
-	return PrmGetInt64(0, 1, &isnull);
+	return PrmRescoreDue(10000);
 }
 
 /* Call tasks for therapist e-mails unanswered for 7 days. */
@@ -328,7 +324,7 @@ PrmNextDeadline(void)
 			   "  (SELECT pg_catalog.min(m.lease_expires_at) FROM prm.outbound_message m WHERE m.status = 'sending'),"
 			   "  (SELECT pg_catalog.min(m.not_before) FROM prm.outbound_message m"
 			   "    WHERE m.status = 'queued' AND m.not_before > pg_catalog.now()),"
-			   "  (SELECT j.last_run_at + interval '1 hour' FROM prm.job_run j WHERE j.job = 'recalculate_priorities'))",
+			   "  (SELECT pg_catalog.min(w.score_due_at) FROM prm.waitlist_entry w WHERE w.status = 'waiting'))",
 			   0, NULL);
 	PrmExecute(plan, NULL, NULL, true, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -196,6 +196,10 @@ extern void	 PrmComputeScore(bool urgent, int boost, bool has_appt,
 							 TimestampTz appt_at, TimestampTz joined_at,
 							 TimestampTz as_of, const PrmSettings *w,
 							 PrmScoreParts *out);
+extern TimestampTz PrmScoreNextChange(bool urgent, int boost, bool has_appt,
+									  TimestampTz appt_at, TimestampTz joined_at,
+									  TimestampTz as_of, const PrmSettings *w);
+extern int64 PrmRescoreDue(int limit);
 extern void	 PrmCheckBoost(int boost);
 extern char *PrmJsonTimestamp(TimestampTz ts);
 

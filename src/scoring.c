@@ -38,6 +38,7 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "common/int.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -116,6 +117,73 @@ PrmComputeScore(bool urgent, int boost, bool has_appt, TimestampTz appt_at,
 	out->total = out->urgent + out->boost + out->wait + out->seniority;
 	Assert(out->wait >= 0 && out->wait <= w->weight_wait);
 	Assert(out->seniority >= 0 && out->seniority <= w->weight_seniority);
+}
+
+/*
+ * The first instant after as_of at which a score computed with the same
+ * inputs changes by the passage of time alone, or 0 if it never will: the
+ * deadline at which prm rescores the entry (see the file header).  Each
+ * time-driven part is monotone in time -- the wait part never grows, the
+ * seniority part never shrinks -- so the earliest change of each is found by
+ * bisection on the very function that scores, to the microsecond, and the
+ * deadline is the earlier of the two.  No formula is kept twice.
+ */
+TimestampTz
+PrmScoreNextChange(bool urgent, int boost, bool has_appt, TimestampTz appt_at,
+				   TimestampTz joined_at, TimestampTz as_of, const PrmSettings *w)
+{
+	PrmScoreParts now_parts;
+	TimestampTz	  next = 0;
+	int			  part;
+
+	PrmComputeScore(urgent, boost, has_appt, appt_at, joined_at, as_of, w, &now_parts);
+	for (part = 0; part < 2; part++)
+	{
+		/* wait: constant once the appointment is reached; seniority: once full */
+		TimestampTz lo = as_of;
+		TimestampTz hi;
+		int			now_value = part == 0 ? now_parts.wait : now_parts.seniority;
+
+		if (part == 0)
+		{
+			if (!has_appt || appt_at <= as_of)
+				continue;
+			hi = appt_at;
+		}
+		else
+		{
+			int64 full;
+
+			if (pg_mul_s64_overflow((int64) w->seniority_full_days, USECS_PER_DAY, &full) ||
+				pg_add_s64_overflow(joined_at, full, &hi))
+				continue;
+			hi += 1;
+			if (hi <= as_of)
+				continue;
+		}
+		/* invariant: the part is unchanged at lo and changed at hi */
+		{
+			PrmScoreParts p;
+
+			PrmComputeScore(urgent, boost, has_appt, appt_at, joined_at, hi, w, &p);
+			if ((part == 0 ? p.wait : p.seniority) == now_value)
+				continue;
+		}
+		while (hi - lo > 1)
+		{
+			TimestampTz	  mid = lo + (hi - lo) / 2;
+			PrmScoreParts p;
+
+			PrmComputeScore(urgent, boost, has_appt, appt_at, joined_at, mid, w, &p);
+			if ((part == 0 ? p.wait : p.seniority) == now_value)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		if (next == 0 || hi < next)
+			next = hi;
+	}
+	return next;
 }
 
 /* A timestamptz as a JSON string (ISO 8601), whatever the DateStyle. */
@@ -199,10 +267,12 @@ prm_waitlist_entry_score_trigger(PG_FUNCTION_ARGS)
 	Datum		  appt;
 	bool		  appt_null;
 	TimestampTz	  joined_at;
+	TimestampTz	  due;
 	PrmScoreParts parts;
-	int			  col;
-	Datum		  newval;
-	bool		  newnull = false;
+	const PrmSettings *w;
+	int			  cols[2];
+	Datum		  vals[2];
+	bool		  nulls[2] = {false, false};
 
 	PrmCheckTrigger(fcinfo, "waitlist_entry_score_trigger", "waitlist_entry");
 	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -221,16 +291,24 @@ prm_waitlist_entry_score_trigger(PG_FUNCTION_ARGS)
 	appt = heap_getattr(tuple, SPI_fnumber(tupdesc, "current_appointment_at"), tupdesc, &appt_null);
 	joined_at = DatumGetTimestampTz(heap_getattr(tuple, SPI_fnumber(tupdesc, "joined_at"), tupdesc, &isnull));
 
+	/* the score now, and when it next changes by time alone: its deadline */
 	PrmSpiConnect();
+	w = PrmGetSettings(org_id);
 	PrmComputeScore(urgent, boost, !appt_null,
 					appt_null ? 0 : DatumGetTimestampTz(appt), joined_at,
-					GetCurrentTransactionStartTimestamp(), PrmGetSettings(org_id),
-					&parts);
+					GetCurrentTransactionStartTimestamp(), w, &parts);
+	due = PrmScoreNextChange(urgent, boost, !appt_null,
+							 appt_null ? 0 : DatumGetTimestampTz(appt), joined_at,
+							 GetCurrentTransactionStartTimestamp(), w);
 	PrmSpiFinish();
 
-	col = SPI_fnumber(tupdesc, "priority_score");
-	newval = Int32GetDatum(parts.total);
-	tuple = heap_modify_tuple_by_cols(tuple, tupdesc, 1, &col, &newval, &newnull);
+	cols[0] = SPI_fnumber(tupdesc, "priority_score");
+	vals[0] = Int32GetDatum(parts.total);
+	cols[1] = SPI_fnumber(tupdesc, "score_due_at");
+	vals[1] = TimestampTzGetDatum(due);
+	nulls[1] = due == 0;
+	/* before ALTER EXTENSION UPDATE adds score_due_at, only the score */
+	tuple = heap_modify_tuple_by_cols(tuple, tupdesc, cols[1] > 0 ? 2 : 1, cols, vals, nulls);
 	return PointerGetDatum(tuple);
 }
 
@@ -650,8 +728,9 @@ prm_explain_priority(PG_FUNCTION_ARGS)
 
 /*
  * prm.recalculate_priorities(org_id bigint DEFAULT NULL) RETURNS bigint
- *	  One UPDATE over the waiting entries, scoring each with the C function
- *	  and its organization's weights; writes only the rows that change.
+ *	  Rescore every waiting entry from scratch (after a change of weights,
+ *	  say); returns how many scores changed.  The passage of time needs no
+ *	  such sweep: PrmRescoreDue rescores the entries whose deadline came.
  */
 Datum
 prm_recalculate_priorities(PG_FUNCTION_ARGS)
@@ -660,6 +739,7 @@ prm_recalculate_priorities(PG_FUNCTION_ARGS)
 	Datum			  values[2];
 	char			  nulls[2] = {' ', ' '};
 	int64			  changed;
+	bool			  isnull;
 
 	PrmSpiConnect();
 	if (PG_ARGISNULL(0))
@@ -678,29 +758,44 @@ prm_recalculate_priorities(PG_FUNCTION_ARGS)
 		PrmRequireOrgAccess(PG_GETARG_INT64(0), PRM_LEVEL_STAFF);
 	}
 
+	/*
+	 * Touch every waiting entry's deadline column: the score trigger
+	 * rescores it with its organization's weights as of now and sets its
+	 * next deadline.  The count is of the scores that changed.
+	 */
 	PrmPrepare(&plan,
-			   "WITH weights AS ("
-			   "  SELECT o.id AS org_id, s.weight_urgent, s.weight_wait, s.weight_seniority,"
-			   "         s.wait_full_days, s.seniority_full_days"
-			   "    FROM prm.organization o,"
-			   "         pg_catalog.jsonb_to_record($2::pg_catalog.jsonb || o.settings)"
-			   "           AS s(weight_urgent int, weight_wait int, weight_seniority int,"
-			   "                wait_full_days int, seniority_full_days int)"
-			   "   WHERE $1 IS NULL OR o.id = $1)"
-			   "UPDATE prm.waitlist_entry w"
-			   "   SET priority_score = prm.priority_score(w.urgent, w.manual_boost,"
-			   "         w.current_appointment_at, w.joined_at, pg_catalog.now(),"
-			   "         s.weight_urgent, s.weight_wait, s.weight_seniority,"
-			   "         s.wait_full_days, s.seniority_full_days)"
-			   "  FROM weights s"
-			   " WHERE w.org_id = s.org_id AND w.status = 'waiting'"
-			   "   AND w.priority_score IS DISTINCT FROM prm.priority_score(w.urgent, w.manual_boost,"
-			   "         w.current_appointment_at, w.joined_at, pg_catalog.now(),"
-			   "         s.weight_urgent, s.weight_wait, s.weight_seniority,"
-			   "         s.wait_full_days, s.seniority_full_days)",
-			   2, (Oid[]){INT8OID, TEXTOID});
-	values[1] = CStringGetTextDatum(SettingsDefaultsJson());
-	changed = PrmExecute(plan, values, nulls, false, 0);
+			   "WITH old AS (SELECT w.org_id, w.id, w.priority_score FROM prm.waitlist_entry w"
+			   "              WHERE w.status = 'waiting' AND ($1::bigint IS NULL OR w.org_id = $1)),"
+			   "     u AS (UPDATE prm.waitlist_entry w SET score_due_at = NULL FROM old"
+			   "            WHERE w.org_id = old.org_id AND w.id = old.id"
+			   "           RETURNING w.priority_score IS DISTINCT FROM old.priority_score AS changed)"
+			   "SELECT pg_catalog.count(*) FILTER (WHERE u.changed) FROM u",
+			   1, (Oid[]){INT8OID});
+	PrmExecute(plan, values, nulls, false, 0);
+	changed = PrmGetInt64(0, 1, &isnull);
 	PrmSpiFinish();
 	PG_RETURN_INT64(changed);
+}
+
+/*
+ * Rescore the waiting entries whose deadline (score_due_at) has come, at
+ * most limit of them, the longest due first, passing over those locked
+ * right now: the steady-state work of the passage of time, proportional to
+ * the scores that change rather than to the waitlist.  Inside SPI.
+ */
+int64
+PrmRescoreDue(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[1];
+
+	PrmPrepare(&plan,
+			   "UPDATE prm.waitlist_entry w SET score_due_at = NULL"
+			   " WHERE (w.org_id, w.id) IN ("
+			   "   SELECT d.org_id, d.id FROM prm.waitlist_entry d"
+			   "    WHERE d.status = 'waiting' AND d.score_due_at <= pg_catalog.now()"
+			   "    ORDER BY d.score_due_at LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)",
+			   1, (Oid[]){INT4OID});
+	values[0] = Int32GetDatum(limit);
+	return PrmExecute(plan, values, NULL, false, 0);
 }

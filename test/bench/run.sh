@@ -17,7 +17,9 @@
 #   3. cancel  cancel -> first batch of offers queued, p50/p99, with 100,000
 #              waiting entries, vs the bare SQL of the same step
 #   4. recalc  prm.recalculate_priorities over 1,000,000 entries (C scoring)
-#              vs the same UPDATE with the formula in PL/pgSQL
+#              vs the same UPDATE with the formula in PL/pgSQL; then the
+#              steady state: an hour passes, prm's deadline step vs the
+#              full PL/pgSQL UPDATE a scheduler would run
 #   5. worker  hold deadline -> next batch queued, worker vs a 30-second poller;
 #              worker CPU over 60 idle seconds vs a 1-second poller
 #   6. matching    ranking 10,000 requests x 2,000 therapists; exact vs greedy
@@ -348,6 +350,33 @@ if want recalc; then
     echo "prm ms             $(fmt "$ms_c")"
     echo "ratio prm/baseline $(ratio "$ms_c" "$ms_pl")   (speed-up $(ratio "$ms_pl" "$ms_c")x)"
     [ "$differ" = 0 ] && [ "$sum_c" = "$sum_pl" ] || fail "the C and PL/pgSQL formulas disagree"
+
+    # the steady state: an hour passes; prm rescores only the entries whose
+    # deadline (score_due_at) came, a scheduler reruns the full UPDATE
+    echo
+    echo "-- 4c. steady state: the clock moves one hour; prm's deadline step vs the full PL/pgSQL UPDATE"
+    sql -c "SELECT prm.recalculate_priorities($org)" > /dev/null || fail "initial scoring"
+    for round in 1 2; do
+        sql -f $B/recalc_hour.sql > /dev/null || fail "clock"
+        due=$(sql -c "SELECT count(*) FROM prm.waitlist_entry WHERE org_id = $org AND status = 'waiting' AND score_due_at <= now()")
+        calls=$(( due / 10000 + 2 ))
+        timed -c "SELECT sum((prm.run_due_jobs() ->> 'recalculate_priorities')::int) FROM generate_series(1, $calls)"
+        done_prm=$OUT ms_prm=$MS
+        stale=$(sql -c "SELECT count(*) FROM prm.waitlist_entry w WHERE w.org_id = $org AND w.status = 'waiting'
+                         AND w.priority_score <> prm.priority_score(w.urgent, w.manual_boost, w.current_appointment_at, w.joined_at, now())")
+        timed -v org="$org" -f $B/recalc_plpgsql.sql -c '\echo :ROW_COUNT'
+        rows_pl=$OUT ms_pl=$MS
+        echo "round $round: $due of 1,000,000 entries due; prm rescored $done_prm in $(fmt "$ms_prm") ms; PL/pgSQL full UPDATE $(fmt "$ms_pl") ms ($rows_pl rows left to change); scores differing from a recomputation after prm's step: $stale"
+        [ "$done_prm" = "$due" ] || fail "the deadline step rescored $done_prm entries, $due were due"
+        [ "$stale" = 0 ] || fail "$stale scores differ from a recomputation from scratch"
+        [ "$rows_pl" = 0 ] || fail "the full UPDATE found $rows_pl scores prm had left stale"
+    done
+    echo "prm:      psql -d prm_bench -c \"SELECT sum((prm.run_due_jobs() ->> 'recalculate_priorities')::int) FROM generate_series(1, $calls)\"   (the job step, 10,000 entries a run)"
+    echo "baseline: psql -d prm_bench -v org=$org -f $B/recalc_plpgsql.sql   (what a scheduler runs every hour)"
+    echo "before each round: psql -d prm_bench -f $B/recalc_hour.sql (every time shifted back one hour, VACUUM ANALYZE, CHECKPOINT)"
+    echo "baseline ms        $(fmt "$ms_pl")"
+    echo "prm ms             $(fmt "$ms_prm")"
+    echo "ratio prm/baseline $(ratio "$ms_prm" "$ms_pl")   (speed-up $(ratio "$ms_pl" "$ms_prm")x)"
 fi
 
 # issue 4: the worker's deadlines and idle CPU, in the database it serves
