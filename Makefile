@@ -4,7 +4,8 @@ EXTENSION    = prm
 EXTVERSION   = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" prm.control)
 MODULE_big   = prm
 OBJS         = src/prm.o src/settings.o src/phone.o src/access.o src/directory.o \
-               src/scoring.o src/outbox.o src/fill.o src/jobs.o src/worker.o src/reengagement.o src/matching.o \
+               src/scoring.o src/outbox.o src/fill.o src/jobs.o src/worker.o src/reengagement.o \
+               src/matching.o src/matching_rank.o src/matching_solver.o src/matching_contact.o \
                src/privacy.o
 
 # Install scripts.  Each release adds SQL pieces; the pieces of a release are
