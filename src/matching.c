@@ -49,16 +49,16 @@ PG_FUNCTION_INFO_V1(prm_withdraw_placement_request);
 #define MATCH_MAX_WINDOWS 50
 
 /* Fixed vocabularies: therapy types and ISO 639-1 languages (at most 64). */
-const char *const therapy_types[] = {
+const char *const match_therapy_types[] = {
 	"cbt", "psychodynamic", "analytic", "systemic", "humanistic"};
 
-const char *const language_codes[] = {
+const char *const match_language_codes[] = {
 	"am", "ar", "bg", "bn", "bs", "cs", "da", "de", "el", "en", "es", "et",
 	"fa", "fi", "fr", "he", "hi", "hr", "hu", "hy", "it", "ja", "ka", "ko",
 	"ku", "lt", "lv", "mk", "nl", "no", "pl", "ps", "pt", "ro", "ru", "sk",
 	"sl", "so", "sq", "sr", "sv", "ta", "ti", "tr", "uk", "ur", "vi", "zh"};
 
-const char *const genders[] = {"female", "male", "diverse"};
+const char *const match_genders[] = {"female", "male", "diverse"};
 
 static int	  MatchVocabIndex(const char *const *vocab, int n, const char *value);
 static uint64 MatchVocabMask(ArrayType *arr, const char *const *vocab, int n,
@@ -356,12 +356,12 @@ MatchReadTherapist(int row, MatchTherapist *t)
 	t->lat = DatumGetFloat8(SPI_getbinval(tup, desc, 2, &isnull));
 	t->lon = DatumGetFloat8(SPI_getbinval(tup, desc, 3, &isnull));
 	t->langs = MatchVocabMask(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 4, &isnull)),
-							  language_codes, lengthof(language_codes), "languages", false);
+							  match_language_codes, lengthof(match_language_codes), "languages", false);
 	t->types = (uint32) MatchVocabMask(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 5, &isnull)),
-									   therapy_types, lengthof(therapy_types),
+									   match_therapy_types, lengthof(match_therapy_types),
 									   "therapy types", false);
 	gender = SPI_getvalue(tup, desc, 6);
-	t->gender = gender ? MatchVocabIndex(genders, lengthof(genders), gender) + 1 : 0;
+	t->gender = gender ? MatchVocabIndex(match_genders, lengthof(match_genders), gender) + 1 : 0;
 	t->open_places = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 	t->capacity = t->open_places;
 	t->contacts = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
@@ -383,10 +383,10 @@ MatchReadRequest(int row, MatchRequest *r)
 	r->lon = DatumGetFloat8(SPI_getbinval(tup, desc, 3, &isnull));
 	r->max_km = DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
 	r->langs = MatchVocabMask(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 5, &isnull)),
-							  language_codes, lengthof(language_codes), "languages", false);
-	r->type = MatchVocabIndex(therapy_types, lengthof(therapy_types), SPI_getvalue(tup, desc, 6));
+							  match_language_codes, lengthof(match_language_codes), "languages", false);
+	r->type = MatchVocabIndex(match_therapy_types, lengthof(match_therapy_types), SPI_getvalue(tup, desc, 6));
 	pref = SPI_getvalue(tup, desc, 7);
-	r->gender_pref = pref ? MatchVocabIndex(genders, lengthof(genders), pref) + 1 : 0;
+	r->gender_pref = pref ? MatchVocabIndex(match_genders, lengthof(match_genders), pref) + 1 : 0;
 }
 
 /* Load one request with its stated times; P0002 when it is not there. */
@@ -554,18 +554,18 @@ prm_add_therapist(PG_FUNCTION_ARGS)
 
 	PrmCheckEmail(email);
 	PrmArgNotNull(fcinfo, 5, "languages");
-	langs = MatchVocabMask(PG_GETARG_ARRAYTYPE_P(5), language_codes,
-						   lengthof(language_codes), "languages", true);
+	langs = MatchVocabMask(PG_GETARG_ARRAYTYPE_P(5), match_language_codes,
+						   lengthof(match_language_codes), "languages", true);
 	PrmArgNotNull(fcinfo, 6, "therapy_types");
-	types = MatchVocabMask(PG_GETARG_ARRAYTYPE_P(6), therapy_types,
-						   lengthof(therapy_types), "therapy types", true);
+	types = MatchVocabMask(PG_GETARG_ARRAYTYPE_P(6), match_therapy_types,
+						   lengthof(match_therapy_types), "therapy types", true);
 	places = PRM_GETARG_INT32_NOTNULL(7, "open_places");
 	if (places < 0 || places > 1000)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("open places %d is out of range", places),
 				 errdetail("Open places must be between 0 and 1000.")));
-	gender = MatchOptionalWord(fcinfo, 8, genders, lengthof(genders), "gender");
+	gender = MatchOptionalWord(fcinfo, 8, match_genders, lengthof(match_genders), "gender");
 	if (!PG_ARGISNULL(9))
 		tz = PrmValidateTimezone(text_to_cstring(PG_GETARG_TEXT_PP(9)));
 	accepts = PRM_GETARG_BOOL_NOTNULL(10, "accepts_contact");
@@ -585,11 +585,11 @@ prm_add_therapist(PG_FUNCTION_ARGS)
 	values[2] = CStringGetTextDatum(email);
 	values[3] = Float8GetDatum(lat);
 	values[4] = Float8GetDatum(lon);
-	values[5] = MatchMaskArray(langs, language_codes, lengthof(language_codes));
-	values[6] = MatchMaskArray(types, therapy_types, lengthof(therapy_types));
+	values[5] = MatchMaskArray(langs, match_language_codes, lengthof(match_language_codes));
+	values[6] = MatchMaskArray(types, match_therapy_types, lengthof(match_therapy_types));
 	values[7] = Int32GetDatum(places);
 	if (gender)
-		values[8] = CStringGetTextDatum(genders[gender - 1]);
+		values[8] = CStringGetTextDatum(match_genders[gender - 1]);
 	else
 		nulls[8] = 'n';
 	values[9] = CStringGetTextDatum(tz);
@@ -738,11 +738,11 @@ prm_add_placement_request(PG_FUNCTION_ARGS)
 				 errdetail("The maximum distance must be greater than 0 and at most %g km.",
 						   MATCH_MAX_DISTANCE)));
 	PrmArgNotNull(fcinfo, 5, "languages");
-	langs = MatchVocabMask(PG_GETARG_ARRAYTYPE_P(5), language_codes,
-						   lengthof(language_codes), "languages", true);
-	type = MatchOneOf(therapy_types, lengthof(therapy_types),
+	langs = MatchVocabMask(PG_GETARG_ARRAYTYPE_P(5), match_language_codes,
+						   lengthof(match_language_codes), "languages", true);
+	type = MatchOneOf(match_therapy_types, lengthof(match_therapy_types),
 					  PrmTextArg(fcinfo, 6, "therapy type", 40), "therapy type");
-	pref = MatchOptionalWord(fcinfo, 7, genders, lengthof(genders), "gender preference");
+	pref = MatchOptionalWord(fcinfo, 7, match_genders, lengthof(match_genders), "gender preference");
 	if (!PG_ARGISNULL(9) && (PG_GETARG_INT32(9) < 1900 || PG_GETARG_INT32(9) > 2200))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -774,10 +774,10 @@ prm_add_placement_request(PG_FUNCTION_ARGS)
 	values[2] = Float8GetDatum(lat);
 	values[3] = Float8GetDatum(lon);
 	values[4] = Float8GetDatum(max_km);
-	values[5] = MatchMaskArray(langs, language_codes, lengthof(language_codes));
-	values[6] = CStringGetTextDatum(therapy_types[type]);
+	values[5] = MatchMaskArray(langs, match_language_codes, lengthof(match_language_codes));
+	values[6] = CStringGetTextDatum(match_therapy_types[type]);
 	if (pref)
-		values[7] = CStringGetTextDatum(genders[pref - 1]);
+		values[7] = CStringGetTextDatum(match_genders[pref - 1]);
 	else
 		nulls[7] = 'n';
 	values[8] = PG_ARGISNULL(9) ? (Datum) 0 : PG_GETARG_DATUM(9);
@@ -795,7 +795,7 @@ prm_add_placement_request(PG_FUNCTION_ARGS)
 	MatchInsertWindows(times_plan, org_id, id, nwin, days, starts, ends);
 	PrmEmitEvent(org_id, "placement_requested", "placement_request", id,
 				 psprintf("{\"patient_id\": %lld, \"therapy_type\": \"%s\", \"max_distance_km\": %g}",
-						  (long long) patient_id, therapy_types[type], max_km));
+						  (long long) patient_id, match_therapy_types[type], max_km));
 	PrmSpiFinish();
 	PG_RETURN_INT64(id);
 }

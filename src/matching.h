@@ -13,13 +13,14 @@
 
 #include "utils/array.h"
 
-#define MATCH_SCORE_MAX 10000 /* centi-points */
+#include "matching_solver.h"
+
 #define MINUTES_PER_DAY 1440
 
 /* Fixed vocabularies (matching.c): therapy types and ISO 639-1 languages. */
-extern const char *const therapy_types[5];
-extern const char *const language_codes[48];
-extern const char *const genders[3];
+extern const char *const match_therapy_types[5];
+extern const char *const match_language_codes[48];
+extern const char *const match_genders[3];
 
 /* A weekly window, in minutes since Monday 00:00 local time. */
 typedef struct MatchWindow
@@ -34,9 +35,9 @@ typedef struct MatchTherapist
 	int64		 id;
 	double		 lat;
 	double		 lon;
-	uint64		 langs;	 /* bit i: language_codes[i] */
-	uint32		 types;	 /* bit i: therapy_types[i] */
-	int			 gender; /* 0 unknown, else 1 + index in genders */
+	uint64		 langs;	 /* bit i: match_language_codes[i] */
+	uint32		 types;	 /* bit i: match_therapy_types[i] */
+	int			 gender; /* 0 unknown, else 1 + index in match_genders */
 	int			 open_places;
 	int			 capacity; /* free places for the assignment */
 	int			 contacts;
@@ -53,8 +54,8 @@ typedef struct MatchRequest
 	double		 lon;
 	double		 max_km;
 	uint64		 langs;
-	int			 type;		  /* index in therapy_types */
-	int			 gender_pref; /* 0 none, else 1 + index in genders */
+	int			 type;		  /* index in match_therapy_types */
+	int			 gender_pref; /* 0 none, else 1 + index in match_genders */
 	int			 nwin;
 	MatchWindow *win;
 } MatchRequest;
@@ -71,15 +72,6 @@ typedef struct MatchScore
 	double places_pts;
 	int	   overlap_min;
 } MatchScore;
-
-/* A candidate pair of the assignment. */
-typedef struct MatchPair
-{
-	int	  r; /* index of the request */
-	int	  t; /* index of the therapist */
-	int	  score;
-	float distance_km;
-} MatchPair;
 
 /* Column list MatchReadTherapist expects (alias t). */
 #define THERAPIST_COLUMNS                                                    \

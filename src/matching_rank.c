@@ -302,8 +302,8 @@ prm_rank_therapists(PG_FUNCTION_ARGS)
 	values[2] = Float8GetDatum(latmax);
 	values[3] = Float8GetDatum(lonmin);
 	values[4] = Float8GetDatum(lonmax);
-	values[5] = CStringGetTextDatum(therapy_types[req.type]);
-	values[6] = MatchMaskArray(req.langs, language_codes, lengthof(language_codes));
+	values[5] = CStringGetTextDatum(match_therapy_types[req.type]);
+	values[6] = MatchMaskArray(req.langs, match_language_codes, lengthof(match_language_codes));
 	values[7] = Int64GetDatum(request_id);
 	n = PrmExecute(plan, values, NULL, true, 0);
 
@@ -427,6 +427,54 @@ MatchCandidatePairs(MatchRequest *rs, int nr, MatchTherapist *ts, int nt,
 	}
 	*npairs = n;
 	return pairs;
+}
+
+/* Check for a query cancel between the solver's steps. */
+static void
+MatchCheckInterrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * Choose at most one pair per request, under the therapists' capacities,
+ * with the exact or the greedy solver (matching_solver.c).  Returns
+ * choice[r]: the index of the pair chosen for request r, or -1.
+ */
+static int *
+MatchChoose(const MatchPair *pairs, int npairs, int nr,
+			const MatchTherapist *ts, int nt, bool exact)
+{
+	MatchProblem  prob;
+	MatchTooLarge big;
+	int			 *capacity = palloc(sizeof(int) * (nt + 1));
+	int64		 *ids = palloc(sizeof(int64) * (nt + 1));
+	int			 *choice = palloc(sizeof(int) * (nr + 1));
+	int			  i;
+
+	for (i = 0; i < nt; i++)
+	{
+		capacity[i] = ts[i].capacity;
+		ids[i] = ts[i].id;
+	}
+	prob.nrequests = nr;
+	prob.ntherapists = nt;
+	prob.capacity = capacity;
+	prob.therapist_ids = ids;
+	prob.pairs = pairs;
+	prob.npairs = npairs;
+	prob.check_interrupts = MatchCheckInterrupts;
+	if (!exact)
+		MatchSolveGreedy(&prob, choice);
+	else if (!MatchSolveExact(&prob, choice, &big))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%d requests and %d therapists that share candidates are too many for one exact assignment",
+						big.nrequests, big.ntherapists),
+				 errhint("Use method => 'greedy', or assign after fewer requests have piled up.")));
+	pfree(capacity);
+	pfree(ids);
+	return choice;
 }
 
 /*
@@ -616,13 +664,7 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 	SPI_freetuptable(SPI_tuptable);
 
 	pairs = MatchCandidatePairs(rs, nr, ts, nt, excluded, &npairs);
-	choice = palloc(sizeof(int) * (nr + 1));
-	for (i = 0; i < nr; i++)
-		choice[i] = -1;
-	if (exact)
-		MatchExact(pairs, npairs, nr, ts, nt, choice);
-	else
-		MatchGreedy(pairs, npairs, ts, choice);
+	choice = MatchChoose(pairs, npairs, nr, ts, nt, exact);
 
 	PrmPrepare(&persist_plan,
 			   "INSERT INTO prm.placement_contact (org_id, request_id, therapist_id, score)"

@@ -4,17 +4,28 @@
  *	  The assignment of placement requests to therapists: the exact method
  *	  (min-cost max-flow) and the greedy baseline.
  *
+ * This file is pure C: it includes c.h and palloc.h only and calls nothing
+ * of the server but palloc and pfree, so that test/unit/solver_test.c runs
+ * it, against brute force, without a server.  It raises no errors: a
+ * problem too large for exact integer arithmetic is reported to the caller
+ * (matching_rank.c), which raises 54000; the caller also passes the
+ * function that checks for query cancels between steps.  No locks: the
+ * caller has read the rows it passes.
+ *
  * The problem
  * -----------
  * prm.assign_placements proposes, for the open requests that have no
  * pending contact, at most one therapist each, giving each therapist at
  * most their free places (open places minus pending contacts).  The
- * objective is lexicographic:
+ * candidate pairs (request, therapist, score) are built by matching_rank.c.
+ * The objective is lexicographic:
  *
  *	1. as many requests matched as possible;
  *	2. among those, the highest total score;
  *	3. among those, the earliest registrations: the smallest sum of the
- *	   requests' positions in registration order.
+ *	   requests' positions in registration order, counted among the
+ *	   requests that compete with each other (one connected component of
+ *	   the candidate graph, see below).
  *
  * This is a min-cost max-flow problem on the network
  *
@@ -40,25 +51,26 @@
  * There are at most n augmentations of O(E log E) each.  Requests and
  * therapists that share no candidate arc cannot influence each other, so
  * the network is first split into connected components (union-find) and
- * each is solved alone, in its own memory context: patients in Hamburg do
- * not make the paths of patients in Munich longer.
+ * each is solved alone, its network freed before the next is built:
+ * patients in Hamburg do not make the paths of patients in Munich longer.
  *
- * Overflow: potentials are bounded by (nodes) * (largest arc cost).  With
- * at most MATCH_MAX_REQUESTS requests and MATCH_MAX_THERAPISTS therapists
- * per call this stays below 2^62; larger organizations are refused with
- * 54000 rather than solved wrongly.
+ * Overflow: potentials are bounded by (nodes) * (largest arc cost).  A
+ * component whose bound would reach FLOW_INF / 4 is not solved: the solver
+ * returns false and names its size.  With at most 50000 requests and
+ * 100000 therapists per call (matching_rank.c) this does not happen before
+ * a component has some tens of thousands of requests.
  *
  * The greedy method (method => 'greedy') is the registration-order baseline:
  * each request in turn takes its best-scoring therapist that still has a
- * free place.  It can match fewer requests, and score less, than the exact
- * method; the tests and test/bench/matching.sh compare the two.
+ * free place (ties: the nearer, then the smaller therapist id).  It can
+ * match fewer requests, and score less, than the exact method; the tests,
+ * test/unit/solver_test.c and test/bench/matching.sh compare the two.
  *
  *-------------------------------------------------------------------------
  */
-#include "postgres.h"
+#include "c.h"
 
-#include "miscadmin.h"
-#include "utils/memutils.h"
+#include "utils/palloc.h"
 
 #include "matching_solver.h"
 
@@ -85,6 +97,30 @@ typedef struct FlowHeap
 
 #define FLOW_INF (PG_INT64_MAX / 4)
 
+/* The candidate graph split into connected components. */
+typedef struct MatchComponents
+{
+	int	 ncomp;
+	int *start; /* first entry of each component in order */
+	int *count; /* number of pairs of each component */
+	int *order; /* pair indexes grouped by component, in pair order */
+} MatchComponents;
+
+static void FlowInit(FlowGraph *g, int nnodes, int maxedges);
+static void FlowFree(FlowGraph *g);
+static int	FlowAddEdge(FlowGraph *g, int u, int v, int cap, int64 cost);
+static void FlowHeapPush(FlowHeap *h, int64 key, int node);
+static int	FlowHeapPop(FlowHeap *h, int64 *key);
+static int	FlowSolve(FlowGraph *g, int s, int t, int max_flow,
+					  void (*check_interrupts)(void));
+static int	MatchFind(int *parent, int x);
+static void MatchSplitComponents(const MatchProblem *p, MatchComponents *out);
+static bool MatchSolveComponent(const MatchProblem *p, const int *idx, int np,
+								int *local, int *choice,
+								MatchTooLarge *too_large);
+static bool MatchPairBetter(const MatchPair *a, const MatchPair *b,
+							const int64 *therapist_ids);
+
 /* Allocate a network of nnodes nodes with room for maxedges edges. */
 static void
 FlowInit(FlowGraph *g, int nnodes, int maxedges)
@@ -100,6 +136,17 @@ FlowInit(FlowGraph *g, int nnodes, int maxedges)
 	g->cost = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * 2 * (Size) maxedges);
 	for (i = 0; i < nnodes; i++)
 		g->head[i] = -1;
+}
+
+/* Free the arrays of a network. */
+static void
+FlowFree(FlowGraph *g)
+{
+	pfree(g->head);
+	pfree(g->next);
+	pfree(g->to);
+	pfree(g->cap);
+	pfree(g->cost);
 }
 
 /* Add the arc u -> v and its reverse; return the forward arc. */
@@ -182,9 +229,11 @@ FlowHeapPop(FlowHeap *h, int64 *key)
  * Min-cost max-flow from s to t by successive shortest paths (Dijkstra on
  * reduced costs, see the file header).  All initial arc costs must be
  * non-negative.  Returns the flow value; the flow is left in g->cap.
+ * check_interrupts, when not NULL, is called before each augmentation.
  */
 static int
-FlowSolve(FlowGraph *g, int s, int t, int max_flow)
+FlowSolve(FlowGraph *g, int s, int t, int max_flow,
+		  void (*check_interrupts)(void))
 {
 	int64	*pot = palloc0(sizeof(int64) * g->nnodes);
 	int64	*dist = palloc(sizeof(int64) * g->nnodes);
@@ -202,7 +251,8 @@ FlowSolve(FlowGraph *g, int s, int t, int max_flow)
 		int	  v;
 		int64 d;
 
-		CHECK_FOR_INTERRUPTS();
+		if (check_interrupts)
+			check_interrupts();
 		for (v = 0; v < g->nnodes; v++)
 		{
 			dist[v] = FLOW_INF;
@@ -254,6 +304,12 @@ FlowSolve(FlowGraph *g, int s, int t, int max_flow)
 		}
 		flow++;
 	}
+	pfree(pot);
+	pfree(dist);
+	pfree(prev);
+	pfree(done);
+	pfree(heap.key);
+	pfree(heap.node);
 	return flow;
 }
 
@@ -269,178 +325,227 @@ MatchFind(int *parent, int x)
 	return x;
 }
 
-/* Is pair a better choice than b for the same request (greedy order)? */
-static bool
-MatchPairBetter(const MatchPair *a, const MatchPair *b, const MatchTherapist *ts)
-{
-	if (a->score != b->score)
-		return a->score > b->score;
-	if (a->distance_km != b->distance_km)
-		return a->distance_km < b->distance_km;
-	return ts[a->t].id < ts[b->t].id;
-}
-
-/* Greedy: each request in registration order takes its best free therapist. */
-void
-MatchGreedy(MatchPair *pairs, int npairs, MatchTherapist *ts, int *choice)
-{
-	int i = 0;
-
-	while (i < npairs)
-	{
-		int r = pairs[i].r;
-		int best = -1;
-		int j;
-
-		for (j = i; j < npairs && pairs[j].r == r; j++)
-			if (ts[pairs[j].t].capacity > 0 &&
-				(best < 0 || MatchPairBetter(&pairs[j], &pairs[best], ts)))
-				best = j;
-		if (best >= 0)
-		{
-			ts[pairs[best].t].capacity--;
-			choice[r] = best;
-		}
-		i = j;
-	}
-}
-
 /*
- * Exact: split the candidate graph into connected components and solve
- * each as a min-cost max-flow (see the file header).  choice[r] gets the
- * index of the chosen pair of request r.
+ * Split the candidate graph of p into connected components (requests and
+ * therapists joined by pairs), numbered in request order, and bucket the
+ * pairs by component, keeping their order.
  */
-void
-MatchExact(MatchPair *pairs, int npairs, int nr, MatchTherapist *ts, int nt,
-		   int *choice)
+static void
+MatchSplitComponents(const MatchProblem *p, MatchComponents *out)
 {
-	int *parent = palloc(sizeof(int) * (nr + nt));
-	int *comp_of = palloc(sizeof(int) * nr);
-	int *count;
-	int *start;
-	int *order;
-	int *local = palloc(sizeof(int) * (nr + nt));
-	int	 ncomp = 0;
+	int	 nr = p->nrequests;
+	int	 nt = p->ntherapists;
+	int *parent = palloc(sizeof(int) * (nr + nt + 1));
+	int *comp_of = palloc(sizeof(int) * (nr + 1));
+	int *number = palloc(sizeof(int) * (nr + nt + 1));
 	int	 i,
 		c;
-	MemoryContext work;
-	MemoryContext old;
 
 	for (i = 0; i < nr + nt; i++)
 		parent[i] = i;
-	for (i = 0; i < npairs; i++)
+	for (i = 0; i < p->npairs; i++)
 	{
-		int a = MatchFind(parent, pairs[i].r);
-		int b = MatchFind(parent, nr + pairs[i].t);
+		int a = MatchFind(parent, p->pairs[i].r);
+		int b = MatchFind(parent, nr + p->pairs[i].t);
 
 		if (a != b)
 			parent[a] = b;
 	}
-	/* number the components that have pairs, in request order */
+	/* number the components of the requests, in request order */
+	out->ncomp = 0;
 	for (i = 0; i < nr + nt; i++)
-		local[i] = -1;
+		number[i] = -1;
 	for (i = 0; i < nr; i++)
 	{
 		int root = MatchFind(parent, i);
 
-		if (local[root] < 0)
-			local[root] = ncomp++;
-		comp_of[i] = local[root];
+		if (number[root] < 0)
+			number[root] = out->ncomp++;
+		comp_of[i] = number[root];
 	}
 	/* bucket the pairs by component, keeping request order */
-	count = palloc0(sizeof(int) * (ncomp + 1));
-	start = palloc0(sizeof(int) * (ncomp + 1));
-	order = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int) * (Size) (npairs + 1));
-	for (i = 0; i < npairs; i++)
-		count[comp_of[pairs[i].r]]++;
-	for (c = 1; c <= ncomp; c++)
-		start[c] = start[c - 1] + count[c - 1];
-	memset(count, 0, sizeof(int) * (ncomp + 1));
-	for (i = 0; i < npairs; i++)
+	out->count = palloc0(sizeof(int) * (out->ncomp + 1));
+	out->start = palloc0(sizeof(int) * (out->ncomp + 1));
+	out->order = MemoryContextAllocHuge(CurrentMemoryContext,
+										sizeof(int) * (Size) (p->npairs + 1));
+	for (i = 0; i < p->npairs; i++)
+		out->count[comp_of[p->pairs[i].r]]++;
+	for (c = 1; c <= out->ncomp; c++)
+		out->start[c] = out->start[c - 1] + out->count[c - 1];
+	memset(out->count, 0, sizeof(int) * (out->ncomp + 1));
+	for (i = 0; i < p->npairs; i++)
 	{
-		c = comp_of[pairs[i].r];
-		order[start[c] + count[c]++] = i;
+		c = comp_of[p->pairs[i].r];
+		out->order[out->start[c] + out->count[c]++] = i;
 	}
+	pfree(parent);
+	pfree(comp_of);
+	pfree(number);
+}
 
-	work = AllocSetContextCreate(CurrentMemoryContext, "prm assignment component",
-								 ALLOCSET_DEFAULT_SIZES);
-	for (i = 0; i < nr + nt; i++)
-		local[i] = -1;
-	for (c = 0; c < ncomp; c++)
+/*
+ * Solve one component, given as the np pair indexes idx, as a min-cost max
+ * flow, and set choice[r] for its matched requests.  local is scratch of
+ * nrequests + ntherapists entries, all -1, and left so.  False (and
+ * nothing chosen) when the component is too large for exact arithmetic.
+ */
+static bool
+MatchSolveComponent(const MatchProblem *p, const int *idx, int np, int *local,
+					int *choice, MatchTooLarge *too_large)
+{
+	int	 nr = p->nrequests;
+	int *req_global = palloc(sizeof(int) * np);
+	int *ther_global = palloc(sizeof(int) * np);
+	int *arc;
+	int	 nreq = 0,
+		nther = 0,
+		capsum = 0,
+		k;
+	int64	  m;
+	FlowGraph g;
+	bool	  fits;
+
+	for (k = 0; k < np; k++)
 	{
-		int first = start[c];
-		int np = count[c];
-		int nreq = 0,
-			nther = 0,
-			capsum = 0,
-			k;
-		int64	  m;
-		FlowGraph g;
-		int		 *arc;
-		int		 *req_global;
-		int		 *ther_global;
+		const MatchPair *pp = &p->pairs[idx[k]];
 
-		if (np == 0)
-			continue;
-		CHECK_FOR_INTERRUPTS();
-		old = MemoryContextSwitchTo(work);
-		req_global = palloc(sizeof(int) * np);
-		ther_global = palloc(sizeof(int) * np);
-		for (k = first; k < first + np; k++)
+		if (local[pp->r] < 0)
 		{
-			MatchPair *p = &pairs[order[k]];
-
-			if (local[p->r] < 0)
-			{
-				req_global[nreq] = p->r;
-				local[p->r] = nreq++;
-			}
-			if (local[nr + p->t] < 0)
-			{
-				ther_global[nther] = p->t;
-				local[nr + p->t] = nther++;
-				capsum += ts[p->t].capacity;
-			}
+			req_global[nreq] = pp->r;
+			local[pp->r] = nreq++;
 		}
-		/* rank = position in registration order inside the component */
-		m = (int64) nreq * (nreq - 1) / 2 + 1;
-		if ((double) (MATCH_SCORE_MAX + 1) * m * (nreq + nther + 2) >= (double) (FLOW_INF / 4))
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("%d requests and %d therapists that share candidates are too many for one exact assignment",
-							nreq, nther),
-					 errhint("Use method => 'greedy', or assign after fewer requests have piled up.")));
-
+		if (local[nr + pp->t] < 0)
+		{
+			ther_global[nther] = pp->t;
+			local[nr + pp->t] = nther++;
+			capsum += p->capacity[pp->t];
+		}
+	}
+	/* rank = position in registration order inside the component */
+	m = (int64) nreq * (nreq - 1) / 2 + 1;
+	fits = (double) (MATCH_SCORE_MAX + 1) * m * (nreq + nther + 2) < (double) (FLOW_INF / 4);
+	if (!fits)
+	{
+		too_large->nrequests = nreq;
+		too_large->ntherapists = nther;
+	}
+	else
+	{
 		/* nodes: 0 source, 1 sink, 2.. requests, then therapists */
 		FlowInit(&g, nreq + nther + 2, np + nreq + nther);
 		for (k = 0; k < nreq; k++)
 			FlowAddEdge(&g, 0, 2 + k, 1, 0);
 		for (k = 0; k < nther; k++)
-			FlowAddEdge(&g, 2 + nreq + k, 1, ts[ther_global[k]].capacity, 0);
+			FlowAddEdge(&g, 2 + nreq + k, 1, p->capacity[ther_global[k]], 0);
 		arc = palloc(sizeof(int) * np);
 		for (k = 0; k < np; k++)
 		{
-			MatchPair *p = &pairs[order[first + k]];
-			int		   lr = local[p->r];
+			const MatchPair *pp = &p->pairs[idx[k]];
+			int				 lr = local[pp->r];
 
-			arc[k] = FlowAddEdge(&g, 2 + lr, 2 + nreq + local[nr + p->t], 1,
-								 (int64) (MATCH_SCORE_MAX - p->score) * m + lr);
+			Assert(pp->score >= 0 && pp->score <= MATCH_SCORE_MAX);
+			arc[k] = FlowAddEdge(&g, 2 + lr, 2 + nreq + local[nr + pp->t], 1,
+								 (int64) (MATCH_SCORE_MAX - pp->score) * m + lr);
 		}
-		FlowSolve(&g, 0, 1, Min(nreq, capsum));
+		FlowSolve(&g, 0, 1, Min(nreq, capsum), p->check_interrupts);
 		for (k = 0; k < np; k++)
 			if (g.cap[arc[k]] == 0)
-			{
-				MatchPair *p = &pairs[order[first + k]];
-
-				choice[p->r] = order[first + k];
-				ts[p->t].capacity--;
-			}
-		for (k = 0; k < nreq; k++)
-			local[req_global[k]] = -1;
-		for (k = 0; k < nther; k++)
-			local[nr + ther_global[k]] = -1;
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(work);
+				choice[p->pairs[idx[k]].r] = idx[k];
+		pfree(arc);
+		FlowFree(&g);
 	}
-	MemoryContextDelete(work);
+	for (k = 0; k < nreq; k++)
+		local[req_global[k]] = -1;
+	for (k = 0; k < nther; k++)
+		local[nr + ther_global[k]] = -1;
+	pfree(req_global);
+	pfree(ther_global);
+	return fits;
+}
+
+/*
+ * Exact: the lexicographic optimum of the file header.  choice[r] gets the
+ * index in p->pairs of the pair chosen for request r, or -1.  Returns false,
+ * with the size of the offending component in too_large, when a component
+ * is too large for exact integer arithmetic; choice is then incomplete.
+ */
+bool
+MatchSolveExact(const MatchProblem *p, int *choice, MatchTooLarge *too_large)
+{
+	MatchComponents comps;
+	int			   *local;
+	int				i,
+		c;
+	bool ok = true;
+
+	for (i = 0; i < p->nrequests; i++)
+		choice[i] = -1;
+	for (i = 1; i < p->npairs; i++)
+		Assert(p->pairs[i - 1].r <= p->pairs[i].r);
+	MatchSplitComponents(p, &comps);
+	local = palloc(sizeof(int) * (p->nrequests + p->ntherapists + 1));
+	for (i = 0; i < p->nrequests + p->ntherapists; i++)
+		local[i] = -1;
+	for (c = 0; c < comps.ncomp && ok; c++)
+	{
+		if (comps.count[c] == 0)
+			continue;
+		if (p->check_interrupts)
+			p->check_interrupts();
+		ok = MatchSolveComponent(p, comps.order + comps.start[c], comps.count[c],
+								 local, choice, too_large);
+	}
+	pfree(local);
+	pfree(comps.count);
+	pfree(comps.start);
+	pfree(comps.order);
+	return ok;
+}
+
+/* Is pair a a better choice than b for the same request (greedy order)? */
+static bool
+MatchPairBetter(const MatchPair *a, const MatchPair *b,
+				const int64 *therapist_ids)
+{
+	if (a->score != b->score)
+		return a->score > b->score;
+	if (a->distance_km != b->distance_km)
+		return a->distance_km < b->distance_km;
+	return therapist_ids[a->t] < therapist_ids[b->t];
+}
+
+/*
+ * Greedy: each request in registration order takes its best therapist with
+ * a free place left.  choice as for MatchSolveExact.
+ */
+void
+MatchSolveGreedy(const MatchProblem *p, int *choice)
+{
+	int *left = palloc(sizeof(int) * (p->ntherapists + 1));
+	int	 i = 0;
+
+	for (i = 0; i < p->nrequests; i++)
+		choice[i] = -1;
+	for (i = 0; i < p->ntherapists; i++)
+		left[i] = p->capacity[i];
+	i = 0;
+	while (i < p->npairs)
+	{
+		int r = p->pairs[i].r;
+		int best = -1;
+		int j;
+
+		for (j = i; j < p->npairs && p->pairs[j].r == r; j++)
+			if (left[p->pairs[j].t] > 0 &&
+				(best < 0 || MatchPairBetter(&p->pairs[j], &p->pairs[best],
+											 p->therapist_ids)))
+				best = j;
+		if (best >= 0)
+		{
+			left[p->pairs[best].t]--;
+			choice[r] = best;
+		}
+		i = j;
+	}
+	pfree(left);
 }
