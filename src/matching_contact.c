@@ -99,34 +99,19 @@ MatchAgeBand(int age)
 }
 
 /*
- * Send one therapist's proposed requests in one e-mail, unless the
- * therapist had one in the 7 days before as_of (or later).  Returns
- * whether an e-mail was queued.  Must run inside SPI.
+ * Lock the therapist's row (it serialises planners: one e-mail a week) and
+ * check that the therapist may get an e-mail at as_of: still accepts
+ * contact, has a place, and had no e-mail in the 7 days before (or later).
+ * Their name and address in *name and *email.
  */
 static bool
-MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
+MatchLockBatchTherapist(int64 org_id, int64 therapist_id, TimestampTz as_of,
+						char **name, char **email)
 {
-	static SPIPlanPtr  lock_plan = NULL;
-	static SPIPlanPtr  recent_plan = NULL;
-	static SPIPlanPtr  contacts_plan = NULL;
-	static SPIPlanPtr  batch_plan = NULL;
-	static SPIPlanPtr  message_plan = NULL;
-	static SPIPlanPtr  mark_plan = NULL;
-	static SPIPlanPtr  counter_plan = NULL;
-	const PrmSettings *settings = PrmGetSettings(org_id);
-	Datum			   values[5];
-	char			  *tname;
-	char			  *email;
-	int				   n,
-		i;
-	int64		   batch_id;
-	int64		   message_id;
-	bool		   isnull;
-	Datum		  *ids;
-	StringInfoData lines;
-	StringInfoData body;
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr recent_plan = NULL;
+	Datum			  values[3];
 
-	/* the therapist's row lock serialises planners: one e-mail a week */
 	PrmPrepare(&lock_plan,
 			   "SELECT t.name, t.email FROM prm.therapist t"
 			   " WHERE t.org_id = $1 AND t.id = $2"
@@ -137,17 +122,33 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 	values[2] = TimestampTzGetDatum(as_of);
 	if (PrmExecute(lock_plan, values, NULL, false, 1) != 1)
 		return false;
-	tname = PrmGetText(0, 1);
-	email = PrmGetText(0, 2);
+	*name = PrmGetText(0, 1);
+	*email = PrmGetText(0, 2);
 	PrmPrepare(&recent_plan,
 			   "SELECT 1 FROM prm.contact_batch b"
 			   " WHERE b.org_id = $1 AND b.therapist_id = $2"
 			   "   AND b.sent_at > $3 - interval '7 days' LIMIT 1",
 			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
-	if (PrmExecute(recent_plan, values, NULL, false, 1) > 0)
-		return false;
+	return PrmExecute(recent_plan, values, NULL, false, 1) == 0;
+}
 
-	PrmPrepare(&contacts_plan,
+/*
+ * Lock the therapist's proposed contacts of open requests (earliest
+ * registrations first, at most MATCH_BATCH_MAX) and describe each patient
+ * in a de-identified line: reference, initials, age band at as_of, therapy
+ * type.  Returns the number of contacts; their ids in *ids.
+ */
+static int
+MatchBatchContacts(int64 org_id, int64 therapist_id, TimestampTz as_of,
+				   Datum **ids, StringInfo lines)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[3];
+	bool			  isnull;
+	int				  n,
+		i;
+
+	PrmPrepare(&plan,
 			   "SELECT c.id, r.id, r.therapy_type, p.given_name, p.family_name,"
 			   "       coalesce(pg_catalog.date_part('year', $3 AT TIME ZONE 'UTC')::int - r.birth_year, -1)"
 			   "  FROM prm.placement_contact c"
@@ -157,55 +158,83 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 			   "   AND r.status = 'open'"
 			   " ORDER BY r.registered_at, r.id LIMIT " CppAsString2(MATCH_BATCH_MAX) " FOR UPDATE OF c",
 			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
-	n = PrmExecute(contacts_plan, values, NULL, false, 0);
-	if (n == 0)
-		return false;
-
-	/* de-identified lines: reference, initials, age band, therapy type */
-	ids = palloc(sizeof(Datum) * n);
-	initStringInfo(&lines);
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(therapist_id);
+	values[2] = TimestampTzGetDatum(as_of);
+	n = PrmExecute(plan, values, NULL, false, 0);
+	*ids = palloc(sizeof(Datum) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
-		ids[i] = Int64GetDatum(PrmGetInt64(i, 1, &isnull));
-		appendStringInfo(&lines, "- Ref. P%s: %s%s, %s, %s\n",
+		(*ids)[i] = Int64GetDatum(PrmGetInt64(i, 1, &isnull));
+		appendStringInfo(lines, "- Ref. P%s: %s%s, %s, %s\n",
 						 PrmGetText(i, 2),
 						 MatchInitial(PrmGetText(i, 4)), MatchInitial(PrmGetText(i, 5)),
 						 MatchAgeBand(MatchGetInt32(i, 6)), PrmGetText(i, 3));
 	}
+	return n;
+}
 
-	/* the organization's wording (prm.set_template), else the built-in one */
-	{
-		PrmTemplateVar vars[3];
+/*
+ * The e-mail about n patients: the organization's wording (prm.set_template),
+ * else the built-in one.  22001 when it is longer than 1600 characters.
+ */
+static char *
+MatchBatchBody(int64 org_id, int64 therapist_id, const char *therapist_name,
+			   int n, const char *lines)
+{
+	const PrmSettings *settings = PrmGetSettings(org_id);
+	PrmTemplateVar	   vars[3];
+	char			  *body;
 
-		vars[0].name = "therapist";
-		vars[0].value = tname;
-		vars[1].name = "count";
-		vars[1].value = psprintf("%d", n);
-		vars[2].name = "patients";
-		vars[2].value = lines.data;
-		initStringInfo(&body);
-		appendStringInfoString(&body, PrmRender(org_id, n == 1 ? "contact_single" : "contact_several",
-												"email", settings->locale, vars, 3));
-	}
-	if (pg_mbstrlen(body.data) > 1600)
+	vars[0].name = "therapist";
+	vars[0].value = therapist_name;
+	vars[1].name = "count";
+	vars[1].value = psprintf("%d", n);
+	vars[2].name = "patients";
+	vars[2].value = lines;
+	body = PrmRender(org_id, n == 1 ? "contact_single" : "contact_several",
+					 "email", settings->locale, vars, 3);
+	if (pg_mbstrlen(body) > 1600)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				 errmsg("contact e-mail to therapist %lld is longer than 1600 characters",
 						(long long) therapist_id),
 				 errhint("Shorten the therapist's or the organization's name.")));
+	return body;
+}
+
+/*
+ * Record the e-mail: the contact batch and its follow-up time, the outbox
+ * message, the n contacts ids as sent, the therapist's contact count, and
+ * the event.  Returns the batch id.
+ */
+static int64
+MatchRecordBatch(int64 org_id, int64 therapist_id, TimestampTz as_of, int n,
+				 Datum *ids, const char *email, const char *body)
+{
+	static SPIPlanPtr batch_plan = NULL;
+	static SPIPlanPtr message_plan = NULL;
+	static SPIPlanPtr mark_plan = NULL;
+	static SPIPlanPtr counter_plan = NULL;
+	Datum			  values[5];
+	int64			  batch_id;
+	int64			  message_id;
+	bool			  isnull;
 
 	PrmPrepare(&batch_plan,
 			   "INSERT INTO prm.contact_batch (org_id, therapist_id, template, patients, sent_at, follow_up_at)"
-			   " VALUES ($1, $2, $4, $5, $3, $3 + interval '" CppAsString2(FOLLOW_UP_DAYS) " days')"
-																						   " RETURNING id",
+			   " VALUES ($1, $2, $4, $5, $3, $3 + interval '" CppAsString2(FOLLOW_UP_DAYS) " days') RETURNING id",
 			   5, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID, INT4OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(therapist_id);
+	values[2] = TimestampTzGetDatum(as_of);
 	values[3] = CStringGetTextDatum(n == 1 ? "contact_single" : "contact_several");
 	values[4] = Int32GetDatum(n);
 	if (PrmExecute(batch_plan, values, NULL, false, 0) != 1)
 		elog(ERROR, "contact batch insert returned no row");
 	batch_id = PrmGetInt64(0, 1, &isnull);
 
-	message_id = PrmEnqueue(org_id, "email", email, body.data, "contact_batch", 0, 0,
+	message_id = PrmEnqueue(org_id, "email", email, body, "contact_batch", 0, 0,
 							psprintf("contact_batch:%lld", (long long) batch_id), 0);
 
 	PrmPrepare(&message_plan,
@@ -236,6 +265,31 @@ MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
 				 psprintf("{\"therapist_id\": %lld, \"patients\": %d, \"message_id\": %lld, \"sent_at\": %s}",
 						  (long long) therapist_id, n, (long long) message_id,
 						  PrmJsonTimestamp(as_of)));
+	return batch_id;
+}
+
+/*
+ * Send one therapist's proposed requests in one e-mail, unless the
+ * therapist had one in the 7 days before as_of (or later).  Returns
+ * whether an e-mail was queued.  Must run inside SPI.
+ */
+static bool
+MatchSendBatch(int64 org_id, int64 therapist_id, TimestampTz as_of)
+{
+	char		  *name;
+	char		  *email;
+	Datum		  *ids;
+	StringInfoData lines;
+	int			   n;
+
+	if (!MatchLockBatchTherapist(org_id, therapist_id, as_of, &name, &email))
+		return false;
+	initStringInfo(&lines);
+	n = MatchBatchContacts(org_id, therapist_id, as_of, &ids, &lines);
+	if (n == 0)
+		return false;
+	MatchRecordBatch(org_id, therapist_id, as_of, n, ids, email,
+					 MatchBatchBody(org_id, therapist_id, name, n, lines.data));
 	return true;
 }
 

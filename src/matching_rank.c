@@ -477,70 +477,28 @@ MatchChoose(const MatchPair *pairs, int npairs, int nr,
 	return choice;
 }
 
-/*
- * prm.assign_placements(org_id, method, persist)
- *	  RETURNS TABLE (request_id, therapist_id, score)
- */
-Datum
-prm_assign_placements(PG_FUNCTION_ARGS)
+/* An index from a row id to its position in an array. */
+typedef struct MatchIdEntry
 {
-	static SPIPlanPtr ther_plan = NULL;
-	static SPIPlanPtr req_plan = NULL;
-	static SPIPlanPtr times_plan = NULL;
-	static SPIPlanPtr excl_plan = NULL;
-	static SPIPlanPtr persist_plan = NULL;
-	ReturnSetInfo	 *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char			 *method = PrmTextArg(fcinfo, 1, "method", 20);
-	bool			  persist = PRM_GETARG_BOOL_NOTNULL(2, "persist");
-	bool			  exact;
+	int64 id;
+	int	  idx;
+} MatchIdEntry;
+
+/*
+ * The therapists of org_id with a free place (open places minus pending
+ * contacts, in ts[i].capacity), by latitude, with their phone hours.
+ * 54000 when there are more than MATCH_MAX_THERAPISTS.
+ */
+static MatchTherapist *
+MatchLoadFreeTherapists(int64 org_id, int *nt)
+{
+	static SPIPlanPtr plan = NULL;
 	MatchTherapist	 *ts;
-	MatchRequest	 *rs;
-	MatchPair		 *pairs;
-	int				 *choice;
-	HASHCTL			  ctl;
-	HTAB			 *rindex;
-	HTAB			 *excluded;
-	Datum			  values[4];
-	int				  nt,
-		nr,
-		npairs,
-		n,
-		i,
-		proposed = 0;
-	typedef struct IdEntry
-	{
-		int64 id;
-		int	  idx;
-	} IdEntry;
+	Datum			  values[2];
+	int				  n,
+		i;
 
-	if (strcmp(method, "exact") == 0)
-		exact = true;
-	else if (strcmp(method, "greedy") == 0)
-		exact = false;
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("assignment method \"%s\" is not recognized", method),
-				 errhint("Use exact or greedy.")));
-	InitMaterializedSRF(fcinfo, 0);
-	PrmSpiConnect();
-	PrmRequireOrgAccess(org_id, persist ? PRM_LEVEL_STAFF : PRM_LEVEL_READONLY);
-	values[0] = Int64GetDatum(org_id);
-
-	/* persisting planners of one organization take turns */
-	if (persist)
-	{
-		static SPIPlanPtr lock_plan = NULL;
-
-		PrmPrepare(&lock_plan,
-				   "SELECT pg_catalog.pg_advisory_xact_lock(1886547297, pg_catalog.hashint8($1))",
-				   1, (Oid[]){INT8OID});
-		PrmExecute(lock_plan, values, NULL, false, 0);
-	}
-
-	/* therapists with a free place, by latitude; capacity minus pending */
-	PrmPrepare(&ther_plan,
+	PrmPrepare(&plan,
 			   "SELECT " THERAPIST_COLUMNS ", t.open_places - coalesce(p.pending, 0)"
 			   "  FROM prm.therapist t"
 			   "  LEFT JOIN (SELECT c.therapist_id, pg_catalog.count(*)::int AS pending"
@@ -551,57 +509,51 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 			   "   AND t.open_places > coalesce(p.pending, 0)"
 			   " ORDER BY t.latitude, t.id LIMIT $2",
 			   2, (Oid[]){INT8OID, INT4OID});
+	values[0] = Int64GetDatum(org_id);
 	values[1] = Int32GetDatum(MATCH_MAX_THERAPISTS + 1);
-	nt = PrmExecute(ther_plan, values, NULL, true, 0);
-	if (nt > MATCH_MAX_THERAPISTS)
+	n = PrmExecute(plan, values, NULL, true, 0);
+	if (n > MATCH_MAX_THERAPISTS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("organization %lld has more than %d therapists with free places",
 						(long long) org_id, MATCH_MAX_THERAPISTS)));
-	ts = palloc(sizeof(MatchTherapist) * (nt + 1));
-	for (i = 0; i < nt; i++)
+	ts = palloc(sizeof(MatchTherapist) * (n + 1));
+	for (i = 0; i < n; i++)
 	{
 		MatchReadTherapist(i, &ts[i]);
 		ts[i].capacity = MatchGetInt32(i, 10);
 	}
 	SPI_freetuptable(SPI_tuptable);
-	MatchLoadPhoneHours(org_id, ts, nt);
+	MatchLoadPhoneHours(org_id, ts, n);
+	*nt = n;
+	return ts;
+}
 
-	/* open requests without a pending contact, in registration order */
-	PrmPrepare(&req_plan,
-			   "SELECT " REQUEST_COLUMNS " FROM prm.placement_request r"
-			   " WHERE r.org_id = $1 AND r.status = 'open'"
-			   "   AND NOT EXISTS (SELECT 1 FROM prm.placement_contact c"
-			   "                    WHERE c.org_id = $1 AND c.request_id = r.id"
-			   "                      AND c.status IN ('proposed', 'sent'))"
-			   " ORDER BY r.registered_at, r.id LIMIT $2",
-			   2, (Oid[]){INT8OID, INT4OID});
-	values[1] = Int32GetDatum(MATCH_MAX_REQUESTS + 1);
-	nr = PrmExecute(req_plan, values, NULL, true, 0);
-	if (nr > MATCH_MAX_REQUESTS)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("organization %lld has more than %d open placement requests to assign",
-						(long long) org_id, MATCH_MAX_REQUESTS)));
-	rs = palloc(sizeof(MatchRequest) * (nr + 1));
+/* Attach their stated times to the open requests rs of org_id. */
+static void
+MatchLoadRequestTimes(int64 org_id, MatchRequest *rs, int nr)
+{
+	static SPIPlanPtr plan = NULL;
+	HASHCTL			  ctl;
+	HTAB			 *rindex;
+	Datum			  values[1];
+	int				  n,
+		i;
+
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(IdEntry);
+	ctl.entrysize = sizeof(MatchIdEntry);
 	ctl.hcxt = CurrentMemoryContext;
 	rindex = hash_create("prm request index", Max(nr, 16), &ctl,
 						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (i = 0; i < nr; i++)
 	{
-		IdEntry *e;
+		MatchIdEntry *e = hash_search(rindex, &rs[i].id, HASH_ENTER, NULL);
 
-		MatchReadRequest(i, &rs[i]);
-		e = hash_search(rindex, &rs[i].id, HASH_ENTER, NULL);
 		e->idx = i;
 	}
-	SPI_freetuptable(SPI_tuptable);
 
-	/* the requests' stated times */
-	PrmPrepare(&times_plan,
+	PrmPrepare(&plan,
 			   "SELECT x.request_id, x.day_of_week,"
 			   "       (pg_catalog.date_part('epoch', x.starts) / 60)::int,"
 			   "       (pg_catalog.date_part('epoch', x.ends) / 60)::int"
@@ -610,13 +562,14 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 			   " WHERE x.org_id = $1 AND r.status = 'open'"
 			   " ORDER BY x.request_id",
 			   1, (Oid[]){INT8OID});
-	n = PrmExecute(times_plan, values, NULL, true, 0);
+	values[0] = Int64GetDatum(org_id);
+	n = PrmExecute(plan, values, NULL, true, 0);
 	for (i = 0; i < n;)
 	{
-		bool	 isnull;
-		int64	 rid = PrmGetInt64(i, 1, &isnull);
-		IdEntry *e = hash_search(rindex, &rid, HASH_FIND, NULL);
-		int		 j,
+		bool		  isnull;
+		int64		  rid = PrmGetInt64(i, 1, &isnull);
+		MatchIdEntry *e = hash_search(rindex, &rid, HASH_FIND, NULL);
+		int			  j,
 			k;
 
 		for (j = i; j < n && PrmGetInt64(j, 1, &isnull) == rid; j++)
@@ -638,20 +591,75 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 		i = j;
 	}
 	SPI_freetuptable(SPI_tuptable);
+	hash_destroy(rindex);
+}
 
-	/* pairs already contacted are never proposed again */
+/*
+ * The open requests of org_id without a pending contact, in registration
+ * order, with their stated times.  54000 when there are more than
+ * MATCH_MAX_REQUESTS.
+ */
+static MatchRequest *
+MatchLoadOpenRequests(int64 org_id, int *nr)
+{
+	static SPIPlanPtr plan = NULL;
+	MatchRequest	 *rs;
+	Datum			  values[2];
+	int				  n,
+		i;
+
+	PrmPrepare(&plan,
+			   "SELECT " REQUEST_COLUMNS " FROM prm.placement_request r"
+			   " WHERE r.org_id = $1 AND r.status = 'open'"
+			   "   AND NOT EXISTS (SELECT 1 FROM prm.placement_contact c"
+			   "                    WHERE c.org_id = $1 AND c.request_id = r.id"
+			   "                      AND c.status IN ('proposed', 'sent'))"
+			   " ORDER BY r.registered_at, r.id LIMIT $2",
+			   2, (Oid[]){INT8OID, INT4OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int32GetDatum(MATCH_MAX_REQUESTS + 1);
+	n = PrmExecute(plan, values, NULL, true, 0);
+	if (n > MATCH_MAX_REQUESTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("organization %lld has more than %d open placement requests to assign",
+						(long long) org_id, MATCH_MAX_REQUESTS)));
+	rs = palloc(sizeof(MatchRequest) * (n + 1));
+	for (i = 0; i < n; i++)
+		MatchReadRequest(i, &rs[i]);
+	SPI_freetuptable(SPI_tuptable);
+	MatchLoadRequestTimes(org_id, rs, n);
+	*nr = n;
+	return rs;
+}
+
+/*
+ * The (request id, therapist id) pairs of org_id's open requests that were
+ * contacted already: they are never proposed again.
+ */
+static HTAB *
+MatchLoadContactedPairs(int64 org_id)
+{
+	static SPIPlanPtr plan = NULL;
+	HASHCTL			  ctl;
+	HTAB			 *excluded;
+	Datum			  values[1];
+	int				  n,
+		i;
+
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = 2 * sizeof(int64);
 	ctl.entrysize = 2 * sizeof(int64);
 	ctl.hcxt = CurrentMemoryContext;
 	excluded = hash_create("prm contacted pairs", 1024, &ctl,
 						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	PrmPrepare(&excl_plan,
+	PrmPrepare(&plan,
 			   "SELECT c.request_id, c.therapist_id FROM prm.placement_contact c"
 			   "  JOIN prm.placement_request r ON r.org_id = c.org_id AND r.id = c.request_id"
 			   " WHERE c.org_id = $1 AND r.status = 'open'",
 			   1, (Oid[]){INT8OID});
-	n = PrmExecute(excl_plan, values, NULL, true, 0);
+	values[0] = Int64GetDatum(org_id);
+	n = PrmExecute(plan, values, NULL, true, 0);
 	for (i = 0; i < n; i++)
 	{
 		bool  isnull;
@@ -662,19 +670,33 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 		hash_search(excluded, key, HASH_ENTER, NULL);
 	}
 	SPI_freetuptable(SPI_tuptable);
+	return excluded;
+}
 
-	pairs = MatchCandidatePairs(rs, nr, ts, nt, excluded, &npairs);
-	choice = MatchChoose(pairs, npairs, nr, ts, nt, exact);
+/*
+ * Return the chosen pairs as rows of rsinfo and, with persist, record them
+ * as proposed placement contacts; returns the number recorded.
+ */
+static int
+MatchEmitProposals(ReturnSetInfo *rsinfo, int64 org_id, const MatchRequest *rs,
+				   int nr, const MatchTherapist *ts, const MatchPair *pairs,
+				   const int *choice, bool persist)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[4];
+	int				  proposed = 0;
+	int				  i;
 
-	PrmPrepare(&persist_plan,
+	PrmPrepare(&plan,
 			   "INSERT INTO prm.placement_contact (org_id, request_id, therapist_id, score)"
 			   " VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, request_id, therapist_id) DO NOTHING",
 			   4, (Oid[]){INT8OID, INT8OID, INT8OID, FLOAT8OID});
+	values[0] = Int64GetDatum(org_id);
 	for (i = 0; i < nr; i++)
 	{
-		Datum	   out[3];
-		bool	   outnulls[3] = {false, false, false};
-		MatchPair *p;
+		Datum			 out[3];
+		bool			 outnulls[3] = {false, false, false};
+		const MatchPair *p;
 
 		if (choice[i] < 0)
 			continue;
@@ -688,9 +710,66 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 			values[1] = out[0];
 			values[2] = out[1];
 			values[3] = out[2];
-			proposed += PrmExecute(persist_plan, values, NULL, false, 0);
+			proposed += PrmExecute(plan, values, NULL, false, 0);
 		}
 	}
+	return proposed;
+}
+
+/*
+ * prm.assign_placements(org_id, method, persist)
+ *	  RETURNS TABLE (request_id, therapist_id, score)
+ */
+Datum
+prm_assign_placements(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo  *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64			org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char		   *method = PrmTextArg(fcinfo, 1, "method", 20);
+	bool			persist = PRM_GETARG_BOOL_NOTNULL(2, "persist");
+	bool			exact;
+	MatchTherapist *ts;
+	MatchRequest   *rs;
+	MatchPair	   *pairs;
+	HTAB		   *excluded;
+	int			   *choice;
+	int				nt,
+		nr,
+		npairs,
+		proposed;
+
+	if (strcmp(method, "exact") == 0)
+		exact = true;
+	else if (strcmp(method, "greedy") == 0)
+		exact = false;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("assignment method \"%s\" is not recognized", method),
+				 errhint("Use exact or greedy.")));
+	InitMaterializedSRF(fcinfo, 0);
+	PrmSpiConnect();
+	PrmRequireOrgAccess(org_id, persist ? PRM_LEVEL_STAFF : PRM_LEVEL_READONLY);
+
+	/* persisting planners of one organization take turns */
+	if (persist)
+	{
+		static SPIPlanPtr lock_plan = NULL;
+		Datum			  values[1];
+
+		PrmPrepare(&lock_plan,
+				   "SELECT pg_catalog.pg_advisory_xact_lock(1886547297, pg_catalog.hashint8($1))",
+				   1, (Oid[]){INT8OID});
+		values[0] = Int64GetDatum(org_id);
+		PrmExecute(lock_plan, values, NULL, false, 0);
+	}
+
+	ts = MatchLoadFreeTherapists(org_id, &nt);
+	rs = MatchLoadOpenRequests(org_id, &nr);
+	excluded = MatchLoadContactedPairs(org_id);
+	pairs = MatchCandidatePairs(rs, nr, ts, nt, excluded, &npairs);
+	choice = MatchChoose(pairs, npairs, nr, ts, nt, exact);
+	proposed = MatchEmitProposals(rsinfo, org_id, rs, nr, ts, pairs, choice, persist);
 	if (persist)
 		PrmEmitEvent(org_id, "placements_proposed", "organization", org_id,
 					 psprintf("{\"method\": \"%s\", \"proposed\": %d, \"open_requests\": %d}",
