@@ -23,6 +23,10 @@
  *
  * Locking: a write to a therapist or a request first locks its row
  * (MatchRequireRow with for_update), so writers of one profile take turns.
+ * Every row lock of matching is FOR NO KEY UPDATE, as in the fill engine:
+ * no key of these rows ever changes, and FOR UPDATE would make the
+ * foreign-key checks of concurrent inserts (a proposal's placement_contact
+ * takes FOR KEY SHARE on its therapist and request) wait, and deadlock.
  *
  *-------------------------------------------------------------------------
  */
@@ -298,7 +302,10 @@ MatchParseWindows(Jsonb *json, const char *what, int **days, int **starts,
 	return n;
 }
 
-/* Raise P0002 unless table has row (org_id, id); optionally lock it. */
+/*
+ * Raise P0002 unless table has row (org_id, id); optionally lock it FOR NO
+ * KEY UPDATE (which foreign-key checks of other transactions do not wait for).
+ */
 void
 MatchRequireRow(int64 org_id, const char *table, int64 id, bool for_update)
 {
@@ -315,7 +322,7 @@ MatchRequireRow(int64 org_id, const char *table, int64 id, bool for_update)
 		elog(ERROR, "unexpected table \"%s\"", table);
 	PrmPrepare(&plans[k][for_update ? 1 : 0],
 			   psprintf("SELECT 1 FROM prm.%s t WHERE t.org_id = $1 AND t.id = $2%s",
-						tables[k], for_update ? " FOR UPDATE" : ""),
+						tables[k], for_update ? " FOR NO KEY UPDATE" : ""),
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(id);

@@ -25,6 +25,7 @@
  * Locking: the therapist's row serialises the e-mails to that therapist; an
  * answer locks the request, the therapist and the contact; the follow-up
  * step takes due e-mails with SKIP LOCKED, so concurrent runs share them.
+ * All these row locks are FOR NO KEY UPDATE (see matching.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -115,7 +116,7 @@ MatchLockBatchTherapist(int64 org_id, int64 therapist_id, TimestampTz as_of,
 	PrmPrepare(&lock_plan,
 			   "SELECT t.name, t.email FROM prm.therapist t"
 			   " WHERE t.org_id = $1 AND t.id = $2"
-			   "   AND t.accepts_contact AND t.open_places > 0 FOR UPDATE",
+			   "   AND t.accepts_contact AND t.open_places > 0 FOR NO KEY UPDATE",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(therapist_id);
@@ -156,7 +157,7 @@ MatchBatchContacts(int64 org_id, int64 therapist_id, TimestampTz as_of,
 			   "  JOIN prm.patient p ON p.org_id = r.org_id AND p.id = r.patient_id"
 			   " WHERE c.org_id = $1 AND c.therapist_id = $2 AND c.status = 'proposed'"
 			   "   AND r.status = 'open'"
-			   " ORDER BY r.registered_at, r.id LIMIT " CppAsString2(MATCH_BATCH_MAX) " FOR UPDATE OF c",
+			   " ORDER BY r.registered_at, r.id LIMIT " CppAsString2(MATCH_BATCH_MAX) " FOR NO KEY UPDATE OF c",
 			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(therapist_id);
@@ -444,7 +445,7 @@ prm_record_contact_answer(PG_FUNCTION_ARGS)
 			   "SELECT c.id, c.status, r.status FROM prm.placement_contact c"
 			   "  JOIN prm.placement_request r ON r.org_id = c.org_id AND r.id = c.request_id"
 			   " WHERE c.org_id = $1 AND c.request_id = $2 AND c.therapist_id = $3"
-			   " FOR UPDATE OF c",
+			   " FOR NO KEY UPDATE OF c",
 			   3, (Oid[]){INT8OID, INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(request_id);
@@ -620,7 +621,7 @@ MatchFollowUps(int64 org_id, TimestampTz as_of, int limit)
 			   " WHERE b.follow_up_at IS NOT NULL AND b.follow_up_at <= $1"
 			   "   AND ($2::bigint IS NULL OR b.org_id = $2)"
 			   " ORDER BY b.follow_up_at, b.org_id, b.id LIMIT $3"
-			   " FOR UPDATE OF b SKIP LOCKED",
+			   " FOR NO KEY UPDATE OF b SKIP LOCKED",
 			   3, (Oid[]){TIMESTAMPTZOID, INT8OID, INT4OID});
 	values[0] = TimestampTzGetDatum(as_of);
 	values[1] = Int64GetDatum(org_id);
@@ -770,7 +771,7 @@ prm_record_call_outcome(PG_FUNCTION_ARGS)
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	PrmPrepare(&find_plan,
-			   "SELECT k.status FROM prm.call_task k WHERE k.org_id = $1 AND k.id = $2 FOR UPDATE",
+			   "SELECT k.status FROM prm.call_task k WHERE k.org_id = $1 AND k.id = $2 FOR NO KEY UPDATE",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(task_id);
