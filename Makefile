@@ -24,7 +24,7 @@ DATA         = $(wildcard src/updates/prm--*.sql)
 
 REGRESS      = directory fill
 REGRESS_OPTS = --inputdir=.
-ISOLATION    = two_yes yes_rollback yes_vs_expiry two_slots two_senders stop_during_offer notify_once stats_race two_entries matching_fk_locks
+ISOLATION    = two_yes yes_rollback yes_vs_expiry two_slots two_senders stop_during_offer notify_once stats_race two_entries matching_fk_locks placement_mutex
 ISOLATION_OPTS = --inputdir=test
 
 PG_CONFIG   ?= pg_config

@@ -48,8 +48,11 @@
  * are refused with 54000 rather than solved wrongly.
  *
  * Locking: ranking and a proposal without persist only read.  Persisting
- * planners of one organization take turns (a transaction-level lock held
- * until commit), so two of them cannot propose the same free place twice.
+ * planners of one organization take turns on its prm.org_mutex row
+ * (PrmLockOrgMutex, purpose 'placements', held until commit), so two of them
+ * cannot propose the same free place twice.  Not an advisory lock: its key
+ * would be public, and any role, even one without a grant, could take and
+ * hold it and so hang the clinic's placements.
  *
  *-------------------------------------------------------------------------
  */
@@ -753,16 +756,7 @@ prm_assign_placements(PG_FUNCTION_ARGS)
 
 	/* persisting planners of one organization take turns */
 	if (persist)
-	{
-		static SPIPlanPtr lock_plan = NULL;
-		Datum			  values[1];
-
-		PrmPrepare(&lock_plan,
-				   "SELECT pg_catalog.pg_advisory_xact_lock(1886547297, pg_catalog.hashint8($1))",
-				   1, (Oid[]){INT8OID});
-		values[0] = Int64GetDatum(org_id);
-		PrmExecute(lock_plan, values, NULL, false, 0);
-	}
+		PrmLockOrgMutex(org_id, "placements");
 
 	ts = MatchLoadFreeTherapists(org_id, &nt);
 	rs = MatchLoadOpenRequests(org_id, &nr);
