@@ -9,7 +9,8 @@
  * The rooms of matching:
  *	matching.c			profiles: therapists, phone hours, requests
  *	matching_rank.c		distances, scores and their reasons; ranking one
- *						request; the candidate pairs of the assignment
+ *						request (rank_therapists) and all open ones at
+ *						once (assign_placements: candidates, proposals)
  *	matching_solver.c	the assignment itself (min-cost max-flow), pure C
  *	matching_contact.c	contact e-mails, answers, follow-up calls, evidence
  *
@@ -17,7 +18,9 @@
  * (bad input raises 22023 or 22004 and stores nothing); vocabulary words are
  * stored in vocabulary order; weekly windows are stored as ISO day and
  * wall-clock times in the owner's time zone and read as minutes since Monday
- * 00:00 (MatchWindow); a registration time other than now is an
+ * 00:00 (MatchWindow), and MatchNextWindow finds the next window from a
+ * time day by day in local time, so daylight-saving changes move a call's
+ * UTC time and not its local time; a registration time other than now is an
  * administrator's decision, because patients are served in order of
  * registration.
  *
@@ -515,6 +518,75 @@ MatchLoadPhoneHours(int64 org_id, MatchTherapist *ts, int nt)
 	}
 	SPI_freetuptable(SPI_tuptable);
 	hash_destroy(index);
+}
+
+/* ISO day of week (1 = Monday) of a day number counted from 2000-01-01. */
+static int
+MatchIsoDow(int64 day)
+{
+	/* 2000-01-01 was a Saturday (ISO 6) */
+	return (int) (((day % 7) + 7 + 5) % 7) + 1;
+}
+
+/*
+ * The first moment at or after as_of inside one of the weekly windows
+ * (wall-clock times in time zone tz), and the end of that window.  Each
+ * candidate day's local start and end are converted to UTC on their own,
+ * so a daylight-saving change between as_of and the call moves the call's
+ * UTC time, never its local time.  False when there are no windows.
+ */
+bool
+MatchNextWindow(const char *tz, const MatchWindow *win, int nwin,
+				TimestampTz as_of, TimestampTz *start, TimestampTz *end)
+{
+	Datum	  tzd = CStringGetTextDatum(tz);
+	Timestamp local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone, tzd,
+															TimestampTzGetDatum(as_of)));
+	int64	  day0 = local / USECS_PER_DAY - (local % USECS_PER_DAY < 0 ? 1 : 0);
+	int		  k,
+		i;
+
+	for (k = 0; k <= 7; k++)
+	{
+		int64		day = day0 + k;
+		int			dow = MatchIsoDow(day);
+		TimestampTz best_start = 0;
+		TimestampTz best_end = 0;
+		bool		found = false;
+
+		for (i = 0; i < nwin; i++)
+		{
+			int		  wdow = win[i].start / MINUTES_PER_DAY + 1;
+			Timestamp ls,
+				le;
+			TimestampTz s,
+				e;
+
+			if (wdow != dow)
+				continue;
+			ls = day * USECS_PER_DAY + (int64) (win[i].start % MINUTES_PER_DAY) * USECS_PER_MINUTE;
+			le = day * USECS_PER_DAY + (int64) (win[i].end - (wdow - 1) * MINUTES_PER_DAY) * USECS_PER_MINUTE;
+			s = DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone, tzd, TimestampGetDatum(ls)));
+			e = DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone, tzd, TimestampGetDatum(le)));
+			if (s < as_of)
+				s = as_of;
+			if (e <= s)
+				continue; /* over, or lost in a daylight-saving gap */
+			if (!found || s < best_start)
+			{
+				best_start = s;
+				best_end = e;
+				found = true;
+			}
+		}
+		if (found)
+		{
+			*start = best_start;
+			*end = best_end;
+			return true;
+		}
+	}
+	return false;
 }
 
 /* ---------------------------------------------------------------------

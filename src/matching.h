@@ -96,6 +96,9 @@ extern void	  MatchReadTherapist(int row, MatchTherapist *t);
 extern void	  MatchReadRequest(int row, MatchRequest *r);
 extern void	  MatchLoadRequest(int64 org_id, int64 request_id, MatchRequest *r);
 extern void	  MatchLoadPhoneHours(int64 org_id, MatchTherapist *ts, int nt);
+extern bool	  MatchNextWindow(const char *tz, const MatchWindow *win, int nwin,
+							  TimestampTz as_of, TimestampTz *start,
+							  TimestampTz *end);
 
 /* matching_contact.c */
 extern void MatchCancelSettledCalls(int64 org_id, int64 request_id,

@@ -91,9 +91,6 @@ typedef struct MatchWhen
 static void	 MatchEvidenceTime(FunctionCallInfo fcinfo, int argno, int64 org_id,
 							   MatchWhen *when);
 static int64 MatchFollowUps(int64 org_id, const MatchWhen *when, int limit);
-static bool	 MatchNextWindow(const char *tz, const MatchWindow *win, int nwin,
-							 TimestampTz as_of, TimestampTz *start,
-							 TimestampTz *end);
 
 /* ---------------------------------------------------------------------
  * Times of record
@@ -679,75 +676,6 @@ prm_record_contact_answer(PG_FUNCTION_ARGS)
 						  MatchOverrideJson(&when)));
 	PrmSpiFinish();
 	PG_RETURN_BOOL(matched);
-}
-
-/* ISO day of week (1 = Monday) of a day number counted from 2000-01-01. */
-static int
-MatchIsoDow(int64 day)
-{
-	/* 2000-01-01 was a Saturday (ISO 6) */
-	return (int) (((day % 7) + 7 + 5) % 7) + 1;
-}
-
-/*
- * The first moment at or after as_of inside one of the weekly windows
- * (wall-clock times in time zone tz), and the end of that window.  Each
- * candidate day's local start and end are converted to UTC on their own,
- * so a daylight-saving change between as_of and the call moves the call's
- * UTC time, never its local time.  False when there are no windows.
- */
-static bool
-MatchNextWindow(const char *tz, const MatchWindow *win, int nwin,
-				TimestampTz as_of, TimestampTz *start, TimestampTz *end)
-{
-	Datum	  tzd = CStringGetTextDatum(tz);
-	Timestamp local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone, tzd,
-															TimestampTzGetDatum(as_of)));
-	int64	  day0 = local / USECS_PER_DAY - (local % USECS_PER_DAY < 0 ? 1 : 0);
-	int		  k,
-		i;
-
-	for (k = 0; k <= 7; k++)
-	{
-		int64		day = day0 + k;
-		int			dow = MatchIsoDow(day);
-		TimestampTz best_start = 0;
-		TimestampTz best_end = 0;
-		bool		found = false;
-
-		for (i = 0; i < nwin; i++)
-		{
-			int		  wdow = win[i].start / MINUTES_PER_DAY + 1;
-			Timestamp ls,
-				le;
-			TimestampTz s,
-				e;
-
-			if (wdow != dow)
-				continue;
-			ls = day * USECS_PER_DAY + (int64) (win[i].start % MINUTES_PER_DAY) * USECS_PER_MINUTE;
-			le = day * USECS_PER_DAY + (int64) (win[i].end - (wdow - 1) * MINUTES_PER_DAY) * USECS_PER_MINUTE;
-			s = DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone, tzd, TimestampGetDatum(ls)));
-			e = DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone, tzd, TimestampGetDatum(le)));
-			if (s < as_of)
-				s = as_of;
-			if (e <= s)
-				continue; /* over, or lost in a daylight-saving gap */
-			if (!found || s < best_start)
-			{
-				best_start = s;
-				best_end = e;
-				found = true;
-			}
-		}
-		if (found)
-		{
-			*start = best_start;
-			*end = best_end;
-			return true;
-		}
-	}
-	return false;
 }
 
 /* A contact e-mail due for its follow-up check. */
