@@ -29,7 +29,7 @@ ISOLATION_OPTS = --inputdir=test
 PG_CONFIG   ?= pg_config
 PG_CPPFLAGS  = -Isrc
 PG_CFLAGS    = -Wall -Wextra -Werror -Wno-unused-parameter
-EXTRA_CLEAN  = results regression.diffs regression.out output_iso tmp_check
+EXTRA_CLEAN  = results regression.diffs regression.out output_iso tmp_check test/unit/solver_test
 
 # On a fresh machine the server headers may not be there yet: demo and test
 # install them (test/deps.sh) and then run make again, which finds PGXS.
@@ -54,7 +54,7 @@ prm--0.1.0--0.2.0.sql: $(SQL_0.2.0)
 prm--0.2.0--0.3.0.sql: $(SQL_0.3.0)
 	$(UPDATE_GUARD)
 
-.PHONY: deps demo test bench fuzz
+.PHONY: deps demo test bench fuzz unit
 deps:
 	bash test/deps.sh
 
@@ -78,3 +78,14 @@ fuzz: deps
 	$(MAKE) all
 	$(MAKE) install
 	bash test/fuzz/run.sh
+
+# The assignment solver's unit test: src/matching_solver.c is pure C (c.h and
+# palloc), so it is built here with a malloc shim and run without a server,
+# with assertions on.  Prints TAP; test/run.sh counts it.
+UNIT_CFLAGS = -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -DUSE_ASSERT_CHECKING \
+              -Isrc -I$(shell $(PG_CONFIG) --includedir-server)
+test/unit/solver_test: test/unit/solver_test.c src/matching_solver.c src/matching_solver.h
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/solver_test.c src/matching_solver.c
+
+unit: test/unit/solver_test
+	test/unit/solver_test

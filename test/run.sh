@@ -5,7 +5,8 @@
 #   PGXS's installcheck, and pgTAP suites (test/pgtap/) through pg_prove, all
 #   in one throwaway cluster (pg_virtualenv) with prm and pg_cron preloaded;
 #   then TAP tests (test/t/), which start their own clusters, as the postgres
-#   user on a copy of the tree that user can write.
+#   user on a copy of the tree that user can write.  First of all, the unit
+#   test of the assignment solver (make unit), which needs no server.
 # The extension must be installed already (make test does that first).
 set -u
 cd "$(dirname "$0")/.."
@@ -29,6 +30,13 @@ count_tap() {       # $1: verbose TAP log, $2: its exit code
     if [ "$2" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi
     passed=$((passed + ok)); failed=$((failed + bad))
 }
+
+# 0. the solver's unit test (test/unit/), built and run without a server
+echo "== unit =="
+make -s unit > "$LOG/unit.log" 2>&1
+rc=$?
+cat "$LOG/unit.log"
+count_tap "$LOG/unit.log" "$rc"
 
 # 1. pg_regress, isolation and pgTAP in one preloaded throwaway cluster
 cat > "$LOG/in-cluster.sh" <<'INNER'

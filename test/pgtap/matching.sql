@@ -2,11 +2,13 @@
 -- index-backed distance filter, the exact assignment against greedy,
 -- contact e-mails (one a week per therapist, de-identified), answers,
 -- follow-up calls in phone hours across daylight-saving changes, evidence,
--- tenancy, and a simulated 8 weeks.
+-- tenancy, a simulated 8 weeks, and the time of record of the evidence.
+-- The suite runs as a superuser, which may state times (as_of) as an
+-- administrator does: they are kept as *_override beside the time of record.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(126);
+SELECT plan(161);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_match_a;
@@ -150,13 +152,13 @@ SELECT lives_ok(format($$SELECT prm.set_template(%s, 'contact_single', 'Hallo {t
 SELECT throws_ok(format($$SELECT prm.set_template(%s, 'contact_single', 'Patient {family_name}', 'email')$$, :org), '22023', NULL, 'patient names are no placeholder in therapist e-mails either');
 SELECT is(prm.plan_contact_batches(:org, '2031-01-12 10:00+00'), 2, 'e-mails to the two new therapists');
 SELECT ok((SELECT bool_and(m.body LIKE 'Hallo Dr. %, ein Platz gesucht: - Ref. P%') FROM prm.outbound_message m JOIN prm.contact_batch b ON b.message_id = m.id
-            WHERE b.sent_at = '2031-01-12 10:00+00' AND b.template = 'contact_single'), 'the single-patient e-mail uses the organization''s wording');
+            WHERE b.sent_at_override = '2031-01-12 10:00+00' AND b.template = 'contact_single'), 'the single-patient e-mail uses the organization''s wording');
 
 -- 4. follow-up: unanswered for 7 days -> call in phone hours, across DST
 SELECT prm.set_phone_hours(:org, :t8, '[{"day": 1, "from": "09:00", "to": "10:00"}]') \gset
 SELECT is(prm.run_matching_follow_ups(:org, '2031-01-18 10:00+00')::int, 0, 'six days: no call yet');
-UPDATE prm.contact_batch SET sent_at = '2031-03-21 12:00+00', follow_up_at = '2031-03-28 12:00+00' WHERE therapist_id = :t8;
-UPDATE prm.contact_batch SET sent_at = '2031-03-24 07:00+00', follow_up_at = '2031-03-31 07:00+00' WHERE therapist_id = :t1;
+UPDATE prm.contact_batch SET sent_at_override = '2031-03-21 12:00+00', follow_up_at = '2031-03-28 12:00+00' WHERE therapist_id = :t8;
+UPDATE prm.contact_batch SET sent_at_override = '2031-03-24 07:00+00', follow_up_at = '2031-03-31 07:00+00' WHERE therapist_id = :t1;
 SELECT is(prm.run_matching_follow_ups(:org, '2031-03-29 12:00+00')::int, 1, 'a call task after seven days');
 SELECT is((SELECT window_starts_at FROM prm.call_task WHERE therapist_id = :t8), '2031-03-31 07:00+00'::timestamptz,
           'Monday 09:00 in Berlin is 07:00 UTC after the change to summer time (08:00 before)');
@@ -260,7 +262,7 @@ BEGIN
     PERFORM * FROM prm.assign_placements(o, 'exact', true);
     PERFORM prm.plan_contact_batches(o, as_of);
     FOR c IN SELECT request_id, therapist_id FROM prm.placement_contact
-              WHERE org_id = o AND status = 'sent' AND sent_at < as_of ORDER BY id LOOP
+              WHERE org_id = o AND status = 'sent' AND coalesce(sent_at_override, sent_at) < as_of ORDER BY id LOOP
       IF random() < 0.15 THEN
         PERFORM prm.record_contact_answer(o, c.request_id, c.therapist_id,
                   (ARRAY['accepted', 'declined', 'no_place'])[1 + (random() * 2)::int], (random() * 20)::int, 'email', as_of);
@@ -277,7 +279,7 @@ END $$;
 SELECT ok((SELECT count(*) FROM prm.contact_batch WHERE org_id = :sim) > 40, 'the simulation sent many e-mails');
 SELECT is((SELECT count(*)::int FROM prm.contact_batch a JOIN prm.contact_batch b
              ON b.org_id = a.org_id AND b.therapist_id = a.therapist_id AND b.id > a.id
-            WHERE a.org_id = :sim AND abs(extract(epoch FROM b.sent_at - a.sent_at)) < 7 * 86400), 0,
+            WHERE a.org_id = :sim AND abs(extract(epoch FROM coalesce(b.sent_at_override, b.sent_at) - coalesce(a.sent_at_override, a.sent_at))) < 7 * 86400), 0,
           'never two e-mails to a therapist within 7 days');
 SELECT ok((SELECT count(*) FROM prm.contact_batch WHERE org_id = :sim AND template = 'contact_several') > 0, 'some e-mails ask about several patients');
 SELECT ok((SELECT count(*) FROM prm.call_task WHERE org_id = :sim) > 10, 'unanswered e-mails led to call tasks');
@@ -291,7 +293,7 @@ SELECT is((SELECT count(*)::int FROM prm.call_task k JOIN prm.therapist t ON t.o
                  AND (k.window_ends_at AT TIME ZONE t.timezone)::time = h.ends)), 0,
           'every call task lies in the therapist''s phone hours, in local time');
 SELECT is((SELECT count(*)::int FROM prm.call_task k JOIN prm.contact_batch b ON b.org_id = k.org_id AND b.id = k.batch_id
-            WHERE k.org_id = :sim AND k.window_starts_at < b.sent_at + interval '7 days'), 0, 'no call before 7 days');
+            WHERE k.org_id = :sim AND k.window_starts_at < coalesce(b.sent_at_override, b.sent_at) + interval '7 days'), 0, 'no call before 7 days');
 SELECT is((SELECT count(*)::int FROM prm.placement_request r WHERE r.org_id = :sim AND r.status = 'matched'
               AND (SELECT count(*) FROM prm.placement_contact c WHERE c.org_id = r.org_id AND c.request_id = r.id AND c.answer = 'accepted'
                       AND c.therapist_id = r.matched_therapist_id) <> 1), 0, 'every match rests on one acceptance');
@@ -321,6 +323,115 @@ SELECT ok((SELECT count(*) FROM prm.therapist) > 0 AND NOT EXISTS (SELECT 1 FROM
 SELECT throws_ok(format($$SELECT prm.add_placement_request(%s, %s, 52.5, 13.4, 10, '{de}', 'cbt', NULL, NULL, NULL, '2020-01-01')$$, :org, :p3),
                  '42501', NULL, 'staff cannot backdate a registration to jump the queue');
 RESET ROLE;
+
+-- 10. the time of record: the evidence carries the transaction time and the
+--     role that recorded it; a stated time is an administrator's override,
+--     refused to staff (who could backdate the evidence, or move the rule of
+--     one e-mail per therapist in 7 days)
+CREATE FUNCTION pg_temp.hint_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE h text;
+BEGIN
+  EXECUTE q;
+  RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT;
+  RETURN SQLSTATE || ': ' || h;
+END $$;
+CREATE ROLE regress_match_admin;
+SELECT prm.create_organization('Praxisnetz Zeit', 'Europe/Berlin') AS ev \gset
+SELECT prm.add_patient(:ev, 'Eva', 'Evidenz', '+4930333331') AS ep1, prm.add_patient(:ev, 'Emil', 'Evidenz', '+4930333332') AS ep2 \gset
+SELECT prm.add_therapist(:ev, 'Dr. Zeit', 'zeit@example.org', 52.5200, 13.4050, '{de}', '{cbt}', 1) AS et1 \gset
+SELECT prm.add_therapist(:ev, 'Dr. Uhr', 'uhr@example.org', 52.5210, 13.4060, '{de}', '{cbt}', 1) AS et2 \gset
+SELECT prm.add_placement_request(:ev, :ep1, 52.5200, 13.4050, 10, '{de}', 'cbt') AS er1 \gset
+SELECT prm.add_placement_request(:ev, :ep2, 52.5200, 13.4050, 10, '{de}', 'cbt') AS er2 \gset
+SELECT prm.grant_access('regress_match_a', :ev, 'staff') \gset
+SELECT prm.grant_access('regress_match_admin', :ev, 'admin') \gset
+
+SET LOCAL ROLE regress_match_a;
+SELECT is((SELECT count(*)::int FROM prm.assign_placements(:ev, 'exact', true)), 2, 'staff proposes both requests');
+SELECT throws_ok(format($$SELECT prm.plan_contact_batches(%s, now() - interval '8 days')$$, :ev), '42501',
+                 'permission denied to record a time other than now', 'staff cannot backdate contact e-mails');
+SELECT is(prm.plan_contact_batches(:ev, now()), 2, 'as_of equal to now is no override: two e-mails');
+SELECT is((SELECT count(*)::int FROM prm.contact_batch WHERE org_id = :ev AND sent_at = now() AND sent_at_override IS NULL
+              AND follow_up_at = now() + interval '7 days' AND recorded_by = 'regress_match_a'), 2,
+          'e-mails recorded at the transaction time, by the staff role, followed up 7 days later');
+SELECT prm.update_therapist(:ev, :et1, 2) \gset
+SELECT prm.add_placement_request(:ev, :ep1, 52.5200, 13.4050, 10, '{de}', 'cbt') AS er3 \gset
+SELECT results_eq(format($$SELECT request_id, therapist_id FROM prm.assign_placements(%s, 'exact', true)$$, :ev),
+                  format('VALUES (%s::bigint, %s::bigint)', :er3, :et1), 'a third request is proposed to a therapist e-mailed today');
+SELECT is(prm.plan_contact_batches(:ev), 0, 'the 7-day rule holds: no second e-mail to that therapist');
+SELECT is(pg_temp.hint_of(format($$SELECT prm.plan_contact_batches(%s, now() + interval '8 days')$$, :ev)),
+          format('42501: Leave out as_of, or ask an administrator of organization %s to record the time it happened.', :ev),
+          'staff cannot move the rule by dating the e-mail ahead; the error says what to do');
+SELECT is((SELECT count(*)::int FROM prm.contact_batch WHERE org_id = :ev), 2, 'still two e-mails');
+RESET ROLE;
+-- an administrator's backdated e-mail does not open the week to staff
+SELECT prm.add_therapist(:ev, 'Dr. Frueh', 'frueh@example.org', 52.5220, 13.4070, '{de}', '{cbt}', 2) AS et3 \gset
+SELECT prm.add_placement_request(:ev, :ep2, 52.5220, 13.4070, 10, '{de}', 'cbt') AS er4 \gset
+SET LOCAL ROLE regress_match_admin;
+SELECT results_eq(format($$SELECT request_id, therapist_id FROM prm.assign_placements(%s, 'exact', true)$$, :ev),
+                  format('VALUES (%s::bigint, %s::bigint)', :er4, :et3), 'a fourth request is proposed to a new therapist');
+SELECT is(prm.plan_contact_batches(:ev, now() - interval '30 days'), 1, 'an administrator records an e-mail as sent 30 days ago');
+SELECT is((SELECT (sent_at = now(), sent_at_override = now() - interval '30 days', recorded_by) FROM prm.contact_batch WHERE therapist_id = :et3),
+          (true, true, 'regress_match_admin'::text), 'kept as an override beside the time of record, with who');
+RESET ROLE;
+SELECT prm.add_placement_request(:ev, :ep1, 52.5220, 13.4070, 10, '{de}', 'cbt') AS er5 \gset
+SET LOCAL ROLE regress_match_a;
+SELECT results_eq(format($$SELECT request_id, therapist_id FROM prm.assign_placements(%s, 'exact', true)$$, :ev),
+                  format('VALUES (%s::bigint, %s::bigint)', :er5, :et3), 'a fifth request is proposed to that therapist');
+SELECT is(prm.plan_contact_batches(:ev), 0, 'staff cannot e-mail them again this week: the time of record counts too');
+SELECT throws_ok(format($$SELECT prm.run_matching_follow_ups(%s, now() + interval '8 days')$$, :ev), '42501', NULL,
+                 'staff cannot run the follow-ups as of another time');
+RESET ROLE;
+SELECT c.therapist_id AS er1t FROM prm.placement_contact c WHERE c.request_id = :er1 \gset
+SELECT c.therapist_id AS er2t FROM prm.placement_contact c WHERE c.request_id = :er2 \gset
+
+SET LOCAL ROLE regress_match_admin;
+SELECT is(prm.run_matching_follow_ups(:ev, now() + interval '8 days')::int, 3, 'an administrator runs the follow-ups as of 8 days later');
+SELECT is((SELECT count(*)::int FROM prm.call_task WHERE org_id = :ev AND created_at = now()
+              AND created_at_override = now() + interval '8 days' AND window_starts_at >= now() + interval '8 days'), 3,
+          'the call tasks: created now, as of the stated time, with windows from it');
+RESET ROLE;
+SELECT k.id AS ek1 FROM prm.call_task k WHERE k.org_id = :ev AND k.therapist_id = :er1t \gset
+SELECT k.id AS ek2 FROM prm.call_task k WHERE k.org_id = :ev AND k.therapist_id = :er2t \gset
+
+SET LOCAL ROLE regress_match_a;
+SELECT throws_ok(format($$SELECT prm.record_call_outcome(%s, %s, 'reached', NULL, now() - interval '1 day')$$, :ev, :ek1), '42501', NULL,
+                 'staff cannot backdate a call');
+SELECT lives_ok(format($$SELECT prm.record_call_outcome(%s, %s, 'reached')$$, :ev, :ek1), 'staff records a call now');
+SELECT is((SELECT (completed_at = now(), completed_at_override IS NULL, outcome_recorded_by) FROM prm.call_task WHERE id = :ek1),
+          (true, true, 'regress_match_a'::text), 'the call: done at the time of record, by staff');
+SELECT throws_ok(format($$SELECT prm.record_contact_answer(%s, %s, %s, 'declined', 3, 'email', now() - interval '3 days')$$, :ev, :er1, :er1t),
+                 '42501', 'permission denied to record a time other than now', 'staff cannot backdate an answer');
+SELECT is((SELECT status FROM prm.placement_contact WHERE request_id = :er1), 'sent', 'and the refused answer left nothing behind');
+SELECT is(prm.record_contact_answer(:ev, :er1, :er1t, 'declined', 3), false, 'staff records an answer without a time');
+SELECT is((SELECT (answered_at = now(), answered_at_override IS NULL, answer_recorded_by) FROM prm.placement_contact WHERE request_id = :er1),
+          (true, true, 'regress_match_a'::text), 'answered at the time of record, by staff');
+RESET ROLE;
+
+SET LOCAL ROLE regress_match_admin;
+SELECT lives_ok(format($$SELECT prm.record_call_outcome(%s, %s, 'voicemail', 'left a message', '2031-05-03 10:00+00')$$, :ev, :ek2),
+                'an administrator states when a call was made');
+SELECT is(prm.record_contact_answer(:ev, :er2, :er2t, 'no_place', NULL, 'letter', '2031-05-04 09:00+00'), false,
+          'and when a letter came');
+SELECT is((SELECT (answered_at = now(), answered_at_override, answer_recorded_by) FROM prm.placement_contact WHERE request_id = :er2),
+          (true, '2031-05-04 09:00+00'::timestamptz, 'regress_match_admin'::text), 'the stated time is kept beside the time of record, with who');
+SELECT is((prm.placement_evidence(:ev, :er2) #>> '{contacts,0,answered_at_override}')::timestamptz, '2031-05-04 09:00+00'::timestamptz,
+          'the evidence shows the override');
+SELECT is((prm.placement_evidence(:ev, :er2) #>> '{contacts,0,answered_at}')::timestamptz, now(), 'beside the time of record');
+SELECT is(prm.placement_evidence(:ev, :er2) #>> '{contacts,0,answer_recorded_by}', 'regress_match_admin', 'and who recorded it');
+SELECT is(prm.placement_evidence(:ev, :er2) #>> '{contacts,0,contact_recorded_by}', 'regress_match_a', 'and who sent the e-mail');
+SELECT is((prm.placement_evidence(:ev, :er2) #>> '{contacts,0,calls,0,completed_at_override}')::timestamptz, '2031-05-03 10:00+00'::timestamptz,
+          'the call''s stated time too');
+SELECT is(jsonb_typeof(prm.placement_evidence(:ev, :er1) #> '{contacts,0,answered_at_override}'), 'null', 'a staff answer has no override');
+SELECT is((SELECT answered_at_override FROM prm.placement_contact_history WHERE request_id = :er2), '2031-05-04 09:00+00'::timestamptz,
+          'the contact history view shows the override');
+SELECT is((SELECT payload ->> 'answered_at_override' FROM prm.event WHERE org_id = :ev AND kind = 'contact_answered' AND entity_id =
+             (SELECT id FROM prm.placement_contact WHERE request_id = :er2))::timestamptz, '2031-05-04 09:00+00'::timestamptz,
+          'and so does the event, whose actor is the administrator');
+RESET ROLE;
+SELECT throws_ok(format($$SELECT prm.record_contact_answer(%s, %s, %s, 'declined', NULL, 'email', 'infinity')$$, :ev, :er1, :er1t),
+                 '22023', 'as_of must be a finite time', 'an infinite time is refused');
 
 SELECT * FROM finish();
 ROLLBACK;
