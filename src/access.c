@@ -225,8 +225,10 @@ AccessSyncPrivileges(Oid roleid)
 			   2, (Oid[]){OIDOID, TEXTOID});
 	for (i = 0; i < n; i++)
 	{
-		bool		wanted = AccessLevelsSatisfy(levels, needs[i]);
-		const char *privilege = strncmp(objects[i], "table ", 6) == 0 ? "SELECT" : "EXECUTE";
+		bool is_table = strncmp(objects[i], "table ", 6) == 0;
+		bool wanted = AccessLevelsSatisfy(levels, needs[i]) &&
+					  (!is_table || prm_grant_table_access);
+		const char *privilege = is_table ? "SELECT" : "EXECUTE";
 
 		CHECK_FOR_INTERRUPTS();
 		values[1] = CStringGetTextDatum(objects[i]);

@@ -44,6 +44,7 @@ void _PG_init(void);
 
 char *prm_default_region = NULL;
 bool  prm_notify_events = true;
+bool  prm_grant_table_access = true;
 
 /* channels notified in the current transaction (reset at transaction end) */
 static List *notified_channels = NIL;
@@ -75,6 +76,16 @@ _PG_init(void)
 							 "turn this off when nobody listens to prm_event and commit throughput matters. "
 							 "Outbox notifications (prm_outbox_<channel>) are always sent.",
 							 &prm_notify_events, true, PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("prm.grant_table_access",
+							 "Whether prm.grant_access gives roles SELECT on prm's tables and views.",
+							 "Off: roles read only through prm's functions, which authorise every read; "
+							 "row-level security then has nothing to filter, and EXPLAIN and table "
+							 "statistics of prm's tables are out of their reach.  Takes effect for a "
+							 "role at its next grant_access or revoke_access, or for all at "
+							 "prm.sync_access_privileges().",
+							 &prm_grant_table_access, true, PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 
 	PrmWorkerInit();

@@ -42,6 +42,7 @@ typedef enum PrmAccessLevel
 /* settings (prm.c) */
 extern char *prm_default_region;
 extern bool	 prm_notify_events;
+extern bool	 prm_grant_table_access;
 
 /* prm.c: argument checks */
 extern void	 PrmArgNotNull(FunctionCallInfo fcinfo, int argno, const char *name);
@@ -192,16 +193,16 @@ typedef struct PrmScoreParts
 	double days_on_list;
 } PrmScoreParts;
 
-extern void	 PrmComputeScore(bool urgent, int boost, bool has_appt,
-							 TimestampTz appt_at, TimestampTz joined_at,
-							 TimestampTz as_of, const PrmSettings *w,
-							 PrmScoreParts *out);
+extern void		   PrmComputeScore(bool urgent, int boost, bool has_appt,
+								   TimestampTz appt_at, TimestampTz joined_at,
+								   TimestampTz as_of, const PrmSettings *w,
+								   PrmScoreParts *out);
 extern TimestampTz PrmScoreNextChange(bool urgent, int boost, bool has_appt,
 									  TimestampTz appt_at, TimestampTz joined_at,
 									  TimestampTz as_of, const PrmSettings *w);
-extern int64 PrmRescoreDue(int limit);
-extern void	 PrmCheckBoost(int boost);
-extern char *PrmJsonTimestamp(TimestampTz ts);
+extern int64	   PrmRescoreDue(int limit);
+extern void		   PrmCheckBoost(int boost);
+extern char		  *PrmJsonTimestamp(TimestampTz ts);
 
 #define PRM_GETARG_INT64_NOTNULL(n, name) \
 	(PrmArgNotNull(fcinfo, (n), (name)), PG_GETARG_INT64(n))

@@ -5,7 +5,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(44);
+SELECT plan(48);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_lp_none;
@@ -167,6 +167,22 @@ SELECT lives_ok(format($$SELECT prm.mark_message_sent(%s, 'SM2')$$, :m2), 'admin
 RESET ROLE;
 SELECT is((SELECT count(*) FROM prm.event WHERE kind = 'lease_overridden' AND entity_id = :m2 AND actor = 'regress_lp_admin')::int, 1,
           'the override is recorded with who did it');
+
+-- prm.grant_table_access = off: a role reads through prm's functions only
+CREATE ROLE regress_lp_functions_only;
+SET LOCAL prm.grant_table_access = off;
+SELECT prm.grant_access('regress_lp_functions_only', :org_a, 'readonly');
+SELECT ok(has_function_privilege('regress_lp_functions_only', 'prm.fill_stats(bigint,timestamptz,timestamptz)', 'EXECUTE'),
+          'table access off: the readonly functions are granted');
+SELECT ok(NOT has_table_privilege('regress_lp_functions_only', 'prm.offer', 'SELECT')
+          AND NOT has_table_privilege('regress_lp_functions_only', 'prm.patient', 'SELECT'),
+          'table access off: no SELECT on any prm table');
+SET LOCAL ROLE regress_lp_functions_only;
+SELECT throws_ok('EXPLAIN SELECT * FROM prm.patient WHERE family_name = ''x''', '42501', NULL,
+                 'so EXPLAIN cannot estimate another clinic''s values');
+SELECT lives_ok(format('SELECT prm.fill_stats(%s, now() - interval %L, now())', :org_a, '1 day'),
+                'while the functions still read the clinic''s own rows');
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;
