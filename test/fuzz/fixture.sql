@@ -13,8 +13,8 @@ GRANT fuzz_staff, fuzz_nogrant TO CURRENT_USER;
 
 SELECT prm.create_organization('Fuzz Clinic One', 'Australia/Sydney', '+61 2 9000 0001') AS org1 \gset
 SELECT prm.create_organization('Fuzz Clinic Two', 'Europe/Berlin', '+49 30 1234567') AS org2 \gset
-SELECT prm.configure(:org1, '{"phone_region": "AU"}') \g /dev/null
-SELECT prm.configure(:org2, '{"phone_region": "DE"}') \g /dev/null
+SELECT prm.configure(:org1, '{"phone_region": "AU", "accept_url": "https://fuzz.example/a/"}') \g /dev/null
+SELECT prm.configure(:org2, '{"phone_region": "DE", "accept_url": "https://fuzz.example/b/"}') \g /dev/null
 
 CREATE TEMP TABLE fx (org_id bigint, region text, tz text);
 INSERT INTO fx VALUES (:org1, 'AU', 'Australia/Perth'), (:org2, 'DE', 'Europe/Berlin');

@@ -120,7 +120,12 @@ async function loadFixture() {
   for (const o of F.orgs) {
     F.phones[o] = (await db.query('SELECT phone FROM prm.patient WHERE org_id = $1 AND phone IS NOT NULL ORDER BY id', [o])).rows.map((r) => r.phone);
   }
-  F.tokens = (await db.query('SELECT token::text FROM prm.offer ORDER BY id')).rows.map((r) => r.token);
+  // prm keeps only the hash of an accept token; the token itself is in the
+  // offer's SMS when the organization has an accept_url
+  F.tokens = (await db.query(`SELECT substring(m.body from '([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})') AS token
+                                FROM prm.outbound_message m WHERE m.offer_id IS NOT NULL ORDER BY m.id`)).rows
+    .map((r) => r.token).filter((t) => t);
+  if (F.tokens.length === 0) F.tokens = ['00000000-0000-4000-8000-000000000000'];
   F.leases = (await db.query("SELECT lease_token::text FROM prm.outbound_message WHERE lease_token IS NOT NULL")).rows.map((r) => r.lease_token);
   F.pmids = (await db.query("SELECT provider_message_id FROM prm.outbound_message WHERE provider_message_id IS NOT NULL")).rows.map((r) => r.provider_message_id);
   // rows that tie several ids together, so that calls taking two ids can name a matching pair
