@@ -601,40 +601,194 @@ FillAnswer(void *arg)
 }
 
 /*
+ * The organization owning the clinic number to_raw, checked for the
+ * webhook level; 0 when no organization owns it (a privileged caller is told
+ * nothing, any other gets 42501 either way, so a number's owner is not
+ * revealed).  Inside SPI.
+ */
+static int64
+FillRouteInbound(const char *to_raw)
+{
+	static SPIPlanPtr org_plan = NULL;
+	char			 *to = PrmTryNormalizePhone(to_raw, NULL);
+	Datum			  values[1];
+	bool			  isnull;
+	int64			  org_id = 0;
+
+	PrmPrepare(&org_plan, "SELECT o.id FROM prm.organization o WHERE o.sms_number = $1",
+			   1, (Oid[]){TEXTOID});
+	values[0] = CStringGetTextDatum(to ? to : to_raw);
+	if (to != NULL && PrmExecute(org_plan, values, NULL, false, 1) == 1)
+		org_id = PrmGetInt64(0, 1, &isnull);
+	if (org_id != 0 ? PrmHasOrgAccess(org_id, PRM_LEVEL_WEBHOOK) : PrmCallerIsPrivileged())
+		return org_id;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for SMS number %s", to ? to : to_raw),
+			 errhint("The webhook role needs the webhook level on the organization owning the number.")));
+	return 0; /* keep compiler quiet */
+}
+
+/*
+ * Record an inbound SMS once per provider message id; returns its id, or 0
+ * for a replay, with *replay the reply first given (or NULL).  Inside SPI.
+ */
+static int64
+FillRecordInbound(int64 org_id, const char *pmid, const char *from,
+				  const char *body, const char *keyword, char **replay)
+{
+	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr replay_plan = NULL;
+	Datum			  values[5];
+	bool			  isnull;
+
+	PrmPrepare(&insert_plan,
+			   "INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword)"
+			   " VALUES ($1, $2, $3, $4, $5)"
+			   " ON CONFLICT (org_id, provider_message_id) DO NOTHING RETURNING id",
+			   5, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(pmid);
+	values[2] = CStringGetTextDatum(from);
+	values[3] = CStringGetTextDatum(body);
+	values[4] = CStringGetTextDatum(keyword);
+	*replay = NULL;
+	if (PrmExecute(insert_plan, values, NULL, false, 0) == 1)
+		return PrmGetInt64(0, 1, &isnull);
+	PrmPrepare(&replay_plan,
+			   "SELECT i.reply FROM prm.inbound_message i"
+			   " WHERE i.org_id = $1 AND i.provider_message_id = $2",
+			   2, (Oid[]){INT8OID, TEXTOID});
+	PrmExecute(replay_plan, values, NULL, false, 1);
+	*replay = PrmGetText(0, 1);
+	return 0;
+}
+
+/*
+ * The patients behind a sender number (a family may share one), locked, in
+ * in->patients (a bigint[]), with their count, the opted-out count, the
+ * first one and its language.  Inside SPI.
+ */
+static void
+FillReadSenders(FillInbound *in, const char *from)
+{
+	static SPIPlanPtr patients_plan = NULL;
+	Datum			  values[2];
+	Datum			 *ids = NULL;
+	bool			  isnull;
+	int				  i;
+
+	in->npatients = 0;
+	in->nopted = 0;
+	in->first_patient = 0;
+	in->language = "en";
+	if (from)
+	{
+		PrmPrepare(&patients_plan,
+				   "SELECT p.id, p.sms_opt_out, p.language FROM prm.patient p"
+				   " WHERE p.org_id = $1 AND p.phone = $2 ORDER BY p.id FOR NO KEY UPDATE",
+				   2, (Oid[]){INT8OID, TEXTOID});
+		values[0] = Int64GetDatum(in->org_id);
+		values[1] = CStringGetTextDatum(from);
+		in->npatients = PrmExecute(patients_plan, values, NULL, false, 0);
+		ids = palloc(sizeof(Datum) * (in->npatients + 1));
+		for (i = 0; i < in->npatients; i++)
+		{
+			ids[i] = Int64GetDatum(PrmGetInt64(i, 1, &isnull));
+			if (strcmp(PrmGetText(i, 2), "t") == 0)
+				in->nopted++;
+		}
+		if (in->npatients > 0)
+		{
+			in->first_patient = DatumGetInt64(ids[0]);
+			in->language = PrmGetText(0, 3);
+		}
+	}
+	in->patients = PointerGetDatum(construct_array(ids ? ids : values, in->npatients,
+												   INT8OID, 8, true, TYPALIGN_DOUBLE));
+}
+
+/* Keep the reply and what the message was about with the inbound message. */
+static void
+FillCloseInbound(FillInbound *in, int64 inbound_id, const char *keyword)
+{
+	static SPIPlanPtr update_plan = NULL;
+	Datum			  values[5];
+	char			  nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	PrmPrepare(&update_plan,
+			   "UPDATE prm.inbound_message i SET patient_id = $3, offer_id = $4, reply = $5"
+			   " WHERE i.org_id = $1 AND i.id = $2",
+			   5, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID});
+	values[0] = Int64GetDatum(in->org_id);
+	values[1] = Int64GetDatum(inbound_id);
+	values[2] = Int64GetDatum(in->first_patient);
+	nulls[2] = in->first_patient ? ' ' : 'n';
+	values[3] = Int64GetDatum(in->offer_id);
+	nulls[3] = in->offer_id ? ' ' : 'n';
+	values[4] = in->reply ? CStringGetTextDatum(in->reply) : (Datum) 0;
+	nulls[4] = in->reply ? ' ' : 'n';
+	PrmExecute(update_plan, values, nulls, false, 0);
+	PrmEmitEvent(in->org_id, "sms_received", "inbound_message", inbound_id,
+				 psprintf("{\"keyword\": %s, \"patient_id\": %s}", PrmJsonString(keyword),
+						  in->first_patient ? psprintf("%lld", (long long) in->first_patient) : "null"));
+}
+
+/*
+ * Act on the message in a subtransaction.  The webhook's contract: a reply
+ * or NULL, never an error (the provider would retry forever).  Whatever
+ * fails in acting on the message is rolled back alone, logged and recorded
+ * as an event; cancels and timeouts still end the call.
+ */
+static void
+FillAnswerGuarded(FillInbound *in, int64 inbound_id)
+{
+	ErrorData *edata;
+	int64	   ignored;
+
+	edata = PrmRunInSubtransaction(FillAnswer, in, &ignored);
+	if (edata == NULL)
+		return;
+	ereport(WARNING,
+			(errmsg("prm: inbound SMS %lld of organization %lld was not acted on: %s",
+					(long long) inbound_id, (long long) in->org_id, edata->message)));
+	PrmEmitEvent(in->org_id, "inbound_failed", "inbound_message", inbound_id,
+				 psprintf("{\"sqlstate\": \"%s\", \"error\": %s}",
+						  unpack_sql_state(edata->sqlerrcode), PrmJsonString(edata->message)));
+	FreeErrorData(edata);
+	in->offer_id = 0;
+	in->reply = NULL;
+}
+
+/* A reply as the function's result, out of SPI's memory. */
+static text *
+FillResult(const char *reply)
+{
+	text *result;
+
+	if (reply == NULL)
+		return NULL;
+	result = cstring_to_text(reply);
+	return (text *) DatumGetPointer(SPI_datumTransfer(PointerGetDatum(result), false, -1));
+}
+
+/*
  * prm.handle_inbound_sms(to_number, from_number, body, provider_message_id)
  *	  RETURNS text: the reply, or NULL.
  */
 Datum
 prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr org_plan = NULL;
-	static SPIPlanPtr insert_plan = NULL;
-	static SPIPlanPtr replay_plan = NULL;
-	static SPIPlanPtr patients_plan = NULL;
-	static SPIPlanPtr update_plan = NULL;
-	char			 *to_raw = PrmTextArg(fcinfo, 0, "to_number", 40);
-	char			 *from_raw;
-	char			 *body;
-	char			 *pmid = PrmTextArg(fcinfo, 3, "provider_message_id", 200);
-	char			 *to;
-	char			 *from;
-	char			 *keyword;
-	char			 *reply = NULL;
-	char			 *language = "en";
-	FillKeywordKind	  kind;
-	Datum			  values[6];
-	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	bool			  isnull;
-	int64			  org_id,
-		inbound_id,
-		offer_id = 0,
-		first_patient = 0;
-	int npatients,
-		nopted = 0,
-		i;
-	Datum *patient_ids;
-	Datum  patients;
-	text  *result;
+	char	   *to_raw = PrmTextArg(fcinfo, 0, "to_number", 40);
+	char	   *pmid = PrmTextArg(fcinfo, 3, "provider_message_id", 200);
+	char	   *from_raw;
+	char	   *body;
+	char	   *from;
+	char	   *keyword;
+	char	   *replay;
+	FillInbound in = {0};
+	int64		inbound_id;
+	text	   *result;
 
 	PrmArgNotNull(fcinfo, 1, "from_number");
 	from_raw = text_to_cstring(PG_GETARG_TEXT_PP(1));
@@ -646,135 +800,29 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 		body[pg_mbcharcliplen(body, strlen(body), 1600)] = '\0';
 
 	PrmSpiConnect();
-	to = PrmTryNormalizePhone(to_raw, NULL);
-	PrmPrepare(&org_plan, "SELECT o.id FROM prm.organization o WHERE o.sms_number = $1",
-			   1, (Oid[]){TEXTOID});
-	values[0] = CStringGetTextDatum(to ? to : to_raw);
-	if (to == NULL || PrmExecute(org_plan, values, NULL, false, 1) == 0)
+	in.org_id = FillRouteInbound(to_raw);
+	if (in.org_id == 0)
 	{
-		if (!PrmCallerIsPrivileged())
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied for SMS number %s", to ? to : to_raw),
-					 errhint("The webhook role needs the webhook level on the organization owning the number.")));
 		PrmSpiFinish();
-		PG_RETURN_NULL();
+		PG_RETURN_NULL(); /* a number no organization owns (privileged caller) */
 	}
-	org_id = PrmGetInt64(0, 1, &isnull);
-	if (!PrmHasOrgAccess(org_id, PRM_LEVEL_WEBHOOK))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for SMS number %s", to),
-				 errhint("The webhook role needs the webhook level on the organization owning the number.")));
-
-	from = PrmTryNormalizePhone(from_raw, PrmOrgPhoneRegion(org_id));
+	from = PrmTryNormalizePhone(from_raw, PrmOrgPhoneRegion(in.org_id));
 	keyword = FillKeyword(body);
-	kind = FillClassify(keyword);
+	in.kind = FillClassify(keyword);
+	in.cxt = CurrentMemoryContext;
 
 	/* once per provider message id: a retried webhook gets the first reply */
-	PrmPrepare(&insert_plan,
-			   "INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword)"
-			   " VALUES ($1, $2, $3, $4, $5)"
-			   " ON CONFLICT (org_id, provider_message_id) DO NOTHING RETURNING id",
-			   5, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = CStringGetTextDatum(pmid);
-	values[2] = CStringGetTextDatum(from ? from : from_raw);
-	values[3] = CStringGetTextDatum(body);
-	values[4] = CStringGetTextDatum(keyword);
-	if (PrmExecute(insert_plan, values, NULL, false, 0) == 0)
+	inbound_id = FillRecordInbound(in.org_id, pmid, from ? from : from_raw, body, keyword, &replay);
+	if (inbound_id == 0)
+		in.reply = replay;
+	else
 	{
-		PrmPrepare(&replay_plan,
-				   "SELECT i.reply FROM prm.inbound_message i"
-				   " WHERE i.org_id = $1 AND i.provider_message_id = $2",
-				   2, (Oid[]){INT8OID, TEXTOID});
-		PrmExecute(replay_plan, values, NULL, false, 1);
-		reply = PrmGetText(0, 1);
-		result = reply ? cstring_to_text(reply) : NULL;
-		if (result)
-			result = (text *) DatumGetPointer(SPI_datumTransfer(PointerGetDatum(result), false, -1));
-		PrmSpiFinish();
-		if (result == NULL)
-			PG_RETURN_NULL();
-		PG_RETURN_TEXT_P(result);
-	}
-	inbound_id = PrmGetInt64(0, 1, &isnull);
-
-	/* the patients behind the number (a family may share one) */
-	npatients = 0;
-	patient_ids = NULL;
-	if (from)
-	{
-		PrmPrepare(&patients_plan,
-				   "SELECT p.id, p.sms_opt_out, p.language FROM prm.patient p"
-				   " WHERE p.org_id = $1 AND p.phone = $2 ORDER BY p.id FOR NO KEY UPDATE",
-				   2, (Oid[]){INT8OID, TEXTOID});
-		values[1] = CStringGetTextDatum(from);
-		npatients = PrmExecute(patients_plan, values, NULL, false, 0);
-		patient_ids = palloc(sizeof(Datum) * (npatients + 1));
-		for (i = 0; i < npatients; i++)
-		{
-			patient_ids[i] = Int64GetDatum(PrmGetInt64(i, 1, &isnull));
-			if (strcmp(PrmGetText(i, 2), "t") == 0)
-				nopted++;
-		}
-		if (npatients > 0)
-		{
-			first_patient = DatumGetInt64(patient_ids[0]);
-			language = PrmGetText(0, 3);
-		}
-	}
-	patients = PointerGetDatum(construct_array(patient_ids ? patient_ids : values, npatients,
-											   INT8OID, 8, true, TYPALIGN_DOUBLE));
-
-	{
-		FillInbound in = {org_id, kind, patients, npatients, nopted, first_patient,
-						  language, 0, NULL, CurrentMemoryContext};
-		ErrorData  *edata;
-		int64		ignored;
-
-		/*
-		 * The webhook's contract: a reply or NULL, never an error (the
-		 * provider would retry forever).  Whatever fails in acting on the
-		 * message is rolled back alone, logged and recorded as an event;
-		 * cancels and timeouts still end the call.
-		 */
-		edata = PrmRunInSubtransaction(FillAnswer, &in, &ignored);
-		if (edata != NULL)
-		{
-			ereport(WARNING,
-					(errmsg("prm: inbound SMS %lld of organization %lld was not acted on: %s",
-							(long long) inbound_id, (long long) org_id, edata->message)));
-			PrmEmitEvent(org_id, "inbound_failed", "inbound_message", inbound_id,
-						 psprintf("{\"sqlstate\": \"%s\", \"error\": %s}",
-								  unpack_sql_state(edata->sqlerrcode),
-								  PrmJsonString(edata->message)));
-			FreeErrorData(edata);
-		}
-		offer_id = in.offer_id;
-		reply = in.reply;
+		FillReadSenders(&in, from);
+		FillAnswerGuarded(&in, inbound_id);
+		FillCloseInbound(&in, inbound_id, keyword);
 	}
 
-	PrmPrepare(&update_plan,
-			   "UPDATE prm.inbound_message i SET patient_id = $3, offer_id = $4, reply = $5"
-			   " WHERE i.org_id = $1 AND i.id = $2",
-			   5, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = Int64GetDatum(inbound_id);
-	values[2] = Int64GetDatum(first_patient);
-	nulls[2] = first_patient ? ' ' : 'n';
-	values[3] = Int64GetDatum(offer_id);
-	nulls[3] = offer_id ? ' ' : 'n';
-	values[4] = reply ? CStringGetTextDatum(reply) : (Datum) 0;
-	nulls[4] = reply ? ' ' : 'n';
-	PrmExecute(update_plan, values, nulls, false, 0);
-	PrmEmitEvent(org_id, "sms_received", "inbound_message", inbound_id,
-				 psprintf("{\"keyword\": %s, \"patient_id\": %s}", PrmJsonString(keyword),
-						  first_patient ? psprintf("%lld", (long long) first_patient) : "null"));
-
-	result = reply ? cstring_to_text(reply) : NULL;
-	if (result)
-		result = (text *) DatumGetPointer(SPI_datumTransfer(PointerGetDatum(result), false, -1));
+	result = FillResult(in.reply);
 	PrmSpiFinish();
 	if (result == NULL)
 		PG_RETURN_NULL();
