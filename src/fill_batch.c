@@ -146,35 +146,35 @@ FillMakeOffer(const PrmSettings *s, FillSlot *slot, FillCandidate *c, int batch_
 	return true;
 }
 
-/*
- * Send the next batch of offers for a slot, if it is free, has no open
- * offers and may still be offered.  Returns the number of offers made.
- */
-int
-FillSendBatch(int64 org_id, int64 slot_id)
+/* One batch being chosen for a slot: its settings, slot and pool. */
+typedef struct FillBatch
 {
-	static SPIPlanPtr  open_plan = NULL;
-	static SPIPlanPtr  cand_plan = NULL;
-	static SPIPlanPtr  lock_plan = NULL;
 	const PrmSettings *s;
 	FillSlot		   slot;
-	Datum			   values[10];
-	char			   nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	Portal			   portal;
-	FillCandidate	  *chosen;
-	int				   nchosen = 0;
-	int				   scanned = 0;
-	bool			   done = false;
-	int				   made = 0;
-	int				   busy = 0;
+	TimestampTz		   now;
+	FillCandidate	  *chosen; /* the pool, best rank first */
 	int				   pool_size;
-	int				   i;
-	TimestampTz		   now = GetCurrentTransactionStartTimestamp();
-	TimestampTz		   earliest_hold_end = 0;
+	int				   nchosen;
+	int				   scanned;
+	int				   made;
+	int				   busy;
+	TimestampTz		   earliest_hold_end;
+} FillBatch;
 
-	if (!FillLockSlot(org_id, slot_id, false, &slot) || !slot.free ||
-		strcmp(slot.fill_status, "withdrawn") == 0)
-		return 0;
+/*
+ * Lock the slot and decide whether a batch may go out now: a free slot with
+ * no open offer, under max_batches, starting late enough (else its fill
+ * status says why).
+ */
+static bool
+FillBatchMayStart(int64 org_id, int64 slot_id, FillBatch *b)
+{
+	static SPIPlanPtr open_plan = NULL;
+	Datum			  values[2];
+
+	if (!FillLockSlot(org_id, slot_id, false, &b->slot) || !b->slot.free ||
+		strcmp(b->slot.fill_status, "withdrawn") == 0)
+		return false;
 
 	PrmPrepare(&open_plan,
 			   "SELECT 1 FROM prm.offer o WHERE o.org_id = $1 AND o.slot_id = $2 AND o.status = 'open'",
@@ -182,22 +182,45 @@ FillSendBatch(int64 org_id, int64 slot_id)
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot_id);
 	if (PrmExecute(open_plan, values, NULL, false, 1) > 0)
-		return 0;
+		return false;
 
-	s = PrmGetSettings(org_id);
-	if (slot.batches_sent >= s->max_batches)
+	b->s = PrmGetSettings(org_id);
+	if (b->slot.batches_sent >= b->s->max_batches)
 	{
 		FillSetStatus(org_id, slot_id, "exhausted", false);
 		PrmEmitEvent(org_id, "fill_exhausted", "slot", slot_id,
-					 psprintf("{\"reason\": \"max_batches\", \"batches_sent\": %d}", slot.batches_sent));
-		return 0;
+					 psprintf("{\"reason\": \"max_batches\", \"batches_sent\": %d}", b->slot.batches_sent));
+		return false;
 	}
-	if (slot.starts_at < now + PrmIntervalUsecs(&s->offer_hold) + PrmIntervalUsecs(&s->min_notice))
+	if (b->slot.starts_at < b->now + PrmIntervalUsecs(&b->s->offer_hold) + PrmIntervalUsecs(&b->s->min_notice))
 	{
 		FillSetStatus(org_id, slot_id, "too_late", false);
 		PrmEmitEvent(org_id, "fill_too_late", "slot", slot_id, NULL);
-		return 0;
+		return false;
 	}
+	return true;
+}
+
+/*
+ * Read the eligible entries in score order and keep the best pool_size by
+ * rank (see the file header), stopping once no later row can outrank the
+ * pool.
+ */
+static void
+FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
+{
+	static SPIPlanPtr  cand_plan = NULL;
+	const PrmSettings *s = b->s;
+	FillSlot		  *slotp = &b->slot;
+	Datum			   values[10];
+	char			   nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Portal			   portal;
+	FillCandidate	  *chosen;
+	int				   nchosen = 0;
+	int				   scanned = 0;
+	int				   pool_size;
+	bool			   done = false;
+	TimestampTz		   now = b->now;
 
 	PrmPrepareCursor(&cand_plan,
 					 "SELECT w.id, w.patient_id, w.priority_score, w.urgent, w.manual_boost,"
@@ -232,12 +255,12 @@ FillSendBatch(int64 org_id, int64 slot_id)
 					 10, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID},
 					 CURSOR_OPT_FAST_PLAN);
 	values[0] = Int64GetDatum(org_id);
-	values[1] = Int64GetDatum(slot.provider_id);
-	values[2] = Int64GetDatum(slot.location_id);
-	if (slot.location_id == 0)
+	values[1] = Int64GetDatum(slotp->provider_id);
+	values[2] = Int64GetDatum(slotp->location_id);
+	if (slotp->location_id == 0)
 		nulls[2] = 'n';
-	values[3] = TimestampTzGetDatum(slot.starts_at);
-	values[4] = TimestampTzGetDatum(slot.ends_at);
+	values[3] = TimestampTzGetDatum(slotp->starts_at);
+	values[4] = TimestampTzGetDatum(slotp->ends_at);
 	values[5] = Int64GetDatum(slot_id);
 	values[6] = CStringGetTextDatum(s->timezone);
 	values[7] = IntervalPGetDatum(&s->recent_offer_window);
@@ -293,7 +316,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 			c.release = PrmQuietRelease(s, c.tz, now);
 			c.hold_until = c.release + PrmIntervalUsecs(&s->offer_hold);
 			/* the patient must be able to answer and still make it */
-			if (slot.starts_at < c.hold_until + PrmIntervalUsecs(&s->min_notice))
+			if (slotp->starts_at < c.hold_until + PrmIntervalUsecs(&s->min_notice))
 				continue;
 
 			/*
@@ -323,6 +346,24 @@ FillSendBatch(int64 org_id, int64 slot_id)
 	}
 	SPI_cursor_close(portal);
 
+	b->chosen = chosen;
+	b->nchosen = nchosen;
+	b->pool_size = pool_size;
+	b->scanned = scanned;
+}
+
+/*
+ * Offer the slot to the best candidates of the pool that no other
+ * transaction is offering right now, until the batch is full.
+ */
+static void
+FillOfferBest(int64 org_id, FillBatch *b)
+{
+	static SPIPlanPtr  lock_plan = NULL;
+	const PrmSettings *s = b->s;
+	FillCandidate	  *chosen = b->chosen;
+	int				   i;
+
 	/*
 	 * Lock the best candidates one by one, skipping those another
 	 * transaction is offering right now, until the batch is full.  Only the
@@ -339,7 +380,7 @@ FillSendBatch(int64 org_id, int64 slot_id)
 			   " WHERE w.org_id = $1 AND w.id = $2 AND w.status = 'waiting'"
 			   " FOR NO KEY UPDATE OF w, p SKIP LOCKED",
 			   2, (Oid[]){INT8OID, INT8OID});
-	for (i = 0; i < nchosen && made < s->batch_size; i++)
+	for (i = 0; i < b->nchosen && b->made < s->batch_size; i++)
 	{
 		Datum lv[2];
 		bool  isnull;
@@ -349,26 +390,36 @@ FillSendBatch(int64 org_id, int64 slot_id)
 		if (PrmExecute(lock_plan, lv, NULL, false, 1) == 0 ||
 			!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		{
-			busy++;
+			b->busy++;
 			continue;
 		}
-		if (FillMakeOffer(s, &slot, &chosen[i], slot.batches_sent + 1))
+		if (FillMakeOffer(s, &b->slot, &chosen[i], b->slot.batches_sent + 1))
 		{
-			made++;
-			if (earliest_hold_end == 0 || chosen[i].hold_until < earliest_hold_end)
-				earliest_hold_end = chosen[i].hold_until;
+			b->made++;
+			if (b->earliest_hold_end == 0 || chosen[i].hold_until < b->earliest_hold_end)
+				b->earliest_hold_end = chosen[i].hold_until;
 		}
 		else
-			busy++; /* the patient got an offer meanwhile */
+			b->busy++; /* the patient got an offer meanwhile */
 	}
+}
+
+/* Record what the batch did: offering, deferred, or exhausted. */
+static void
+FillFinishBatch(int64 org_id, int64 slot_id, FillBatch *b)
+{
+	int			made = b->made;
+	int			busy = b->busy;
+	int			scanned = b->scanned;
+	TimestampTz now = b->now;
 
 	if (made > 0)
 	{
 		FillSetStatus(org_id, slot_id, "offering", true);
 		PrmEmitEvent(org_id, "batch_sent", "slot", slot_id,
 					 psprintf("{\"batch_no\": %d, \"offers\": %d, \"examined\": %d}",
-							  slot.batches_sent + 1, made, scanned));
-		PrmWakeWorker(earliest_hold_end);
+							  b->slot.batches_sent + 1, made, scanned));
+		PrmWakeWorker(b->earliest_hold_end);
 	}
 	else if (busy > 0)
 	{
@@ -382,9 +433,26 @@ FillSendBatch(int64 org_id, int64 slot_id)
 		FillSetStatus(org_id, slot_id, "exhausted", false);
 		PrmEmitEvent(org_id, "fill_exhausted", "slot", slot_id,
 					 psprintf("{\"batch_no\": %d, \"offers\": 0, \"examined\": %d}",
-							  slot.batches_sent, scanned));
+							  b->slot.batches_sent, scanned));
 	}
-	return made;
+}
+
+/*
+ * Send the next batch of offers for a slot, if it is free, has no open
+ * offers and may still be offered.  Returns the number of offers made.
+ */
+int
+FillSendBatch(int64 org_id, int64 slot_id)
+{
+	FillBatch b = {0};
+
+	b.now = GetCurrentTransactionStartTimestamp();
+	if (!FillBatchMayStart(org_id, slot_id, &b))
+		return 0;
+	FillRankCandidates(org_id, slot_id, &b);
+	FillOfferBest(org_id, &b);
+	FillFinishBatch(org_id, slot_id, &b);
+	return b.made;
 }
 
 /* After offers of a slot closed: the next batch if none is open any more. */
