@@ -959,6 +959,22 @@ prm_redrive_message(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(redriven);
 }
 
+/* true while PrmArchiveMessages runs its move (see PrmArchiveInProgress) */
+static bool archive_in_progress = false;
+
+/*
+ * Whether the statement running now is PrmArchiveMessages' move.  Its
+ * delete from prm.outbound_message and insert into the history are one
+ * statement that moves each row unchanged, so nothing derived from the
+ * union of the two tables changes: prm.patient_stats_trigger() asks this to
+ * skip both halves instead of recomputing every patient twice.
+ */
+bool
+PrmArchiveInProgress(void)
+{
+	return archive_in_progress;
+}
+
 /*
  * Move finished messages older than a day to the history table, at most
  * limit of them; returns how many moved.
@@ -968,6 +984,7 @@ PrmArchiveMessages(int limit)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum			  values[1];
+	int				  moved;
 
 	PrmPrepare(&plan,
 			   "WITH moved AS ("
@@ -987,7 +1004,18 @@ PrmArchiveMessages(int limit)
 			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign FROM moved",
 			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
-	return PrmExecute(plan, values, NULL, false, 0);
+	/* the statement's AFTER triggers fire before PrmExecute returns */
+	archive_in_progress = true;
+	PG_TRY();
+	{
+		moved = PrmExecute(plan, values, NULL, false, 0);
+	}
+	PG_FINALLY();
+	{
+		archive_in_progress = false;
+	}
+	PG_END_TRY();
+	return moved;
 }
 
 /*

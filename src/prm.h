@@ -235,6 +235,7 @@ extern int64	   PrmEnqueue(int64 org_id, const char *channel, const char *to,
 							  TimestampTz not_before);
 extern int		   PrmReleaseExpiredLeases(int limit);
 extern int		   PrmArchiveMessages(int limit);
+extern bool		   PrmArchiveInProgress(void);
 
 /* fill.c */
 extern void		   PrmSlotFreed(int64 org_id, int64 slot_id);
