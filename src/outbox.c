@@ -243,7 +243,8 @@ PrmRender(int64 org_id, const char *kind, const char *channel,
 /*
  * When an SMS to a patient at time t may go out: t itself, or, when t falls
  * in the organization's quiet hours in the patient's time zone tz, the end
- * of those quiet hours.
+ * of those quiet hours.  t must be finite (22008), and so must the end of
+ * its quiet hours: a time within a day of the last timestamp may have none.
  */
 TimestampTz
 PrmQuietRelease(const PrmSettings *s, const char *tz, TimestampTz t)
@@ -254,6 +255,7 @@ PrmQuietRelease(const PrmSettings *s, const char *tz, TimestampTz t)
 	Timestamp release;
 	bool	  wraps = s->quiet_start > s->quiet_end;
 
+	PrmCheckFiniteTimestamp(t, "the send time");
 	if (!s->quiet_hours || s->quiet_start == s->quiet_end)
 		return t;
 	local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone,
@@ -262,13 +264,13 @@ PrmQuietRelease(const PrmSettings *s, const char *tz, TimestampTz t)
 	tod = local % USECS_PER_DAY;
 	if (tod < 0)
 		tod += USECS_PER_DAY;
-	midnight = local - tod;
+	midnight = local - tod; /* a valid local time less than a day: no overflow */
 
 	if (wraps && tod >= s->quiet_start)
-		release = midnight + USECS_PER_DAY + s->quiet_end;
+		release = PrmTimestampPlusUsecs(midnight, USECS_PER_DAY + s->quiet_end);
 	else if ((wraps && tod < s->quiet_end) ||
 			 (!wraps && tod >= s->quiet_start && tod < s->quiet_end))
-		release = midnight + s->quiet_end;
+		release = PrmTimestampPlusUsecs(midnight, s->quiet_end);
 	else
 		return t;
 	return DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone,
@@ -582,6 +584,7 @@ prm_enqueue_message(PG_FUNCTION_ARGS)
 	int64			  id;
 
 	OutboxCheckChannel(channel);
+	PrmCheckFiniteTimestamp(not_before, "not_before");
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	if (strcmp(channel, "sms") == 0)
@@ -669,9 +672,8 @@ prm_claim_messages(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_count %d is out of range", max_count),
 				 errdetail("A claim takes 1 to 1000 messages.")));
-	lease_usecs = lease->time + (int64) lease->day * USECS_PER_DAY +
-				  (int64) lease->month * 30 * USECS_PER_DAY;
-	if (lease_usecs < USECS_PER_SEC || lease_usecs > 3600 * USECS_PER_SEC)
+	if (!PrmIntervalToUsecs(lease, &lease_usecs) ||
+		lease_usecs < USECS_PER_SEC || lease_usecs > 3600 * USECS_PER_SEC)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("lease is out of range"),
@@ -775,6 +777,7 @@ prm_mark_message_failed(PG_FUNCTION_ARGS)
 	int				   attempts;
 	bool			   dead;
 	double			   delay_secs;
+	TimestampTz		   not_before;
 
 	PrmSpiConnect();
 	OutboxLoadMessage(message_id, PRM_LEVEL_SENDER, &org_id, &status, &lease);
@@ -789,28 +792,31 @@ prm_mark_message_failed(PG_FUNCTION_ARGS)
 	attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	dead = !retryable || attempts >= s->max_attempts;
 
-	delay_secs = (double) (s->retry_base.time / USECS_PER_SEC + s->retry_base.day * 86400) *
+	/* in double: 2^attempts cannot overflow, and the hour caps it */
+	delay_secs = (double) PrmIntervalUsecs(&s->retry_base) / USECS_PER_SEC *
 				 pow(2.0, Max(attempts - 1, 0));
 	delay_secs = Min(delay_secs, 3600.0);
 	delay_secs *= 0.75 + 0.5 * pg_prng_double(&pg_global_prng_state);
+	not_before = PrmTimestampPlusUsecs(GetCurrentTransactionStartTimestamp(),
+									   dead ? 0 : (int64) (delay_secs * USECS_PER_SEC));
 
 	PrmPrepare(&plan,
 			   "UPDATE prm.outbound_message m"
 			   "   SET status = CASE WHEN $4 THEN 'dead' ELSE 'queued' END,"
 			   "       last_error = $3, lease_token = NULL, lease_expires_at = NULL,"
-			   "       not_before = pg_catalog.now() + pg_catalog.make_interval(secs => $5),"
+			   "       not_before = $5,"
 			   "       updated_at = pg_catalog.now()"
 			   " WHERE m.org_id = $1 AND m.id = $2",
-			   5, (Oid[]){INT8OID, INT8OID, TEXTOID, BOOLOID, FLOAT8OID});
+			   5, (Oid[]){INT8OID, INT8OID, TEXTOID, BOOLOID, TIMESTAMPTZOID});
 	values[2] = CStringGetTextDatum(error);
 	values[3] = BoolGetDatum(dead);
-	values[4] = Float8GetDatum(dead ? 0.0 : delay_secs);
+	values[4] = TimestampTzGetDatum(not_before);
 	PrmExecute(plan, values, NULL, false, 0);
 	if (dead)
 		PrmEmitEvent(org_id, "message_dead", "outbound_message", message_id,
 					 psprintf("{\"attempts\": %d, \"error\": %s}", attempts, PrmJsonString(error)));
 	else
-		PrmWakeWorker(GetCurrentTimestamp() + (int64) (delay_secs * USECS_PER_SEC));
+		PrmWakeWorker(not_before);
 	PrmSpiFinish();
 	PG_RETURN_VOID();
 }
@@ -953,6 +959,22 @@ prm_redrive_message(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(redriven);
 }
 
+/* true while PrmArchiveMessages runs its move (see PrmArchiveInProgress) */
+static bool archive_in_progress = false;
+
+/*
+ * Whether the statement running now is PrmArchiveMessages' move.  Its
+ * delete from prm.outbound_message and insert into the history are one
+ * statement that moves each row unchanged, so nothing derived from the
+ * union of the two tables changes: prm.patient_stats_trigger() asks this to
+ * skip both halves instead of recomputing every patient twice.
+ */
+bool
+PrmArchiveInProgress(void)
+{
+	return archive_in_progress;
+}
+
 /*
  * Move finished messages older than a day to the history table, at most
  * limit of them; returns how many moved.
@@ -962,6 +984,7 @@ PrmArchiveMessages(int limit)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum			  values[1];
+	int				  moved;
 
 	PrmPrepare(&plan,
 			   "WITH moved AS ("
@@ -981,7 +1004,18 @@ PrmArchiveMessages(int limit)
 			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign FROM moved",
 			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
-	return PrmExecute(plan, values, NULL, false, 0);
+	/* the statement's AFTER triggers fire before PrmExecute returns */
+	archive_in_progress = true;
+	PG_TRY();
+	{
+		moved = PrmExecute(plan, values, NULL, false, 0);
+	}
+	PG_FINALLY();
+	{
+		archive_in_progress = false;
+	}
+	PG_END_TRY();
+	return moved;
 }
 
 /*

@@ -143,7 +143,12 @@ extern void	 PrmCheckPhoneRegion(const char *region);
 extern char *PrmTryNormalizePhone(const char *input, const char *region);
 extern char *PrmOrgPhoneRegion(int64 org_id);
 
-/* settings.c: the effective settings of one organization */
+/*
+ * settings.c: the effective settings of one organization.  Every field but
+ * org_id and the organization's own columns (timezone, name, sms_number) is
+ * a setting of the same name, loaded by the registry in settings.c: a new
+ * setting is one registry line there plus its field here.
+ */
 typedef struct PrmSettings
 {
 	int64	 org_id;
@@ -166,20 +171,35 @@ typedef struct PrmSettings
 	int32	 offer_weekly_cap;
 	int32	 max_attempts;
 	Interval retry_base;
-	char	 phone_region[8];
+	char	 phone_region[8]; /* null: prm.default_region */
 	char	 locale[16];
-	char	 timezone[65];
-	char	 name[201 * 4];
-	char	 sms_number[20];
-	char	 accept_url[256];
+	char	 timezone[65];	  /* prm.organization.timezone */
+	char	 name[201 * 4];	  /* prm.organization.name */
+	char	 sms_number[20];  /* prm.organization.sms_number, or "" */
+	char	 accept_url[256]; /* null: "" */
 	Interval late_accept_window;
+	double	 churn_critical_ratio;
+	double	 churn_high_ratio;
+	double	 churn_medium_ratio;
+	double	 default_visit_interval_days;
+	double	 engagement_full_visits;
+	double	 engagement_high_score;
+	double	 engagement_moderate_score;
+	double	 engagement_low_score;
+	int32	 retention_days;
+	double	 ltv_horizon_days;
 } PrmSettings;
 
 extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);
-extern char				 *PrmFormatSeconds(int64 secs);
-extern int64			  PrmIntervalUsecs(const Interval *iv);
 extern const PrmSettings *PrmGetSettings(int64 org_id);
 extern char				 *SettingsDefaultsJson(void);
+
+/* settings.c: the one interval conversion and checked time arithmetic */
+extern bool		   PrmIntervalToUsecs(const Interval *iv, int64 *usecs);
+extern int64	   PrmIntervalUsecs(const Interval *iv);
+extern TimestampTz PrmTimestampPlusUsecs(TimestampTz t, int64 usecs);
+extern void		   PrmCheckFiniteTimestamp(TimestampTz t, const char *name);
+extern char		  *PrmFormatSeconds(int64 secs);
 
 /* scoring.c */
 typedef struct PrmScoreParts
@@ -230,6 +250,7 @@ extern int64	   PrmEnqueue(int64 org_id, const char *channel, const char *to,
 							  TimestampTz not_before);
 extern int		   PrmReleaseExpiredLeases(int limit);
 extern int		   PrmArchiveMessages(int limit);
+extern bool		   PrmArchiveInProgress(void);
 
 /* fill.c */
 extern void		   PrmSlotFreed(int64 org_id, int64 slot_id);

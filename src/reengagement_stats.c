@@ -18,7 +18,11 @@
  * result.  prm.rebuild_patient_stats() runs the same statement for every
  * patient of an organization.  Outbound messages never change patient or
  * creation time after they are queued, so only their inserts and deletes
- * (archiving moves them to the history table) are watched.
+ * are watched.  Archiving moves finished messages to the history table in
+ * one statement (PrmArchiveMessages) that deletes and inserts the same rows
+ * unchanged; the union of the two tables, and so every patient's figures,
+ * stay as they were, and the trigger skips both halves of that statement
+ * (PrmArchiveInProgress) rather than recompute each patient twice.
  *
  * patient_stats also stores the level and risk as of its last recompute;
  * when a recompute changes either, the transaction notifies channel
@@ -63,6 +67,7 @@ static int		  StatsCollect(Tuplestorestate *ts, TupleDesc desc, AttrNumber org_a
 							   AttrNumber pat_att, PatientKey **keys, int n, int *cap);
 static int		  PatientKeyCmp(const void *a, const void *b);
 static void		  StatsCheckTrigger(FunctionCallInfo fcinfo);
+static bool		  StatsIsArchiveMove(TriggerData *trigdata);
 static AttrNumber StatsBigintColumn(Relation rel, const char *name);
 
 /*
@@ -319,6 +324,26 @@ StatsBigintColumn(Relation rel, const char *name)
 }
 
 /*
+ * Whether the trigger fired for one half of the archive's move: its delete
+ * from prm.outbound_message or its insert into the history.  The flag is
+ * set for that one statement only (no other prm trigger writes these
+ * tables), and any other table or event is recomputed as usual.
+ */
+static bool
+StatsIsArchiveMove(TriggerData *trigdata)
+{
+	const char *relname = RelationGetRelationName(trigdata->tg_relation);
+
+	if (!PrmArchiveInProgress())
+		return false;
+	if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		return strcmp(relname, "outbound_message") == 0;
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		return strcmp(relname, "outbound_message_history") == 0;
+	return false;
+}
+
+/*
  * AFTER ... FOR EACH STATEMENT trigger with transition tables: recompute
  * the statistics of every patient the statement touched, once each.  The
  * trigger's argument names the column holding the patient's id.
@@ -338,6 +363,8 @@ prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 	int				  changed = 0;
 
 	StatsCheckTrigger(fcinfo);
+	if (StatsIsArchiveMove(trigdata))
+		return PointerGetDatum(NULL);
 	desc = RelationGetDescr(trigdata->tg_relation);
 	org_att = StatsBigintColumn(trigdata->tg_relation, "org_id");
 	pat_att = StatsBigintColumn(trigdata->tg_relation, trigdata->tg_trigger->tgargs[0]);

@@ -21,7 +21,10 @@
  * Every part grows monotonically and is capped, so with default weights the
  * score lies in 0..100.  Fractional days count (an appointment 36 hours away
  * is 1.5 days away); flooring keeps scores integers without ever rounding a
- * part above its cap.
+ * part above its cap.  Every timestamp must be finite ('infinity' and
+ * '-infinity' raise 22008); any finite ones work, the two ends of the
+ * timestamp range included (their difference does not fit in int64
+ * microseconds, so it is taken in double, where every cap is long reached).
  *
  * The score is stored in prm.waitlist_entry.priority_score and kept current:
  *	- on write, by the BEFORE trigger waitlist_entry_score;
@@ -92,18 +95,41 @@ ScoringCapped(double days, int full_days, int weight)
 	return (int) floor(weight * days / full_days);
 }
 
-/* The score of an entry at as_of with the weights of w, part by part. */
+/*
+ * Days (fractional) from one finite time to another: exact in microseconds
+ * when the difference fits in int64, else in double (only between the far
+ * ends of the timestamp range, hundreds of thousands of years apart).
+ */
+static double
+ScoringDaysBetween(TimestampTz from, TimestampTz to)
+{
+	int64 usecs;
+
+	if (pg_sub_s64_overflow(to, from, &usecs))
+		return ((double) to - (double) from) / USECS_PER_DAY;
+	return (double) usecs / USECS_PER_DAY;
+}
+
+/*
+ * The score of an entry at as_of with the weights of w, part by part.
+ * Infinite times raise 22008; a total beyond int raises 22003 (only huge
+ * explicit weights reach it).
+ */
 void
 PrmComputeScore(bool urgent, int boost, bool has_appt, TimestampTz appt_at,
 				TimestampTz joined_at, TimestampTz as_of, const PrmSettings *w,
 				PrmScoreParts *out)
 {
 	PrmCheckBoost(boost);
+	if (has_appt)
+		PrmCheckFiniteTimestamp(appt_at, "current_appointment_at");
+	PrmCheckFiniteTimestamp(joined_at, "joined_at");
+	PrmCheckFiniteTimestamp(as_of, "as_of");
 	out->urgent = urgent ? w->weight_urgent : 0;
 	out->boost = boost;
 	if (has_appt)
 	{
-		out->days_to_wait = (double) (appt_at - as_of) / USECS_PER_DAY;
+		out->days_to_wait = ScoringDaysBetween(as_of, appt_at);
 		out->wait = ScoringCapped(out->days_to_wait, w->wait_full_days, w->weight_wait);
 	}
 	else
@@ -111,10 +137,16 @@ PrmComputeScore(bool urgent, int boost, bool has_appt, TimestampTz appt_at,
 		out->days_to_wait = -1;
 		out->wait = w->weight_wait;
 	}
-	out->days_on_list = (double) (as_of - joined_at) / USECS_PER_DAY;
+	out->days_on_list = ScoringDaysBetween(joined_at, as_of);
 	out->seniority = ScoringCapped(out->days_on_list, w->seniority_full_days,
 								   w->weight_seniority);
-	out->total = out->urgent + out->boost + out->wait + out->seniority;
+	if (pg_add_s32_overflow(out->urgent, out->boost, &out->total) ||
+		pg_add_s32_overflow(out->total, out->wait, &out->total) ||
+		pg_add_s32_overflow(out->total, out->seniority, &out->total))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("priority score out of range"),
+				 errdetail("The weights add up to more than an integer holds.")));
 	Assert(out->wait >= 0 && out->wait <= w->weight_wait);
 	Assert(out->seniority >= 0 && out->seniority <= w->weight_seniority);
 }
@@ -715,9 +747,8 @@ prm_explain_priority(PG_FUNCTION_ARGS)
 					 " \"recent_offer_penalty\": {\"points\": %d, \"last_offer_at\": %s,"
 					 " \"window\": %s}, \"rank\": %d}",
 					 penalty, last_null ? "null" : PrmJsonTimestamp(last_offer),
-					 PrmJsonString(PrmFormatSeconds(w->recent_offer_window.day * 86400LL +
-													w->recent_offer_window.month * 30 * 86400LL +
-													w->recent_offer_window.time / USECS_PER_SEC)),
+					 PrmJsonString(PrmFormatSeconds(PrmIntervalUsecs(&w->recent_offer_window) /
+													USECS_PER_SEC)),
 					 parts.total - penalty);
 
 	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));

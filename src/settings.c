@@ -1,25 +1,46 @@
 /*-------------------------------------------------------------------------
  *
  * settings.c
- *	  Per-organization settings: the registry of keys with their types,
- *	  ranges and defaults, prm.configure() and prm.settings(), and the typed
- *	  loader the engine uses (PrmLoadSettings).
+ *	  Per-organization settings: the registry of keys, prm.configure() and
+ *	  prm.settings(), the typed loader the engine uses (PrmLoadSettings,
+ *	  PrmGetSettings), and prm's one interval conversion and checked time
+ *	  arithmetic.
  *
- * An organization stores only its overrides (prm.organization.settings);
- * the effective settings are the registry's defaults merged with them.  Every
- * value is validated and stored in canonical form (intervals as PostgreSQL
- * prints them, times as HH:MM:SS), so the engine never re-validates.
+ * The registry (setting_defs) is the one source of every setting: its key,
+ * type, default, range, extra check and the field of PrmSettings it loads
+ * into.  Adding a setting is one registry line plus that field.  An
+ * organization stores only its overrides (prm.organization.settings); the
+ * effective settings are the registry's defaults merged with them.  Every
+ * value is validated and stored in canonical form (intervals as
+ * "N days HH:MM:SS", times as HH:MM:SS), so the loader only converts: it
+ * reads the merged jsonb once and decodes each key by its type into its
+ * field.
+ *
+ * PrmGetSettings caches one organization's settings for the rest of the
+ * transaction.  prm.configure() drops the cache, and so does the abort of
+ * any subtransaction (a ROLLBACK TO SAVEPOINT may undo a configure whose
+ * values the cache holds).
+ *
+ * Time arithmetic.  An interval is converted to microseconds in one place,
+ * PrmIntervalToUsecs (a month counts 30 days), with overflow checks;
+ * timestamps are moved with PrmTimestampPlusUsecs, which refuses infinite
+ * inputs and results outside the timestamp range (22008) instead of letting
+ * int64 arithmetic wrap.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "lib/stringinfo.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
 
 #include <math.h>
 
@@ -30,69 +51,100 @@ PG_FUNCTION_INFO_V1(prm_settings);
 
 typedef enum SettingType
 {
-	SETTING_INT,
-	SETTING_INTERVAL,
-	SETTING_BOOL,
-	SETTING_TIME,
-	SETTING_REGION,
-	SETTING_LOCALE,
-	SETTING_URL,
-	SETTING_NUMBER
+	SETTING_INT,	  /* int32; min..max */
+	SETTING_NUMBER,	  /* double; min..max */
+	SETTING_BOOL,	  /* bool */
+	SETTING_INTERVAL, /* Interval; min..max seconds */
+	SETTING_TIME,	  /* TimeADT */
+	SETTING_TEXT	  /* char[]; the check validates it; JSON null allowed */
 } SettingType;
 
-typedef struct SettingDef
+typedef struct SettingDef SettingDef;
+
+/* Validates the text str of a SETTING_TEXT (value: its JSON, for errors). */
+typedef void (*SettingCheck)(const SettingDef *def, const char *value,
+							 const char *str);
+
+struct SettingDef
 {
-	const char *name;
-	SettingType type;
-	const char *default_json; /* JSON text of the default */
-	int64		min;		  /* ints: bounds; intervals: bounds in seconds */
-	int64		max;
-	const char *description;
-} SettingDef;
+	const char	*name; /* the key, and the name of its field */
+	SettingType	 type;
+	const char	*default_json; /* JSON text of the default */
+	int64		 min;		   /* ints, numbers: bounds; intervals: bounds in seconds */
+	int64		 max;
+	SettingCheck check;	   /* text: validation (NULL: any text) */
+	char *const *fallback; /* text: what a null loads as (NULL: "") */
+	size_t		 offset;   /* its field in PrmSettings */
+	size_t		 size;
+	const char	*description;
+};
 
 #define HOUR 3600
 #define DAY (24 * HOUR)
 
+/* One registry line: the key is the name of its field in PrmSettings. */
+/* clang-format off */
+#define SETTING(field, type, dflt, min, max, check, fallback, description) \
+	{ #field, type, dflt, min, max, check, fallback, \
+	  offsetof(PrmSettings, field), sizeof(((PrmSettings *) 0)->field), description }
+/* clang-format on */
+
+static void SettingCheckRegion(const SettingDef *def, const char *value, const char *str);
+static void SettingCheckLocale(const SettingDef *def, const char *value, const char *str);
+static void SettingCheckUrl(const SettingDef *def, const char *value, const char *str);
+
 static const SettingDef setting_defs[] = {
-	{"batch_size", SETTING_INT, "3", 1, 50, "patients offered a slot at once"},
-	{"offer_hold", SETTING_INTERVAL, "\"00:07:00\"", 1, DAY, "how long an offer is held for its patient"},
-	{"first_batch_delay", SETTING_INTERVAL, "\"00:00:00\"", 0, HOUR, "wait after a cancellation before the first batch (an undone cancellation sends nothing)"},
-	{"min_notice", SETTING_INTERVAL, "\"01:00:00\"", 0, 7 * DAY, "a slot is offered only if it starts at least this long after the offer's hold ends"},
-	{"max_batches", SETTING_INT, "10", 1, 100, "cut-off: no more batches for a slot after this many"},
-	{"late_accept_window", SETTING_INTERVAL, "\"1 day\"", 0, 30 * DAY, "an expired offer can still be accepted (YES or its link) this long after its hold ended, while its patient waits and the slot is free; 0: never"},
-	{"recent_offer_window", SETTING_INTERVAL, "\"7 days\"", 0, 90 * DAY, "an offer within this window lowers a patient's rank"},
-	{"recent_offer_penalty", SETTING_INT, "5", 0, 100, "points taken off for an offer within recent_offer_window"},
-	{"weight_urgent", SETTING_INT, "30", 0, 100, "points for an urgent entry"},
-	{"weight_wait", SETTING_INT, "20", 0, 100, "points at most for the wait until the current appointment"},
-	{"weight_seniority", SETTING_INT, "10", 0, 100, "points at most for time on the list"},
-	{"wait_full_days", SETTING_INT, "60", 1, 3650, "days of waiting that earn the full wait points"},
-	{"seniority_full_days", SETTING_INT, "90", 1, 3650, "days on the list that earn the full seniority points"},
-	{"quiet_hours", SETTING_BOOL, "true", 0, 0, "hold patient SMS between quiet_start and quiet_end in the patient's time zone"},
-	{"quiet_start", SETTING_TIME, "\"21:00:00\"", 0, 0, "start of quiet hours"},
-	{"quiet_end", SETTING_TIME, "\"08:00:00\"", 0, 0, "end of quiet hours"},
-	{"offer_daily_cap", SETTING_INT, "1", 0, 10, "offer messages per patient per day"},
-	{"offer_weekly_cap", SETTING_INT, "3", 0, 50, "offer messages per patient per 7 days"},
-	{"max_attempts", SETTING_INT, "5", 1, 20, "send attempts before a message is dead"},
-	{"retry_base", SETTING_INTERVAL, "\"00:00:30\"", 1, HOUR, "first retry delay; doubles with each attempt"},
-	{"phone_region", SETTING_REGION, "null", 0, 0, "region for national phone numbers (null: prm.default_region)"},
-	{"locale", SETTING_LOCALE, "\"en\"", 0, 0, "default language of messages"},
-	{"accept_url", SETTING_URL, "null", 0, 0, "base of one-time accept links in offers; the offer token is appended (null: no link)"},
-	{"churn_critical_ratio", SETTING_NUMBER, "3.0", 1, 100, "churn risk is critical past this many of the patient's own visit intervals without a visit"},
-	{"churn_high_ratio", SETTING_NUMBER, "2.0", 1, 100, "churn risk is high past this many visit intervals"},
-	{"churn_medium_ratio", SETTING_NUMBER, "1.25", 1, 100, "churn risk is medium past this many visit intervals"},
-	{"default_visit_interval_days", SETTING_NUMBER, "180", 7, 3650, "visit interval assumed for patients with too few visits"},
-	{"engagement_full_visits", SETTING_NUMBER, "6", 1, 1000, "visits that earn the full frequency part of the engagement score"},
-	{"engagement_high_score", SETTING_NUMBER, "70", 0, 100, "engagement score from which a patient is highly engaged"},
-	{"engagement_moderate_score", SETTING_NUMBER, "45", 0, 100, "engagement score from which a patient is moderately engaged"},
-	{"engagement_low_score", SETTING_NUMBER, "20", 0, 100, "engagement score from which engagement is low rather than none"},
-	{"retention_days", SETTING_INT, "730", 30, 3650, "events, inbound messages and archived outbound messages older than this are deleted"},
-	{"ltv_horizon_days", SETTING_NUMBER, "365", 1, 3650, "horizon of the estimated lifetime value"},
+	SETTING(batch_size, SETTING_INT, "3", 1, 50, NULL, NULL, "patients offered a slot at once"),
+	SETTING(offer_hold, SETTING_INTERVAL, "\"00:07:00\"", 1, DAY, NULL, NULL, "how long an offer is held for its patient"),
+	SETTING(first_batch_delay, SETTING_INTERVAL, "\"00:00:00\"", 0, HOUR, NULL, NULL, "wait after a cancellation before the first batch (an undone cancellation sends nothing)"),
+	SETTING(min_notice, SETTING_INTERVAL, "\"01:00:00\"", 0, 7 * DAY, NULL, NULL, "a slot is offered only if it starts at least this long after the offer's hold ends"),
+	SETTING(max_batches, SETTING_INT, "10", 1, 100, NULL, NULL, "cut-off: no more batches for a slot after this many"),
+	SETTING(late_accept_window, SETTING_INTERVAL, "\"1 day\"", 0, 30 * DAY, NULL, NULL, "an expired offer can still be accepted (YES or its link) this long after its hold ended, while its patient waits and the slot is free; 0: never"),
+	SETTING(recent_offer_window, SETTING_INTERVAL, "\"7 days\"", 0, 90 * DAY, NULL, NULL, "an offer within this window lowers a patient's rank"),
+	SETTING(recent_offer_penalty, SETTING_INT, "5", 0, 100, NULL, NULL, "points taken off for an offer within recent_offer_window"),
+	SETTING(weight_urgent, SETTING_INT, "30", 0, 100, NULL, NULL, "points for an urgent entry"),
+	SETTING(weight_wait, SETTING_INT, "20", 0, 100, NULL, NULL, "points at most for the wait until the current appointment"),
+	SETTING(weight_seniority, SETTING_INT, "10", 0, 100, NULL, NULL, "points at most for time on the list"),
+	SETTING(wait_full_days, SETTING_INT, "60", 1, 3650, NULL, NULL, "days of waiting that earn the full wait points"),
+	SETTING(seniority_full_days, SETTING_INT, "90", 1, 3650, NULL, NULL, "days on the list that earn the full seniority points"),
+	SETTING(quiet_hours, SETTING_BOOL, "true", 0, 0, NULL, NULL, "hold patient SMS between quiet_start and quiet_end in the patient's time zone"),
+	SETTING(quiet_start, SETTING_TIME, "\"21:00:00\"", 0, 0, NULL, NULL, "start of quiet hours"),
+	SETTING(quiet_end, SETTING_TIME, "\"08:00:00\"", 0, 0, NULL, NULL, "end of quiet hours"),
+	SETTING(offer_daily_cap, SETTING_INT, "1", 0, 10, NULL, NULL, "offer messages per patient per day"),
+	SETTING(offer_weekly_cap, SETTING_INT, "3", 0, 50, NULL, NULL, "offer messages per patient per 7 days"),
+	SETTING(max_attempts, SETTING_INT, "5", 1, 20, NULL, NULL, "send attempts before a message is dead"),
+	SETTING(retry_base, SETTING_INTERVAL, "\"00:00:30\"", 1, HOUR, NULL, NULL, "first retry delay; doubles with each attempt"),
+	SETTING(phone_region, SETTING_TEXT, "null", 0, 0, SettingCheckRegion, &prm_default_region, "region for national phone numbers (null: prm.default_region)"),
+	SETTING(locale, SETTING_TEXT, "\"en\"", 0, 0, SettingCheckLocale, NULL, "default language of messages"),
+	SETTING(accept_url, SETTING_TEXT, "null", 0, 0, SettingCheckUrl, NULL, "base of one-time accept links in offers; the offer token is appended (null: no link)"),
+	SETTING(churn_critical_ratio, SETTING_NUMBER, "3.0", 1, 100, NULL, NULL, "churn risk is critical past this many of the patient's own visit intervals without a visit"),
+	SETTING(churn_high_ratio, SETTING_NUMBER, "2.0", 1, 100, NULL, NULL, "churn risk is high past this many visit intervals"),
+	SETTING(churn_medium_ratio, SETTING_NUMBER, "1.25", 1, 100, NULL, NULL, "churn risk is medium past this many visit intervals"),
+	SETTING(default_visit_interval_days, SETTING_NUMBER, "180", 7, 3650, NULL, NULL, "visit interval assumed for patients with too few visits"),
+	SETTING(engagement_full_visits, SETTING_NUMBER, "6", 1, 1000, NULL, NULL, "visits that earn the full frequency part of the engagement score"),
+	SETTING(engagement_high_score, SETTING_NUMBER, "70", 0, 100, NULL, NULL, "engagement score from which a patient is highly engaged"),
+	SETTING(engagement_moderate_score, SETTING_NUMBER, "45", 0, 100, NULL, NULL, "engagement score from which a patient is moderately engaged"),
+	SETTING(engagement_low_score, SETTING_NUMBER, "20", 0, 100, NULL, NULL, "engagement score from which engagement is low rather than none"),
+	SETTING(retention_days, SETTING_INT, "730", 30, 3650, NULL, NULL, "events, inbound messages and archived outbound messages older than this are deleted"),
+	SETTING(ltv_horizon_days, SETTING_NUMBER, "365", 1, 3650, NULL, NULL, "horizon of the estimated lifetime value"),
 };
+
+#if PG_VERSION_NUM >= 170000
+#define SettingsCurrentLxid() (MyProc->vxid.lxid)
+#else
+#define SettingsCurrentLxid() (MyProc->lxid)
+#endif
+
+/* one-organization cache of PrmLoadSettings, valid for one transaction */
+static PrmSettings		  cached_settings;
+static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+static bool				  subxact_callback_registered = false;
 
 static const SettingDef *SettingLookup(const char *name);
 static char				*SettingCanonical(const SettingDef *def, const char *type,
 										  const char *value);
-static int64			 IntervalSeconds(Interval *iv);
+static void				 SettingDecode(const SettingDef *def, const JsonbValue *v,
+									   PrmSettings *s);
 
 /* The registry entry of a key, or NULL. */
 static const SettingDef *
@@ -106,14 +158,6 @@ SettingLookup(const char *name)
 	return NULL;
 }
 
-/* Seconds in an interval, counting a month as 30 days. */
-static int64
-IntervalSeconds(Interval *iv)
-{
-	return (int64) iv->month * 30 * DAY + (int64) iv->day * DAY +
-		   iv->time / USECS_PER_SEC;
-}
-
 /* Raise 22023 for a bad setting value. */
 static void
 SettingInvalid(const SettingDef *def, const char *value, const char *detail)
@@ -123,6 +167,51 @@ SettingInvalid(const SettingDef *def, const char *value, const char *detail)
 			 errmsg("invalid value for setting \"%s\": %s", def->name, value),
 			 errdetail("%s", detail),
 			 errhint("The setting is: %s.", def->description)));
+}
+
+/* phone_region: a region prm can read phone numbers of. */
+static void
+SettingCheckRegion(const SettingDef *def, const char *value, const char *str)
+{
+	PrmCheckPhoneRegion(str);
+}
+
+/* locale: a language tag. */
+static void
+SettingCheckLocale(const SettingDef *def, const char *value, const char *str)
+{
+	const char *p;
+
+	for (p = str; *p; p++)
+		if (!(isalpha((unsigned char) *p) || *p == '-' || *p == '_'))
+			break;
+	if (*p != '\0' || strlen(str) < 2 || strlen(str) > 10)
+		SettingInvalid(def, value, "It must be a language tag such as \"en\" or \"de-AT\".");
+}
+
+/* accept_url: an http(s) URL that can go into an SMS as it is. */
+static void
+SettingCheckUrl(const SettingDef *def, const char *value, const char *str)
+{
+	const char *p;
+
+	if (strncmp(str, "https://", 8) != 0 && strncmp(str, "http://", 7) != 0)
+		SettingInvalid(def, value, "It must start with https:// or http://.");
+	for (p = str; *p; p++)
+		if (isspace((unsigned char) *p) || iscntrl((unsigned char) *p) ||
+			*p == '"' || *p == '<' || *p == '>')
+			SettingInvalid(def, value, "It must not contain spaces, quotes or angle brackets.");
+}
+
+/* Raise 22023 unless x lies in the bounds of def. */
+static void
+SettingCheckRange(const SettingDef *def, const char *value, double x,
+				  const char *unit)
+{
+	if (x < def->min || x > def->max)
+		SettingInvalid(def, value,
+					   psprintf("It must be between %lld and %lld%s.",
+								(long long) def->min, (long long) def->max, unit));
 }
 
 /*
@@ -148,11 +237,7 @@ SettingCanonical(const SettingDef *def, const char *type, const char *value)
 			v = strtol(value, &end, 10);
 			if (*end != '\0' || errno != 0)
 				SettingInvalid(def, value, "It must be a whole number.");
-			if (v < def->min || v > def->max)
-				SettingInvalid(def, value,
-							   psprintf("It must be between %lld and %lld.",
-										(long long) def->min,
-										(long long) def->max));
+			SettingCheckRange(def, value, (double) v, "");
 			return psprintf("%ld", v);
 		}
 		case SETTING_BOOL:
@@ -170,14 +255,12 @@ SettingCanonical(const SettingDef *def, const char *type, const char *value)
 			v = strtod(value, &end);
 			if (*end != '\0' || errno != 0 || isnan(v))
 				SettingInvalid(def, value, "It must be a number.");
-			if (v < def->min || v > def->max)
-				SettingInvalid(def, value,
-							   psprintf("It must be between %lld and %lld.",
-										(long long) def->min,
-										(long long) def->max));
+			SettingCheckRange(def, value, v, "");
 			return psprintf("%.15g", v);
 		}
-		default:
+		case SETTING_INTERVAL:
+		case SETTING_TIME:
+		case SETTING_TEXT:
 			break;
 	}
 
@@ -195,18 +278,16 @@ SettingCanonical(const SettingDef *def, const char *type, const char *value)
 		case SETTING_INTERVAL:
 		{
 			Datum d;
-			int64 secs;
+			int64 usecs;
 
 			d = DirectFunctionCall3(interval_in, CStringGetDatum(str),
 									ObjectIdGetDatum(InvalidOid),
 									Int32GetDatum(-1));
-			secs = IntervalSeconds(DatumGetIntervalP(d));
-			if (secs < def->min || secs > def->max)
-				SettingInvalid(def, value,
-							   psprintf("It must be between %lld and %lld seconds.",
-										(long long) def->min,
-										(long long) def->max));
-			escape_json(&buf, PrmFormatSeconds(secs));
+			/* an interval too long for 64-bit microseconds is out of range too */
+			if (!PrmIntervalToUsecs(DatumGetIntervalP(d), &usecs))
+				usecs = PG_INT64_MAX;
+			SettingCheckRange(def, value, (double) (usecs / USECS_PER_SEC), " seconds");
+			escape_json(&buf, PrmFormatSeconds(usecs / USECS_PER_SEC));
 			break;
 		}
 		case SETTING_TIME:
@@ -219,73 +300,249 @@ SettingCanonical(const SettingDef *def, const char *type, const char *value)
 			escape_json(&buf, DatumGetCString(DirectFunctionCall1(time_out, d)));
 			break;
 		}
-		case SETTING_REGION:
-			PrmCheckPhoneRegion(str);
+		case SETTING_TEXT:
+			if (def->check)
+				def->check(def, value, str);
+			if (strlen(str) >= def->size)
+				SettingInvalid(def, value,
+							   psprintf("It must be shorter than %zu bytes.", def->size));
 			escape_json(&buf, str);
 			break;
-		case SETTING_LOCALE:
-		{
-			const char *p;
-
-			for (p = str; *p; p++)
-				if (!(isalpha((unsigned char) *p) || *p == '-' || *p == '_'))
-					break;
-			if (*p != '\0' || strlen(str) < 2 || strlen(str) > 10)
-				SettingInvalid(def, value, "It must be a language tag such as \"en\" or \"de-AT\".");
-			escape_json(&buf, str);
-			break;
-		}
-		case SETTING_URL:
-		{
-			const char *p;
-
-			if (strncmp(str, "https://", 8) != 0 && strncmp(str, "http://", 7) != 0)
-				SettingInvalid(def, value, "It must start with https:// or http://.");
-			for (p = str; *p; p++)
-				if (isspace((unsigned char) *p) || iscntrl((unsigned char) *p) ||
-					*p == '"' || *p == '<' || *p == '>')
-					SettingInvalid(def, value, "It must not contain spaces, quotes or angle brackets.");
-			escape_json(&buf, str);
-			break;
-		}
 		default:
 			elog(ERROR, "unexpected setting type %d", (int) def->type);
 	}
 	return buf.data;
 }
 
+/* The size of the PrmSettings field a type loads into; 0: any (text). */
+static size_t
+SettingFieldSize(SettingType type)
+{
+	switch (type)
+	{
+		case SETTING_INT:
+			return sizeof(int32);
+		case SETTING_NUMBER:
+			return sizeof(double);
+		case SETTING_BOOL:
+			return sizeof(bool);
+		case SETTING_INTERVAL:
+			return sizeof(Interval);
+		case SETTING_TIME:
+			return sizeof(TimeADT);
+		case SETTING_TEXT:
+			return 0;
+	}
+	return 0;
+}
+
+/* Copy src into a text field of size bytes; raise when it does not fit. */
+static void
+SettingsCopyText(char *field, size_t size, const char *src, const char *name)
+{
+	if (strlcpy(field, src, size) >= size)
+		elog(ERROR, "%s \"%.20s...\" is longer than %zu bytes", name, src, size - 1);
+}
+
+/*
+ * Decode the effective value v of def into its field of s.  Stored values
+ * were validated by prm.configure(), so a value of another JSON type means
+ * the settings were written by hand.
+ */
+static void
+SettingDecode(const SettingDef *def, const JsonbValue *v, PrmSettings *s)
+{
+	char  *field = (char *) s + def->offset;
+	size_t size = SettingFieldSize(def->type);
+
+	if (size != 0 && size != def->size)
+		elog(ERROR, "setting \"%s\" has a field of %zu bytes for a value of %zu",
+			 def->name, def->size, size);
+	switch (def->type)
+	{
+		case SETTING_INT:
+			if (v->type == jbvNumeric)
+			{
+				int32 i = DatumGetInt32(DirectFunctionCall1(numeric_int4,
+															NumericGetDatum(v->val.numeric)));
+
+				memcpy(field, &i, size);
+				return;
+			}
+			break;
+		case SETTING_NUMBER:
+			if (v->type == jbvNumeric)
+			{
+				double d = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+															  NumericGetDatum(v->val.numeric)));
+
+				memcpy(field, &d, size);
+				return;
+			}
+			break;
+		case SETTING_BOOL:
+			if (v->type == jbvBool)
+			{
+				bool b = v->val.boolean;
+
+				memcpy(field, &b, size);
+				return;
+			}
+			break;
+		case SETTING_INTERVAL:
+		case SETTING_TIME:
+			if (v->type == jbvString)
+			{
+				char *str = pnstrdup(v->val.string.val, v->val.string.len);
+
+				if (def->type == SETTING_INTERVAL)
+					memcpy(field,
+						   DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(str),
+																 ObjectIdGetDatum(InvalidOid),
+																 Int32GetDatum(-1))),
+						   size);
+				else
+				{
+					TimeADT t = DatumGetTimeADT(DirectFunctionCall3(time_in, CStringGetDatum(str),
+																	ObjectIdGetDatum(InvalidOid),
+																	Int32GetDatum(-1)));
+
+					memcpy(field, &t, size);
+				}
+				return;
+			}
+			break;
+		case SETTING_TEXT:
+			if (v->type == jbvString)
+			{
+				SettingsCopyText(field, def->size,
+								 pnstrdup(v->val.string.val, v->val.string.len), def->name);
+				return;
+			}
+			if (v->type == jbvNull)
+			{
+				const char *fallback = def->fallback && *def->fallback ? *def->fallback : "";
+
+				SettingsCopyText(field, def->size, fallback, def->name);
+				return;
+			}
+			break;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("stored setting \"%s\" of organization %lld has the wrong type",
+					def->name, (long long) s->org_id),
+			 errhint("Set it again with prm.configure().")));
+}
+
+/*
+ * The one interval conversion: the length of iv in microseconds, a month
+ * counting 30 days, into *usecs.  False (and *usecs untouched) when it does
+ * not fit in 64 bits or the interval is infinite.
+ */
+bool
+PrmIntervalToUsecs(const Interval *iv, int64 *usecs)
+{
+	int64 months;
+	int64 days;
+	int64 sum;
+
+#if PG_VERSION_NUM >= 170000
+	if (INTERVAL_NOT_FINITE(iv))
+		return false;
+#endif
+	if (pg_mul_s64_overflow((int64) iv->month, 30 * USECS_PER_DAY, &months) ||
+		pg_mul_s64_overflow((int64) iv->day, USECS_PER_DAY, &days) ||
+		pg_add_s64_overflow(months, days, &sum) ||
+		pg_add_s64_overflow(sum, iv->time, &sum))
+		return false;
+	*usecs = sum;
+	return true;
+}
+
+/* The length of an interval in microseconds; 22023 when it does not fit. */
+int64
+PrmIntervalUsecs(const Interval *iv)
+{
+	int64 usecs;
+
+	if (!PrmIntervalToUsecs(iv, &usecs))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("interval \"%s\" is out of range",
+						DatumGetCString(DirectFunctionCall1(interval_out,
+															IntervalPGetDatum(iv)))),
+				 errdetail("prm counts a month as 30 days; the whole interval must be shorter than about 292,000 years.")));
+	return usecs;
+}
+
+/*
+ * t plus usecs microseconds.  t must be finite and the sum must lie in the
+ * timestamp range; anything else raises 22008 rather than wrapping around.
+ */
+TimestampTz
+PrmTimestampPlusUsecs(TimestampTz t, int64 usecs)
+{
+	TimestampTz result;
+
+	PrmCheckFiniteTimestamp(t, "time");
+	if (pg_add_s64_overflow(t, usecs, &result) || !IS_VALID_TIMESTAMP(result))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range"),
+				 errdetail("%s moved by %s is outside the range of timestamps.",
+						   DatumGetCString(DirectFunctionCall1(timestamptz_out,
+															   TimestampTzGetDatum(t))),
+						   PrmFormatSeconds(usecs / USECS_PER_SEC))));
+	return result;
+}
+
+/* Raise 22008 when t, named name, is 'infinity' or '-infinity'. */
+void
+PrmCheckFiniteTimestamp(TimestampTz t, const char *name)
+{
+	if (TIMESTAMP_NOT_FINITE(t))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("%s must be a finite time, not %s", name,
+						TIMESTAMP_IS_NOBEGIN(t) ? "-infinity" : "infinity")));
+}
+
 /*
  * An interval of secs seconds as "N days HH:MM:SS" (parts left out when
- * zero), the same whatever the session's IntervalStyle.
+ * zero), the same whatever the session's IntervalStyle.  A negative one has
+ * each part negative ("-1 day -01:00:00"), as PostgreSQL reads it back.
  */
 char *
 PrmFormatSeconds(int64 secs)
 {
-	int64 days = secs / DAY;
-	int64 rest = secs % DAY;
+	const char *sign = secs < 0 ? "-" : "";
+	uint64		mag = secs < 0 ? -(uint64) secs : (uint64) secs;
+	uint64		days = mag / DAY;
+	uint64		rest = mag % DAY;
+	char	   *day_part = "";
 
+	if (days > 0)
+		day_part = psprintf("%s%llu day%s", sign, (unsigned long long) days,
+							days == 1 ? "" : "s");
 	if (days > 0 && rest == 0)
-		return psprintf("%lld day%s", (long long) days, days == 1 ? "" : "s");
-	return psprintf("%s%02d:%02d:%02d",
-					days > 0 ? psprintf("%lld day%s ", (long long) days, days == 1 ? "" : "s") : "",
+		return day_part;
+	return psprintf("%s%s%s%02d:%02d:%02d", day_part, days > 0 ? " " : "", sign,
 					(int) (rest / HOUR), (int) (rest % HOUR / 60), (int) (rest % 60));
 }
 
-/* The length of an interval in microseconds, a month counting 30 days. */
-int64
-PrmIntervalUsecs(const Interval *iv)
-{
-	return iv->time + (int64) iv->day * USECS_PER_DAY +
-		   (int64) iv->month * 30 * USECS_PER_DAY;
-}
-
-/* JSON text of the defaults of every setting. */
+/* JSON text of the defaults of every setting (built once). */
 char *
 SettingsDefaultsJson(void)
 {
+	static char	  *defaults = NULL;
 	StringInfoData buf;
+	MemoryContext  old;
 	int			   i;
 
+	if (defaults != NULL)
+		return defaults;
+	old = MemoryContextSwitchTo(TopMemoryContext);
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	for (i = 0; i < (int) lengthof(setting_defs); i++)
@@ -296,7 +553,9 @@ SettingsDefaultsJson(void)
 		appendStringInfo(&buf, ": %s", setting_defs[i].default_json);
 	}
 	appendStringInfoChar(&buf, '}');
-	return buf.data;
+	MemoryContextSwitchTo(old);
+	defaults = buf.data;
+	return defaults;
 }
 
 /* The effective settings of an organization as a jsonb Datum (inside SPI). */
@@ -320,38 +579,24 @@ SettingsEffective(int64 org_id)
 	return SPI_datumTransfer(result, false, -1);
 }
 
-/* Read the effective settings of an organization into a struct (inside SPI). */
+/*
+ * Read the effective settings of an organization into a struct (inside
+ * SPI): the organization's own columns, then every registry key of the
+ * merged jsonb, decoded by its type into its field.
+ */
 void
 PrmLoadSettings(int64 org_id, PrmSettings *s)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum			  values[2];
+	bool			  isnull;
+	Jsonb			 *effective;
+	char			 *sms_number;
 	int				  i;
 
 	PrmPrepare(&plan,
-			   "SELECT e.batch_size::int, e.offer_hold::interval,"
-			   "       e.first_batch_delay::interval, e.min_notice::interval,"
-			   "       e.max_batches::int, e.recent_offer_window::interval,"
-			   "       e.recent_offer_penalty::int, e.weight_urgent::int,"
-			   "       e.weight_wait::int, e.weight_seniority::int,"
-			   "       e.wait_full_days::int, e.seniority_full_days::int,"
-			   "       e.quiet_hours::bool, e.quiet_start::time, e.quiet_end::time,"
-			   "       e.offer_daily_cap::int, e.offer_weekly_cap::int,"
-			   "       e.max_attempts::int, e.retry_base::interval,"
-			   "       coalesce(e.phone_region, pg_catalog.current_setting('prm.default_region')),"
-			   "       e.locale, o.timezone, o.name, o.sms_number, e.accept_url,"
-			   "       e.late_accept_window::interval"
-			   "  FROM prm.organization o,"
-			   "       pg_catalog.jsonb_to_record($2::pg_catalog.jsonb || o.settings) AS e("
-			   "         batch_size text, offer_hold text, first_batch_delay text,"
-			   "         min_notice text, max_batches text, recent_offer_window text,"
-			   "         recent_offer_penalty text, weight_urgent text, weight_wait text,"
-			   "         weight_seniority text, wait_full_days text,"
-			   "         seniority_full_days text, quiet_hours text, quiet_start text,"
-			   "         quiet_end text, offer_daily_cap text, offer_weekly_cap text,"
-			   "         max_attempts text, retry_base text, phone_region text,"
-			   "         locale text, accept_url text, late_accept_window text)"
-			   " WHERE o.id = $1",
+			   "SELECT o.timezone, o.name, o.sms_number, $2::pg_catalog.jsonb || o.settings"
+			   "  FROM prm.organization o WHERE o.id = $1",
 			   2, (Oid[]){INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(SettingsDefaultsJson());
@@ -362,69 +607,56 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 
 	memset(s, 0, sizeof(*s));
 	s->org_id = org_id;
-	for (i = 1; i <= 26; i++)
+	SettingsCopyText(s->timezone, sizeof(s->timezone), PrmGetText(0, 1), "timezone");
+	SettingsCopyText(s->name, sizeof(s->name), PrmGetText(0, 2), "organization name");
+	sms_number = PrmGetText(0, 3);
+	if (sms_number != NULL)
+		SettingsCopyText(s->sms_number, sizeof(s->sms_number), sms_number, "sms_number");
+	effective = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 4, &isnull));
+	for (i = 0; i < (int) lengthof(setting_defs); i++)
 	{
-		bool  isnull;
-		Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-								i, &isnull);
+		const SettingDef *def = &setting_defs[i];
+		JsonbValue		  v;
 
-		if (isnull && i < 22)
-			elog(ERROR, "setting %d of organization %lld is null", i,
-				 (long long) org_id);
-		switch (i)
-		{
-			case 1: s->batch_size = DatumGetInt32(d); break;
-			case 2: s->offer_hold = *DatumGetIntervalP(d); break;
-			case 3: s->first_batch_delay = *DatumGetIntervalP(d); break;
-			case 4: s->min_notice = *DatumGetIntervalP(d); break;
-			case 5: s->max_batches = DatumGetInt32(d); break;
-			case 6: s->recent_offer_window = *DatumGetIntervalP(d); break;
-			case 7: s->recent_offer_penalty = DatumGetInt32(d); break;
-			case 8: s->weight_urgent = DatumGetInt32(d); break;
-			case 9: s->weight_wait = DatumGetInt32(d); break;
-			case 10: s->weight_seniority = DatumGetInt32(d); break;
-			case 11: s->wait_full_days = DatumGetInt32(d); break;
-			case 12: s->seniority_full_days = DatumGetInt32(d); break;
-			case 13: s->quiet_hours = DatumGetBool(d); break;
-			case 14: s->quiet_start = DatumGetTimeADT(d); break;
-			case 15: s->quiet_end = DatumGetTimeADT(d); break;
-			case 16: s->offer_daily_cap = DatumGetInt32(d); break;
-			case 17: s->offer_weekly_cap = DatumGetInt32(d); break;
-			case 18: s->max_attempts = DatumGetInt32(d); break;
-			case 19: s->retry_base = *DatumGetIntervalP(d); break;
-			case 20: strlcpy(s->phone_region, TextDatumGetCString(d), sizeof(s->phone_region)); break;
-			case 21: strlcpy(s->locale, TextDatumGetCString(d), sizeof(s->locale)); break;
-			case 22: strlcpy(s->timezone, TextDatumGetCString(d), sizeof(s->timezone)); break;
-			case 23: strlcpy(s->name, TextDatumGetCString(d), sizeof(s->name)); break;
-			case 24:
-				if (!isnull)
-					strlcpy(s->sms_number, TextDatumGetCString(d), sizeof(s->sms_number));
-				break;
-			case 25:
-				if (!isnull)
-					strlcpy(s->accept_url, TextDatumGetCString(d), sizeof(s->accept_url));
-				break;
-			case 26: s->late_accept_window = *DatumGetIntervalP(d); break;
-		}
+		if (getKeyJsonValueFromContainer(&effective->root, def->name,
+										 strlen(def->name), &v) == NULL)
+			elog(ERROR, "setting \"%s\" of organization %lld is missing",
+				 def->name, (long long) org_id);
+		SettingDecode(def, &v, s);
 	}
 }
 
-/* one-organization cache of PrmLoadSettings, valid for one transaction */
-static PrmSettings		  cached_settings;
-static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+/*
+ * A subtransaction that aborts may have undone a prm.configure() whose
+ * values the cache holds (or loaded them itself): drop the cache.
+ */
+static void
+SettingsSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		cached_lxid = InvalidLocalTransactionId;
+}
 
 /*
  * The effective settings of an organization, loaded at most once per
- * transaction and organization (inside SPI).  prm.configure() drops it.
+ * transaction and organization (inside SPI).  prm.configure() and the abort
+ * of a subtransaction drop it.
  */
 const PrmSettings *
 PrmGetSettings(int64 org_id)
 {
-	if (cached_lxid != MyProc->lxid || cached_settings.org_id != org_id)
+	if (!subxact_callback_registered)
+	{
+		RegisterSubXactCallback(SettingsSubXactCallback, NULL);
+		subxact_callback_registered = true;
+	}
+	if (cached_lxid != SettingsCurrentLxid() || cached_settings.org_id != org_id)
 	{
 		cached_lxid = InvalidLocalTransactionId;
 		PrmLoadSettings(org_id, &cached_settings);
-		cached_lxid = MyProc->lxid;
+		cached_lxid = SettingsCurrentLxid();
 	}
 	return &cached_settings;
 }
@@ -436,30 +668,16 @@ PrmGetSettings(int64 org_id)
 static void
 SettingsCheckOrder(int64 org_id)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum			  values[2];
+	const PrmSettings *s = PrmGetSettings(org_id);
 
-	PrmPrepare(&plan,
-			   "SELECT (e.churn_medium_ratio <= e.churn_high_ratio AND e.churn_high_ratio <= e.churn_critical_ratio),"
-			   "       (e.engagement_low_score <= e.engagement_moderate_score"
-			   "        AND e.engagement_moderate_score <= e.engagement_high_score),"
-			   "       e.quiet_start IS NOT NULL"
-			   "  FROM prm.organization o,"
-			   "       pg_catalog.jsonb_to_record($2::pg_catalog.jsonb || o.settings) AS e("
-			   "         churn_medium_ratio float8, churn_high_ratio float8, churn_critical_ratio float8,"
-			   "         engagement_low_score float8, engagement_moderate_score float8,"
-			   "         engagement_high_score float8, quiet_start text)"
-			   " WHERE o.id = $1",
-			   2, (Oid[]){INT8OID, TEXTOID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = CStringGetTextDatum(SettingsDefaultsJson());
-	PrmExecute(plan, values, NULL, true, 1);
-	if (strcmp(PrmGetText(0, 1), "t") != 0)
+	if (!(s->churn_medium_ratio <= s->churn_high_ratio &&
+		  s->churn_high_ratio <= s->churn_critical_ratio))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("churn thresholds are out of order"),
 				 errdetail("churn_medium_ratio <= churn_high_ratio <= churn_critical_ratio must hold.")));
-	if (strcmp(PrmGetText(0, 2), "t") != 0)
+	if (!(s->engagement_low_score <= s->engagement_moderate_score &&
+		  s->engagement_moderate_score <= s->engagement_high_score))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("engagement thresholds are out of order"),
