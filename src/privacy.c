@@ -2,13 +2,28 @@
  *
  * privacy.c
  *	  A patient's data on request: prm.export_patient (everything prm holds
- *	  about them, as jsonb) and prm.erase_patient (anonymisation), and the
- *	  retention step that drops old history.
+ *	  about them, as jsonb, audited in the server log as well) and
+ *	  prm.erase_patient (anonymisation), and the retention step that drops
+ *	  old history.
  *
  * Erasure anonymises rather than deletes: appointments, offers and messages
  * stay as rows, so the organization's figures, the fill analytics and the
  * audit trail keep their shape, but nothing in them identifies the patient
  * any more.  The erasure itself is an event (without personal data).
+ *
+ * The audit of an export.  An export hands personal data to the caller the
+ * moment it returns, whether or not the caller's transaction commits, and
+ * PostgreSQL has no autonomous transactions: an audit row in prm.event is
+ * rolled back with the export (BEGIN; SELECT prm.export_patient(...);
+ * ROLLBACK; leaves none).  So the export is also written to the server log,
+ * which no rollback takes back: a LOG line "prm audit: ..." with the role
+ * (and the session user when it differs), the organization, the patient and
+ * the time, and no personal data.  Refusing exports inside a transaction
+ * block would not have been enough: a statement that fails after the export
+ * returned (SELECT prm.export_patient(1, 1), 1/0) rolls back its audit row
+ * all the same, and pgTAP suites and applications run exports in
+ * transactions.  The event stays as well: it is what a clinic's own audit
+ * queries read.
  *
  * Retention (setting retention_days, default 730): events, inbound messages
  * and archived outbound messages older than that are deleted by the jobs,
@@ -19,13 +34,18 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 
 #include "prm.h"
 
 PG_FUNCTION_INFO_V1(prm_export_patient);
 PG_FUNCTION_INFO_V1(prm_erase_patient);
+
+static void PrivacyLogExport(int64 org_id, int64 patient_id);
 
 /* rows deleted at most per table and run by the retention step */
 #define RETENTION_BATCH 5000
@@ -77,9 +97,36 @@ prm_export_patient(PG_FUNCTION_ARGS)
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	Assert(!isnull);
 	result = SPI_datumTransfer(result, false, -1);
+	PrivacyLogExport(org_id, patient_id);
 	PrmEmitEvent(org_id, "patient_exported", "patient", patient_id, NULL);
 	PrmSpiFinish();
 	PG_RETURN_DATUM(result);
+}
+
+/*
+ * Write the audit line of an export to the server log: role, organization,
+ * patient and time (ISO 8601 in UTC, whatever the session's DateStyle and
+ * time zone), no personal data.
+ */
+static void
+PrivacyLogExport(int64 org_id, int64 patient_id)
+{
+	Oid		  role = GetOuterUserId();
+	Oid		  session = GetSessionUserId();
+	char	  when[MAXDATELEN + 1];
+	const int utc = 0;
+
+	JsonEncodeDateTime(when, TimestampTzGetDatum(GetCurrentTimestamp()),
+					   TIMESTAMPTZOID, &utc);
+	ereport(LOG,
+			(errmsg("prm audit: role \"%s\"%s exported patient %lld of organization %lld at %s",
+					GetUserNameFromId(role, false),
+					session == role ? ""
+									: psprintf(" (session user \"%s\")",
+											   GetUserNameFromId(session, false)),
+					(long long) patient_id, (long long) org_id, when),
+			 errhidestmt(true),
+			 errhidecontext(true)));
 }
 
 /*
