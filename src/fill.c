@@ -369,7 +369,7 @@ prm_fill_stats(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("period_end must not be before period_start")));
-	PrmSpiConnect();
+	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	PrmPrepare(&plan,
 			   "WITH s AS (SELECT s.* FROM prm.slot s"

@@ -939,7 +939,7 @@ prm_placement_evidence(PG_FUNCTION_ARGS)
 	Datum			  result;
 	bool			  isnull;
 
-	PrmSpiConnect();
+	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	PrmPrepare(&plan,
 			   "SELECT pg_catalog.jsonb_build_object("

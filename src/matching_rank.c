@@ -266,7 +266,7 @@ prm_rank_therapists(PG_FUNCTION_ARGS)
 				 errmsg("max_results %d is out of range", max_results),
 				 errdetail("Ask for 1 to 1000 therapists.")));
 	InitMaterializedSRF(fcinfo, 0);
-	PrmSpiConnect();
+	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	MatchLoadRequest(org_id, request_id, &req);
 	{

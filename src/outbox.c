@@ -546,7 +546,7 @@ prm_render_template(PG_FUNCTION_ARGS)
 				 errmsg("vars must be a JSON object")));
 	OutboxCheckKind(kind);
 	OutboxCheckChannel(channel);
-	PrmSpiConnect();
+	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	PrmPrepare(&plan, "SELECT e.key, e.value FROM pg_catalog.jsonb_each_text($1) e",
 			   1, (Oid[]){JSONBOID});

@@ -47,6 +47,14 @@ bool  prm_notify_events = true;
 bool  prm_grant_table_access = true;
 
 /* channels notified in the current transaction (reset at transaction end) */
+/*
+ * SPI connections opened inside a read-only function (PrmSpiConnectReadOnly)
+ * and not yet finished; while any is, statements run read-only: with the
+ * caller's snapshot, as a STABLE function must, and refused if they write.
+ * Reset at the end of a (sub)transaction that an error cut short.
+ */
+static int spi_read_only_depth = 0;
+
 static List *notified_channels = NIL;
 static bool	 xact_callback_registered = false;
 
@@ -479,10 +487,12 @@ PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
 
 	/*
 	 * Reads inside prm's volatile functions must see the function's own
-	 * earlier writes, so statements always run with a fresh snapshot.
+	 * earlier writes, so their statements run with a fresh snapshot (the
+	 * caller's read_only is a statement of intent only); inside a read-only
+	 * function every statement runs read-only.
 	 */
 	(void) read_only;
-	rc = SPI_execute_plan(plan, values, nulls, false, count);
+	rc = SPI_execute_plan(plan, values, nulls, spi_read_only_depth > 0, count);
 
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
@@ -512,6 +522,17 @@ PrmSpiConnect(void)
 {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	if (spi_read_only_depth > 0)
+		spi_read_only_depth++;
+}
+
+/* SPI_connect for a STABLE or IMMUTABLE function: its statements run read-only. */
+void
+PrmSpiConnectReadOnly(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	spi_read_only_depth++;
 }
 
 /* SPI_finish with error checking. */
@@ -520,6 +541,8 @@ PrmSpiFinish(void)
 {
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
+	if (spi_read_only_depth > 0)
+		spi_read_only_depth--;
 }
 
 /* Forget the channels notified once the transaction ends. */
@@ -535,6 +558,7 @@ PrmXactCallback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 			/* the list lived in TopTransactionContext, which is going away */
 			notified_channels = NIL;
+			spi_read_only_depth = 0;
 			break;
 		default:
 			break;
@@ -552,7 +576,10 @@ PrmSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 				   SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
 		notified_channels = NIL;
+		spi_read_only_depth = 0; /* an error left it unbalanced: be less strict */
+	}
 }
 
 /* NOTIFY channel, at most once in the current transaction. */

@@ -76,6 +76,7 @@ extern int		  PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls,
 extern int64	  PrmGetInt64(int row, int col, bool *isnull);
 extern char		 *PrmGetText(int row, int col);
 extern void		  PrmSpiConnect(void);
+extern void		  PrmSpiConnectReadOnly(void);
 extern void		  PrmSpiFinish(void);
 
 /*

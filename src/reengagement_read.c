@@ -56,7 +56,7 @@ prm_reengagement_summary(PG_FUNCTION_ARGS)
 	Datum			  result;
 	int				  save_nestlevel;
 
-	PrmSpiConnect();
+	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	PrmPrepare(&plan,
 			   "SELECT pg_catalog.jsonb_build_object("
@@ -119,7 +119,7 @@ prm_outreach_performance(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("rebook_window must be longer than zero and at most a year")));
 
-	PrmSpiConnect();
+	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	PrmPrepare(&plan,
 			   "WITH m AS ("
@@ -236,7 +236,7 @@ prm_search_patients(PG_FUNCTION_ARGS)
 			phone_like = false;
 	}
 
-	PrmSpiConnect();
+	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	values[0] = Int64GetDatum(org_id);
 	values[2] = Float4GetDatum(after_score);

@@ -693,7 +693,7 @@ prm_explain_priority(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 	Datum		   result;
 
-	PrmSpiConnect();
+	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	PrmRequireRow(org_id, PRM_ENTITY_WAITLIST_ENTRY, entry_id, false);
 	w = PrmGetSettings(org_id);

@@ -784,7 +784,7 @@ prm_settings(PG_FUNCTION_ARGS)
 	int64 org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
 	Datum result;
 
-	PrmSpiConnect();
+	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	result = SettingsEffective(org_id);
 	PrmSpiFinish();
