@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -351,13 +352,17 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int64			  id;
 
+	int64 length;
+
+	PrmCheckFiniteTimestamp(starts_at, "starts_at");
+	PrmCheckFiniteTimestamp(ends_at, "ends_at");
 	if (ends_at <= starts_at)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("an appointment must end after it starts"),
 				 errdetail("ends_at %s is not after starts_at %s.",
 						   timestamptz_to_str(ends_at), timestamptz_to_str(starts_at))));
-	if (ends_at - starts_at > USECS_PER_DAY)
+	if (pg_sub_s64_overflow(ends_at, starts_at, &length) || length > USECS_PER_DAY)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("an appointment cannot last longer than a day")));

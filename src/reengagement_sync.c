@@ -20,6 +20,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
@@ -334,6 +335,7 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 	bool			  isnull;
 	bool			  active;
 	SyncOutcome		  outcome;
+	int64			  length;
 	int				  i;
 
 	provider_id = DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(provider)));
@@ -345,15 +347,13 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 	ends_at = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(ends),
 													  ObjectIdGetDatum(InvalidOid),
 													  Int32GetDatum(-1)));
-	if (TIMESTAMP_NOT_FINITE(starts_at) || TIMESTAMP_NOT_FINITE(ends_at))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("appointment times must be finite")));
+	PrmCheckFiniteTimestamp(starts_at, "starts_at");
+	PrmCheckFiniteTimestamp(ends_at, "ends_at");
 	if (ends_at <= starts_at)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("an appointment must end after it starts")));
-	if (ends_at - starts_at > USECS_PER_DAY)
+	if (pg_sub_s64_overflow(ends_at, starts_at, &length) || length > USECS_PER_DAY)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("an appointment cannot last longer than a day")));

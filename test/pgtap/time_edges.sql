@@ -6,7 +6,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(65);
+SELECT plan(69);
 SET LOCAL timezone = 'UTC';
 -- 'infinity' is an interval from PostgreSQL 17 on; before, it is malformed
 SELECT CASE WHEN current_setting('server_version_num')::int >= 170000 THEN '22023' ELSE '22007' END AS inf_iv \gset
@@ -120,6 +120,16 @@ SELECT is(prm.recalculate_priorities(:org), 0::bigint, 'recalculation agrees wit
 SELECT lives_ok(format($$SELECT prm.set_waitlist_preferences(%s, %s, '{"expires_at": "infinity"}')$$, :org, :entry), 'preferences: never expires');
 SELECT is((SELECT expires_at FROM prm.waitlist_entry WHERE id = :entry), 'infinity'::timestamptz, 'preferences: infinity stored');
 SELECT lives_ok(format($$SELECT prm.set_waitlist_preferences(%s, %s, '{"expires_at": "294276-12-31"}')$$, :org, :entry), 'preferences: the last day');
+
+-- bookings: infinite times are refused (22023, as since 0.1.0); an appointment across the whole
+-- timestamp range is refused (its length used to wrap to a short one)
+SELECT throws_ok(format($$SELECT prm.book_appointment(%s, %s, %s, 'infinity', 'infinity')$$, :org, :pat, :dr),
+                 '22023', 'appointment times must be finite', 'book_appointment: infinity');
+SELECT throws_ok(format($$SELECT prm.book_appointment(%s, %s, %s, '-infinity', '2031-01-01 10:00+00')$$, :org, :pat, :dr),
+                 '22023', 'appointment times must be finite', 'book_appointment: -infinity');
+SELECT throws_ok(format($$SELECT prm.book_appointment(%s, %s, %s, '4713-01-01 00:00+00 BC', '294276-12-31 00:00+00')$$, :org, :pat, :dr),
+                 '22023', 'an appointment cannot last longer than a day', 'book_appointment: the whole range is not a short appointment');
+SELECT is((SELECT count(*)::int FROM prm.appointment WHERE org_id = :org AND starts_at < '1000-01-01'), 0, 'and nothing was booked');
 
 SELECT * FROM finish();
 ROLLBACK;
