@@ -258,6 +258,7 @@ extern void		   PrmSlotFreed(int64 org_id, int64 slot_id);
 extern void		   PrmSlotTaken(int64 org_id, int64 slot_id);
 extern void		   PrmWithdrawEntryOffers(int64 org_id, int64 entry_id,
 										  const char *reason);
+/* fill_sweep.c */
 extern int		   PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs,
 								   int limit);
 extern int		   PrmSendDueBatches(int limit);
@@ -267,7 +268,7 @@ extern const char *PrmFillTakeSweepError(void);
 extern int64 PrmCancelAppointment(int64 org_id, int64 appointment_id,
 								  const char *reason);
 
-/* matching.c */
+/* matching_contact.c */
 extern int64 PrmMatchingFollowUps(void);
 
 /* privacy.c */
