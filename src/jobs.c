@@ -324,7 +324,12 @@ PrmNextDeadline(void)
 			   "  (SELECT pg_catalog.min(m.lease_expires_at) FROM prm.outbound_message m WHERE m.status = 'sending'),"
 			   "  (SELECT pg_catalog.min(m.not_before) FROM prm.outbound_message m"
 			   "    WHERE m.status = 'queued' AND m.not_before > pg_catalog.now()),"
-			   "  (SELECT pg_catalog.min(w.score_due_at) FROM prm.waitlist_entry w WHERE w.status = 'waiting'))",
+			   /*
+				* scores change by days: rescore them a minute at a time, so a
+				* long waitlist does not wake the worker several times a second
+				*/
+			   "  (SELECT pg_catalog.date_trunc('minute', pg_catalog.min(w.score_due_at)) + interval '1 minute'"
+			   "     FROM prm.waitlist_entry w WHERE w.status = 'waiting'))",
 			   0, NULL);
 	PrmExecute(plan, NULL, NULL, true, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
