@@ -289,22 +289,22 @@ prm_priority_score_weighted(PG_FUNCTION_ARGS)
 Datum
 prm_waitlist_entry_score_trigger(PG_FUNCTION_ARGS)
 {
-	TriggerData	 *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	  tupdesc;
-	HeapTuple	  tuple;
-	bool		  isnull;
-	int64		  org_id;
-	bool		  urgent;
-	int			  boost;
-	Datum		  appt;
-	bool		  appt_null;
-	TimestampTz	  joined_at;
-	TimestampTz	  due;
-	PrmScoreParts parts;
+	TriggerData		  *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc		   tupdesc;
+	HeapTuple		   tuple;
+	bool			   isnull;
+	int64			   org_id;
+	bool			   urgent;
+	int				   boost;
+	Datum			   appt;
+	bool			   appt_null;
+	TimestampTz		   joined_at;
+	TimestampTz		   due;
+	PrmScoreParts	   parts;
 	const PrmSettings *w;
-	int			  cols[2];
-	Datum		  vals[2];
-	bool		  nulls[2] = {false, false};
+	int				   cols[2];
+	Datum			   vals[2];
+	bool			   nulls[2] = {false, false};
 
 	PrmCheckTrigger(fcinfo, "waitlist_entry_score_trigger", "waitlist_entry");
 	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -821,11 +821,16 @@ PrmRescoreDue(int limit)
 	Datum			  values[1];
 
 	PrmPrepare(&plan,
+			   /*
+				* the due rows, locked, then updated by the tuple ids the lock
+				* returned (a TID scan: a semi-join on the key would scan the
+				* whole table once the planner expects a few thousand rows)
+				*/
 			   "UPDATE prm.waitlist_entry w SET score_due_at = NULL"
-			   " WHERE (w.org_id, w.id) IN ("
-			   "   SELECT d.org_id, d.id FROM prm.waitlist_entry d"
+			   " WHERE w.ctid = ANY (ARRAY("
+			   "   SELECT d.ctid FROM prm.waitlist_entry d"
 			   "    WHERE d.status = 'waiting' AND d.score_due_at <= pg_catalog.now()"
-			   "    ORDER BY d.score_due_at LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)",
+			   "    ORDER BY d.score_due_at LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED))",
 			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
 	return PrmExecute(plan, values, NULL, false, 0);

@@ -6,7 +6,7 @@
 # run fails (exit 1) only when a benchmark errors or a correctness check
 # does not hold (a slot booked twice, a queue drained mid-run...).
 #
-#   bash test/bench/run.sh [outbox] [storm] [cancel] [recalc] [worker] [matching] [reengagement]
+#   bash test/bench/run.sh [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement]
 #                                                             (default: all)
 #
 #   1. outbox  claim + ack through prm.claim_messages / mark_message_sent
@@ -351,10 +351,18 @@ if want recalc; then
     echo "ratio prm/baseline $(ratio "$ms_c" "$ms_pl")   (speed-up $(ratio "$ms_pl" "$ms_c")x)"
     [ "$differ" = 0 ] && [ "$sum_c" = "$sum_pl" ] || fail "the C and PL/pgSQL formulas disagree"
 
+fi
+
+# the steady state of time-driven scores: an hour passes
+if want recalc || want deadline; then
+    if [ -z "$(sql -c "SELECT value FROM bench.setting WHERE name = 'recalc_org'" 2>/dev/null)" ]; then
+        sql -f $B/recalc_setup.sql > "$TMP/recalc_setup.out" || { cat "$TMP/recalc_setup.out"; exit 1; }
+    fi
+    org=$(setting recalc_org)
+    echo
+    echo "== 4c. Steady state: the clock moves one hour; prm's deadline step vs the full PL/pgSQL UPDATE a scheduler runs (bash test/bench/run.sh deadline)"
     # the steady state: an hour passes; prm rescores only the entries whose
     # deadline (score_due_at) came, a scheduler reruns the full UPDATE
-    echo
-    echo "-- 4c. steady state: the clock moves one hour; prm's deadline step vs the full PL/pgSQL UPDATE"
     sql -c "SELECT prm.recalculate_priorities($org)" > /dev/null || fail "initial scoring"
     for round in 1 2; do
         sql -f $B/recalc_hour.sql > /dev/null || fail "clock"
