@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(11);
+SELECT plan(13);
 SET LOCAL timezone = 'UTC';
 
 SELECT prm.create_organization('Routine', 'UTC', '+15550006000') AS org \gset
@@ -44,6 +44,12 @@ SELECT is((SELECT payload ->> 'sqlstate' FROM prm.event WHERE kind = 'inbound_fa
 SELECT is((SELECT count(*)::int FROM prm.inbound_message WHERE provider_message_id = 'r-2'), 1, 'the message is kept (a retry is a replay)');
 SELECT is((SELECT status FROM prm.offer WHERE slot_id = :slot2 AND patient_id = :pat), 'open', 'nothing of the failed booking remains');
 DROP TRIGGER routine_broken ON prm.appointment;
+
+-- every text input is capped: a 5 MB sender address is kept as 64 bytes
+SELECT is(prm.handle_inbound_sms('+15550006000', repeat('9', 5000000), 'hello', 'r-big'), NULL,
+          'an oversized sender: no reply, no error');
+SELECT is((SELECT octet_length(from_address) FROM prm.inbound_message WHERE provider_message_id = 'r-big'), 64,
+          'and only 64 bytes of it are stored');
 
 -- undo_cancellation checks the calendar like a booking
 SELECT prm.add_patient(:org, 'Di', 'Cancel', '+15550006004') AS di \gset
