@@ -61,8 +61,8 @@ want() {                        # is benchmark $1 selected?
 }
 SELECTED=("$@")
 for s in "${SELECTED[@]}"; do
-    case $s in outbox | storm | cancel | recalc | worker | matching | reengagement) ;;
-    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, worker, matching, reengagement)" >&2; exit 2 ;;
+    case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement) ;;
+    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement)" >&2; exit 2 ;;
     esac
 done
 
