@@ -38,7 +38,7 @@ PrmFillTakeSweepError(void)
 {
 	const char *error = NULL;
 
-	if (fill_slot_error_lxid == MyProc->lxid)
+	if (fill_slot_error_lxid == PrmCurrentLxid())
 		error = fill_slot_error;
 	fill_slot_error_lxid = InvalidLocalTransactionId;
 	return error;
@@ -84,7 +84,7 @@ FillSweepFailed(void *ctx, int i, ErrorData *edata)
 					(long long) slot_id, (long long) org_id, edata->message),
 			 edata->detail ? errdetail("%s", edata->detail) : 0,
 			 errhint("The other slots were processed; this one is tried again after a back-off.")));
-	if (fill_slot_error_lxid != MyProc->lxid)
+	if (fill_slot_error_lxid != PrmCurrentLxid())
 	{
 		if (fill_slot_error != NULL)
 			pfree(fill_slot_error);
@@ -92,7 +92,7 @@ FillSweepFailed(void *ctx, int i, ErrorData *edata)
 											  psprintf("slot %lld of organization %lld: %s",
 													   (long long) slot_id, (long long) org_id,
 													   edata->message));
-		fill_slot_error_lxid = MyProc->lxid;
+		fill_slot_error_lxid = PrmCurrentLxid();
 	}
 
 	PrmSpiConnect();

@@ -15,12 +15,14 @@
  *	- each item runs in an SPI connection of its own, so whatever it
  *	  allocated, its tuple tables included, is freed when it ends: the
  *	  memory of a loop does not grow with its length;
- *	- a transaction holds at most PRM_MAX_SUBXACTS of prm's
- *	  subtransactions.  PostgreSQL caches 64 subtransaction ids per
- *	  backend; beyond that every snapshot in the cluster must look up
- *	  pg_subtrans.  Items therefore run in groups of up to PRM_ITEM_GROUP
+ *	- a statement holds at most PRM_MAX_SUBXACTS of prm's
+ *	  subtransactions (the worker runs each step as a statement of a
+ *	  transaction of its own, pg_cron runs run_due_jobs() as one, so for them
+ *	  that is the transaction's budget).  PostgreSQL caches 64 subtransaction
+ *	  ids per backend; beyond that every snapshot in the cluster must look
+ *	  up pg_subtrans.  Items therefore run in groups of up to PRM_ITEM_GROUP
  *	  in one subtransaction; only a group that fails is run again item by
- *	  item.  When the budget of the transaction is spent the loop stops and
+ *	  item.  When the budget of the statement is spent the loop stops and
  *	  returns how many items it handled: the caller leaves the rest for its
  *	  next run (the worker commits and comes back at once, since the work is
  *	  still due).  A loop that must finish in one call (a sync: the caller
@@ -44,27 +46,42 @@
 
 #include "prm.h"
 
-/* subtransactions prm began in the current top-level transaction */
+/*
+ * subtransactions prm began in the current top-level statement: the
+ * budget is per statement (its transaction and its start time), so that a
+ * long transaction of many statements -- a test suite, an application's
+ * unit of work -- never finds a sweep silently doing nothing
+ */
 static int				  subxacts_used = 0;
 static LocalTransactionId subxacts_lxid = InvalidLocalTransactionId;
+static TimestampTz		  subxacts_stmt = 0;
 
-/* Count one subtransaction against the transaction's budget. */
+/* Is the budget's record of another statement (or none)? */
+static bool
+LoopNewStatement(void)
+{
+	return subxacts_lxid != PrmCurrentLxid() ||
+		   subxacts_stmt != GetCurrentStatementStartTimestamp();
+}
+
+/* Count one subtransaction against the statement's budget. */
 static void
 LoopTakeSubxact(void)
 {
-	if (subxacts_lxid != MyProc->lxid)
+	if (LoopNewStatement())
 	{
-		subxacts_lxid = MyProc->lxid;
+		subxacts_lxid = PrmCurrentLxid();
+		subxacts_stmt = GetCurrentStatementStartTimestamp();
 		subxacts_used = 0;
 	}
 	subxacts_used++;
 }
 
-/* How many more subtransactions prm may begin in this transaction. */
+/* How many more subtransactions prm may begin in this statement. */
 int
 PrmSubxactBudgetLeft(void)
 {
-	if (subxacts_lxid != MyProc->lxid)
+	if (LoopNewStatement())
 		return PRM_MAX_SUBXACTS;
 	return Max(PRM_MAX_SUBXACTS - subxacts_used, 0);
 }
@@ -101,7 +118,7 @@ PrmErrorEndsStatement(const ErrorData *edata)
  * value and NULL is returned; on an item's error the subtransaction is
  * rolled back alone and the error, copied into the caller's memory context,
  * is returned; errors that end the statement are re-raised.  It counts
- * against the transaction's budget: loops check PrmSubxactBudgetLeft().
+ * against the statement's budget: loops check PrmSubxactBudgetLeft().
  */
 ErrorData *
 PrmRunInSubtransaction(int64 (*fn)(void *arg), void *arg, int64 *result)
@@ -168,7 +185,7 @@ LoopRunGroup(void *arg)
 /*
  * Run items 0 .. n-1 of loop (see the file's header); loop->done gets the
  * sum of their results and loop->failures the number that failed.  Returns
- * the number of items handled, less than n when the transaction's budget of
+ * the number of items handled, less than n when the statement's budget of
  * subtransactions ran out.
  */
 int

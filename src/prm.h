@@ -21,6 +21,7 @@
 
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "storage/proc.h"
 #include "utils/jsonb.h"
 #include "utils/date.h"
 #include "utils/timestamp.h"
@@ -34,6 +35,13 @@ typedef enum PrmAccessLevel
 	PRM_LEVEL_STAFF,	/* runs the clinic: patients, bookings, fills */
 	PRM_LEVEL_ADMIN		/* settings and access of the organization */
 } PrmAccessLevel;
+
+/* The current transaction's local id (its place in PGPROC moved in 17). */
+#if PG_VERSION_NUM >= 170000
+#define PrmCurrentLxid() (MyProc->vxid.lxid)
+#else
+#define PrmCurrentLxid() (MyProc->lxid)
+#endif
 
 /* Longest accepted length of short free-text fields (names, reasons). */
 #define PRM_MAX_NAME_LEN 200
@@ -80,7 +88,7 @@ extern void		  PrmSpiConnectReadOnly(void);
 extern void		  PrmSpiFinish(void);
 
 /*
- * loop.c: the one loop helper for batches of items.  A transaction holds at
+ * loop.c: the one loop helper for batches of items.  A statement holds at
  * most PRM_MAX_SUBXACTS of prm's subtransactions (PostgreSQL caches 64 per
  * backend); items run in groups of PRM_ITEM_GROUP per subtransaction.
  */
@@ -254,10 +262,10 @@ extern int		   PrmArchiveMessages(int limit);
 extern bool		   PrmArchiveInProgress(void);
 
 /* fill.c */
-extern void		   PrmSlotFreed(int64 org_id, int64 slot_id);
-extern void		   PrmSlotTaken(int64 org_id, int64 slot_id);
-extern void		   PrmWithdrawEntryOffers(int64 org_id, int64 entry_id,
-										  const char *reason);
+extern void PrmSlotFreed(int64 org_id, int64 slot_id);
+extern void PrmSlotTaken(int64 org_id, int64 slot_id);
+extern void PrmWithdrawEntryOffers(int64 org_id, int64 entry_id,
+								   const char *reason);
 /* fill_sweep.c */
 extern int		   PrmExpireOffers(TimestampTz as_of, Datum *orgs, int norgs,
 								   int limit);

@@ -129,12 +129,6 @@ static const SettingDef setting_defs[] = {
 	SETTING(ltv_horizon_days, SETTING_NUMBER, "365", 1, 3650, NULL, NULL, "horizon of the estimated lifetime value"),
 };
 
-#if PG_VERSION_NUM >= 170000
-#define SettingsCurrentLxid() (MyProc->vxid.lxid)
-#else
-#define SettingsCurrentLxid() (MyProc->lxid)
-#endif
-
 /* one-organization cache of PrmLoadSettings, valid for one transaction */
 static PrmSettings		  cached_settings;
 static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
@@ -652,11 +646,11 @@ PrmGetSettings(int64 org_id)
 		RegisterSubXactCallback(SettingsSubXactCallback, NULL);
 		subxact_callback_registered = true;
 	}
-	if (cached_lxid != SettingsCurrentLxid() || cached_settings.org_id != org_id)
+	if (cached_lxid != PrmCurrentLxid() || cached_settings.org_id != org_id)
 	{
 		cached_lxid = InvalidLocalTransactionId;
 		PrmLoadSettings(org_id, &cached_settings);
-		cached_lxid = SettingsCurrentLxid();
+		cached_lxid = PrmCurrentLxid();
 	}
 	return &cached_settings;
 }
