@@ -39,3 +39,8 @@ SELECT count(*) AS job_runs_recorded FROM prm.job_run;
 DROP TRIGGER slow_offer ON prm.offer;
 SELECT (prm.run_due_jobs() ->> 'expire_offers')::int AS expired;
 DROP FUNCTION slow_offer();
+-- a read-only function that fails in a fresh session leaves it writable
+\c
+SET client_min_messages = warning;
+SELECT prm.fill_stats(987654321, now() - interval '1 day', now());
+SELECT prm.add_provider(:org, 'Dr After') > 0 AS wrote_after_a_failed_read;

@@ -602,9 +602,10 @@ FillAnswer(void *arg)
 
 /*
  * The organization owning the clinic number to_raw, checked for the
- * webhook level; 0 when no organization owns it (a privileged caller is told
- * nothing, any other gets 42501 either way, so a number's owner is not
- * revealed).  Inside SPI.
+ * webhook level (42501).  A number no organization owns: 0 for a privileged
+ * caller, P0002 for any other, saying which argument is which (clinic
+ * numbers are public; swapping To and From is the usual mistake).
+ * Inside SPI.
  */
 static int64
 FillRouteInbound(const char *to_raw)
@@ -622,6 +623,12 @@ FillRouteInbound(const char *to_raw)
 		org_id = PrmGetInt64(0, 1, &isnull);
 	if (org_id != 0 ? PrmHasOrgAccess(org_id, PRM_LEVEL_WEBHOOK) : PrmCallerIsPrivileged())
 		return org_id;
+	if (org_id == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("no organization has the SMS number %s", to ? to : to_raw),
+				 errdetail("to_number is the clinic's own number (Twilio's \"To\"), from_number the patient's (\"From\")."),
+				 errhint("Call it with named arguments: prm.handle_inbound_sms(to_number => ..., from_number => ..., body => ..., provider_message_id => ...).")));
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("permission denied for SMS number %s", to ? to : to_raw),
@@ -749,6 +756,15 @@ FillAnswerGuarded(FillInbound *in, int64 inbound_id)
 	edata = PrmRunInSubtransaction(FillAnswer, in, &ignored);
 	if (edata == NULL)
 		return;
+	/*
+	 * A deadlock, serialization failure or lock timeout is not the
+	 * message's fault: the whole call fails, so the provider's retry acts on
+	 * it again, rather than its YES being answered NULL for good.
+	 */
+	if (edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+		ReThrowError(edata);
 	ereport(WARNING,
 			(errmsg("prm: inbound SMS %lld of organization %lld was not acted on: %s",
 					(long long) inbound_id, (long long) in->org_id, edata->message)));

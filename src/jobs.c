@@ -328,8 +328,9 @@ PrmNextDeadline(void)
 				* scores change by days: rescore them a minute at a time, so a
 				* long waitlist does not wake the worker several times a second
 				*/
-			   "  (SELECT pg_catalog.date_trunc('minute', pg_catalog.min(w.score_due_at)) + interval '1 minute'"
-			   "     FROM prm.waitlist_entry w WHERE w.status = 'waiting'))",
+			   "  (SELECT pg_catalog.date_trunc('minute', w.score_due_at) + interval '1 minute'"
+			   "     FROM prm.waitlist_entry w WHERE w.status = 'waiting' AND w.score_due_at IS NOT NULL"
+			   "    ORDER BY w.score_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED))",
 			   0, NULL);
 	PrmExecute(plan, NULL, NULL, true, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -182,6 +182,46 @@ LoopRunGroup(void *arg)
 	return done;
 }
 
+typedef struct LoopFailure
+{
+	PrmItemLoop *loop;
+	int			 index;
+	ErrorData	*edata;
+} LoopFailure;
+
+/* Call the loop's failed() callback (for PrmRunInSubtransaction). */
+static int64
+LoopCallFailed(void *arg)
+{
+	LoopFailure *f = (LoopFailure *) arg;
+
+	f->loop->failed(f->loop->ctx, f->index, f->edata);
+	return 0;
+}
+
+/*
+ * Hand item i's error to the loop's failed() callback, in a subtransaction
+ * of its own: an error of the callback (its bookkeeping failed too) is
+ * logged and does not undo the items that succeeded.
+ */
+static void
+LoopReportFailure(PrmItemLoop *loop, int i, ErrorData *edata)
+{
+	LoopFailure f = {loop, i, edata};
+	ErrorData  *cb_error;
+	int64		ignored;
+
+	if (loop->failed == NULL)
+		return;
+	cb_error = PrmRunInSubtransaction(LoopCallFailed, &f, &ignored);
+	if (cb_error != NULL)
+	{
+		ereport(WARNING,
+				(errmsg("prm: recording the failure of item %d failed: %s", i, cb_error->message)));
+		FreeErrorData(cb_error);
+	}
+}
+
 /*
  * Run items 0 .. n-1 of loop (see the file's header); loop->done gets the
  * sum of their results and loop->failures the number that failed.  Returns
@@ -192,11 +232,18 @@ int
 PrmRunItems(PrmItemLoop *loop, int n)
 {
 	int i = 0;
+	int group = PRM_ITEM_GROUP;
 
 	Assert(loop->run != NULL);
+	/*
+	 * A loop that must finish sizes its groups so that all of them fit the
+	 * budget when nothing fails.
+	 */
+	if (loop->unbounded)
+		group = Max(group, (n + PRM_MAX_SUBXACTS / 2 - 1) / (PRM_MAX_SUBXACTS / 2));
 	while (i < n)
 	{
-		LoopGroup  g = {loop, i, Min(PRM_ITEM_GROUP, n - i)};
+		LoopGroup  g = {loop, i, Min(group, n - i)};
 		ErrorData *edata;
 		int64	   done = 0;
 		int		   j;
@@ -229,8 +276,7 @@ PrmRunItems(PrmItemLoop *loop, int n)
 			else
 			{
 				loop->failures++;
-				if (loop->failed)
-					loop->failed(loop->ctx, j, edata);
+				LoopReportFailure(loop, j, edata);
 				FreeErrorData(edata);
 			}
 		}

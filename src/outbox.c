@@ -458,6 +458,9 @@ prm_claim_messages(PG_FUNCTION_ARGS)
 		values[3] = PointerGetDatum(construct_array(orgs, norgs, INT8OID, 8, true, TYPALIGN_DOUBLE));
 	PrmExecute(plan, values, nulls, false, 0);
 	Assert(SPI_processed <= (uint64) max_count);
+	/* a lease that runs out is a deadline: the worker requeues at its end */
+	if (SPI_processed > 0)
+		PrmWakeWorker(GetCurrentTimestamp() + lease_usecs + USECS_PER_SEC / 100);
 
 	old = MemoryContextSwitchTo(per_query);
 	for (i = 0; i < SPI_processed; i++)

@@ -69,6 +69,15 @@ _PG_init(void)
 	if (IsBinaryUpgrade)
 		return;
 
+	/*
+	 * The (sub)transaction callbacks reset per-transaction state (the
+	 * channels notified, the read-only SPI depth): registered at load, so
+	 * that even a backend whose first prm call fails is reset.
+	 */
+	RegisterXactCallback(PrmXactCallback, NULL);
+	RegisterSubXactCallback(PrmSubXactCallback, NULL);
+	xact_callback_registered = true;
+
 	DefineCustomStringVariable("prm.default_region",
 							   "Region (ISO 3166 alpha-2) used to read national phone numbers.",
 							   "An organization's setting phone_region overrides it.",

@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(36);
+SELECT plan(37);
 
 CREATE ROLE regress_fa_staff;
 CREATE ROLE regress_fa_sender;
@@ -79,6 +79,8 @@ SET LOCAL ROLE regress_fa_hook;
 SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15550040002', '+15550042002', 'YES', 'hook-1')$$, '42501', NULL, 'webhook A cannot deliver to B''s number');
 SELECT throws_ok(format('SELECT prm.accept_offer(%L)', :'tokb'), 'P0002', NULL, 'webhook A cannot accept B''s offer by link');
 SELECT lives_ok($$SELECT prm.handle_inbound_sms('+15550040001', '+15550041002', 'HELP', 'hook-2')$$, 'webhook A delivers to A''s number');
+SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15550041002', '+15550040001', 'HELP', 'hook-3')$$, 'P0002',
+                 'no organization has the SMS number +15550041002', 'To and From swapped: told which argument is which, not "permission denied"');
 RESET ROLE;
 SELECT is((SELECT status FROM prm.offer WHERE id = :offb), 'open', 'B''s offer still open');
 UPDATE prm.outbound_message SET provider_message_id = 'SM-B' WHERE id = :msgb;
