@@ -58,6 +58,8 @@ AccessLevelsSatisfy(int levels, const char *needed)
 		return false;
 	if (strcmp(needed, "any") == 0)
 		return levels != 0;
+	if (strcmp(needed, "relay") == 0)
+		return AccessLevelsSatisfy(levels, "sender") || AccessLevelsSatisfy(levels, "webhook");
 	for (l = PRM_LEVEL_SENDER; l <= PRM_LEVEL_ADMIN; l++)
 		if ((levels & (1 << l)) &&
 			PrmLevelSatisfies((PrmAccessLevel) l, PrmParseLevel(needed)))

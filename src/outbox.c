@@ -646,7 +646,9 @@ prm_record_delivery_status(PG_FUNCTION_ARGS)
 			org_id = orgs[i];
 			id = ids[i];
 			in_history = hist[i];
-			if (!PrmHasOrgAccess(org_id, PRM_LEVEL_WEBHOOK))
+			/* statuses come from the webhook or from a sender that learns them */
+			if (!PrmHasOrgAccess(org_id, PRM_LEVEL_WEBHOOK) &&
+				!PrmHasOrgAccess(org_id, PRM_LEVEL_SENDER))
 				continue;
 			if (plans[in_history] == NULL)
 				PrmPrepare(&plans[in_history],

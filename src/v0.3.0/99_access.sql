@@ -6,11 +6,12 @@
 
 -- The level each function needs: the same level its own check asks for, so
 -- a role without it is stopped by EXECUTE before the function runs at all.
--- 'any': pure functions, for every role with a level; 'none': superusers and
--- the extension owner only (cluster-wide jobs, trigger functions).
+-- 'any': pure functions, for every role with a level; 'relay': sender or
+-- webhook (delivery statuses come from either); 'none': superusers and the
+-- extension owner only (cluster-wide jobs, trigger functions).
 CREATE TABLE prm.function_level (
     signature   text PRIMARY KEY,
-    level       text NOT NULL CHECK (level IN ('any', 'sender', 'webhook', 'readonly', 'staff', 'admin', 'none'))
+    level       text NOT NULL CHECK (level IN ('any', 'relay', 'sender', 'webhook', 'readonly', 'staff', 'admin', 'none'))
 );
 COMMENT ON TABLE prm.function_level IS 'The access level each prm function needs; prm.grant_access() grants EXECUTE on the functions a role''s levels satisfy (staff and admin also satisfy sender and webhook).';
 
@@ -29,7 +30,7 @@ INSERT INTO prm.function_level (signature, level) VALUES
     ('prm.mark_message_failed(bigint,text,boolean,uuid)', 'sender'),
     ('prm.handle_inbound_sms(text,text,text,text)', 'webhook'),
     ('prm.accept_offer(uuid)', 'webhook'),
-    ('prm.record_delivery_status(text,text)', 'webhook'),
+    ('prm.record_delivery_status(text,text)', 'relay'),
     ('prm.settings(bigint)', 'readonly'),
     ('prm.explain_priority(bigint,bigint)', 'readonly'),
     ('prm.render_template(bigint,text,jsonb,text,text)', 'readonly'),

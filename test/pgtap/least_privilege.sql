@@ -5,7 +5,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(48);
+SELECT plan(50);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_lp_none;
@@ -48,11 +48,11 @@ SELECT is_empty(
 -- rule of the README (staff and admin also do what sender and webhook do)
 CREATE TEMP TABLE lp_rule (level text, needs text);
 INSERT INTO lp_rule VALUES
-    ('sender', 'any'), ('sender', 'sender'),
-    ('webhook', 'any'), ('webhook', 'webhook'),
+    ('sender', 'any'), ('sender', 'sender'), ('sender', 'relay'),
+    ('webhook', 'any'), ('webhook', 'webhook'), ('webhook', 'relay'),
     ('readonly', 'any'), ('readonly', 'readonly'),
-    ('staff', 'any'), ('staff', 'sender'), ('staff', 'webhook'), ('staff', 'readonly'), ('staff', 'staff'),
-    ('admin', 'any'), ('admin', 'sender'), ('admin', 'webhook'), ('admin', 'readonly'), ('admin', 'staff'), ('admin', 'admin');
+    ('staff', 'any'), ('staff', 'sender'), ('staff', 'webhook'), ('staff', 'relay'), ('staff', 'readonly'), ('staff', 'staff'),
+    ('admin', 'any'), ('admin', 'sender'), ('admin', 'webhook'), ('admin', 'relay'), ('admin', 'readonly'), ('admin', 'staff'), ('admin', 'admin');
 GRANT SELECT ON lp_rule TO PUBLIC;
 SELECT set_eq(
     format($$SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'prm'::regnamespace
@@ -161,6 +161,10 @@ SET LOCAL ROLE regress_lp_sender;
 SELECT throws_ok(format($$SELECT prm.mark_message_sent(%s, 'SM1', NULL)$$, :m1), '42501', NULL, 'sender: an ack without the lease is refused');
 SELECT lives_ok(format($$SELECT prm.mark_message_sent(%s, 'SM1', %L)$$, :m1, (SELECT lease_token FROM lp_claimed WHERE id = :m1)),
                 'sender with the lease: acknowledged');
+SELECT is(prm.record_delivery_status('SM1', 'delivered'), true, 'a sender records the status its provider reported');
+RESET ROLE;
+SET LOCAL ROLE regress_lp_none;
+SELECT throws_ok($$SELECT prm.record_delivery_status('SM1', 'read')$$, '42501', NULL, 'a role with no grant is refused, not told false');
 RESET ROLE;
 SET LOCAL ROLE regress_lp_admin;
 SELECT lives_ok(format($$SELECT prm.mark_message_sent(%s, 'SM2')$$, :m2), 'admin: acknowledges without the lease');
