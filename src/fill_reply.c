@@ -393,6 +393,69 @@ FillClassify(const char *kw)
 	return KW_UNKNOWN;
 }
 
+/*
+ * A YES or NO with polite words after it ("Yes please!", "yes, I'll take
+ * it", "no thanks"): the first word decides, at most eight words in all,
+ * never a question, and never a YES with a negation after it ("yes but I
+ * can't").  Anything else is not an answer.  STOP and the other keywords stay
+ * exact: they are read by FillClassify alone.
+ */
+static FillKeywordKind
+FillPoliteAnswer(const char *body)
+{
+	static const char *const negations[] = {"not", "dont", "cant", "cannot", "wont",
+											"never", "no", "nope", "isnt", "arent"};
+	char					 word[16];
+	int						 nwords = 0;
+	int						 len = 0;
+	FillKeywordKind			 first = KW_UNKNOWN;
+	bool					 negated = false;
+	const char				*p;
+
+	if (strchr(body, '?') != NULL)
+		return KW_UNKNOWN;
+	for (p = body;; p++)
+	{
+		bool letter = *p != '\0' && isalpha((unsigned char) *p);
+
+		if (letter)
+		{
+			if (len < (int) sizeof(word) - 1)
+				word[len++] = pg_tolower((unsigned char) *p);
+			continue;
+		}
+		if (*p == '\'' || (unsigned char) *p >= 0x80)
+			continue; /* apostrophes (also typographic) join a word: "can't" */
+		if (len > 0)
+		{
+			int i;
+
+			word[len] = '\0';
+			len = 0;
+			if (++nwords > 8)
+				return KW_UNKNOWN;
+			if (nwords == 1)
+			{
+				if (strcmp(word, "yes") == 0 || strcmp(word, "y") == 0)
+					first = KW_YES;
+				else if (strcmp(word, "no") == 0 || strcmp(word, "n") == 0)
+					first = KW_NO;
+				else
+					return KW_UNKNOWN;
+			}
+			else
+				for (i = 0; i < (int) lengthof(negations); i++)
+					if (strcmp(word, negations[i]) == 0)
+						negated = true;
+		}
+		if (*p == '\0')
+			break;
+	}
+	if (first == KW_YES && negated)
+		return KW_UNKNOWN;
+	return first;
+}
+
 /* Opt the patients out of SMS: offers withdrawn, queued SMS cancelled. */
 static int
 FillOptOut(int64 org_id, Datum patients)
@@ -825,6 +888,8 @@ prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 	from = PrmTryNormalizePhone(from_raw, PrmOrgPhoneRegion(in.org_id));
 	keyword = FillKeyword(body);
 	in.kind = FillClassify(keyword);
+	if (in.kind == KW_UNKNOWN)
+		in.kind = FillPoliteAnswer(body);
 	in.cxt = CurrentMemoryContext;
 
 	/* once per provider message id: a retried webhook gets the first reply */

@@ -54,7 +54,7 @@ SELECT is((SELECT fill_status FROM prm.slot WHERE id = :slot), 'offering', 'slot
 SELECT is(prm.fill_slot(:org, :slot), 0, 'fill_slot sends nothing while offers are open');
 
 -- replies
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031002', 'No thanks!', 'in-1'), '%did not understand%', 'an unreadable reply gets a hint');
+SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031002', 'Maybe later!', 'in-1'), '%did not understand%', 'an unreadable reply gets a hint ("No thanks!" is a NO: polite_replies.sql)');
 SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031002', ' n. ', 'in-2'), '%stay on our waitlist%', 'NO, any case and punctuation');
 SELECT is((SELECT status FROM prm.offer WHERE patient_id = :p2), 'declined', 'NO releases the offer');
 SELECT is((SELECT count(*)::int FROM prm.offer WHERE slot_id = :slot AND status = 'open'), 2, 'no new batch while two offers are open');
