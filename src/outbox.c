@@ -311,21 +311,79 @@ OutboxCheckLease(int64 org_id, int64 message_id, const char *status,
 }
 
 /*
+ * The rules a message to a patient obeys, whether or not the caller named
+ * the patient: the named patient must own the address (22023); an SMS to a
+ * number whose patients all opted out is refused (55000); and an SMS to a
+ * patient's number is held by quiet hours in the time zone of the patient
+ * behind it (the named one, else the first of a family sharing it) -- a
+ * number no patient has is sent when the caller said.  Returns when the
+ * message may go out.  Inside SPI.
+ */
+static TimestampTz
+OutboxRecipientRules(int64 org_id, const char *channel, const char *to,
+					 int64 patient_id, TimestampTz not_before)
+{
+	static SPIPlanPtr plan = NULL;
+	bool			  sms = strcmp(channel, "sms") == 0;
+	Datum			  values[4];
+	int				  n,
+		i,
+		opted = 0;
+	char *tz;
+
+	if (!sms && strcmp(channel, "email") != 0)
+		return not_before;
+	PrmPrepare(&plan,
+			   "SELECT p.sms_opt_out, coalesce(p.timezone, o.timezone), p.id = $3"
+			   "  FROM prm.organization o"
+			   "  LEFT JOIN prm.patient p ON p.org_id = o.id"
+			   "   AND (CASE WHEN $4 THEN p.phone ELSE pg_catalog.lower(p.email) END)"
+			   "       = (CASE WHEN $4 THEN $2 ELSE pg_catalog.lower($2) END)"
+			   " WHERE o.id = $1"
+			   " ORDER BY p.id = $3 DESC, p.id",
+			   4, (Oid[]){INT8OID, TEXTOID, INT8OID, BOOLOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(to);
+	values[2] = Int64GetDatum(patient_id);
+	values[3] = BoolGetDatum(sms);
+	n = PrmExecute(plan, values, NULL, true, 0);
+	if (patient_id != 0 && (n == 0 || PrmGetText(0, 3) == NULL || strcmp(PrmGetText(0, 3), "t") != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("patient %lld does not have the address %s", (long long) patient_id, to),
+				 errhint("Send to the patient's own %s, or leave patient_id out.", sms ? "phone" : "e-mail")));
+	if (!sms)
+		return not_before;
+	for (i = 0; i < n; i++)
+		if (PrmGetText(i, 1) != NULL && strcmp(PrmGetText(i, 1), "t") == 0)
+			opted++;
+	if (n > 0 && PrmGetText(0, 1) != NULL && opted == n)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s has opted out of SMS", patient_id ? psprintf("patient %lld", (long long) patient_id) : to),
+				 errhint("The patient can reply START to subscribe again.")));
+	/* a number no patient has: the caller's own time (a clinic's staff, say) */
+	if (PrmGetText(0, 1) == NULL)
+		return not_before;
+	tz = PrmGetText(0, 2);
+	return PrmQuietRelease(PrmGetSettings(org_id), tz, not_before);
+}
+
+/*
  * prm.enqueue_message(org_id, channel, to_address, body, patient_id,
  *					   dedup_key, not_before) RETURNS bigint
  */
 Datum
 prm_enqueue_message(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr patient_plan = NULL;
-	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	char			 *channel = PrmTextArg(fcinfo, 1, "channel", 10);
-	char			 *to = PrmTextArg(fcinfo, 2, "to_address", 320);
-	char			 *body = PrmTextArg(fcinfo, 3, "body", 1600);
-	int64			  patient_id = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
-	char			 *dedup = PrmTextArgOrNull(fcinfo, 5, "dedup_key", 200);
-	TimestampTz		  not_before = PG_ARGISNULL(6) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(6);
-	int64			  id;
+	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	char	   *channel = PrmTextArg(fcinfo, 1, "channel", 10);
+	char	   *to = PrmTextArg(fcinfo, 2, "to_address", 320);
+	char	   *body = PrmTextArg(fcinfo, 3, "body", 1600);
+	int64		patient_id = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
+	char	   *dedup = PrmTextArgOrNull(fcinfo, 5, "dedup_key", 200);
+	TimestampTz not_before = PG_ARGISNULL(6) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(6);
+	int64		id;
 
 	OutboxCheckChannel(channel);
 	PrmCheckFiniteTimestamp(not_before, "not_before");
@@ -334,26 +392,8 @@ prm_enqueue_message(PG_FUNCTION_ARGS)
 	if (strcmp(channel, "sms") == 0)
 		to = PrmNormalizePhone(to, PrmOrgPhoneRegion(org_id));
 	if (patient_id != 0)
-	{
-		Datum values[2];
-
 		PrmRequireRow(org_id, PRM_ENTITY_PATIENT, patient_id, false);
-		PrmPrepare(&patient_plan,
-				   "SELECT p.sms_opt_out, coalesce(p.timezone, o.timezone)"
-				   "  FROM prm.patient p JOIN prm.organization o ON o.id = p.org_id"
-				   " WHERE p.org_id = $1 AND p.id = $2",
-				   2, (Oid[]){INT8OID, INT8OID});
-		values[0] = Int64GetDatum(org_id);
-		values[1] = Int64GetDatum(patient_id);
-		PrmExecute(patient_plan, values, NULL, true, 1);
-		if (strcmp(channel, "sms") == 0 && strcmp(PrmGetText(0, 1), "t") == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("patient %lld has opted out of SMS", (long long) patient_id),
-					 errhint("The patient can reply START to subscribe again.")));
-		if (strcmp(channel, "sms") == 0)
-			not_before = PrmQuietRelease(PrmGetSettings(org_id), PrmGetText(0, 2), not_before);
-	}
+	not_before = OutboxRecipientRules(org_id, channel, to, patient_id, not_before);
 	id = PrmEnqueue(org_id, channel, to, body, "other", patient_id, 0, dedup,
 					not_before);
 	PrmEmitEvent(org_id, "message_queued", "outbound_message", id, NULL);

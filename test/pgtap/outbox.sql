@@ -8,7 +8,7 @@ SELECT plan(63);
 SELECT prm.create_organization('Out Clinic', 'Australia/Sydney', '+61290001000') AS org \gset
 SELECT prm.create_organization('Far Clinic', 'UTC', '+15550020000') AS far \gset
 SELECT prm.configure(:org, '{"phone_region": "AU", "max_attempts": 3}') IS NOT NULL AS ok \gset
-SELECT prm.add_patient(:org, 'Pat', 'Out', '0412 111 222', NULL, 'Australia/Sydney') AS pat \gset
+SELECT prm.add_patient(:org, 'Pat', 'Out', '0412 111 222', 'pat@example.org', 'Australia/Sydney') AS pat \gset
 SELECT prm.add_patient(:far, 'Far', 'Away', '+15550021111') AS far_pat \gset
 
 -- quiet hours, in the patient's time zone (default 21:00-08:00)
