@@ -112,6 +112,30 @@ PhoneInvalid(const char *input, const char *detail)
 }
 
 /*
+ * The national numbering rules prm knows beyond lengths: a North American
+ * (+1) number has ten digits after the country code and its area code
+ * cannot start with 0 or 1.  False (with the error raised) when e164
+ * breaks them.
+ */
+static bool
+PhoneCheckNumbering(const char *input, const char *e164)
+{
+	if (strncmp(e164, "+1", 2) != 0)
+		return true;
+	if (strlen(e164) != 12)
+	{
+		PhoneInvalid(input, "A North American (+1) number has 10 digits after the country code (NANP).");
+		return false;
+	}
+	if (e164[2] == '0' || e164[2] == '1')
+	{
+		PhoneInvalid(input, "A North American area code cannot start with 0 or 1 (NANP); is it a number of another region?");
+		return false;
+	}
+	return true;
+}
+
+/*
  * Normalise input to E.164, reading national numbers with region (NULL for
  * prm.default_region).  Returns a palloc'd string.
  */
@@ -198,7 +222,7 @@ PrmNormalizePhone(const char *input, const char *region)
 			return NULL;
 		}
 		appendStringInfoString(&out, digits);
-		return out.data;
+		return PhoneCheckNumbering(input, out.data) ? out.data : NULL;
 	}
 	else
 	{
@@ -230,7 +254,7 @@ PrmNormalizePhone(const char *input, const char *region)
 			PhoneInvalid(input, "An E.164 number has at most 15 digits.");
 			return NULL;
 		}
-		return out.data;
+		return PhoneCheckNumbering(input, out.data) ? out.data : NULL;
 	}
 }
 
