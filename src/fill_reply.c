@@ -824,9 +824,7 @@ FillAnswerGuarded(FillInbound *in, int64 inbound_id)
 	 * message's fault: the whole call fails, so the provider's retry acts on
 	 * it again, rather than its YES being answered NULL for good.
 	 */
-	if (edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
-		edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
-		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+	if (PrmErrorIsTransient(edata))
 		ReThrowError(edata);
 	ereport(WARNING,
 			(errmsg("prm: inbound SMS %lld of organization %lld was not acted on: %s",

@@ -113,6 +113,21 @@ PrmErrorEndsStatement(const ErrorData *edata)
 }
 
 /*
+ * Is this error a conflict with another transaction that a retry of the
+ * whole call may not meet again (deadlock, serialization failure, lock
+ * timeout)?  A loop of independent items skips such an item until its next
+ * run; a caller that cannot come back to its item (a webhook's message)
+ * lets it end the call instead, so that the caller's client retries.
+ */
+bool
+PrmErrorIsTransient(const ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		   edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		   edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
+/*
  * Run fn(arg) in a subtransaction of its own, inside an SPI connection of
  * its own.  On success the subtransaction is committed, *result gets fn's
  * value and NULL is returned; on an item's error the subtransaction is

@@ -112,6 +112,7 @@ extern ErrorData *PrmRunInSubtransaction(int64 (*fn)(void *arg), void *arg,
 										 int64 *result);
 extern int		  PrmSubxactBudgetLeft(void);
 extern bool		  PrmErrorEndsStatement(const ErrorData *edata);
+extern bool		  PrmErrorIsTransient(const ErrorData *edata);
 
 /* prm.c: events and notifications */
 extern void	 PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
@@ -228,7 +229,8 @@ extern void		   PrmComputeScore(bool urgent, int boost, bool has_appt,
 								   PrmScoreParts *out);
 extern TimestampTz PrmScoreNextChange(bool urgent, int boost, bool has_appt,
 									  TimestampTz appt_at, TimestampTz joined_at,
-									  TimestampTz as_of, const PrmSettings *w);
+									  TimestampTz as_of, const PrmSettings *w,
+									  const PrmScoreParts *now_parts);
 extern int64	   PrmRescoreDue(int limit);
 extern void		   PrmCheckBoost(int boost);
 extern char		  *PrmJsonTimestamp(TimestampTz ts);

@@ -153,7 +153,7 @@ PrmComputeScore(bool urgent, int boost, bool has_appt, TimestampTz appt_at,
 
 /*
  * The first instant after as_of at which a score computed with the same
- * inputs changes by the passage of time alone, or 0 if it never will: the
+ * inputs (now_parts: the score at as_of, which the caller has) changes by the passage of time alone, or 0 if it never will: the
  * deadline at which prm rescores the entry (see the file header).  Each
  * time-driven part is monotone in time -- the wait part never grows, the
  * seniority part never shrinks -- so the earliest change of each is found by
@@ -162,19 +162,18 @@ PrmComputeScore(bool urgent, int boost, bool has_appt, TimestampTz appt_at,
  */
 TimestampTz
 PrmScoreNextChange(bool urgent, int boost, bool has_appt, TimestampTz appt_at,
-				   TimestampTz joined_at, TimestampTz as_of, const PrmSettings *w)
+				   TimestampTz joined_at, TimestampTz as_of, const PrmSettings *w,
+				   const PrmScoreParts *now_parts)
 {
-	PrmScoreParts now_parts;
-	TimestampTz	  next = 0;
-	int			  part;
+	TimestampTz next = 0;
+	int			part;
 
-	PrmComputeScore(urgent, boost, has_appt, appt_at, joined_at, as_of, w, &now_parts);
 	for (part = 0; part < 2; part++)
 	{
 		/* wait: constant once the appointment is reached; seniority: once full */
 		TimestampTz lo = as_of;
 		TimestampTz hi;
-		int			now_value = part == 0 ? now_parts.wait : now_parts.seniority;
+		int			now_value = part == 0 ? now_parts->wait : now_parts->seniority;
 
 		if (part == 0)
 		{
@@ -331,7 +330,7 @@ prm_waitlist_entry_score_trigger(PG_FUNCTION_ARGS)
 					GetCurrentTransactionStartTimestamp(), w, &parts);
 	due = PrmScoreNextChange(urgent, boost, !appt_null,
 							 appt_null ? 0 : DatumGetTimestampTz(appt), joined_at,
-							 GetCurrentTransactionStartTimestamp(), w);
+							 GetCurrentTransactionStartTimestamp(), w, &parts);
 	PrmSpiFinish();
 
 	cols[0] = SPI_fnumber(tupdesc, "priority_score");
