@@ -30,6 +30,7 @@
 
 PG_FUNCTION_INFO_V1(prm_handle_inbound_sms);
 PG_FUNCTION_INFO_V1(prm_accept_offer);
+PG_FUNCTION_INFO_V1(prm_handle_inbound_message);
 
 typedef enum FillOutcome
 {
@@ -345,22 +346,6 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	return FILL_BOOKED;
 }
 
-/* The keyword of an SMS: its letters, upper-cased, everything else dropped. */
-static char *
-FillKeyword(const char *body)
-{
-	StringInfoData buf;
-	const char	  *p;
-
-	initStringInfo(&buf);
-	for (p = body; *p && buf.len < 40; p++)
-		if (isalpha((unsigned char) *p))
-			appendStringInfoChar(&buf, pg_toupper((unsigned char) *p));
-		else if (isdigit((unsigned char) *p))
-			appendStringInfoChar(&buf, *p);
-	return buf.data;
-}
-
 typedef enum FillKeywordKind
 {
 	KW_YES,
@@ -579,12 +564,16 @@ typedef struct FillInbound
 {
 	int64			org_id;
 	FillKeywordKind kind;
+	const char	   *body;
 	Datum			patients; /* bigint[] of the patients behind the number */
 	int				npatients;
 	int				nopted;
 	int64			first_patient;
 	const char	   *language;
-	int64			offer_id; /* out: the offer answered, or 0 */
+	const char	   *address;		 /* the sender's number, as threaded */
+	int64			inbound_id;
+	int64			conversation_id; /* the sender's conversation */
+	int64			offer_id;		 /* out: the offer answered, or 0 */
 	char		   *reply;	  /* out: the reply, or NULL */
 	MemoryContext	cxt;	  /* where the reply is kept */
 } FillInbound;
@@ -655,82 +644,14 @@ FillAnswer(void *arg)
 			reply = PrmRender(org_id, "declined", "sms", language, NULL, 0);
 		}
 	}
+	else if (PrmAsksForPerson(org_id, in->body))
+		reply = PrmHandoff(org_id, "sms", in->address, first_patient, in->conversation_id,
+						   in->inbound_id, language);
 	else
 		reply = PrmRender(org_id, "hint", "sms", language, NULL, 0);
 
 	in->offer_id = offer_id;
 	in->reply = reply ? MemoryContextStrdup(in->cxt, reply) : NULL;
-	return 0;
-}
-
-/*
- * The organization owning the clinic number to_raw, checked for the
- * webhook level (42501).  A number no organization owns: 0 for a privileged
- * caller, P0002 for any other, saying which argument is which (clinic
- * numbers are public; swapping To and From is the usual mistake).
- * Inside SPI.
- */
-static int64
-FillRouteInbound(const char *to_raw)
-{
-	static SPIPlanPtr org_plan = NULL;
-	char			 *to = PrmTryNormalizePhone(to_raw, NULL);
-	Datum			  values[1];
-	bool			  isnull;
-	int64			  org_id = 0;
-
-	PrmPrepare(&org_plan, "SELECT o.id FROM prm.organization o WHERE o.sms_number = $1",
-			   1, (Oid[]){TEXTOID});
-	values[0] = CStringGetTextDatum(to ? to : to_raw);
-	if (to != NULL && PrmExecute(org_plan, values, NULL, false, 1) == 1)
-		org_id = PrmGetInt64(0, 1, &isnull);
-	if (org_id != 0 ? PrmHasOrgAccess(org_id, PRM_LEVEL_WEBHOOK) : PrmCallerIsPrivileged())
-		return org_id;
-	if (org_id == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("no organization has the SMS number %s", to ? to : to_raw),
-				 errdetail("to_number is the clinic's own number (Twilio's \"To\"), from_number the patient's (\"From\")."),
-				 errhint("Call it with named arguments: prm.handle_inbound_sms(to_number => ..., from_number => ..., body => ..., provider_message_id => ...).")));
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("permission denied for SMS number %s", to ? to : to_raw),
-			 errhint("The webhook role needs the webhook level on the organization owning the number.")));
-	return 0; /* keep compiler quiet */
-}
-
-/*
- * Record an inbound SMS once per provider message id; returns its id, or 0
- * for a replay, with *replay the reply first given (or NULL).  Inside SPI.
- */
-static int64
-FillRecordInbound(int64 org_id, const char *pmid, const char *from,
-				  const char *body, const char *keyword, char **replay)
-{
-	static SPIPlanPtr insert_plan = NULL;
-	static SPIPlanPtr replay_plan = NULL;
-	Datum			  values[5];
-	bool			  isnull;
-
-	PrmPrepare(&insert_plan,
-			   "INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword)"
-			   " VALUES ($1, $2, $3, $4, $5)"
-			   " ON CONFLICT (org_id, provider_message_id) DO NOTHING RETURNING id",
-			   5, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = CStringGetTextDatum(pmid);
-	values[2] = CStringGetTextDatum(from);
-	values[3] = CStringGetTextDatum(body);
-	values[4] = CStringGetTextDatum(keyword);
-	*replay = NULL;
-	if (PrmExecute(insert_plan, values, NULL, false, 0) == 1)
-		return PrmGetInt64(0, 1, &isnull);
-	PrmPrepare(&replay_plan,
-			   "SELECT i.reply FROM prm.inbound_message i"
-			   " WHERE i.org_id = $1 AND i.provider_message_id = $2",
-			   2, (Oid[]){INT8OID, TEXTOID});
-	PrmExecute(replay_plan, values, NULL, false, 1);
-	*replay = PrmGetText(0, 1);
 	return 0;
 }
 
@@ -782,26 +703,13 @@ FillReadSenders(FillInbound *in, const char *from)
 static void
 FillCloseInbound(FillInbound *in, int64 inbound_id, const char *keyword)
 {
-	static SPIPlanPtr update_plan = NULL;
-	Datum			  values[5];
-	char			  nulls[5] = {' ', ' ', ' ', ' ', ' '};
-
-	PrmPrepare(&update_plan,
-			   "UPDATE prm.inbound_message i SET patient_id = $3, offer_id = $4, reply = $5"
-			   " WHERE i.org_id = $1 AND i.id = $2",
-			   5, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID});
-	values[0] = Int64GetDatum(in->org_id);
-	values[1] = Int64GetDatum(inbound_id);
-	values[2] = Int64GetDatum(in->first_patient);
-	nulls[2] = in->first_patient ? ' ' : 'n';
-	values[3] = Int64GetDatum(in->offer_id);
-	nulls[3] = in->offer_id ? ' ' : 'n';
-	values[4] = in->reply ? CStringGetTextDatum(in->reply) : (Datum) 0;
-	nulls[4] = in->reply ? ' ' : 'n';
-	PrmExecute(update_plan, values, nulls, false, 0);
+	PrmCloseInbound(in->org_id, inbound_id, in->first_patient, in->offer_id,
+					in->conversation_id, in->reply);
 	PrmEmitEvent(in->org_id, "sms_received", "inbound_message", inbound_id,
-				 psprintf("{\"keyword\": %s, \"patient_id\": %s}", PrmJsonString(keyword),
-						  in->first_patient ? psprintf("%lld", (long long) in->first_patient) : "null"));
+				 psprintf("{\"keyword\": %s, \"patient_id\": %s, \"conversation_id\": %lld}",
+						  PrmJsonString(keyword),
+						  in->first_patient ? psprintf("%lld", (long long) in->first_patient) : "null",
+						  (long long) in->conversation_id));
 }
 
 /*
@@ -850,58 +758,128 @@ FillResult(const char *reply)
 }
 
 /*
+ * An inbound SMS: recorded once per provider message id, threaded into the
+ * sender's conversation, acted on by its keyword (guarded), its reply
+ * threaded too.  Returns the reply, or NULL.  Inside SPI.
+ */
+static char *
+FillHandleSms(const char *to_raw, const char *from_raw, const char *body,
+			  const char *pmid)
+{
+	char	   *from;
+	char	   *keyword;
+	char	   *replay;
+	FillInbound in = {0};
+	int64		inbound_id;
+
+	in.org_id = PrmRouteInbound("sms", to_raw);
+	if (in.org_id == 0)
+		return NULL; /* a number no organization owns (privileged caller) */
+	from = PrmTryNormalizePhone(from_raw, PrmOrgPhoneRegion(in.org_id));
+	keyword = PrmKeyword(body);
+	in.kind = FillClassify(keyword);
+	if (in.kind == KW_UNKNOWN)
+		in.kind = FillPoliteAnswer(body);
+	in.body = body;
+	in.cxt = CurrentMemoryContext;
+
+	/* once per provider message id: a retried webhook gets the first reply */
+	inbound_id = PrmRecordInbound(in.org_id, "sms", pmid, from ? from : from_raw, body, keyword, &replay);
+	if (inbound_id == 0)
+		return replay;
+	FillReadSenders(&in, from);
+	in.inbound_id = inbound_id;
+	in.address = from ? from : from_raw;
+	/* what prm answers by itself is not left unread for staff */
+	in.conversation_id = PrmThreadMessage(in.org_id, "sms", in.address, in.first_patient, true,
+										  in.kind == KW_UNKNOWN, body, inbound_id, 0);
+	FillAnswerGuarded(&in, inbound_id);
+	if (in.reply != NULL)
+		(void) PrmThreadMessage(in.org_id, "sms", in.address, in.first_patient, false, false,
+								in.reply, 0, 0);
+	FillCloseInbound(&in, inbound_id, keyword);
+	return in.reply;
+}
+
+/*
+ * The arguments of an inbound webhook call from argument first on: to,
+ * from, body, provider message id.  The sender address and the body are
+ * clipped (whatever the provider sends), never refused: the webhook's
+ * contract is a reply or NULL.
+ */
+static void
+FillInboundArgs(FunctionCallInfo fcinfo, int first, const char *to_name,
+				const char *from_name, int body_max, char **to, char **from,
+				char **body, char **pmid)
+{
+	*to = PrmTextArg(fcinfo, first, to_name, 330);
+	*pmid = PrmTextArg(fcinfo, first + 3, "provider_message_id", 200);
+	PrmArgNotNull(fcinfo, first + 1, from_name);
+	*from = text_to_cstring(PG_GETARG_TEXT_PP(first + 1));
+	if (strlen(*from) > 320)
+		(*from)[pg_mbcliplen(*from, strlen(*from), 320)] = '\0';
+	*body = PG_ARGISNULL(first + 2) ? pstrdup("") : text_to_cstring(PG_GETARG_TEXT_PP(first + 2));
+	if (strlen(*body) > (size_t) body_max)
+		(*body)[pg_mbcharcliplen(*body, strlen(*body), body_max)] = '\0';
+}
+
+/*
  * prm.handle_inbound_sms(to_number, from_number, body, provider_message_id)
  *	  RETURNS text: the reply, or NULL.
  */
 Datum
 prm_handle_inbound_sms(PG_FUNCTION_ARGS)
 {
-	char	   *to_raw = PrmTextArg(fcinfo, 0, "to_number", 40);
-	char	   *pmid = PrmTextArg(fcinfo, 3, "provider_message_id", 200);
-	char	   *from_raw;
-	char	   *body;
-	char	   *from;
-	char	   *keyword;
-	char	   *replay;
-	FillInbound in = {0};
-	int64		inbound_id;
-	text	   *result;
+	char *to_raw,
+		*from_raw,
+		*body,
+		*pmid;
+	text *result;
 
-	PrmArgNotNull(fcinfo, 1, "from_number");
-	from_raw = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	/* whatever the provider sends, a sender address is short: keep 64 bytes */
+	FillInboundArgs(fcinfo, 0, "to_number", "from_number", 1600, &to_raw, &from_raw, &body, &pmid);
 	if (strlen(from_raw) > 64)
 		from_raw[pg_mbcliplen(from_raw, strlen(from_raw), 64)] = '\0';
-	body = PG_ARGISNULL(2) ? pstrdup("") : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (strlen(body) > 1600)
-		body[pg_mbcharcliplen(body, strlen(body), 1600)] = '\0';
-
 	PrmSpiConnect();
-	in.org_id = FillRouteInbound(to_raw);
-	if (in.org_id == 0)
-	{
-		PrmSpiFinish();
-		PG_RETURN_NULL(); /* a number no organization owns (privileged caller) */
-	}
-	from = PrmTryNormalizePhone(from_raw, PrmOrgPhoneRegion(in.org_id));
-	keyword = FillKeyword(body);
-	in.kind = FillClassify(keyword);
-	if (in.kind == KW_UNKNOWN)
-		in.kind = FillPoliteAnswer(body);
-	in.cxt = CurrentMemoryContext;
+	result = FillResult(FillHandleSms(to_raw, from_raw, body, pmid));
+	PrmSpiFinish();
+	if (result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(result);
+}
 
-	/* once per provider message id: a retried webhook gets the first reply */
-	inbound_id = FillRecordInbound(in.org_id, pmid, from ? from : from_raw, body, keyword, &replay);
-	if (inbound_id == 0)
-		in.reply = replay;
+/*
+ * prm.handle_inbound_message(channel, to_address, from_address, body,
+ *							  provider_message_id) RETURNS text
+ *	  SMS exactly as handle_inbound_sms; WhatsApp and e-mail threaded into
+ *	  the sender's conversation.  The reply, or NULL.
+ */
+Datum
+prm_handle_inbound_message(PG_FUNCTION_ARGS)
+{
+	char *channel = PrmTextArg(fcinfo, 0, "channel", 20);
+	bool  sms = strcmp(channel, "sms") == 0;
+	bool  email = strcmp(channel, "email") == 0;
+	char *to_raw,
+		*from_raw,
+		*body,
+		*pmid;
+	text *result;
+
+	if (!sms && !email && strcmp(channel, "whatsapp") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("inbound channel \"%s\" is not recognized", channel),
+				 errhint("Use sms, whatsapp or email; voice calls are recorded with prm.record_call_transcript().")));
+	/* SMS: 1,600 characters as for handle_inbound_sms; WhatsApp: 4,096; e-mail: 100,000 */
+	FillInboundArgs(fcinfo, 1, "to_address", "from_address", sms ? 1600 : email ? 100000 : 4096,
+					&to_raw, &from_raw, &body, &pmid);
+	if (!email && strlen(from_raw) > 64)
+		from_raw[pg_mbcliplen(from_raw, strlen(from_raw), 64)] = '\0';
+	PrmSpiConnect();
+	if (sms)
+		result = FillResult(FillHandleSms(to_raw, from_raw, body, pmid));
 	else
-	{
-		FillReadSenders(&in, from);
-		FillAnswerGuarded(&in, inbound_id);
-		FillCloseInbound(&in, inbound_id, keyword);
-	}
-
-	result = FillResult(in.reply);
+		result = FillResult(PrmHandleInboundOther(channel, to_raw, from_raw, body, pmid));
 	PrmSpiFinish();
 	if (result == NULL)
 		PG_RETURN_NULL();

@@ -39,6 +39,7 @@ static int64 JobArchiveMessages(void);
 static int64 JobRecalculate(void);
 static int64 JobMatchingFollowUps(void);
 static int64 JobRetention(void);
+static int64 JobConversationTimers(void);
 
 typedef struct JobStep
 {
@@ -55,6 +56,7 @@ static const JobStep job_steps[] = {
 	{"recalculate_priorities", JobRecalculate},
 	{"matching_follow_ups", JobMatchingFollowUps},
 	{"apply_retention", JobRetention},
+	{"conversation_timers", JobConversationTimers},
 };
 
 /* When a step last ran (0 if never). */
@@ -129,7 +131,7 @@ JobNotifyDueMessages(void)
 		i;
 
 	PrmPrepare(&plan,
-			   "SELECT c.channel FROM (VALUES ('sms'), ('email'), ('voice')) c(channel)"
+			   "SELECT c.channel FROM (VALUES ('sms'), ('whatsapp'), ('email'), ('voice'), ('push')) c(channel)"
 			   " WHERE EXISTS (SELECT 1 FROM prm.outbound_message m"
 			   "                WHERE m.status = 'queued' AND m.channel = c.channel"
 			   "                  AND m.not_before <= pg_catalog.now())",
@@ -173,6 +175,13 @@ JobRetention(void)
 	if (last != 0 && GetCurrentTransactionStartTimestamp() - last < USECS_PER_HOUR)
 		return -1; /* not due */
 	return PrmApplyRetention();
+}
+
+/* Conversations whose timer is due become inactive or closed. */
+static int64
+JobConversationTimers(void)
+{
+	return PrmConversationTimers(1000);
 }
 
 /* Number of steps. */
@@ -330,7 +339,9 @@ PrmNextDeadline(void)
 				*/
 			   "  (SELECT pg_catalog.date_trunc('minute', w.score_due_at) + interval '1 minute'"
 			   "     FROM prm.waitlist_entry w WHERE w.status = 'waiting' AND w.score_due_at IS NOT NULL"
-			   "    ORDER BY w.score_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED))",
+			   "    ORDER BY w.score_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED),"
+			   "  (SELECT c.state_due_at FROM prm.conversation c WHERE c.state <> 'closed'"
+			   "    ORDER BY c.state_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED))",
 			   0, NULL);
 	PrmExecute(plan, NULL, NULL, true, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

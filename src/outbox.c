@@ -51,7 +51,7 @@ PG_FUNCTION_INFO_V1(prm_record_delivery_status);
 PG_FUNCTION_INFO_V1(prm_redrive_message);
 PG_FUNCTION_INFO_V1(prm_health);
 
-static const char *const channels[] = {"sms", "email", "voice"};
+static const char *const channels[] = {"sms", "whatsapp", "email", "voice", "push"};
 
 static Datum *OutboxCallerOrgs(PrmAccessLevel level, int *norgs);
 static void	  OutboxLoadMessage(int64 message_id, PrmAccessLevel level,
@@ -69,7 +69,7 @@ OutboxCheckChannel(const char *channel)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("channel \"%s\" is not recognized", channel),
-			 errhint("Use sms, email or voice.")));
+			 errhint("Use sms, whatsapp, email, voice or push.")));
 }
 
 /*
@@ -168,6 +168,9 @@ PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
 		int64 id = PrmGetInt64(0, 1, &isnull);
 
 		PrmNotifyOnce(psprintf("prm_outbox_%s", channel));
+		/* every message to a patient belongs to its conversation */
+		if (patient_id > 0 && strcmp(channel, "push") != 0)
+			(void) PrmThreadMessage(org_id, channel, to, patient_id, false, false, body, 0, id);
 		/* a message held for later: the worker wakes its senders then */
 		if (not_before > GetCurrentTransactionStartTimestamp())
 			PrmWakeWorker(not_before);
@@ -316,15 +319,17 @@ OutboxCheckLease(int64 org_id, int64 message_id, const char *status,
  * number whose patients all opted out is refused (55000); and an SMS to a
  * patient's number is held by quiet hours in the time zone of the patient
  * behind it (the named one, else the first of a family sharing it) -- a
- * number no patient has is sent when the caller said.  Returns when the
- * message may go out.  Inside SPI.
+ * number no patient has is sent when the caller said.  WhatsApp goes to a
+ * phone number too: the same rules but for the SMS opt-out.  Returns when
+ * the message may go out.  Inside SPI.
  */
-static TimestampTz
-OutboxRecipientRules(int64 org_id, const char *channel, const char *to,
+TimestampTz
+PrmRecipientRules(int64 org_id, const char *channel, const char *to,
 					 int64 patient_id, TimestampTz not_before)
 {
 	static SPIPlanPtr plan = NULL;
-	bool			  sms = strcmp(channel, "sms") == 0;
+	bool			  whatsapp = strcmp(channel, "whatsapp") == 0;
+	bool			  sms = whatsapp || strcmp(channel, "sms") == 0; /* by phone */
 	Datum			  values[4];
 	int				  n,
 		i,
@@ -357,7 +362,7 @@ OutboxRecipientRules(int64 org_id, const char *channel, const char *to,
 	for (i = 0; i < n; i++)
 		if (PrmGetText(i, 1) != NULL && strcmp(PrmGetText(i, 1), "t") == 0)
 			opted++;
-	if (n > 0 && PrmGetText(0, 1) != NULL && opted == n)
+	if (!whatsapp && n > 0 && PrmGetText(0, 1) != NULL && opted == n)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s has opted out of SMS", patient_id ? psprintf("patient %lld", (long long) patient_id) : to),
@@ -389,11 +394,11 @@ prm_enqueue_message(PG_FUNCTION_ARGS)
 	PrmCheckFiniteTimestamp(not_before, "not_before");
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
-	if (strcmp(channel, "sms") == 0)
+	if (strcmp(channel, "sms") == 0 || strcmp(channel, "whatsapp") == 0)
 		to = PrmNormalizePhone(to, PrmOrgPhoneRegion(org_id));
 	if (patient_id != 0)
 		PrmRequireRow(org_id, PRM_ENTITY_PATIENT, patient_id, false);
-	not_before = OutboxRecipientRules(org_id, channel, to, patient_id, not_before);
+	not_before = PrmRecipientRules(org_id, channel, to, patient_id, not_before);
 	id = PrmEnqueue(org_id, channel, to, body, "other", patient_id, 0, dedup,
 					not_before);
 	PrmEmitEvent(org_id, "message_queued", "outbound_message", id, NULL);

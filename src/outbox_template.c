@@ -45,6 +45,7 @@ static const TemplateDefault template_defaults[] = {
 	{"help", "{clinic}: offers of earlier appointments and reminders, up to 3 msgs/week. Reply STOP to opt out, HELP for help. Msg & data rates may apply."},
 	{"stop", "{clinic}: you are unsubscribed and will get no more messages. Reply START to subscribe again."},
 	{"start", "{clinic}: you are subscribed again. Reply STOP to opt out, HELP for help. Msg & data rates may apply."},
+	{"handoff", "{clinic}: thanks, a member of our team will answer you here as soon as they can."},
 	{"hint", "{clinic}: sorry, we did not understand. Reply YES to take the offer, NO to pass, HELP for help or STOP to opt out."},
 	{"contact_single", "Dear {therapist},\n\n{clinic} is looking for a psychotherapy place for one patient:\n{patients}\n"
 					   "Could you offer a first consultation or a place? Please reply to this e-mail with the reference and "

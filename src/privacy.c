@@ -43,6 +43,11 @@
  *	- inbound_message: body, from_address and keyword (the first 40 letters
  *	  of the SMS) '[erased]'; reply (prm's own template text) and
  *	  provider_message_id stay.
+ *	- conversation: the patient's (and those of their own address with no
+ *	  patient) closed for good, address '[erased]'; every message's body
+ *	  '[erased]' and call details NULL; their own messages in the
+ *	  conversation of a number they share are blanked too.  Directions, times, authors (staff
+ *	  roles) and provider ids stay.
  *	- placement_request: withdrawn if open (prm.withdraw_placement_request:
  *	  pending contacts withdrawn, calls cancelled); latitude, longitude,
  *	  birth_year and gender_preference NULL; its placement_request_time rows
@@ -165,6 +170,12 @@ prm_export_patient(PG_FUNCTION_ARGS)
 			   "     FROM prm.inbound_message x, own WHERE x.org_id = $1 AND " PRIVACY_THEIR_INBOUND "), '[]'),"
 			   " 'placement_requests', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(r) ORDER BY r.id)"
 			   "     FROM prm.placement_request r WHERE r.org_id = $1 AND r.patient_id = $2), '[]'),"
+			   " 'conversations', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(c)"
+			   "       || pg_catalog.jsonb_build_object('messages', (SELECT coalesce(pg_catalog.jsonb_agg("
+			   "            pg_catalog.to_jsonb(m) ORDER BY m.id), '[]') FROM prm.conversation_message m"
+			   "            WHERE m.org_id = c.org_id AND m.conversation_id = c.id)) ORDER BY c.id)"
+			   "     FROM prm.conversation c, own WHERE c.org_id = $1 AND (c.patient_id = $2 OR (c.patient_id IS NULL"
+			   "       AND (c.address = own.phone OR c.address = own.email)))), '[]'),"
 			   " 'statistics', (SELECT pg_catalog.to_jsonb(s) FROM prm.patient_stats s"
 			   "     WHERE s.org_id = $1 AND s.patient_id = $2),"
 			   " 'events', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e) ORDER BY e.id)"
@@ -342,6 +353,17 @@ PrivacyBlank(int64 org_id, int64 patient_id, int64 withdrawn)
 			   " i AS (UPDATE prm.inbound_message x"
 			   "         SET body = '[erased]', from_address = '[erased]', keyword = '[erased]'"
 			   "       FROM own WHERE x.org_id = $1 AND " PRIVACY_THEIR_INBOUND " RETURNING x.id),"
+			   /* their conversations: closed for good, every message blanked */
+			   " cv AS (UPDATE prm.conversation x"
+			   "          SET address = '[erased]', state = 'closed', state_due_at = NULL,"
+			   "              closed_at = coalesce(x.closed_at, pg_catalog.now())"
+			   "        FROM own WHERE x.org_id = $1 AND (x.patient_id = $2 OR (x.patient_id IS NULL"
+			   "              AND (x.address = own.phone OR x.address = own.email))) RETURNING x.id),"
+			   " cvm AS (UPDATE prm.conversation_message x SET body = '[erased]', call = NULL"
+			   "         WHERE x.org_id = $1 AND (x.conversation_id IN (SELECT cv.id FROM cv)"
+			   /* and theirs in a conversation of a number they share */
+			   "               OR x.outbound_message_id IN (SELECT m.id FROM m UNION ALL SELECT h.id FROM h)"
+			   "               OR x.inbound_message_id IN (SELECT i.id FROM i)) RETURNING 1),"
 			   " r AS (UPDATE prm.placement_request r"
 			   "         SET latitude = NULL, longitude = NULL, birth_year = NULL, gender_preference = NULL"
 			   "       WHERE r.org_id = $1 AND r.patient_id = $2 RETURNING 1),"
@@ -366,6 +388,8 @@ PrivacyBlank(int64 org_id, int64 patient_id, int64 withdrawn)
 			   "  'messages_out_blanked', (SELECT pg_catalog.count(*) FROM m) + (SELECT pg_catalog.count(*) FROM h),"
 			   "  'contact_emails_blanked', (SELECT pg_catalog.count(*) FROM cm) + (SELECT pg_catalog.count(*) FROM ch),"
 			   "  'messages_in_blanked', (SELECT pg_catalog.count(*) FROM i),"
+			   "  'conversations_closed', (SELECT pg_catalog.count(*) FROM cv),"
+			   "  'conversation_messages_blanked', (SELECT pg_catalog.count(*) FROM cvm),"
 			   "  'placement_requests_withdrawn', $3,"
 			   "  'placement_requests_blanked', (SELECT pg_catalog.count(*) FROM r),"
 			   "  'placement_times_deleted', (SELECT pg_catalog.count(*) FROM rt),"

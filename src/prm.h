@@ -131,6 +131,8 @@ typedef enum PrmEntity
 	PRM_ENTITY_WAITLIST_ENTRY,
 	PRM_ENTITY_OFFER,
 	PRM_ENTITY_OUTBOUND_MESSAGE,
+	PRM_ENTITY_CONVERSATION,
+	PRM_ENTITY_STAFF,
 	PRM_ENTITY_COUNT
 } PrmEntity;
 
@@ -146,6 +148,33 @@ extern void	 PrmTakeCoveredSlots(int64 org_id, int64 provider_id,
 extern int64 PrmBookAppointment(int64 org_id, int64 patient_id,
 								int64 provider_id, TimestampTz starts_at,
 								TimestampTz ends_at, int64 slot_id);
+
+/* conversation.c: threading every message of a patient */
+extern int64 PrmThreadMessage(int64 org_id, const char *channel,
+							  const char *address, int64 patient_id,
+							  bool inbound, bool unread, const char *body,
+							  int64 inbound_id, int64 outbound_id);
+extern int64 PrmConversationTimers(int limit);
+
+/* conversation_inbound.c: inbound traffic of every channel */
+extern char *PrmKeyword(const char *body);
+extern bool	 PrmAsksForPerson(int64 org_id, const char *body);
+extern char *PrmInboundAddress(const char *channel, const char *raw,
+							   const char *region);
+extern int64 PrmRouteInbound(const char *channel, const char *to_raw);
+extern int64 PrmRecordInbound(int64 org_id, const char *channel,
+							  const char *pmid, const char *from,
+							  const char *body, const char *keyword,
+							  char **replay);
+extern void	 PrmCloseInbound(int64 org_id, int64 inbound_id, int64 patient_id,
+							 int64 offer_id, int64 conversation_id,
+							 const char *reply);
+extern char *PrmHandoff(int64 org_id, const char *channel, const char *address,
+						int64 patient_id, int64 conversation_id,
+						int64 inbound_id, const char *language);
+extern char *PrmHandleInboundOther(const char *channel, const char *to_raw,
+								   const char *from_raw, const char *body,
+								   const char *pmid);
 
 /* phone.c */
 extern char *PrmNormalizePhone(const char *input, const char *region);
@@ -198,6 +227,10 @@ typedef struct PrmSettings
 	double	 engagement_low_score;
 	int32	 retention_days;
 	double	 ltv_horizon_days;
+	/* conversations */
+	Interval conversation_inactive_after;
+	Interval conversation_closed_after;
+	char	 handoff_keywords[256]; /* null: "" */
 } PrmSettings;
 
 extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);
@@ -259,6 +292,9 @@ extern int64	   PrmEnqueue(int64 org_id, const char *channel, const char *to,
 							  const char *body, const char *kind, int64 patient_id,
 							  int64 offer_id, const char *dedup_key,
 							  TimestampTz not_before);
+extern TimestampTz PrmRecipientRules(int64 org_id, const char *channel,
+									 const char *to, int64 patient_id,
+									 TimestampTz not_before);
 extern int		   PrmReleaseExpiredLeases(int limit);
 extern int		   PrmArchiveMessages(int limit);
 extern bool		   PrmArchiveInProgress(void);

@@ -92,6 +92,7 @@ struct SettingDef
 static void SettingCheckRegion(const SettingDef *def, const char *value, const char *str);
 static void SettingCheckLocale(const SettingDef *def, const char *value, const char *str);
 static void SettingCheckUrl(const SettingDef *def, const char *value, const char *str);
+static void SettingCheckKeywords(const SettingDef *def, const char *value, const char *str);
 
 static const SettingDef setting_defs[] = {
 	SETTING(batch_size, SETTING_INT, "3", 1, 50, NULL, NULL, "patients offered a slot at once"),
@@ -127,6 +128,10 @@ static const SettingDef setting_defs[] = {
 	SETTING(engagement_low_score, SETTING_NUMBER, "20", 0, 100, NULL, NULL, "engagement score from which engagement is low rather than none"),
 	SETTING(retention_days, SETTING_INT, "730", 30, 3650, NULL, NULL, "events, inbound messages and archived outbound messages older than this are deleted"),
 	SETTING(ltv_horizon_days, SETTING_NUMBER, "365", 1, 3650, NULL, NULL, "horizon of the estimated lifetime value"),
+	/* conversations */
+	SETTING(conversation_inactive_after, SETTING_INTERVAL, "\"1 day\"", 60, 365 * DAY, NULL, NULL, "a conversation without traffic this long becomes inactive (traffic makes it active again)"),
+	SETTING(conversation_closed_after, SETTING_INTERVAL, "\"30 days\"", 60, 3650 * DAY, NULL, NULL, "a conversation without traffic this long is closed for good (new traffic starts a new one)"),
+	SETTING(handoff_keywords, SETTING_TEXT, "\"AGENT,HUMAN,PERSON,STAFF\"", 0, 0, SettingCheckKeywords, NULL, "comma-separated words: an inbound message that is one of them asks for a person and opens a ticket (null: none)"),
 };
 
 /* one-organization cache of PrmLoadSettings, valid for one transaction */
@@ -181,6 +186,19 @@ SettingCheckLocale(const SettingDef *def, const char *value, const char *str)
 			break;
 	if (*p != '\0' || strlen(str) < 2 || strlen(str) > 10)
 		SettingInvalid(def, value, "It must be a language tag such as \"en\" or \"de-AT\".");
+}
+
+/* handoff_keywords: words of letters, separated by commas. */
+static void
+SettingCheckKeywords(const SettingDef *def, const char *value, const char *str)
+{
+	const char *p;
+
+	for (p = str; *p; p++)
+		if (!(isalpha((unsigned char) *p) || *p == ',' || *p == ' '))
+			SettingInvalid(def, value, "It must be words of letters separated by commas, such as \"AGENT,HUMAN\".");
+	if (strlen(str) > 200)
+		SettingInvalid(def, value, "It must be at most 200 characters.");
 }
 
 /* accept_url: an http(s) URL that can go into an SMS as it is. */

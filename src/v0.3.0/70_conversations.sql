@@ -95,3 +95,101 @@ CREATE POLICY tenant_read ON prm.conversation_message FOR SELECT
     USING (org_id IN (SELECT a.org_id FROM prm.org_access a
                        WHERE a.level IN ('admin', 'staff', 'readonly')
                          AND pg_catalog.pg_has_role(a.role_id, 'USAGE')));
+
+-- the reply to a patient who asked for a person
+ALTER TABLE prm.message_template DROP CONSTRAINT message_template_kind_check,
+    ADD CONSTRAINT message_template_kind_check
+        CHECK (kind IN ('offer', 'booked', 'gone', 'declined', 'no_offer',
+                        'help', 'stop', 'start', 'hint', 'handoff',
+                        'contact_single', 'contact_several'));
+
+-- A conversation's messages in order, with the delivery status of the
+-- outbound ones (queued or archived).
+CREATE VIEW prm.conversation_thread WITH (security_invoker = true) AS
+SELECT m.org_id, m.conversation_id, m.id, m.direction, m.body, m.created_at, m.author,
+       m.inbound_message_id, m.outbound_message_id,
+       coalesce(q.status, h.status) AS delivery_status,
+       m.provider_call_id, m.call
+  FROM prm.conversation_message m
+  LEFT JOIN prm.outbound_message q ON q.org_id = m.org_id AND q.id = m.outbound_message_id
+  LEFT JOIN prm.outbound_message_history h ON h.org_id = m.org_id AND h.id = m.outbound_message_id
+                                         AND q.id IS NULL;
+COMMENT ON VIEW prm.conversation_thread IS 'A conversation''s messages in order (ORDER BY id), outbound ones with their delivery status. Read with WHERE org_id = ... AND conversation_id = ... ORDER BY id.';
+
+-- A staff inbox: conversations not closed, latest first, with the last message.
+CREATE VIEW prm.conversation_inbox WITH (security_invoker = true) AS
+SELECT c.org_id, c.id AS conversation_id, c.patient_id, c.channel, c.address, c.state,
+       c.last_message_at, c.unread_count, c.assignee_id,
+       l.direction AS last_direction, l.body AS last_body
+  FROM prm.conversation c
+  CROSS JOIN LATERAL (SELECT m.direction, m.body FROM prm.conversation_message m
+                       WHERE m.org_id = c.org_id AND m.conversation_id = c.id
+                       ORDER BY m.id DESC LIMIT 1) l
+ WHERE c.state <> 'closed';
+COMMENT ON VIEW prm.conversation_inbox IS 'Conversations not closed, with their last message and unread count: ORDER BY last_message_at DESC LIMIT n for a staff inbox.';
+
+CREATE FUNCTION prm.handle_inbound_message(channel text, to_address text, from_address text,
+                                           body text, provider_message_id text)
+RETURNS text
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS 'MODULE_PATHNAME', 'prm_handle_inbound_message';
+COMMENT ON FUNCTION prm.handle_inbound_message(text, text, text, text, text) IS
+    'Process an inbound message on channel sms, whatsapp or email, routed by the clinic''s address it was sent to (sms_number, whatsapp_number, email_address): SMS exactly as handle_inbound_sms; every message is threaded into the sender''s conversation (unknown senders too); a message that is one of the handoff_keywords asks for a person. Returns the reply to send, or NULL. Idempotent on provider_message_id. Needs webhook.';
+
+CREATE FUNCTION prm.reply_in_conversation(org_id bigint, conversation_id bigint, body text,
+                                          template text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS 'MODULE_PATHNAME', 'prm_reply_in_conversation';
+COMMENT ON FUNCTION prm.reply_in_conversation(bigint, bigint, text, text) IS
+    'Queue a staff reply on the conversation''s channel and address; returns the outbound message id. WhatsApp: free-form body only within 24 hours of the patient''s last message, otherwise pass body NULL and template, a kind the organization stored for whatsapp (55000 otherwise). A closed conversation takes no reply (55000). Needs staff.';
+
+CREATE FUNCTION prm.mark_conversation_read(org_id bigint, conversation_id bigint)
+RETURNS int
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS 'MODULE_PATHNAME', 'prm_mark_conversation_read';
+COMMENT ON FUNCTION prm.mark_conversation_read(bigint, bigint) IS
+    'Mark a conversation read; returns how many messages were unread. Needs staff.';
+
+CREATE FUNCTION prm.assign_conversation(org_id bigint, conversation_id bigint, staff_id bigint)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS 'MODULE_PATHNAME', 'prm_assign_conversation';
+COMMENT ON FUNCTION prm.assign_conversation(bigint, bigint, bigint) IS
+    'Assign a conversation to a staff member of the organization (NULL: unassign). Needs staff.';
+
+CREATE FUNCTION prm.record_call_transcript(org_id bigint, provider_call_id text, caller text,
+                                           transcript text, duration_seconds int DEFAULT NULL,
+                                           outcome text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS 'MODULE_PATHNAME', 'prm_record_call_transcript';
+COMMENT ON FUNCTION prm.record_call_transcript(bigint, text, text, text, int, text) IS
+    'Record a voice agent''s call (transcript, caller, duration, outcome) into the caller''s voice conversation; returns the conversation message id. Idempotent on provider_call_id. Needs webhook.';
+
+CREATE FUNCTION prm.set_inbound_address(org_id bigint, channel text, address text)
+RETURNS text
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS 'MODULE_PATHNAME', 'prm_set_inbound_address';
+COMMENT ON FUNCTION prm.set_inbound_address(bigint, text, text) IS
+    'Set the clinic''s WhatsApp number or inbound e-mail address (channel whatsapp or email) that inbound messages are routed by; NULL removes it. Returns it as stored. Needs admin.';
+
+INSERT INTO prm.function_level (signature, level) VALUES
+    ('prm.handle_inbound_message(text,text,text,text,text)', 'webhook'),
+    ('prm.reply_in_conversation(bigint,bigint,text,text)', 'staff'),
+    ('prm.mark_conversation_read(bigint,bigint)', 'staff'),
+    ('prm.assign_conversation(bigint,bigint,bigint)', 'staff'),
+    ('prm.record_call_transcript(bigint,text,text,text,integer,text)', 'webhook'),
+    ('prm.set_inbound_address(bigint,text,text)', 'admin');
