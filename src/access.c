@@ -9,8 +9,9 @@
  *	  tenancy check and the tables' row-level security policies read;
  *	- privileges: SELECT, because row-level security filters rows but does
  *	  not grant the right to read a table (readonly, staff and admin roles
- *	  get it on every prm table and view, sender roles on the outbox only,
- *	  webhook roles on none), and EXECUTE on exactly the functions the
+ *	  get it on every prm table and view but the credentials, which only
+ *	  admin roles read; sender roles on the outbox only, webhook roles on
+ *	  none), and EXECUTE on exactly the functions the
  *	  role's levels need (prm.function_level; PUBLIC has none).  Writes
  *	  always go through prm's functions.
  * After any change the role's privileges are recomputed from all its rows in
@@ -181,7 +182,8 @@ AccessSyncPrivileges(Oid roleid)
 			   " objects AS ("
 			   "  SELECT 'table ' || pg_catalog.format('%I.%I', n.nspname, c.relname) AS object,"
 			   "         pg_catalog.format('TABLE %I.%I', n.nspname, c.relname) AS name,"
-			   "         CASE WHEN c.relname = 'outbound_message' THEN 'sender' ELSE 'readonly' END AS needs,"
+			   "         CASE c.relname WHEN 'outbound_message' THEN 'sender'"
+			   "                        WHEN 'channel_credential' THEN 'admin' ELSE 'readonly' END AS needs,"
 			   "         'SELECT' AS privilege, c.relacl AS acl, c.relowner AS owner"
 			   "    FROM members m JOIN pg_catalog.pg_class c ON c.oid = m.objid"
 			   "    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"

@@ -30,6 +30,7 @@ $node->safe_psql('src', q{
 	  FROM prm.patient WHERE id IN (SELECT patient_id FROM prm.offer WHERE status = 'open' LIMIT 2);
 	SELECT count(*) FROM prm.claim_messages('sms', 3);
 	SELECT prm.grant_access('regress_dump_staff', 1, 'staff');
+	SELECT prm.set_channel_credential(1, 'twilio', 'dumptoken0123456789abcdef0123456');
 });
 
 # one line per prm table: name, row count and a digest of every row
@@ -79,6 +80,15 @@ is($node->safe_psql('dst', qq{SELECT count(*) > 0 AND min(id) > $max_offer FROM 
 	't', 'offers made after the restore continue the sequence (no id reused)');
 cmp_ok($node->safe_psql('dst', q{SELECT count(*) FROM prm.event WHERE kind = 'patient_added'}),
 	'==', 51, 'events restored and new ones appended');
+
+# the auth token is dumped (pg_extension_config_dump), and only for those who may read it
+is($node->safe_psql('dst', q{SELECT auth_token FROM prm.channel_credential WHERE org_id = 1}),
+	'dumptoken0123456789abcdef0123456', 'the auth token survives the restore');
+$node->safe_psql('postgres', 'ALTER ROLE regress_dump_staff LOGIN');
+$node->command_fails_like(
+	[ 'pg_dump', '--enable-row-security', '-U', 'regress_dump_staff', '-t', 'prm.channel_credential',
+	  '-d', $node->connstr('src') ],
+	qr/permission denied for table channel_credential/, 'a staff role cannot dump the auth tokens');
 
 # access survives: the staff role reads its organization's patients
 is($node->safe_psql('dst', q{SET ROLE regress_dump_staff; SELECT count(*) FROM prm.patient}),
