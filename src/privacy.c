@@ -82,7 +82,8 @@
  * transactions.  The event stays as well: it is what a clinic's own audit
  * queries read.
  *
- * Retention (setting retention_days, default 730): events, inbound messages
+ * Retention (setting retention_days, default 730): events, inbound messages,
+ * conversation messages
  * and archived outbound messages older than that are deleted by the jobs,
  * a bounded number per run.
  *
@@ -412,13 +413,14 @@ PrivacyBlank(int64 org_id, int64 patient_id, int64 withdrawn)
 int64
 PrmApplyRetention(void)
 {
-	static SPIPlanPtr		 plans[3];
-	static const char *const tables[3] = {"event", "inbound_message", "outbound_message_history"};
-	static const char *const columns[3] = {"occurred_at", "received_at", "updated_at"};
+	static SPIPlanPtr		 plans[4];
+	static const char *const tables[4] = {"event", "inbound_message", "outbound_message_history",
+										  "conversation_message"};
+	static const char *const columns[4] = {"occurred_at", "received_at", "updated_at", "created_at"};
 	int64					 deleted = 0;
 	int						 t;
 
-	for (t = 0; t < 3; t++)
+	for (t = 0; t < (int) lengthof(tables); t++)
 	{
 		Datum values[1];
 

@@ -70,6 +70,8 @@ CREATE TABLE prm.conversation_message (
 CREATE INDEX conversation_message_thread_idx ON prm.conversation_message (org_id, conversation_id, id);
 CREATE UNIQUE INDEX conversation_message_call_idx ON prm.conversation_message (org_id, provider_call_id)
     WHERE provider_call_id IS NOT NULL;
+-- retention deletes by age: messages are appended in time order, BRIN suffices
+CREATE INDEX conversation_message_age_idx ON prm.conversation_message USING brin (created_at);
 CREATE INDEX conversation_message_outbound_idx ON prm.conversation_message (org_id, outbound_message_id)
     WHERE outbound_message_id IS NOT NULL;
 COMMENT ON TABLE prm.conversation_message IS 'The messages of a conversation in order (id): inbound ones (with their prm.inbound_message), outbound ones (with their prm.outbound_message) and voice call transcripts (provider_call_id, call details).';
