@@ -83,9 +83,8 @@
  * queries read.
  *
  * Retention (setting retention_days, default 730): events, inbound messages,
- * conversation messages
- * and archived outbound messages older than that are deleted by the jobs,
- * a bounded number per run.
+ * conversation messages and archived outbound messages older than that are
+ * deleted by the jobs, a bounded number per run.
  *
  *-------------------------------------------------------------------------
  */
