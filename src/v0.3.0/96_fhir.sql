@@ -107,7 +107,7 @@ COMMENT ON VIEW prm.fhir_communication IS 'FHIR R4 Communication resources: mess
 
 CREATE FUNCTION prm.fhir_resource(org_id bigint, resource_type text, id text)
 RETURNS jsonb
-LANGUAGE C STABLE PARALLEL UNSAFE SECURITY DEFINER
+LANGUAGE C STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS 'MODULE_PATHNAME', 'prm_fhir_resource';

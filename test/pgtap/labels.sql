@@ -46,7 +46,8 @@ INSERT INTO readonly_function VALUES
     ('prm.outreach_performance(bigint,timestamp with time zone,interval)', 's', format('SELECT prm.outreach_performance(%s)', :org)),
     -- sets pg_trgm.word_similarity_threshold for its own query only (GUC_ACTION_SAVE)
     ('prm.search_patients(bigint,text,integer,text)', 's', format($$SELECT prm.search_patients(%s, 'Lena Labl')$$, :org)),
-    ('prm.placement_evidence(bigint,bigint)', 's', format('SELECT prm.placement_evidence(%s, %s)', :org, :request));
+    ('prm.placement_evidence(bigint,bigint)', 's', format('SELECT prm.placement_evidence(%s, %s)', :org, :request)),
+    ('prm.fhir_resource(bigint,text,text)', 's', format($$SELECT prm.fhir_resource(%s, 'Patient', '1')$$, :org));
 
 CREATE TEMP VIEW prm_function AS
 SELECT p.oid::regprocedure::text AS signature, p.provolatile, p.proparallel, p.prosecdef, p.proconfig
