@@ -131,6 +131,8 @@ typedef enum PrmEntity
 	PRM_ENTITY_WAITLIST_ENTRY,
 	PRM_ENTITY_OFFER,
 	PRM_ENTITY_OUTBOUND_MESSAGE,
+	PRM_ENTITY_STAFF,
+	PRM_ENTITY_TICKET,
 	PRM_ENTITY_COUNT
 } PrmEntity;
 
@@ -198,6 +200,9 @@ typedef struct PrmSettings
 	double	 engagement_low_score;
 	int32	 retention_days;
 	double	 ltv_horizon_days;
+	/* tickets (ticket.c, ticket_sla.c) */
+	Interval ticket_autoclose_after;
+	int32	 max_open_tickets_per_staff;
 } PrmSettings;
 
 extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);

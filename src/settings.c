@@ -127,6 +127,9 @@ static const SettingDef setting_defs[] = {
 	SETTING(engagement_low_score, SETTING_NUMBER, "20", 0, 100, NULL, NULL, "engagement score from which engagement is low rather than none"),
 	SETTING(retention_days, SETTING_INT, "730", 30, 3650, NULL, NULL, "events, inbound messages and archived outbound messages older than this are deleted"),
 	SETTING(ltv_horizon_days, SETTING_NUMBER, "365", 1, 3650, NULL, NULL, "horizon of the estimated lifetime value"),
+	/* tickets (ticket.c, ticket_sla.c) */
+	SETTING(ticket_autoclose_after, SETTING_INTERVAL, "\"4 days\"", HOUR, 365 * DAY, NULL, NULL, "a solved ticket closes by itself this long after it was solved"),
+	SETTING(max_open_tickets_per_staff, SETTING_INT, "0", 0, 100000, NULL, NULL, "round-robin assignment skips staff members with this many tickets not yet solved; 0: no cap"),
 };
 
 /* one-organization cache of PrmLoadSettings, valid for one transaction */
