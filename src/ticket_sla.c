@@ -39,6 +39,8 @@
 PG_FUNCTION_INFO_V1(prm_set_sla_policy);
 PG_FUNCTION_INFO_V1(prm_set_business_hours);
 PG_FUNCTION_INFO_V1(prm_add_holiday);
+PG_FUNCTION_INFO_V1(prm_add_business_time);
+PG_FUNCTION_INFO_V1(prm_business_time_between);
 
 #define BIZ_MAX_RANGES 8
 #define BIZ_MAX_DAYS 800
@@ -722,4 +724,52 @@ prm_add_holiday(PG_FUNCTION_ARGS)
 	PrmEmitEvent(org_id, "holiday_added", "organization", org_id, "{}");
 	PrmSpiFinish();
 	PG_RETURN_VOID();
+}
+
+/*
+ * prm.add_business_time(org_id, start timestamptz, amount interval)
+ *	  RETURNS timestamptz: start plus amount of the organization's business
+ *	  time, as SLA due times are computed.
+ */
+Datum
+prm_add_business_time(PG_FUNCTION_ARGS)
+{
+	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	TimestampTz start = PRM_GETARG_TIMESTAMPTZ_NOTNULL(1, "start");
+	int64		usecs;
+	TimestampTz due;
+
+	PrmArgNotNull(fcinfo, 2, "amount");
+	PrmCheckFiniteTimestamp(start, "start");
+	usecs = PrmIntervalUsecs(PG_GETARG_INTERVAL_P(2));
+	if (usecs < 0 || PG_GETARG_INTERVAL_P(2)->month != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("amount of business time must be a non-negative interval of days, hours and minutes")));
+	PrmSpiConnect();
+	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
+	due = BizAdd(org_id, start, usecs);
+	PrmSpiFinish();
+	PG_RETURN_TIMESTAMPTZ(due);
+}
+
+/*
+ * prm.business_time_between(org_id, from timestamptz, to timestamptz)
+ *	  RETURNS interval: the organization's business time in [from, to).
+ */
+Datum
+prm_business_time_between(PG_FUNCTION_ARGS)
+{
+	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
+	TimestampTz from = PRM_GETARG_TIMESTAMPTZ_NOTNULL(1, "from");
+	TimestampTz to = PRM_GETARG_TIMESTAMPTZ_NOTNULL(2, "to");
+	int64		usecs;
+
+	PrmCheckFiniteTimestamp(from, "from");
+	PrmCheckFiniteTimestamp(to, "to");
+	PrmSpiConnect();
+	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
+	usecs = BizBetween(org_id, from, to);
+	PrmSpiFinish();
+	PG_RETURN_DATUM(UsecsInterval(usecs));
 }

@@ -226,6 +226,18 @@ CREATE FUNCTION prm.add_holiday(org_id bigint, day date, name text DEFAULT NULL)
     AS 'MODULE_PATHNAME', 'prm_add_holiday';
 COMMENT ON FUNCTION prm.add_holiday(bigint, date, text) IS 'Adds a closed day (local date) to the business calendar. Needs admin.';
 
+CREATE FUNCTION prm.add_business_time(org_id bigint, start timestamptz, amount interval) RETURNS timestamptz
+    LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp SET jit = off
+    AS 'MODULE_PATHNAME', 'prm_add_business_time';
+COMMENT ON FUNCTION prm.add_business_time(bigint, timestamptz, interval) IS 'start plus amount of the organization''s business time (business hours in its time zone, less holidays), as SLA due times are computed. Needs readonly.';
+
+CREATE FUNCTION prm.business_time_between(org_id bigint, "from" timestamptz, "to" timestamptz) RETURNS interval
+    LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp SET jit = off
+    AS 'MODULE_PATHNAME', 'prm_business_time_between';
+COMMENT ON FUNCTION prm.business_time_between(bigint, timestamptz, timestamptz) IS 'The organization''s business time between two instants. Needs readonly.';
+
 INSERT INTO prm.function_level (signature, level) VALUES
     ('prm.add_staff(bigint,text,text,regrole)', 'admin'),
     ('prm.set_staff_availability(bigint,bigint,boolean)', 'staff'),
@@ -237,4 +249,6 @@ INSERT INTO prm.function_level (signature, level) VALUES
     ('prm.merge_tickets(bigint,bigint,bigint)', 'staff'),
     ('prm.set_sla_policy(bigint,text,interval,interval)', 'admin'),
     ('prm.set_business_hours(bigint,jsonb)', 'admin'),
-    ('prm.add_holiday(bigint,date,text)', 'admin');
+    ('prm.add_holiday(bigint,date,text)', 'admin'),
+    ('prm.add_business_time(bigint,timestamp with time zone,interval)', 'readonly'),
+    ('prm.business_time_between(bigint,timestamp with time zone,timestamp with time zone)', 'readonly');
