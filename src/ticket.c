@@ -29,6 +29,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 
 #include "ticket.h"
@@ -264,18 +265,30 @@ PrmOpenTicket(int64 org_id, const char *subject, const char *priority,
 	int64			  id;
 
 	PrmCheckTicketPriority(priority);
+	if (strcmp(source, "staff") != 0 && strcmp(source, "conversation") != 0 &&
+		strcmp(source, "inbound") != 0 && strcmp(source, "journey") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown ticket source \"%s\"", source),
+				 errdetail("A source is staff, conversation, inbound or journey.")));
 	if (patient_id != 0)
 		PrmRequireRow(org_id, PRM_ENTITY_PATIENT, patient_id, false);
 	PrmPrepare(&conv_plan,
-			   "SELECT 1 FROM prm.conversation c WHERE c.org_id = $1 AND c.id = $2",
+			   "SELECT COALESCE(c.patient_id, 0) FROM prm.conversation c WHERE c.org_id = $1 AND c.id = $2",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(conversation_id);
-	if (conversation_id != 0 && PrmExecute(conv_plan, values, NULL, true, 1) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("conversation %lld does not exist in organization %lld",
-						(long long) conversation_id, (long long) org_id)));
+	if (conversation_id != 0)
+	{
+		if (PrmExecute(conv_plan, values, NULL, true, 1) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("conversation %lld does not exist in organization %lld",
+							(long long) conversation_id, (long long) org_id)));
+		/* a ticket of a conversation is its patient's, unless told otherwise */
+		if (patient_id == 0)
+			patient_id = PrmGetInt64(0, 1, &isnull);
+	}
 	PrmPrepare(&plan,
 			   "INSERT INTO prm.ticket (org_id, subject, priority, patient_id, description,"
 			   "  conversation_id, source) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -526,13 +539,13 @@ prm_add_ticket_comment(PG_FUNCTION_ARGS)
 	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
 	int64			  ticket_id = PRM_GETARG_INT64_NOTNULL(1, "ticket_id");
 	char			 *body = PrmTextArg(fcinfo, 2, "body", TICKET_MAX_BODY);
-	bool public = PRM_GETARG_BOOL_NOTNULL(3, "public");
-	int64 staff_id = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
-	int64 message_id = 0;
-	Datum values[6];
-	char  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	bool  isnull;
-	int64 id;
+	bool			  is_public = PRM_GETARG_BOOL_NOTNULL(3, "public");
+	int64			  staff_id = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
+	int64			  message_id = 0;
+	Datum			  values[8];
+	char			  nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool			  isnull;
+	int64			  id;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
@@ -543,26 +556,31 @@ prm_add_ticket_comment(PG_FUNCTION_ARGS)
 				 errdetail("A closed ticket takes no more comments; open a new ticket.")));
 	if (staff_id != 0)
 		PrmRequireRow(org_id, PRM_ENTITY_STAFF, staff_id, false);
-	if (public)
+	if (is_public)
 		message_id = TicketSendToPatient(org_id, ticket_id, body);
+	/* the author is the calling role; without staff_id, its staff member */
 	PrmPrepare(&plan,
-			   "INSERT INTO prm.ticket_comment (org_id, ticket_id, body, public, staff_id, outbound_message_id)"
-			   " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-			   6, (Oid[]){INT8OID, INT8OID, TEXTOID, BOOLOID, INT8OID, INT8OID});
+			   "INSERT INTO prm.ticket_comment (org_id, ticket_id, body, public, staff_id,"
+			   "  outbound_message_id, author)"
+			   " VALUES ($1, $2, $3, $4, COALESCE($5, (SELECT s.id FROM prm.staff s"
+			   "          WHERE s.org_id = $1 AND s.role = $8)), $6, $7) RETURNING id",
+			   8, (Oid[]){INT8OID, INT8OID, TEXTOID, BOOLOID, INT8OID, INT8OID, TEXTOID, OIDOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(ticket_id);
 	values[2] = CStringGetTextDatum(body);
-	values[3] = BoolGetDatum(public);
+	values[3] = BoolGetDatum(is_public);
 	values[4] = Int64GetDatum(staff_id);
 	nulls[4] = staff_id ? ' ' : 'n';
 	values[5] = Int64GetDatum(message_id);
 	nulls[5] = message_id ? ' ' : 'n';
+	values[6] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
+	values[7] = ObjectIdGetDatum(GetOuterUserId());
 	PrmExecute(plan, values, nulls, false, 1);
 	id = PrmGetInt64(0, 1, &isnull);
 	TicketEvent(org_id, ticket_id, "ticket_comment_added",
 				psprintf("{\"comment_id\": %lld, \"public\": %s}", (long long) id,
-						 public ? "true" : "false"));
-	if (public)
+						 is_public ? "true" : "false"));
+	if (is_public)
 		TicketFirstReply(org_id, ticket_id);
 	PrmSpiFinish();
 	PG_RETURN_INT64(id);

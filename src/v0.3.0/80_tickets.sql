@@ -82,7 +82,7 @@ CREATE TABLE prm.ticket_comment (
     body                text NOT NULL CHECK (length(body) BETWEEN 1 AND 1600),
     public              boolean NOT NULL DEFAULT false,
     staff_id            bigint,
-    author              text NOT NULL DEFAULT current_user,
+    author              text NOT NULL,
     outbound_message_id bigint,
     merged_from         bigint,
     created_at          timestamptz NOT NULL DEFAULT now(),

@@ -5,7 +5,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(69);
+SELECT plan(70);
 
 SELECT prm.create_organization('Ticket Clinic A', 'UTC', '+15550070000') AS org \gset
 SELECT prm.create_organization('Ticket Clinic B', 'UTC', '+15550070001') AS org_b \gset
@@ -119,6 +119,16 @@ SELECT is((SELECT count(*)::int FROM prm.event WHERE kind = 'ticket_merged' AND 
 -- priority
 SELECT throws_ok(format('SELECT prm.set_ticket_priority(%s, %s, ''asap'')', :org, :t2), '22023', NULL, 'priority: unknown');
 SELECT lives_ok(format('SELECT prm.set_ticket_priority(%s, %s, ''urgent'')', :org, :t2), 'priority: changed');
+
+-- the author of a comment is the calling role, and its staff member
+CREATE ROLE regress_tk_a;
+SELECT prm.grant_access('regress_tk_a', :org, 'staff');
+SELECT prm.add_staff(:org, 'Ada', NULL, 'regress_tk_a') AS ada \gset
+SET LOCAL ROLE regress_tk_a;
+SELECT prm.add_ticket_comment(:org, :t2, 'signed') AS c4 \gset
+RESET ROLE;
+SELECT is((SELECT author || ' ' || staff_id FROM prm.ticket_comment WHERE id = :c4), 'regress_tk_a ' || :ada,
+          'comment: written by the calling role, as its staff member');
 
 -- tenancy
 CREATE ROLE regress_tk_b;
