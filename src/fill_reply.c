@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "fill.h"
+#include "ticket.h"
 
 PG_FUNCTION_INFO_V1(prm_handle_inbound_sms);
 PG_FUNCTION_INFO_V1(prm_accept_offer);
@@ -646,9 +647,13 @@ FillAnswer(void *arg)
 	}
 	else if (PrmAsksForPerson(org_id, in->body))
 		reply = PrmHandoff(org_id, "sms", in->address, first_patient, in->conversation_id,
-						   in->inbound_id, language);
+						   in->inbound_id, in->body, language);
 	else
+	{
+		/* free text: the patient's reply to their pending tickets, and the hint */
+		PrmTicketPatientReplied(org_id, first_patient, in->conversation_id);
 		reply = PrmRender(org_id, "hint", "sms", language, NULL, 0);
+	}
 
 	in->offer_id = offer_id;
 	in->reply = reply ? MemoryContextStrdup(in->cxt, reply) : NULL;

@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "prm.h"
+#include "ticket.h"
 
 PG_FUNCTION_INFO_V1(prm_run_due_jobs);
 PG_FUNCTION_INFO_V1(prm_next_deadline);
@@ -40,6 +41,7 @@ static int64 JobRecalculate(void);
 static int64 JobMatchingFollowUps(void);
 static int64 JobRetention(void);
 static int64 JobConversationTimers(void);
+static int64 JobTicketDeadlines(void);
 
 typedef struct JobStep
 {
@@ -57,6 +59,7 @@ static const JobStep job_steps[] = {
 	{"matching_follow_ups", JobMatchingFollowUps},
 	{"apply_retention", JobRetention},
 	{"conversation_timers", JobConversationTimers},
+	{"ticket_deadlines", JobTicketDeadlines},
 };
 
 /* When a step last ran (0 if never). */
@@ -182,6 +185,13 @@ static int64
 JobConversationTimers(void)
 {
 	return PrmConversationTimers(1000);
+}
+
+/* SLA breaches and auto-closes of tickets that are due. */
+static int64
+JobTicketDeadlines(void)
+{
+	return PrmTicketDueStep(500);
 }
 
 /* Number of steps. */
@@ -341,7 +351,10 @@ PrmNextDeadline(void)
 			   "     FROM prm.waitlist_entry w WHERE w.status = 'waiting' AND w.score_due_at IS NOT NULL"
 			   "    ORDER BY w.score_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED),"
 			   "  (SELECT c.state_due_at FROM prm.conversation c WHERE c.state <> 'closed'"
-			   "    ORDER BY c.state_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED))",
+			   "    ORDER BY c.state_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED),"
+			   /* tickets: SLA breaches and auto-closes */
+			   "  (SELECT t.sla_next_due_at FROM prm.ticket t WHERE t.sla_next_due_at IS NOT NULL"
+			   "    ORDER BY t.sla_next_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED))",
 			   0, NULL);
 	PrmExecute(plan, NULL, NULL, true, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -132,6 +132,9 @@ static const SettingDef setting_defs[] = {
 	SETTING(conversation_inactive_after, SETTING_INTERVAL, "\"1 day\"", 60, 365 * DAY, NULL, NULL, "a conversation without traffic this long becomes inactive (traffic makes it active again)"),
 	SETTING(conversation_closed_after, SETTING_INTERVAL, "\"30 days\"", 60, 3650 * DAY, NULL, NULL, "a conversation without traffic this long is closed for good (new traffic starts a new one)"),
 	SETTING(handoff_keywords, SETTING_TEXT, "\"AGENT,HUMAN,PERSON,STAFF\"", 0, 0, SettingCheckKeywords, NULL, "comma-separated words: an inbound message that is one of them asks for a person and opens a ticket (null: none)"),
+	/* tickets (ticket.c, ticket_sla.c) */
+	SETTING(ticket_autoclose_after, SETTING_INTERVAL, "\"4 days\"", HOUR, 365 * DAY, NULL, NULL, "a solved ticket closes by itself this long after it was solved"),
+	SETTING(max_open_tickets_per_staff, SETTING_INT, "0", 0, 100000, NULL, NULL, "round-robin assignment skips staff members with this many tickets not yet solved; 0: no cap"),
 };
 
 /* one-organization cache of PrmLoadSettings, valid for one transaction */
