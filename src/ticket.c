@@ -659,9 +659,16 @@ PrmTicketPatientReplied(int64 org_id, int64 patient_id, int64 conversation_id)
 		i;
 	int64 *ids;
 
+	/*
+	 * Lock every ticket that is or may just have become pending, and read
+	 * the status after the lock: a filter on 'pending' alone would pass over
+	 * a ticket a concurrent transaction is moving to pending (the row's
+	 * version this statement sees is still open), and the reply would be
+	 * lost to it.
+	 */
 	PrmPrepare(&plan,
-			   "SELECT t.id FROM prm.ticket t"
-			   " WHERE t.org_id = $1 AND t.status = 'pending'"
+			   "SELECT t.id, t.status = 'pending' FROM prm.ticket t"
+			   " WHERE t.org_id = $1 AND t.status IN ('new', 'open', 'pending', 'on_hold')"
 			   "   AND (($3 <> 0 AND t.conversation_id = $3)"
 			   "        OR ($2 <> 0 AND t.patient_id = $2 AND t.conversation_id IS NULL))"
 			   " ORDER BY t.id FOR NO KEY UPDATE",
@@ -675,10 +682,12 @@ PrmTicketPatientReplied(int64 org_id, int64 patient_id, int64 conversation_id)
 	{
 		bool isnull;
 
-		ids[i] = PrmGetInt64(i, 1, &isnull);
+		/* the status as locked: only a pending one goes back to open */
+		ids[i] = strcmp(PrmGetText(i, 2), "t") == 0 ? PrmGetInt64(i, 1, &isnull) : 0;
 	}
 	for (i = 0; i < n; i++)
-		TicketMove(org_id, ids[i], ST_PENDING, ST_OPEN, "patient_replied");
+		if (ids[i] != 0)
+			TicketMove(org_id, ids[i], ST_PENDING, ST_OPEN, "patient_replied");
 }
 
 /*
