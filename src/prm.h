@@ -198,6 +198,10 @@ typedef struct PrmSettings
 	double	 engagement_low_score;
 	int32	 retention_days;
 	double	 ltv_horizon_days;
+	/* companion monitoring (monitor*.c) */
+	Interval reminder_missed_after;
+	int32	 reminder_horizon_days;
+	int32	 activity_retention_days;
 } PrmSettings;
 
 extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);

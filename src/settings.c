@@ -127,6 +127,10 @@ static const SettingDef setting_defs[] = {
 	SETTING(engagement_low_score, SETTING_NUMBER, "20", 0, 100, NULL, NULL, "engagement score from which engagement is low rather than none"),
 	SETTING(retention_days, SETTING_INT, "730", 30, 3650, NULL, NULL, "events, inbound messages and archived outbound messages older than this are deleted"),
 	SETTING(ltv_horizon_days, SETTING_NUMBER, "365", 1, 3650, NULL, NULL, "horizon of the estimated lifetime value"),
+	/* companion monitoring (monitor*.c) */
+	SETTING(reminder_missed_after, SETTING_INTERVAL, "\"01:00:00\"", 60, DAY, NULL, NULL, "a reminder not confirmed this long after it was due is missed, and the care circle is alerted"),
+	SETTING(reminder_horizon_days, SETTING_INT, "2", 1, 31, NULL, NULL, "reminder occurrences are created this many days ahead"),
+	SETTING(activity_retention_days, SETTING_INT, "30", 1, 3650, NULL, NULL, "heartbeats and activity older than this are deleted"),
 };
 
 /* one-organization cache of PrmLoadSettings, valid for one transaction */
