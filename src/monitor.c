@@ -1121,3 +1121,22 @@ MonErasePatient(int64 org_id, int64 patient_id)
 	return SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
 							 false, -1);
 }
+
+PG_FUNCTION_INFO_V1(prm_local_to_utc);
+
+/*
+ * prm.local_to_utc(local timestamp, timezone text) RETURNS timestamptz
+ *	  The instant of a local time by prm's daylight-saving rules.
+ */
+Datum
+prm_local_to_utc(PG_FUNCTION_ARGS)
+{
+	Timestamp local;
+	char	 *tz;
+
+	PrmArgNotNull(fcinfo, 0, "local");
+	local = PG_GETARG_TIMESTAMP(0);
+	tz = PrmValidateTimezone(PrmTextArg(fcinfo, 1, "timezone", 64));
+	PrmCheckFiniteTimestamp(local, "local");
+	PG_RETURN_TIMESTAMPTZ(MonLocalToUtc(tz, local));
+}

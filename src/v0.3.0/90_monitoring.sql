@@ -349,6 +349,14 @@ AS 'MODULE_PATHNAME', 'prm_caregiver_reply';
 COMMENT ON FUNCTION prm.caregiver_reply(bigint, text, text) IS
     'What the inbound SMS path does with a caregiver''s reply: OK from a caregiver who was sent an open alert acknowledges the latest such alert; returns the reply text, or NULL when the message is not an alert reply. Needs webhook.';
 
+CREATE FUNCTION prm.local_to_utc(local timestamp, timezone text)
+RETURNS timestamptz
+LANGUAGE C STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'prm_local_to_utc';
+COMMENT ON FUNCTION prm.local_to_utc(timestamp, text) IS
+    'The instant of a local time in a time zone by prm''s daylight-saving rules (reminders, summaries, active hours): a time in a gap moves forward to the first valid minute after it; a time of a repeated hour is its first occurrence.';
+
 -- reads
 CREATE FUNCTION prm.patient_activity(org_id bigint, patient_id bigint, since timestamptz,
                                      until timestamptz DEFAULT NULL, page_size int DEFAULT 100,
@@ -384,4 +392,5 @@ INSERT INTO prm.function_level (signature, level) VALUES
     ('prm.delete_reminder(bigint,bigint)', 'staff'),
     ('prm.confirm_reminder(bigint,bigint)', 'webhook'),
     ('prm.caregiver_reply(bigint,text,text)', 'webhook'),
+    ('prm.local_to_utc(timestamp without time zone,text)', 'any'),
     ('prm.patient_activity(bigint,bigint,timestamp with time zone,timestamp with time zone,integer,timestamp with time zone)', 'readonly');
