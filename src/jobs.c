@@ -179,7 +179,8 @@ JobRetention(void)
 
 	if (last != 0 && GetCurrentTransactionStartTimestamp() - last < USECS_PER_HOUR)
 		return -1; /* not due */
-	return PrmApplyRetention();
+	/* companion monitoring: the activity log has a retention of its own */
+	return PrmApplyRetention() + MonActivityRetention(10000);
 }
 
 /* Due inactivity deadlines and escalation steps, 1,000 of each per run. */

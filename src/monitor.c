@@ -205,15 +205,6 @@ MonNextLocalTime(const char *tz, TimeADT tod, TimestampTz after)
 	return t;
 }
 
-/* A caregiver's zone: tz, or the organization's when NULL. */
-char *
-MonCaregiverTimezone(int64 org_id, const char *tz)
-{
-	if (tz != NULL)
-		return pstrdup(tz);
-	return pstrdup(PrmGetSettings(org_id)->timezone);
-}
-
 /* The value of key in object c, or NULL. */
 static JsonbValue *
 MonKey(JsonbContainer *c, const char *key)
@@ -1139,4 +1130,26 @@ prm_local_to_utc(PG_FUNCTION_ARGS)
 	tz = PrmValidateTimezone(PrmTextArg(fcinfo, 1, "timezone", 64));
 	PrmCheckFiniteTimestamp(local, "local");
 	PG_RETURN_TIMESTAMPTZ(MonLocalToUtc(tz, local));
+}
+
+/*
+ * The retention of the activity log: delete heartbeats and activity older
+ * than each organization's activity_retention_days, at most limit rows
+ * (oldest first, by the BRIN index's time order).  Returns how many.
+ */
+int64
+MonActivityRetention(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[1];
+
+	PrmPrepare(&plan,
+			   "DELETE FROM prm.patient_activity x WHERE x.ctid = ANY (ARRAY("
+			   "  SELECT y.ctid FROM prm.patient_activity y JOIN prm.organization o ON o.id = y.org_id"
+			   "   WHERE y.occurred_at < pg_catalog.now() - pg_catalog.make_interval(days =>"
+			   "           coalesce((o.settings ->> 'activity_retention_days')::int, 30))"
+			   "   LIMIT $1))",
+			   1, (Oid[]){INT4OID});
+	values[0] = Int32GetDatum(limit);
+	return PrmExecute(plan, values, NULL, false, 0);
 }

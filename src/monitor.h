@@ -27,9 +27,9 @@ extern bool		   MonParseClock(const char *s, TimeADT *out);
 extern TimestampTz MonLocalToUtc(const char *tz, Timestamp local);
 extern Timestamp   MonUtcToLocal(const char *tz, TimestampTz t);
 extern TimestampTz MonNextLocalTime(const char *tz, TimeADT tod, TimestampTz after);
-extern char		  *MonCaregiverTimezone(int64 org_id, const char *tz);
 extern Datum	   MonExportPatient(int64 org_id, int64 patient_id);
 extern Datum	   MonErasePatient(int64 org_id, int64 patient_id);
+extern int64	   MonActivityRetention(int limit);
 
 /* monitor_alert.c */
 extern int64 MonOpenAlert(int64 org_id, int64 patient_id, const char *kind,
