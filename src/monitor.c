@@ -795,7 +795,7 @@ prm_set_monitoring(PG_FUNCTION_ARGS)
 			   "INSERT INTO prm.monitoring AS m (org_id, patient_id, settings, enabled, inactivity_threshold,"
 			   "   active_start, active_end, escalation_wait, escalation_loop, severity, next_due_at)"
 			   " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-			   "        CASE WHEN $4 THEN GREATEST(pg_catalog.now(), p.last_heartbeat_at + $5) END"
+			   "        CASE WHEN $4 THEN pg_catalog.now() + $5 END"
 			   "   FROM prm.patient p WHERE p.org_id = $1 AND p.id = $2"
 			   " ON CONFLICT (org_id, patient_id) DO UPDATE SET settings = EXCLUDED.settings,"
 			   "   enabled = EXCLUDED.enabled, inactivity_threshold = EXCLUDED.inactivity_threshold,"
