@@ -74,6 +74,8 @@ typedef struct MonSettings
 	Interval wait;
 	bool	 loop;
 	int		 severity;
+	Interval nudge;		/* check-in before the deadline; 0: none */
+	bool	 nudge_sms; /* by SMS (else push) */
 } MonSettings;
 
 static JsonbValue	  *MonKey(JsonbContainer *c, const char *key);
@@ -692,7 +694,8 @@ static void
 MonApplySettings(JsonbContainer *c, MonSettings *s)
 {
 	static const char *const keys[] = {"enabled", "inactivity_threshold", "active_hours",
-									   "escalation_wait", "escalation_loop", "severity"};
+									   "escalation_wait", "escalation_loop", "severity",
+									   "nudge_before", "nudge_channel"};
 	static const char *const akeys[] = {"start", "end"};
 	JsonbValue				*v;
 
@@ -705,6 +708,19 @@ MonApplySettings(JsonbContainer *c, MonSettings *s)
 		s->wait = MonInterval(v, "escalation_wait", 1, 86400);
 	if ((v = MonKey(c, "escalation_loop")) != NULL)
 		s->loop = MonBool(v, "escalation_loop");
+	if ((v = MonKey(c, "nudge_before")) != NULL)
+		s->nudge = MonInterval(v, "nudge_before", 0, 30 * 86400);
+	if ((v = MonKey(c, "nudge_channel")) != NULL)
+	{
+		char *ch = MonString(v, "nudge_channel");
+
+		if (strcmp(ch, "push") != 0 && strcmp(ch, "sms") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("nudge_channel \"%s\" is not recognized", ch),
+					 errhint("Use push (the companion app) or sms.")));
+		s->nudge_sms = strcmp(ch, "sms") == 0;
+	}
 	if ((v = MonKey(c, "severity")) != NULL)
 	{
 		char *sev = MonString(v, "severity");
@@ -747,13 +763,17 @@ MonSettingsJson(const MonSettings *s)
 	char *threshold = DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&s->threshold)));
 	char *wait = DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&s->wait)));
 
+	char *nudge = DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&s->nudge)));
+
 	return psprintf("{\"enabled\": %s, \"inactivity_threshold\": \"%s\", \"active_hours\": %s,"
-					" \"escalation_wait\": \"%s\", \"escalation_loop\": %s, \"severity\": \"%s\"}",
+					" \"escalation_wait\": \"%s\", \"escalation_loop\": %s, \"severity\": \"%s\","
+					" \"nudge_before\": \"%s\", \"nudge_channel\": \"%s\"}",
 					s->enabled ? "true" : "false", threshold,
 					s->has_active ? psprintf("{\"start\": \"%s\", \"end\": \"%s\"}",
 											 MonClockText(s->active_start), MonClockText(s->active_end))
 								  : "null",
-					wait, s->loop ? "true" : "false", severities[s->severity]);
+					wait, s->loop ? "true" : "false", severities[s->severity], nudge,
+					s->nudge_sms ? "sms" : "push");
 }
 
 /*
@@ -770,8 +790,8 @@ prm_set_monitoring(PG_FUNCTION_ARGS)
 	int64			  patient_id = PRM_GETARG_INT64_NOTNULL(1, "patient_id");
 	Jsonb			 *input;
 	MonSettings		  s;
-	Datum			  values[10];
-	char			  nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum			  values[12];
+	char			  nulls[12] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool			  isnull;
 	Datum			  result;
 	Datum			  due;
@@ -790,27 +810,33 @@ prm_set_monitoring(PG_FUNCTION_ARGS)
 	if (PrmExecute(read_plan, values, NULL, false, 1) == 1)
 		MonApplySettings(&DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))->root, &s);
 	MonApplySettings(&input->root, &s);
+	if (PrmIntervalUsecs(&s.nudge) >= PrmIntervalUsecs(&s.threshold))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("nudge_before must be shorter than inactivity_threshold"),
+				 errdetail("The patient is nudged that long before the inactivity deadline; \"0\" nudges no one.")));
 
 	PrmPrepare(&write_plan,
 			   "INSERT INTO prm.monitoring AS m (org_id, patient_id, settings, enabled, inactivity_threshold,"
-			   "   active_start, active_end, escalation_wait, escalation_loop, severity, next_due_at)"
-			   " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-			   "        CASE WHEN $4 THEN pg_catalog.now() + $5 END"
+			   "   active_start, active_end, escalation_wait, escalation_loop, severity, nudge_before, nudge_channel,"
+			   "   next_due_at)"
+			   " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+			   "        CASE WHEN $4 THEN pg_catalog.now() + $5 - $11 END"
 			   "   FROM prm.patient p WHERE p.org_id = $1 AND p.id = $2"
 			   " ON CONFLICT (org_id, patient_id) DO UPDATE SET settings = EXCLUDED.settings,"
 			   "   enabled = EXCLUDED.enabled, inactivity_threshold = EXCLUDED.inactivity_threshold,"
 			   "   active_start = EXCLUDED.active_start, active_end = EXCLUDED.active_end,"
 			   "   escalation_wait = EXCLUDED.escalation_wait, escalation_loop = EXCLUDED.escalation_loop,"
-			   "   severity = EXCLUDED.severity,"
+			   "   severity = EXCLUDED.severity, nudge_before = EXCLUDED.nudge_before, nudge_channel = EXCLUDED.nudge_channel,"
 			   "   started_at = CASE WHEN m.enabled THEN m.started_at ELSE pg_catalog.now() END,"
 			   /* an open inactivity alert keeps the deadline off until a heartbeat */
 			   "   next_due_at = CASE WHEN EXCLUDED.enabled AND NOT EXISTS (SELECT 1 FROM prm.alert a"
 			   "       WHERE a.org_id = $1 AND a.patient_id = $2 AND a.kind = 'inactivity' AND a.status <> 'resolved')"
 			   "     THEN GREATEST(pg_catalog.now(), (SELECT p.last_heartbeat_at FROM prm.patient p"
-			   "                                       WHERE p.org_id = $1 AND p.id = $2) + EXCLUDED.inactivity_threshold,"
-			   "                   CASE WHEN m.enabled THEN m.started_at END + EXCLUDED.inactivity_threshold) END"
+			   "                                       WHERE p.org_id = $1 AND p.id = $2) + $5 - $11,"
+			   "                   CASE WHEN m.enabled THEN m.started_at END + $5 - $11) END"
 			   " RETURNING m.settings, m.next_due_at",
-			   10, (Oid[]){INT8OID, INT8OID, JSONBOID, BOOLOID, INTERVALOID, TIMEOID, TIMEOID, INTERVALOID, BOOLOID, TEXTOID});
+			   12, (Oid[]){INT8OID, INT8OID, JSONBOID, BOOLOID, INTERVALOID, TIMEOID, TIMEOID, INTERVALOID, BOOLOID, TEXTOID, INTERVALOID, TEXTOID});
 	values[2] = MonJsonb(MonSettingsJson(&s));
 	values[3] = BoolGetDatum(s.enabled);
 	values[4] = IntervalPGetDatum(&s.threshold);
@@ -821,6 +847,8 @@ prm_set_monitoring(PG_FUNCTION_ARGS)
 	values[7] = IntervalPGetDatum(&s.wait);
 	values[8] = BoolGetDatum(s.loop);
 	values[9] = CStringGetTextDatum(severities[s.severity]);
+	values[10] = IntervalPGetDatum(&s.nudge);
+	values[11] = CStringGetTextDatum(s.nudge_sms ? "sms" : "push");
 	PrmExecute(write_plan, values, nulls, false, 1);
 	result = SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
 							   false, -1);

@@ -440,7 +440,7 @@ MonRearm(int64 org_id, int64 patient_id)
 	bool			  isnull;
 
 	PrmPrepare(&plan,
-			   "UPDATE prm.monitoring m SET next_due_at = pg_catalog.now() + m.inactivity_threshold"
+			   "UPDATE prm.monitoring m SET next_due_at = pg_catalog.now() + m.inactivity_threshold - m.nudge_before"
 			   " WHERE m.org_id = $1 AND m.patient_id = $2 AND m.enabled RETURNING m.next_due_at",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
@@ -489,31 +489,81 @@ MonDeadline(TimestampTz ref, int64 threshold, bool has_active, TimeADT start,
 	return DT_NOEND;
 }
 
-/* One due patient of the inactivity step. */
+/* One due patient of the inactivity step, as the step read it. */
+typedef struct MonDue
+{
+	int64		org_id;
+	int64		patient_id;
+	TimestampTz ref;	   /* silence since */
+	int64		threshold; /* usecs */
+	bool		has_active;
+	TimeADT		start;
+	TimeADT		end;
+	char	   *tz;
+	char	   *severity;
+	int64		nudge; /* usecs; 0: none */
+	bool		nudge_sms;
+	bool		nudged; /* this silence was nudged already */
+	char	   *phone;	/* the patient's, if they take SMS */
+} MonDue;
+
+/* Nudge a silent patient before the deadline: "are you well?". */
+static void
+MonNudge(const MonDue *d)
+{
+	const PrmSettings *s = PrmGetSettings(d->org_id);
+	bool			   sms = d->nudge_sms && d->phone != NULL;
+
+	(void) PrmEnqueue(d->org_id, sms ? "sms" : "push",
+					  sms ? d->phone : psprintf("patient:%lld", (long long) d->patient_id),
+					  psprintf("%s: we have not heard from your companion app for a while. Please open it so we know you are well.", s->name),
+					  "check_in", d->patient_id, 0,
+					  psprintf("nudge:%lld:%s", (long long) d->patient_id, PrmJsonTimestamp(d->ref)), 0);
+	PrmEmitEvent(d->org_id, "patient_nudged", "patient", d->patient_id, NULL);
+}
+
+/*
+ * A due patient: the deadline moves on (to the nudge before it, or to it),
+ * the patient is nudged, or the alert opens.  1 if an alert opened.
+ */
 static int64
-MonInactivityItem(int64 org_id, int64 patient_id, TimestampTz ref, int64 threshold,
-				  bool has_active, TimeADT start, TimeADT end, const char *tz,
-				  const char *severity)
+MonInactivityItem(const MonDue *d)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum			  values[3];
-	char			  nulls[3] = {' ', ' ', ' '};
-	TimestampTz		  deadline = MonDeadline(ref, threshold, has_active, start, end, tz);
-	bool			  overdue = deadline <= GetCurrentTransactionStartTimestamp();
+	Datum			  values[4];
+	char			  nulls[4] = {' ', ' ', ' ', 'n'};
+	TimestampTz		  now = GetCurrentTransactionStartTimestamp();
+	TimestampTz		  deadline = MonDeadline(d->ref, d->threshold, d->has_active, d->start, d->end, d->tz);
+	TimestampTz		  next = deadline;
+	bool			  overdue = deadline <= now;
 
+	if (!overdue && d->nudge > 0 && !d->nudged && !TIMESTAMP_NOT_FINITE(deadline))
+	{
+		TimestampTz nudge_at = deadline - d->nudge;
+
+		if (nudge_at <= now)
+		{
+			MonNudge(d);
+			values[3] = TimestampTzGetDatum(d->ref);
+			nulls[3] = ' ';
+		}
+		else
+			next = nudge_at;
+	}
 	PrmPrepare(&plan,
-			   "UPDATE prm.monitoring m SET next_due_at = $3 WHERE m.org_id = $1 AND m.patient_id = $2",
-			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = Int64GetDatum(patient_id);
-	values[2] = TimestampTzGetDatum(deadline);
-	if (overdue || TIMESTAMP_NOT_FINITE(deadline))
+			   "UPDATE prm.monitoring m SET next_due_at = $3, nudged_for = coalesce($4, m.nudged_for)"
+			   " WHERE m.org_id = $1 AND m.patient_id = $2",
+			   4, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID});
+	values[0] = Int64GetDatum(d->org_id);
+	values[1] = Int64GetDatum(d->patient_id);
+	values[2] = TimestampTzGetDatum(next);
+	if (overdue || TIMESTAMP_NOT_FINITE(next))
 		nulls[2] = 'n';
 	PrmExecute(plan, values, nulls, false, 0);
 	if (!overdue)
 		return 0;
-	MonOpenAlert(org_id, patient_id, "inactivity", severity,
-				 psprintf("{\"silent_since\": %s}", PrmJsonTimestamp(ref)));
+	MonOpenAlert(d->org_id, d->patient_id, "inactivity", d->severity,
+				 psprintf("{\"silent_since\": %s}", PrmJsonTimestamp(d->ref)));
 	return 1;
 }
 
@@ -537,7 +587,10 @@ MonAlertStep(int limit)
 	PrmPrepare(&due_plan,
 			   "SELECT m.org_id, m.patient_id, GREATEST(p.last_heartbeat_at, m.started_at),"
 			   "       pg_catalog.date_part('epoch', m.inactivity_threshold) * 1000000,"
-			   "       m.active_start, m.active_end, coalesce(p.timezone, o.timezone), m.severity"
+			   "       m.active_start, m.active_end, coalesce(p.timezone, o.timezone), m.severity,"
+			   "       pg_catalog.date_part('epoch', m.nudge_before) * 1000000, m.nudge_channel = 'sms',"
+			   "       m.nudged_for IS NOT DISTINCT FROM GREATEST(p.last_heartbeat_at, m.started_at),"
+			   "       CASE WHEN NOT p.sms_opt_out THEN p.phone END"
 			   "  FROM prm.monitoring m"
 			   "  JOIN prm.patient p ON p.org_id = m.org_id AND p.id = m.patient_id"
 			   "  JOIN prm.organization o ON o.id = m.org_id"
@@ -550,21 +603,27 @@ MonAlertStep(int limit)
 	tuples = SPI_tuptable;
 	for (i = 0; i < n; i++)
 	{
-		HeapTuple	tup = tuples->vals[i];
-		TupleDesc	desc = tuples->tupdesc;
-		int64		org_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		int64		patient_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		TimestampTz ref = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-		int64		threshold = (int64) DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
-		bool		has_active;
-		TimeADT		start = DatumGetTimeADT(SPI_getbinval(tup, desc, 5, &has_active));
-		TimeADT		end = DatumGetTimeADT(SPI_getbinval(tup, desc, 6, &isnull));
-		char	   *tz = SPI_getvalue(tup, desc, 7);
-		char	   *severity = SPI_getvalue(tup, desc, 8);
+		HeapTuple tup = tuples->vals[i];
+		TupleDesc desc = tuples->tupdesc;
+		MonDue	  d;
+		bool	  no_active;
 
-		has_active = !has_active;
-		done += MonInactivityItem(org_id, patient_id, ref, threshold, has_active,
-								  has_active ? start : 0, has_active ? end : 0, tz, severity);
+		d.org_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		d.patient_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		d.ref = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+		d.threshold = (int64) DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
+		d.start = DatumGetTimeADT(SPI_getbinval(tup, desc, 5, &no_active));
+		d.end = DatumGetTimeADT(SPI_getbinval(tup, desc, 6, &isnull));
+		d.has_active = !no_active;
+		if (no_active)
+			d.start = d.end = 0;
+		d.tz = SPI_getvalue(tup, desc, 7);
+		d.severity = SPI_getvalue(tup, desc, 8);
+		d.nudge = (int64) DatumGetFloat8(SPI_getbinval(tup, desc, 9, &isnull));
+		d.nudge_sms = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+		d.nudged = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
+		d.phone = SPI_getvalue(tup, desc, 12);
+		done += MonInactivityItem(&d);
 	}
 
 	PrmPrepare(&esc_plan,

@@ -61,6 +61,9 @@ CREATE TABLE prm.monitoring (
     escalation_wait      interval NOT NULL,
     escalation_loop      boolean NOT NULL DEFAULT false,
     severity             text NOT NULL CHECK (severity IN ('low', 'medium', 'high', 'critical')),
+    nudge_before         interval NOT NULL DEFAULT '0',
+    nudge_channel        text NOT NULL DEFAULT 'push' CHECK (nudge_channel IN ('push', 'sms')),
+    nudged_for           timestamptz,
     started_at           timestamptz NOT NULL DEFAULT now(),
     next_due_at          timestamptz,
     PRIMARY KEY (org_id, patient_id),
@@ -282,7 +285,7 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET jit = off
 AS 'MODULE_PATHNAME', 'prm_set_monitoring';
 COMMENT ON FUNCTION prm.set_monitoring(bigint, bigint, jsonb) IS
-    'Monitor a patient, or change how: enabled (boolean), inactivity_threshold (interval, 1 second to 30 days: no heartbeat for this long opens an inactivity alert), active_hours ({start, end: "HH:MM"} in the patient''s zone: only silence within them counts; null: all day), escalation_wait (interval: how long each caregiver has to acknowledge), escalation_loop (boolean: start again at the top of the circle), severity (low|medium|high|critical of the inactivity alert). Keys left out keep their values. Returns the effective settings. Needs staff.';
+    'Monitor a patient, or change how: enabled (boolean), inactivity_threshold (interval, 1 second to 30 days: no heartbeat for this long opens an inactivity alert), active_hours ({start, end: "HH:MM"} in the patient''s zone: only silence within them counts; null: all day), escalation_wait (interval: how long each caregiver has to acknowledge), escalation_loop (boolean: start again at the top of the circle), severity (low|medium|high|critical of the inactivity alert), nudge_before (interval shorter than the threshold: the patient is nudged that long before the deadline; "0": never) and nudge_channel (push|sms). Keys left out keep their values. Returns the effective settings. Needs staff.';
 
 CREATE FUNCTION prm.record_heartbeat(org_id bigint, patient_id bigint, kind text DEFAULT 'app',
                                      details jsonb DEFAULT '{}')

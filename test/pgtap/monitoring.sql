@@ -7,7 +7,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(126);
+SELECT plan(134);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_mon_a;
@@ -101,7 +101,8 @@ SELECT is(prm.set_caregiver_preferences(:org, :eve, '{}') -> 'quiet_hours' ->> '
 --
 SELECT is(prm.set_monitoring(:org, :mia, '{"inactivity_threshold": "2 hours", "escalation_wait": "10 minutes"}'),
           '{"enabled": true, "inactivity_threshold": "02:00:00", "active_hours": null, "escalation_wait": "00:10:00",
-            "escalation_loop": false, "severity": "high"}'::jsonb, 'monitoring starts with the effective settings');
+            "escalation_loop": false, "severity": "high", "nudge_before": "00:00:00", "nudge_channel": "push"}'::jsonb,
+          'monitoring starts with the effective settings');
 SELECT ok((SELECT next_due_at BETWEEN now() AND now() + interval '2 hours' FROM prm.monitoring WHERE patient_id = :mia),
           'the inactivity deadline is set');
 SELECT throws_ok(format('SELECT prm.set_monitoring(%s, %s, %L)', :org, :mia, '{"inactivity_threshold": "-5 minutes"}'),
@@ -125,6 +126,25 @@ SELECT throws_ok(format('SELECT prm.set_monitoring(%s, %s, %L)', :org, :mia, '{"
 SELECT throws_ok(format('SELECT prm.set_monitoring(%s, %s, %L)', :org, :bea, '{}'), 'P0002', NULL, 'another organization''s patient is unknown');
 SELECT is(prm.set_monitoring(:org, :nils, '{"active_hours": {"start": "22:00", "end": "06:00"}}') -> 'active_hours',
           '{"start": "22:00", "end": "06:00"}'::jsonb, 'active hours across midnight are accepted');
+
+SELECT throws_ok(format('SELECT prm.set_monitoring(%s, %s, %L)', :org, :mia, '{"nudge_before": "3 hours"}'),
+                 '22023', 'nudge_before must be shorter than inactivity_threshold', 'a nudge must come before the deadline');
+SELECT throws_ok(format('SELECT prm.set_monitoring(%s, %s, %L)', :org, :mia, '{"nudge_channel": "fax"}'),
+                 '22023', NULL, 'an unknown nudge channel is refused');
+-- Nils is nudged 10 minutes before his deadline, by SMS
+SELECT prm.set_monitoring(:org, :nils, '{"active_hours": null, "inactivity_threshold": "1 hour", "nudge_before": "10 minutes", "nudge_channel": "sms"}') IS NOT NULL AS ok \gset
+SELECT is((SELECT next_due_at FROM prm.monitoring WHERE patient_id = :nils), now() + interval '50 minutes', 'the first wake-up is the nudge');
+UPDATE prm.patient SET last_heartbeat_at = now() - interval '55 minutes' WHERE id = :nils;
+UPDATE prm.monitoring SET next_due_at = now() - interval '1 second', started_at = now() - interval '55 minutes' WHERE patient_id = :nils;
+SELECT is((prm.run_due_jobs() ->> 'monitor_alerts')::int, 0, 'five minutes before the deadline: no alert yet');
+SELECT is((SELECT channel || ' ' || to_address FROM prm.outbound_message WHERE kind = 'check_in' AND patient_id = :nils),
+          'sms +15550071002', 'the patient is nudged by SMS');
+SELECT is((SELECT next_due_at FROM prm.monitoring WHERE patient_id = :nils), now() + interval '5 minutes', 'then the deadline itself');
+UPDATE prm.monitoring SET next_due_at = now() - interval '1 second' WHERE patient_id = :nils;
+SELECT prm.run_due_jobs() IS NOT NULL AS ok \gset
+SELECT is((SELECT count(*)::int FROM prm.outbound_message WHERE kind = 'check_in' AND patient_id = :nils), 1, 'one nudge per silence');
+SELECT prm.set_monitoring(:org, :nils, '{"enabled": false}') IS NOT NULL AS ok \gset
+SELECT is((SELECT next_due_at FROM prm.monitoring WHERE patient_id = :nils), NULL, 'disabled monitoring has no deadline');
 
 --
 -- 5. Heartbeats
