@@ -136,7 +136,7 @@ JobNotifyDueMessages(void)
 		i;
 
 	PrmPrepare(&plan,
-			   "SELECT c.channel FROM (VALUES ('sms'), ('email'), ('voice')) c(channel)"
+			   "SELECT c.channel FROM (VALUES ('sms'), ('email'), ('voice'), ('push')) c(channel)"
 			   " WHERE EXISTS (SELECT 1 FROM prm.outbound_message m"
 			   "                WHERE m.status = 'queued' AND m.channel = c.channel"
 			   "                  AND m.not_before <= pg_catalog.now())",

@@ -51,7 +51,8 @@ PG_FUNCTION_INFO_V1(prm_record_delivery_status);
 PG_FUNCTION_INFO_V1(prm_redrive_message);
 PG_FUNCTION_INFO_V1(prm_health);
 
-static const char *const channels[] = {"sms", "email", "voice"};
+/* push: companion apps (monitoring), addressed patient:<id> or caregiver:<id> */
+static const char *const channels[] = {"sms", "email", "voice", "push"};
 
 static Datum *OutboxCallerOrgs(PrmAccessLevel level, int *norgs);
 static void	  OutboxLoadMessage(int64 message_id, PrmAccessLevel level,
@@ -69,7 +70,7 @@ OutboxCheckChannel(const char *channel)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("channel \"%s\" is not recognized", channel),
-			 errhint("Use sms, email or voice.")));
+			 errhint("Use sms, email, voice or push.")));
 }
 
 /*

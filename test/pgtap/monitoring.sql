@@ -7,7 +7,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(134);
+SELECT plan(135);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_mon_a;
@@ -256,6 +256,7 @@ SELECT prm.run_due_jobs() IS NOT NULL AS ok \gset
 SELECT is((SELECT status FROM prm.reminder_occurrence WHERE id = :occ), 'sent', 'a due occurrence is sent to the patient');
 SELECT is((SELECT channel || ' ' || to_address FROM prm.outbound_message WHERE kind = 'reminder' AND dedup_key = 'reminder:' || :occ),
           'push patient:' || :mia, 'on the companion app');
+SELECT ok((SELECT count(*) >= 1 FROM prm.claim_messages('push', 10)), 'a sender claims push messages');
 -- not confirmed in time: missed, and the circle is alerted
 UPDATE prm.reminder_occurrence SET next_due_at = now() - interval '1 second' WHERE id = :occ;
 SELECT prm.run_due_jobs() IS NOT NULL AS ok \gset
