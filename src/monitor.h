@@ -31,6 +31,25 @@ extern Datum	   MonExportPatient(int64 org_id, int64 patient_id);
 extern Datum	   MonErasePatient(int64 org_id, int64 patient_id);
 extern int64	   MonActivityRetention(int limit);
 
+/*
+ * monitor_alert.c: a batch of due items, each run alone (loop.c); a failing
+ * one is logged and its deadline moved a minute on by backoff_sql ($1 the
+ * organization, $2 the item's id).
+ */
+typedef struct MonBatch MonBatch;
+struct MonBatch
+{
+	int64 (*fn)(MonBatch *b, int i); /* item i, inside SPI */
+	void	   *arg;
+	const char *what; /* the item, for the log */
+	int64	   *org_ids;
+	int64	   *ids;
+	const char *backoff_sql;
+	SPIPlanPtr *backoff_plan;
+};
+
+extern int64 MonRunBatch(MonBatch *b, int n);
+
 /* monitor_alert.c */
 extern int64 MonOpenAlert(int64 org_id, int64 patient_id, const char *kind,
 						  const char *severity, const char *details_json);

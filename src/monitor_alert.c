@@ -567,6 +567,66 @@ MonInactivityItem(const MonDue *d)
 	return 1;
 }
 
+/* Item i of a batch (a PrmItemLoop item). */
+static int64
+MonBatchItem(void *ctx, int i)
+{
+	MonBatch *b = (MonBatch *) ctx;
+
+	return b->fn(b, i);
+}
+
+/*
+ * Item i of a batch failed and was rolled back alone: log it and move its
+ * deadline a minute on, so that it neither fails the step nor keeps the
+ * worker's deadline in the past.
+ */
+static void
+MonBatchFailed(void *ctx, int i, ErrorData *edata)
+{
+	MonBatch *b = (MonBatch *) ctx;
+	Datum	  values[2];
+
+	ereport(WARNING,
+			(errmsg("prm: %s %lld of organization %lld was skipped: %s", b->what,
+					(long long) b->ids[i], (long long) b->org_ids[i], edata->message),
+			 errhint("The others were processed; this one is tried again in a minute.")));
+	PrmSpiConnect();
+	PrmPrepare(b->backoff_plan, b->backoff_sql, 2, (Oid[]){INT8OID, INT8OID});
+	values[0] = Int64GetDatum(b->org_ids[i]);
+	values[1] = Int64GetDatum(b->ids[i]);
+	PrmExecute(*b->backoff_plan, values, NULL, false, 0);
+	PrmSpiFinish();
+}
+
+/*
+ * Run the n items of batch b, each failing alone (loop.c); returns the sum
+ * of their results.
+ */
+int64
+MonRunBatch(MonBatch *b, int n)
+{
+	PrmItemLoop loop = {MonBatchItem, MonBatchFailed, b, 0, 0, NULL, false};
+
+	(void) PrmRunItems(&loop, n);
+	return loop.done;
+}
+
+/* A due patient of the inactivity step (a MonBatch item). */
+static int64
+MonInactivityBatchItem(MonBatch *b, int i)
+{
+	return MonInactivityItem(&((MonDue *) b->arg)[i]);
+}
+
+/* A due escalation step (a MonBatch item). */
+static int64
+MonEscalationBatchItem(MonBatch *b, int i)
+{
+	MonEscalate(b->org_ids[i], b->ids[i]);
+	return 1;
+}
+
 /*
  * The alert step: due inactivity deadlines (opening alerts or moving the
  * deadline to the last heartbeat's), then due escalation steps; at most
@@ -577,6 +637,10 @@ MonAlertStep(int limit)
 {
 	static SPIPlanPtr due_plan = NULL;
 	static SPIPlanPtr esc_plan = NULL;
+	static SPIPlanPtr inactivity_backoff = NULL;
+	static SPIPlanPtr escalation_backoff = NULL;
+	MonBatch		  batch;
+	MonDue			 *dues;
 	Datum			  values[1];
 	bool			  isnull;
 	int64			  done = 0;
@@ -601,6 +665,9 @@ MonAlertStep(int limit)
 	values[0] = Int32GetDatum(limit);
 	n = PrmExecute(due_plan, values, NULL, false, 0);
 	tuples = SPI_tuptable;
+	dues = palloc(sizeof(MonDue) * (n + 1));
+	batch.org_ids = palloc(sizeof(int64) * (n + 1));
+	batch.ids = palloc(sizeof(int64) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
 		HeapTuple tup = tuples->vals[i];
@@ -623,8 +690,17 @@ MonAlertStep(int limit)
 		d.nudge_sms = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 		d.nudged = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
 		d.phone = SPI_getvalue(tup, desc, 12);
-		done += MonInactivityItem(&d);
+		dues[i] = d;
+		batch.org_ids[i] = d.org_id;
+		batch.ids[i] = d.patient_id;
 	}
+	batch.fn = MonInactivityBatchItem;
+	batch.arg = dues;
+	batch.what = "monitored patient";
+	batch.backoff_sql = "UPDATE prm.monitoring m SET next_due_at = pg_catalog.now() + interval '1 minute'"
+						" WHERE m.org_id = $1 AND m.patient_id = $2";
+	batch.backoff_plan = &inactivity_backoff;
+	done += MonRunBatch(&batch, n);
 
 	PrmPrepare(&esc_plan,
 			   "SELECT a.org_id, a.id FROM prm.alert a"
@@ -633,13 +709,19 @@ MonAlertStep(int limit)
 			   1, (Oid[]){INT4OID});
 	n = PrmExecute(esc_plan, values, NULL, false, 0);
 	tuples = SPI_tuptable;
+	batch.org_ids = palloc(sizeof(int64) * (n + 1));
+	batch.ids = palloc(sizeof(int64) * (n + 1));
 	for (i = 0; i < n; i++)
 	{
-		int64 org_id = DatumGetInt64(SPI_getbinval(tuples->vals[i], tuples->tupdesc, 1, &isnull));
-		int64 alert_id = DatumGetInt64(SPI_getbinval(tuples->vals[i], tuples->tupdesc, 2, &isnull));
-
-		MonEscalate(org_id, alert_id);
-		done++;
+		batch.org_ids[i] = DatumGetInt64(SPI_getbinval(tuples->vals[i], tuples->tupdesc, 1, &isnull));
+		batch.ids[i] = DatumGetInt64(SPI_getbinval(tuples->vals[i], tuples->tupdesc, 2, &isnull));
 	}
+	batch.fn = MonEscalationBatchItem;
+	batch.arg = NULL;
+	batch.what = "alert";
+	batch.backoff_sql = "UPDATE prm.alert a SET next_escalation_at = pg_catalog.now() + interval '1 minute'"
+						" WHERE a.org_id = $1 AND a.id = $2 AND a.status = 'open'";
+	batch.backoff_plan = &escalation_backoff;
+	done += MonRunBatch(&batch, n);
 	return done;
 }

@@ -532,6 +532,56 @@ MonOccurrenceItem(int64 org_id, int64 id, int64 patient_id, int64 reminder_id,
 }
 
 /*
+ * Run the n rows of rows (org_id, id first) as a batch of fn, each failing
+ * alone.
+ */
+static int64
+MonRunRows(SPITupleTable *rows, int n, int64 (*fn)(MonBatch *b, int i),
+		   const char *what, const char *backoff_sql, SPIPlanPtr *backoff_plan)
+{
+	MonBatch b;
+	bool	 isnull;
+	int		 i;
+
+	b.fn = fn;
+	b.arg = rows;
+	b.what = what;
+	b.backoff_sql = backoff_sql;
+	b.backoff_plan = backoff_plan;
+	b.org_ids = palloc(sizeof(int64) * (n + 1));
+	b.ids = palloc(sizeof(int64) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		b.org_ids[i] = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 1, &isnull));
+		b.ids[i] = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &isnull));
+	}
+	return MonRunBatch(&b, n);
+}
+
+/* A reminder due for more occurrences (a MonBatch item). */
+static int64
+MonFillBatchItem(MonBatch *b, int i)
+{
+	return MonFill(b->org_ids[i], b->ids[i]);
+}
+
+/* A due occurrence (a MonBatch item over the due query's rows). */
+static int64
+MonOccurrenceBatchItem(MonBatch *b, int i)
+{
+	SPITupleTable *rows = (SPITupleTable *) b->arg;
+	HeapTuple	   tup = rows->vals[i];
+	TupleDesc	   desc = rows->tupdesc;
+	bool		   isnull;
+
+	return MonOccurrenceItem(b->org_ids[i], b->ids[i],
+							 DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull)),
+							 DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull)),
+							 SPI_getvalue(tup, desc, 5), SPI_getvalue(tup, desc, 6),
+							 DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull)));
+}
+
+/*
  * The reminder step: create occurrences ahead for the reminders due for
  * it, then send due occurrences and count missed ones; at most limit of
  * each.
@@ -541,12 +591,12 @@ MonReminderStep(int limit)
 {
 	static SPIPlanPtr fill_plan = NULL;
 	static SPIPlanPtr due_plan = NULL;
+	static SPIPlanPtr fill_backoff = NULL;
+	static SPIPlanPtr occurrence_backoff = NULL;
 	Datum			  values[1];
-	bool			  isnull;
 	int64			  done = 0;
-	int				  n,
-		i;
-	SPITupleTable *rows;
+	int				  n;
+	SPITupleTable	 *rows;
 
 	PrmPrepare(&fill_plan,
 			   "SELECT r.org_id, r.id FROM prm.reminder r WHERE r.status = 'active' AND r.fill_due_at <= pg_catalog.now()"
@@ -555,9 +605,10 @@ MonReminderStep(int limit)
 	values[0] = Int32GetDatum(limit);
 	n = PrmExecute(fill_plan, values, NULL, false, 0);
 	rows = SPI_tuptable;
-	for (i = 0; i < n; i++)
-		done += MonFill(DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 1, &isnull)),
-						DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &isnull)));
+	done += MonRunRows(rows, n, MonFillBatchItem, "reminder",
+					   "UPDATE prm.reminder r SET fill_due_at = pg_catalog.now() + interval '1 minute'"
+					   " WHERE r.org_id = $1 AND r.id = $2",
+					   &fill_backoff);
 
 	PrmPrepare(&due_plan,
 			   "SELECT o.org_id, o.id, o.patient_id, o.reminder_id, o.status, r.title, o.due_at"
@@ -567,18 +618,10 @@ MonReminderStep(int limit)
 			   1, (Oid[]){INT4OID});
 	n = PrmExecute(due_plan, values, NULL, false, 0);
 	rows = SPI_tuptable;
-	for (i = 0; i < n; i++)
-	{
-		HeapTuple tup = rows->vals[i];
-		TupleDesc desc = rows->tupdesc;
-
-		done += MonOccurrenceItem(DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-								  DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull)),
-								  DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull)),
-								  DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull)),
-								  SPI_getvalue(tup, desc, 5), SPI_getvalue(tup, desc, 6),
-								  DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull)));
-	}
+	done += MonRunRows(rows, n, MonOccurrenceBatchItem, "reminder occurrence",
+					   "UPDATE prm.reminder_occurrence o SET next_due_at = pg_catalog.now() + interval '1 minute'"
+					   " WHERE o.org_id = $1 AND o.id = $2 AND o.status IN ('scheduled', 'sent')",
+					   &occurrence_backoff);
 	return done;
 }
 
