@@ -3,7 +3,7 @@
  * monitor.c
  *	  Companion monitoring, the care circle and the hot path: caregivers,
  *	  their links to patients and preferences, per-patient monitoring
- *	  settings, heartbeats, acknowledgements, and local time.
+ *	  settings, heartbeats and acknowledgements.
  *
  * Invariants:
  *	- preferences and monitoring settings are stored as the effective ones
@@ -19,9 +19,8 @@
  *	  statement after its UPDATE: either the step sees the beat and opens
  *	  nothing, or the heartbeat waits for the step and resolves its alert.
  *
- * Local time (DESIGN.md): a local time in a daylight-saving gap is the
- * first valid minute after it; a local time of a repeated hour is its first
- * occurrence (MonLocalToUtc).
+ * Local time is monitor_time.c's; the patient's data in export and erasure
+ * is monitor_privacy.c's.
  *
  *-------------------------------------------------------------------------
  */
@@ -89,7 +88,6 @@ static void			   MonApplyPrefs(JsonbContainer *c, MonPrefs *p);
 static char			  *MonPrefsJson(const MonPrefs *p);
 static void			   MonApplySettings(JsonbContainer *c, MonSettings *s);
 static char			  *MonSettingsJson(const MonSettings *s);
-static char			  *MonClockText(TimeADT t);
 static Interval		   MonInterval(JsonbValue *v, const char *key, int64 min_secs,
 								   int64 max_secs);
 
@@ -103,108 +101,6 @@ MonParseSeverity(const char *s)
 		if (strcmp(s, severities[i]) == 0)
 			return i;
 	return -1;
-}
-
-/* Parse "HH:MM" (00:00 .. 23:59) into *out; false if malformed. */
-bool
-MonParseClock(const char *s, TimeADT *out)
-{
-	int h,
-		m;
-
-	if (strlen(s) != 5 || !isdigit((unsigned char) s[0]) || !isdigit((unsigned char) s[1]) ||
-		s[2] != ':' || !isdigit((unsigned char) s[3]) || !isdigit((unsigned char) s[4]))
-		return false;
-	h = (s[0] - '0') * 10 + (s[1] - '0');
-	m = (s[3] - '0') * 10 + (s[4] - '0');
-	if (h > 23 || m > 59)
-		return false;
-	*out = ((int64) h * 60 + m) * 60 * USECS_PER_SEC;
-	return true;
-}
-
-/* "HH:MM" of t. */
-static char *
-MonClockText(TimeADT t)
-{
-	int64 mins = t / (60 * USECS_PER_SEC);
-
-	return psprintf("%02d:%02d", (int) (mins / 60), (int) (mins % 60));
-}
-
-/* The local time of instant t in zone tz. */
-Timestamp
-MonUtcToLocal(const char *tz, TimestampTz t)
-{
-	return DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone,
-												 CStringGetTextDatum(tz),
-												 TimestampTzGetDatum(t)));
-}
-
-/* PostgreSQL's reading of local time local in zone tz. */
-static TimestampTz
-MonPgLocalToUtc(const char *tz, Timestamp local)
-{
-	return DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone,
-												   CStringGetTextDatum(tz),
-												   TimestampGetDatum(local)));
-}
-
-/*
- * The instant of local time local in zone tz, by DESIGN.md's rules: in a
- * gap, the first valid minute after it; in a repeated hour, the first
- * occurrence.  (PostgreSQL reads a gap time with the offset before the
- * gap, and a repeated time as the later occurrence.)
- */
-TimestampTz
-MonLocalToUtc(const char *tz, Timestamp local)
-{
-	TimestampTz		   t = MonPgLocalToUtc(tz, local);
-	static const int64 back[] = {USECS_PER_HOUR / 2, USECS_PER_HOUR, 2 * USECS_PER_HOUR};
-	int				   i;
-
-	if (MonUtcToLocal(tz, t) != local)
-	{
-		/* a gap: walk forward a minute at a time to the first valid one */
-		Timestamp minute = local - local % (60 * USECS_PER_SEC);
-
-		for (i = 1; i <= 24 * 60; i++)
-		{
-			Timestamp	c = minute + (int64) i * 60 * USECS_PER_SEC;
-			TimestampTz ct = MonPgLocalToUtc(tz, c);
-
-			if (MonUtcToLocal(tz, ct) == c)
-				return ct;
-		}
-		return t;
-	}
-	/* a repeated hour: the earliest instant that shows this local time */
-	for (i = lengthof(back) - 1; i >= 0; i--)
-		if (MonUtcToLocal(tz, t - back[i]) == local)
-			return t - back[i];
-	return t;
-}
-
-/* The first instant after after when it is tod in zone tz. */
-TimestampTz
-MonNextLocalTime(const char *tz, TimeADT tod, TimestampTz after)
-{
-	Timestamp	local = MonUtcToLocal(tz, after);
-	int64		into = local % USECS_PER_DAY;
-	Timestamp	midnight;
-	TimestampTz t;
-	int			d;
-
-	if (into < 0)
-		into += USECS_PER_DAY;
-	midnight = local - into;
-	for (d = 0; d < 3; d++)
-	{
-		t = MonLocalToUtc(tz, midnight + (int64) d * USECS_PER_DAY + tod);
-		if (t > after)
-			return t;
-	}
-	return t;
 }
 
 /* The value of key in object c, or NULL. */
@@ -1055,129 +951,4 @@ prm_caregiver_reply(PG_FUNCTION_ARGS)
 	if (!handled)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(reply));
-}
-
-/*
- * A patient's monitoring data for prm.export_patient, as jsonb keys to add
- * to the export: care circle, monitoring, activity, alerts, reminders.
- * Inside SPI.
- */
-Datum
-MonExportPatient(int64 org_id, int64 patient_id)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum			  values[2];
-	bool			  isnull;
-
-	PrmPrepare(&plan,
-			   "SELECT pg_catalog.jsonb_build_object("
-			   " 'care_circle', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(c)"
-			   "       || pg_catalog.jsonb_build_object('position', l.position) ORDER BY l.position)"
-			   "     FROM prm.care_link l JOIN prm.caregiver c ON c.org_id = l.org_id AND c.id = l.caregiver_id"
-			   "    WHERE l.org_id = $1 AND l.patient_id = $2), '[]'),"
-			   " 'monitoring', (SELECT pg_catalog.to_jsonb(m) FROM prm.monitoring m WHERE m.org_id = $1 AND m.patient_id = $2),"
-			   " 'activity', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(a) ORDER BY a.occurred_at)"
-			   "     FROM prm.patient_activity a WHERE a.org_id = $1 AND a.patient_id = $2), '[]'),"
-			   " 'alerts', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(a) ORDER BY a.id)"
-			   "     FROM prm.alert a WHERE a.org_id = $1 AND a.patient_id = $2), '[]'),"
-			   " 'reminders', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(r) ORDER BY r.id)"
-			   "     FROM prm.reminder r WHERE r.org_id = $1 AND r.patient_id = $2), '[]'),"
-			   " 'reminder_occurrences', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(o) ORDER BY o.id)"
-			   "     FROM prm.reminder_occurrence o WHERE o.org_id = $1 AND o.patient_id = $2), '[]'))",
-			   2, (Oid[]){INT8OID, INT8OID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = Int64GetDatum(patient_id);
-	PrmExecute(plan, values, NULL, true, 1);
-	return SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
-							 false, -1);
-}
-
-/*
- * Erase a patient's monitoring data for prm.erase_patient: the messages
- * sent to caregivers about them blanked (they name the patient), then
- * links, monitoring, activity, alerts and reminders deleted, and the
- * profile fields cleared.  The caregivers stay (they are people of their
- * own; prm.remove_caregiver removes one).  Returns what changed as jsonb
- * keys to add to the erasure's result.  Inside SPI.
- */
-Datum
-MonErasePatient(int64 org_id, int64 patient_id)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum			  values[2];
-	bool			  isnull;
-
-	PrmPrepare(&plan,
-			   "WITH msgs AS (SELECT n.message_id AS id FROM prm.alert_notification n"
-			   "                JOIN prm.alert a ON a.org_id = n.org_id AND a.id = n.alert_id"
-			   "               WHERE a.org_id = $1 AND a.patient_id = $2 AND n.message_id IS NOT NULL),"
-			   " m AS (UPDATE prm.outbound_message x SET body = '[erased]',"
-			   "         status = CASE WHEN x.status = 'queued' THEN 'cancelled' ELSE x.status END, updated_at = pg_catalog.now()"
-			   "       WHERE x.org_id = $1 AND x.id IN (SELECT id FROM msgs) RETURNING 1),"
-			   " h AS (UPDATE prm.outbound_message_history x SET body = '[erased]'"
-			   "       WHERE x.org_id = $1 AND x.id IN (SELECT id FROM msgs) RETURNING 1),"
-			   " l AS (DELETE FROM prm.care_link l WHERE l.org_id = $1 AND l.patient_id = $2 RETURNING 1),"
-			   " mo AS (DELETE FROM prm.monitoring m WHERE m.org_id = $1 AND m.patient_id = $2 RETURNING 1),"
-			   " ac AS (DELETE FROM prm.patient_activity a WHERE a.org_id = $1 AND a.patient_id = $2 RETURNING 1),"
-			   " al AS (DELETE FROM prm.alert a WHERE a.org_id = $1 AND a.patient_id = $2 RETURNING 1),"
-			   " oc AS (DELETE FROM prm.reminder_occurrence o WHERE o.org_id = $1 AND o.patient_id = $2 RETURNING 1),"
-			   " re AS (DELETE FROM prm.reminder r WHERE r.org_id = $1 AND r.patient_id = $2 RETURNING 1),"
-			   " p AS (UPDATE prm.patient p SET profile_photo_url = NULL, preferred_voice = NULL,"
-			   "         communication_style = NULL, app_version = NULL, last_heartbeat_at = NULL"
-			   "       WHERE p.org_id = $1 AND p.id = $2 RETURNING 1)"
-			   " SELECT pg_catalog.jsonb_build_object("
-			   "  'caregiver_messages_blanked', (SELECT pg_catalog.count(*) FROM m) + (SELECT pg_catalog.count(*) FROM h),"
-			   "  'care_links_deleted', (SELECT pg_catalog.count(*) FROM l),"
-			   "  'monitoring_deleted', (SELECT pg_catalog.count(*) FROM mo),"
-			   "  'activity_deleted', (SELECT pg_catalog.count(*) FROM ac),"
-			   "  'alerts_deleted', (SELECT pg_catalog.count(*) FROM al),"
-			   "  'reminders_deleted', (SELECT pg_catalog.count(*) FROM re) + 0 * (SELECT pg_catalog.count(*) FROM oc)"
-			   "                       + 0 * (SELECT pg_catalog.count(*) FROM p))",
-			   2, (Oid[]){INT8OID, INT8OID});
-	values[0] = Int64GetDatum(org_id);
-	values[1] = Int64GetDatum(patient_id);
-	PrmExecute(plan, values, NULL, false, 1);
-	return SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
-							 false, -1);
-}
-
-PG_FUNCTION_INFO_V1(prm_local_to_utc);
-
-/*
- * prm.local_to_utc(local timestamp, timezone text) RETURNS timestamptz
- *	  The instant of a local time by prm's daylight-saving rules.
- */
-Datum
-prm_local_to_utc(PG_FUNCTION_ARGS)
-{
-	Timestamp local;
-	char	 *tz;
-
-	PrmArgNotNull(fcinfo, 0, "local");
-	local = PG_GETARG_TIMESTAMP(0);
-	tz = PrmValidateTimezone(PrmTextArg(fcinfo, 1, "timezone", 64));
-	PrmCheckFiniteTimestamp(local, "local");
-	PG_RETURN_TIMESTAMPTZ(MonLocalToUtc(tz, local));
-}
-
-/*
- * The retention of the activity log: delete heartbeats and activity older
- * than each organization's activity_retention_days, at most limit rows
- * (oldest first, by the BRIN index's time order).  Returns how many.
- */
-int64
-MonActivityRetention(int limit)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum			  values[1];
-
-	PrmPrepare(&plan,
-			   "DELETE FROM prm.patient_activity x WHERE x.ctid = ANY (ARRAY("
-			   "  SELECT y.ctid FROM prm.patient_activity y JOIN prm.organization o ON o.id = y.org_id"
-			   "   WHERE y.occurred_at < pg_catalog.now() - pg_catalog.make_interval(days =>"
-			   "           coalesce((o.settings ->> 'activity_retention_days')::int, 30))"
-			   "   LIMIT $1))",
-			   1, (Oid[]){INT4OID});
-	values[0] = Int32GetDatum(limit);
-	return PrmExecute(plan, values, NULL, false, 0);
 }

@@ -22,14 +22,19 @@ typedef enum MonSeverity
 } MonSeverity;
 
 /* monitor.c */
-extern int		   MonParseSeverity(const char *s);
+extern int MonParseSeverity(const char *s);
+
+/* monitor_time.c */
 extern bool		   MonParseClock(const char *s, TimeADT *out);
+extern char		  *MonClockText(TimeADT t);
 extern TimestampTz MonLocalToUtc(const char *tz, Timestamp local);
 extern Timestamp   MonUtcToLocal(const char *tz, TimestampTz t);
 extern TimestampTz MonNextLocalTime(const char *tz, TimeADT tod, TimestampTz after);
-extern Datum	   MonExportPatient(int64 org_id, int64 patient_id);
-extern Datum	   MonErasePatient(int64 org_id, int64 patient_id);
-extern int64	   MonActivityRetention(int limit);
+
+/* monitor_privacy.c */
+extern Datum MonExportPatient(int64 org_id, int64 patient_id);
+extern Datum MonErasePatient(int64 org_id, int64 patient_id);
+extern int64 MonActivityRetention(int limit);
 
 /*
  * monitor_alert.c: a batch of due items, each run alone (loop.c); a failing
@@ -49,6 +54,8 @@ struct MonBatch
 };
 
 extern int64 MonRunBatch(MonBatch *b, int n);
+extern int64 MonRunRows(SPITupleTable *rows, int n, int64 (*fn)(MonBatch *b, int i),
+						const char *what, const char *backoff_sql, SPIPlanPtr *backoff_plan);
 
 /* monitor_alert.c */
 extern int64 MonOpenAlert(int64 org_id, int64 patient_id, const char *kind,

@@ -612,6 +612,33 @@ MonRunBatch(MonBatch *b, int n)
 	return loop.done;
 }
 
+/*
+ * Run the n rows of rows (org_id, id first) as a batch of fn, each failing
+ * alone.
+ */
+int64
+MonRunRows(SPITupleTable *rows, int n, int64 (*fn)(MonBatch *b, int i),
+		   const char *what, const char *backoff_sql, SPIPlanPtr *backoff_plan)
+{
+	MonBatch b;
+	bool	 isnull;
+	int		 i;
+
+	b.fn = fn;
+	b.arg = rows;
+	b.what = what;
+	b.backoff_sql = backoff_sql;
+	b.backoff_plan = backoff_plan;
+	b.org_ids = palloc(sizeof(int64) * (n + 1));
+	b.ids = palloc(sizeof(int64) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		b.org_ids[i] = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 1, &isnull));
+		b.ids[i] = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &isnull));
+	}
+	return MonRunBatch(&b, n);
+}
+
 /* A due patient of the inactivity step (a MonBatch item). */
 static int64
 MonInactivityBatchItem(MonBatch *b, int i)
@@ -709,19 +736,9 @@ MonAlertStep(int limit)
 			   1, (Oid[]){INT4OID});
 	n = PrmExecute(esc_plan, values, NULL, false, 0);
 	tuples = SPI_tuptable;
-	batch.org_ids = palloc(sizeof(int64) * (n + 1));
-	batch.ids = palloc(sizeof(int64) * (n + 1));
-	for (i = 0; i < n; i++)
-	{
-		batch.org_ids[i] = DatumGetInt64(SPI_getbinval(tuples->vals[i], tuples->tupdesc, 1, &isnull));
-		batch.ids[i] = DatumGetInt64(SPI_getbinval(tuples->vals[i], tuples->tupdesc, 2, &isnull));
-	}
-	batch.fn = MonEscalationBatchItem;
-	batch.arg = NULL;
-	batch.what = "alert";
-	batch.backoff_sql = "UPDATE prm.alert a SET next_escalation_at = pg_catalog.now() + interval '1 minute'"
-						" WHERE a.org_id = $1 AND a.id = $2 AND a.status = 'open'";
-	batch.backoff_plan = &escalation_backoff;
-	done += MonRunBatch(&batch, n);
+	done += MonRunRows(tuples, n, MonEscalationBatchItem, "alert",
+					   "UPDATE prm.alert a SET next_escalation_at = pg_catalog.now() + interval '1 minute'"
+					   " WHERE a.org_id = $1 AND a.id = $2 AND a.status = 'open'",
+					   &escalation_backoff);
 	return done;
 }

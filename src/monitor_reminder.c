@@ -531,33 +531,6 @@ MonOccurrenceItem(int64 org_id, int64 id, int64 patient_id, int64 reminder_id,
 	return 1;
 }
 
-/*
- * Run the n rows of rows (org_id, id first) as a batch of fn, each failing
- * alone.
- */
-static int64
-MonRunRows(SPITupleTable *rows, int n, int64 (*fn)(MonBatch *b, int i),
-		   const char *what, const char *backoff_sql, SPIPlanPtr *backoff_plan)
-{
-	MonBatch b;
-	bool	 isnull;
-	int		 i;
-
-	b.fn = fn;
-	b.arg = rows;
-	b.what = what;
-	b.backoff_sql = backoff_sql;
-	b.backoff_plan = backoff_plan;
-	b.org_ids = palloc(sizeof(int64) * (n + 1));
-	b.ids = palloc(sizeof(int64) * (n + 1));
-	for (i = 0; i < n; i++)
-	{
-		b.org_ids[i] = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 1, &isnull));
-		b.ids[i] = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &isnull));
-	}
-	return MonRunBatch(&b, n);
-}
-
 /* A reminder due for more occurrences (a MonBatch item). */
 static int64
 MonFillBatchItem(MonBatch *b, int i)
