@@ -7,7 +7,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(135);
+SELECT plan(137);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_mon_a;
@@ -145,6 +145,19 @@ SELECT prm.run_due_jobs() IS NOT NULL AS ok \gset
 SELECT is((SELECT count(*)::int FROM prm.outbound_message WHERE kind = 'check_in' AND patient_id = :nils), 1, 'one nudge per silence');
 SELECT prm.set_monitoring(:org, :nils, '{"enabled": false}') IS NOT NULL AS ok \gset
 SELECT is((SELECT next_due_at FROM prm.monitoring WHERE patient_id = :nils), NULL, 'disabled monitoring has no deadline');
+-- active hours: silence counts only within them (a window from two hours from now, local, for an hour)
+SELECT to_char(now() AT TIME ZONE 'America/New_York' + interval '2 hours', 'HH24:MI') AS w_start,
+       to_char(now() AT TIME ZONE 'America/New_York' + interval '3 hours', 'HH24:MI') AS w_end \gset
+SELECT prm.resolve_alert(:org, id) FROM prm.alert WHERE patient_id = :nils AND status <> 'resolved';
+SELECT prm.set_monitoring(:org, :nils, format('{"enabled": true, "inactivity_threshold": "30 minutes", "nudge_before": "0",
+         "active_hours": {"start": "%s", "end": "%s"}}', :'w_start', :'w_end')::jsonb) IS NOT NULL AS ok \gset
+UPDATE prm.patient SET last_heartbeat_at = now() - interval '3 hours' WHERE id = :nils;
+UPDATE prm.monitoring SET next_due_at = now() - interval '1 second', started_at = now() - interval '3 hours' WHERE patient_id = :nils;
+SELECT is((prm.run_due_jobs() ->> 'monitor_alerts')::int, 0, 'silence outside the active hours does not count');
+SELECT is((SELECT next_due_at FROM prm.monitoring WHERE patient_id = :nils),
+          prm.local_to_utc(date_trunc('minute', now() AT TIME ZONE 'America/New_York' + interval '2 hours'), 'America/New_York')
+            + interval '30 minutes',
+          'the deadline is 30 minutes into the next active window');
 
 --
 -- 5. Heartbeats
