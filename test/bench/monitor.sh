@@ -53,7 +53,7 @@ EOF2
 tps() { pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_RUN" -f "$1" "$DB" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
 bare=$(tps /tmp/mon_bare.sql)
 prm=$(tps /tmp/mon_prm.sql)
-echo "heartbeats, $N monitored, $CLIENTS clients, ${SECONDS_RUN}s: prm.record_heartbeat $prm/s, bare UPDATE+INSERT $bare/s, ratio $(echo "scale=2; $prm / $bare" | bc)"
+echo "heartbeats, $N monitored, $CLIENTS clients, ${SECONDS_RUN}s: prm.record_heartbeat $prm/s, bare UPDATE+INSERT $bare/s, ratio $(LC_ALL=C awk -v a="$prm" -v b="$bare" 'BEGIN { printf "%.2f", a / b }')"
 $P -At <<SQL
 SELECT 'HOT updates of prm.patient: ' || n_tup_hot_upd || ' of ' || n_tup_upd FROM pg_stat_user_tables WHERE relid = 'prm.patient'::regclass;
 SQL
