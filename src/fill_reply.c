@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "fill.h"
+#include "monitor.h"
 #include "ticket.h"
 
 PG_FUNCTION_INFO_V1(prm_handle_inbound_sms);
@@ -602,6 +603,8 @@ FillAnswer(void *arg)
 	values[0] = Int64GetDatum(org_id);
 	if (kind == KW_HELP)
 		reply = PrmRender(org_id, "help", "sms", language, NULL, 0);
+	else if (PrmMonitorCaregiverReply(org_id, in->address, PrmKeyword(in->body), &reply))
+		; /* a caregiver's OK to an alert they were sent */
 	else if (npatients == 0)
 		reply = NULL; /* a number we do not know: say nothing */
 	else if (kind == KW_STOP)

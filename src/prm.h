@@ -236,6 +236,10 @@ typedef struct PrmSettings
 	/* tickets (ticket.c, ticket_sla.c) */
 	Interval ticket_autoclose_after;
 	int32	 max_open_tickets_per_staff;
+	/* companion monitoring (monitor*.c) */
+	Interval reminder_missed_after;
+	int32	 reminder_horizon_days;
+	int32	 activity_retention_days;
 } PrmSettings;
 
 extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);

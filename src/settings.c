@@ -135,6 +135,10 @@ static const SettingDef setting_defs[] = {
 	/* tickets (ticket.c, ticket_sla.c) */
 	SETTING(ticket_autoclose_after, SETTING_INTERVAL, "\"4 days\"", HOUR, 365 * DAY, NULL, NULL, "a solved ticket closes by itself this long after it was solved"),
 	SETTING(max_open_tickets_per_staff, SETTING_INT, "0", 0, 100000, NULL, NULL, "round-robin assignment skips staff members with this many tickets not yet solved; 0: no cap"),
+	/* companion monitoring (monitor*.c) */
+	SETTING(reminder_missed_after, SETTING_INTERVAL, "\"01:00:00\"", 60, DAY, NULL, NULL, "a reminder not confirmed this long after it was due is missed, and the care circle is alerted"),
+	SETTING(reminder_horizon_days, SETTING_INT, "2", 1, 31, NULL, NULL, "reminder occurrences are created this many days ahead"),
+	SETTING(activity_retention_days, SETTING_INT, "30", 1, 3650, NULL, NULL, "heartbeats and activity older than this are deleted"),
 };
 
 /* one-organization cache of PrmLoadSettings, valid for one transaction */
