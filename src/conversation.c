@@ -65,12 +65,13 @@ PrmThreadMessage(int64 org_id, const char *channel, const char *address,
 	char			  n[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool			  isnull;
 	int64			  conversation_id;
+	bool			  inserted;
 	char			 *before;
 
 	Assert(address != NULL && body != NULL);
 	PrmPrepare(&plan,
 			   "WITH before AS ("
-			   "  SELECT c.state FROM prm.conversation c"
+			   "  SELECT c.id, c.state FROM prm.conversation c"
 			   "   WHERE c.org_id = $1 AND c.channel = $3 AND c.address = $4 AND c.state <> 'closed'),"
 			   " c AS ("
 			   "  INSERT INTO prm.conversation AS c (org_id, patient_id, channel, address,"
@@ -83,12 +84,12 @@ PrmThreadMessage(int64 org_id, const char *channel, const char *address,
 			   "         unread_count = c.unread_count + EXCLUDED.unread_count,"
 			   "         patient_id = coalesce(c.patient_id, EXCLUDED.patient_id),"
 			   "         state_due_at = EXCLUDED.state_due_at"
-			   "  RETURNING c.id),"
+			   "  RETURNING c.id, c.xmax = 0 AS inserted),"
 			   " m AS ("
 			   "  INSERT INTO prm.conversation_message (org_id, conversation_id, direction, body,"
 			   "         inbound_message_id, outbound_message_id)"
 			   "  SELECT $1, c.id, CASE WHEN $5 THEN 'inbound' ELSE 'outbound' END, $8, $9, $10 FROM c)"
-			   "SELECT c.id, (SELECT b.state FROM before b) FROM c",
+			   "SELECT c.id, c.inserted, (SELECT b.state FROM before b WHERE b.id = c.id) FROM c",
 			   10, (Oid[]){INT8OID, INT8OID, TEXTOID, TEXTOID, BOOLOID, BOOLOID, TIMESTAMPTZOID, TEXTOID, INT8OID, INT8OID});
 	v[0] = Int64GetDatum(org_id);
 	v[1] = Int64GetDatum(patient_id);
@@ -106,11 +107,19 @@ PrmThreadMessage(int64 org_id, const char *channel, const char *address,
 	PrmExecute(plan, v, n, false, 0);
 	conversation_id = PrmGetInt64(0, 1, &isnull);
 	Assert(!isnull);
-	before = PrmGetText(0, 2);
-	if (before == NULL)
+	/*
+	 * Started: the upsert inserted the row (xmax 0; a row it updated carries
+	 * this transaction's lock).  Not what the statement's snapshot saw: a
+	 * conversation another transaction opened meanwhile is joined, not
+	 * started again, and one closed meanwhile is succeeded by a new one.
+	 * Reactivated: the row updated is the one the snapshot saw inactive.
+	 */
+	inserted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	before = PrmGetText(0, 3);
+	if (inserted)
 		PrmEmitEvent(org_id, "conversation_started", "conversation", conversation_id,
 					 psprintf("{\"channel\": %s}", PrmJsonString(channel)));
-	else if (strcmp(before, "inactive") == 0)
+	else if (before != NULL && strcmp(before, "inactive") == 0)
 		PrmEmitEvent(org_id, "conversation_reactivated", "conversation", conversation_id, NULL);
 	if (inbound)
 		PrmNotifyOnce("prm_conversation");

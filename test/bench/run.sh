@@ -7,7 +7,7 @@
 # does not hold (a slot booked twice, a queue drained mid-run...).
 #
 #   bash test/bench/run.sh [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement]
-#                                                             (default: all)
+#                          [inbound]                          (default: all)
 #
 #   1. outbox  claim + ack through prm.claim_messages / mark_message_sent
 #              vs a bare SKIP LOCKED queue UPDATE, 1/8/32 clients, batch 1/10,
@@ -24,6 +24,10 @@
 #              worker CPU over 60 idle seconds vs a 1-second poller
 #   6. matching    ranking 10,000 requests x 2,000 therapists; exact vs greedy
 #   7. reengagement  100k patients, 2M appointments, 1M messages
+#   8. inbound   20,000 inbound WhatsApp messages through handle_inbound_message
+#              (threading included) vs a bare INSERT; the staff inbox at
+#              100,000 conversations / 2,000,000 messages, p50/p99, vs the
+#              same join without the view and a denormalised table
 #
 # The cluster is pg_virtualenv's (as root), with pg_cron and prm preloaded.
 # Benchmarks run in their own database, prm_bench, where the prm worker
@@ -61,8 +65,8 @@ want() {                        # is benchmark $1 selected?
 }
 SELECTED=("$@")
 for s in "${SELECTED[@]}"; do
-    case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement) ;;
-    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement)" >&2; exit 2 ;;
+    case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement | inbound) ;;
+    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement, inbound)" >&2; exit 2 ;;
     esac
 done
 
@@ -134,7 +138,7 @@ echo "server: $(sql -c "SELECT split_part(version(), ' (', 1)"), prm $(sql -c "S
     "$(sql -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
                WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'max_wal_size', 'jit', 'work_mem')")"
 echo "database prm_bench in a pg_virtualenv cluster (shared_preload_libraries=pg_cron,prm, max_connections=200)"
-echo "reproduce one benchmark with its block: bash $B/run.sh outbox|storm|cancel|recalc"
+echo "reproduce one benchmark with its block: bash $B/run.sh outbox|storm|cancel|recalc|deadline|worker|matching|reengagement|inbound"
 
 # --------------------------------------------------------------------------
 if want outbox; then
@@ -406,6 +410,13 @@ if want reengagement; then
     echo
     echo "== 7. Reengagement (bash test/bench/reengagement.sh)"
     bash "$here/reengagement.sh" || fail "reengagement benchmark"
+fi
+
+# issue 11: conversations, inbound ingest and the staff inbox (scaled by MESSAGES, CONVERSATIONS...)
+if want inbound; then
+    echo
+    echo "== 8. Conversations: inbound ingest and the staff inbox (bash test/bench/inbound.sh)"
+    bash "$here/inbound.sh" || fail "inbound benchmark"
 fi
 
 echo
