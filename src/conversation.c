@@ -60,20 +60,38 @@ PrmThreadMessage(int64 org_id, const char *channel, const char *address,
 				 int64 patient_id, bool inbound, bool unread, const char *body,
 				 int64 inbound_id, int64 outbound_id)
 {
+	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr plan = NULL;
 	TimestampTz		  now = GetCurrentTransactionStartTimestamp();
 	Datum			  v[10];
 	char			  n[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool			  isnull;
 	int64			  conversation_id;
-	char			 *before;
+	int64			  before_id = 0;
+	bool			  inserted;
+	char			 *before = NULL;
 
 	Assert(address != NULL && body != NULL);
+	/*
+	 * The open conversation as it is now, locked: a lock the timer holds is
+	 * waited for and the state read is the one it committed (the timer
+	 * passes over a conversation locked here).  None: the upsert starts one,
+	 * or joins the one another message is starting.
+	 */
+	PrmPrepare(&lock_plan,
+			   "SELECT c.id, c.state FROM prm.conversation c"
+			   " WHERE c.org_id = $1 AND c.channel = $2 AND c.address = $3 AND c.state <> 'closed'"
+			   " FOR NO KEY UPDATE",
+			   3, (Oid[]){INT8OID, TEXTOID, TEXTOID});
+	if (PrmExecute(lock_plan,
+				   (Datum[]){Int64GetDatum(org_id), CStringGetTextDatum(channel), CStringGetTextDatum(address)},
+				   NULL, false, 1) == 1)
+	{
+		before_id = PrmGetInt64(0, 1, &isnull);
+		before = PrmGetText(0, 2);
+	}
 	PrmPrepare(&plan,
-			   "WITH before AS ("
-			   "  SELECT c.state FROM prm.conversation c"
-			   "   WHERE c.org_id = $1 AND c.channel = $3 AND c.address = $4 AND c.state <> 'closed'),"
-			   " c AS ("
+			   "WITH c AS ("
 			   "  INSERT INTO prm.conversation AS c (org_id, patient_id, channel, address,"
 			   "         last_message_at, last_inbound_at, unread_count, state_due_at)"
 			   "  VALUES ($1, $2, $3, $4, pg_catalog.now(), CASE WHEN $5 THEN pg_catalog.now() END,"
@@ -84,12 +102,12 @@ PrmThreadMessage(int64 org_id, const char *channel, const char *address,
 			   "         unread_count = c.unread_count + EXCLUDED.unread_count,"
 			   "         patient_id = coalesce(c.patient_id, EXCLUDED.patient_id),"
 			   "         state_due_at = EXCLUDED.state_due_at"
-			   "  RETURNING c.id),"
+			   "  RETURNING c.id, c.xmax = 0 AS inserted),"
 			   " m AS ("
 			   "  INSERT INTO prm.conversation_message (org_id, conversation_id, direction, body,"
 			   "         inbound_message_id, outbound_message_id)"
 			   "  SELECT $1, c.id, CASE WHEN $5 THEN 'inbound' ELSE 'outbound' END, $8, $9, $10 FROM c)"
-			   "SELECT c.id, (SELECT b.state FROM before b) FROM c",
+			   "SELECT c.id, c.inserted FROM c",
 			   10, (Oid[]){INT8OID, INT8OID, TEXTOID, TEXTOID, BOOLOID, BOOLOID, TIMESTAMPTZOID, TEXTOID, INT8OID, INT8OID});
 	v[0] = Int64GetDatum(org_id);
 	v[1] = Int64GetDatum(patient_id);
@@ -107,11 +125,17 @@ PrmThreadMessage(int64 org_id, const char *channel, const char *address,
 	PrmExecute(plan, v, n, false, 0);
 	conversation_id = PrmGetInt64(0, 1, &isnull);
 	Assert(!isnull);
-	before = PrmGetText(0, 2);
-	if (before == NULL)
+	/*
+	 * Started: the upsert inserted the row (xmax 0; a row it updated carries
+	 * this transaction's lock), not merely found none in its snapshot: a
+	 * conversation another message opened meanwhile is joined, not started
+	 * again.  Reactivated: the row updated is the one locked above, inactive.
+	 */
+	inserted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (inserted)
 		PrmEmitEvent(org_id, "conversation_started", "conversation", conversation_id,
 					 psprintf("{\"channel\": %s}", PrmJsonString(channel)));
-	else if (strcmp(before, "inactive") == 0)
+	else if (before_id == conversation_id && before != NULL && strcmp(before, "inactive") == 0)
 		PrmEmitEvent(org_id, "conversation_reactivated", "conversation", conversation_id, NULL);
 	if (inbound)
 		PrmNotifyOnce("prm_conversation");

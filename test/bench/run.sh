@@ -6,8 +6,8 @@
 # run fails (exit 1) only when a benchmark errors or a correctness check
 # does not hold (a slot booked twice, a queue drained mid-run...).
 #
-#   bash test/bench/run.sh [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement] [monitor]
-#                                                             (default: all)
+#   bash test/bench/run.sh [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement]
+#                          [monitor] [inbound]                (default: all)
 #
 #   1. outbox  claim + ack through prm.claim_messages / mark_message_sent
 #              vs a bare SKIP LOCKED queue UPDATE, 1/8/32 clients, batch 1/10,
@@ -26,6 +26,10 @@
 #   7. reengagement  100k patients, 2M appointments, 1M messages
 #   8. monitor       heartbeats at 100k monitored patients vs a bare UPDATE + INSERT;
 #                    1,000 silent at once -> alerts and first SMS queued
+#   9. inbound   20,000 inbound WhatsApp messages through handle_inbound_message
+#              (threading included) vs a bare INSERT; the staff inbox at
+#              100,000 conversations / 2,000,000 messages, p50/p99, vs the
+#              same join without the view and a denormalised table
 #
 # The cluster is pg_virtualenv's (as root), with pg_cron and prm preloaded.
 # Benchmarks run in their own database, prm_bench, where the prm worker
@@ -63,8 +67,8 @@ want() {                        # is benchmark $1 selected?
 }
 SELECTED=("$@")
 for s in "${SELECTED[@]}"; do
-    case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement | monitor) ;;
-    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement, monitor)" >&2; exit 2 ;;
+    case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement | monitor | inbound) ;;
+    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement, monitor, inbound)" >&2; exit 2 ;;
     esac
 done
 
@@ -136,7 +140,7 @@ echo "server: $(sql -c "SELECT split_part(version(), ' (', 1)"), prm $(sql -c "S
     "$(sql -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
                WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'max_wal_size', 'jit', 'work_mem')")"
 echo "database prm_bench in a pg_virtualenv cluster (shared_preload_libraries=pg_cron,prm, max_connections=200)"
-echo "reproduce one benchmark with its block: bash $B/run.sh outbox|storm|cancel|recalc"
+echo "reproduce one benchmark with its block: bash $B/run.sh outbox|storm|cancel|recalc|deadline|worker|matching|reengagement|monitor|inbound"
 
 # --------------------------------------------------------------------------
 if want outbox; then
@@ -414,6 +418,13 @@ if want monitor; then
     echo
     echo "== 8. Companion monitoring (bash test/bench/monitor.sh)"
     BENCH_SECONDS=$SECS bash "$here/monitor.sh" || fail "monitor benchmark"
+fi
+
+# issue 11: conversations, inbound ingest and the staff inbox (scaled by MESSAGES, CONVERSATIONS...)
+if want inbound; then
+    echo
+    echo "== 9. Conversations: inbound ingest and the staff inbox (bash test/bench/inbound.sh)"
+    bash "$here/inbound.sh" || fail "inbound benchmark"
 fi
 
 echo
