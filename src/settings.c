@@ -93,6 +93,11 @@ static void SettingCheckRegion(const SettingDef *def, const char *value, const c
 static void SettingCheckLocale(const SettingDef *def, const char *value, const char *str);
 static void SettingCheckUrl(const SettingDef *def, const char *value, const char *str);
 static void SettingCheckKeywords(const SettingDef *def, const char *value, const char *str);
+static void SettingCheckReminderOffsets(const SettingDef *def, const char *value, const char *str);
+static void SettingCheckReminderChannel(const SettingDef *def, const char *value, const char *str);
+
+/* what a null reminder_channel loads as */
+static char *reminder_channel_fallback = "sms";
 
 static const SettingDef setting_defs[] = {
 	SETTING(batch_size, SETTING_INT, "3", 1, 50, NULL, NULL, "patients offered a slot at once"),
@@ -132,6 +137,10 @@ static const SettingDef setting_defs[] = {
 	SETTING(conversation_inactive_after, SETTING_INTERVAL, "\"1 day\"", 60, 365 * DAY, NULL, NULL, "a conversation without traffic this long becomes inactive (traffic makes it active again)"),
 	SETTING(conversation_closed_after, SETTING_INTERVAL, "\"30 days\"", 60, 3650 * DAY, NULL, NULL, "a conversation without traffic this long is closed for good (new traffic starts a new one)"),
 	SETTING(handoff_keywords, SETTING_TEXT, "\"AGENT,HUMAN,PERSON,STAFF\"", 0, 0, SettingCheckKeywords, NULL, "comma-separated words: an inbound message that is one of them asks for a person and opens a ticket (null: none)"),
+	/* appointment reminders */
+	SETTING(reminders, SETTING_BOOL, "true", 0, 0, NULL, NULL, "queue reminders of every booked appointment (reminder_offsets before it, on reminder_channel)"),
+	SETTING(reminder_offsets, SETTING_TEXT, "\"24 hours,2 hours\"", 0, 0, SettingCheckReminderOffsets, NULL, "comma-separated times before an appointment that its reminders go out, each a whole number of minutes, hours or days from 5 minutes to 30 days, at most 5 (null: none)"),
+	SETTING(reminder_channel, SETTING_TEXT, "\"sms\"", 0, 0, SettingCheckReminderChannel, &reminder_channel_fallback, "channel of appointment reminders: sms or email (replies C and X are read on SMS)"),
 };
 
 /* one-organization cache of PrmLoadSettings, valid for one transaction */
@@ -801,4 +810,27 @@ prm_settings(PG_FUNCTION_ARGS)
 	result = SettingsEffective(org_id);
 	PrmSpiFinish();
 	PG_RETURN_DATUM(result);
+}
+
+/* appointment reminders */
+
+/* reminder_offsets: what PrmParseReminderOffsets reads. */
+static void
+SettingCheckReminderOffsets(const SettingDef *def, const char *value, const char *str)
+{
+	int64		usecs[PRM_MAX_REMINDERS];
+	const char *error = NULL;
+
+	if (strlen(str) > 100)
+		SettingInvalid(def, value, "It must be at most 100 characters.");
+	if (PrmParseReminderOffsets(str, usecs, &error) < 0)
+		SettingInvalid(def, value, error);
+}
+
+/* reminder_channel: sms or email. */
+static void
+SettingCheckReminderChannel(const SettingDef *def, const char *value, const char *str)
+{
+	if (strcmp(str, "sms") != 0 && strcmp(str, "email") != 0)
+		SettingInvalid(def, value, "It must be \"sms\" or \"email\".");
 }
