@@ -21,9 +21,9 @@
  *	  its time has passed.  One live reminder per appointment and offset (a
  *	  partial unique index).
  *	- Offsets are elapsed time before the appointment ("24 hours" is 24
- *	  real hours, across a daylight-saving change too).  A reminder whose
- *	  time falls in the organization's quiet hours, in the patient's time
- *	  zone, is moved earlier, to the last minute before those quiet hours
+ *	  real hours, across a daylight-saving change too).  An SMS reminder
+ *	  whose time falls in the organization's quiet hours, in the patient's
+ *	  time zone, is moved earlier, to the last minute before those quiet hours
  *	  begin, so it never arrives late; a moved time that has already passed
  *	  is not scheduled.  A local time in a daylight-saving gap is read as
  *	  PostgreSQL reads it (moved forward by the gap).
@@ -275,7 +275,9 @@ ReminderQueue(const ReminderAppt *a, const char *channel, int64 before, const ch
 	int64			   reminder_id;
 	int64			   message_id;
 
-	due = ReminderBeforeQuiet(s, a->tz, PrmTimestampPlusUsecs(a->starts_at, -before));
+	due = PrmTimestampPlusUsecs(a->starts_at, -before);
+	if (strcmp(channel, "sms") == 0) /* quiet hours hold SMS only */
+		due = ReminderBeforeQuiet(s, a->tz, due);
 	if (due <= GetCurrentTransactionStartTimestamp())
 		return false;
 	PrmPrepare(&insert_plan,

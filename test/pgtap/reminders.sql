@@ -7,7 +7,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(50);
+SELECT plan(53);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_rem_staff;
@@ -149,9 +149,20 @@ SELECT results_eq(format('SELECT (due_at AT TIME ZONE ''America/New_York'')::tex
                   $$VALUES ('2030-03-09 08:00:00'), ('2030-03-09 20:59:00')$$,
                   '24 hours before is 08:00 the day before (a 23-hour day); 2 hours before (07:00, quiet) moves to 20:59 the evening before');
 
+-- e-mail reminders: to the patient's address, not held by quiet hours (SMS only)
+SELECT prm.configure(:org_q, '{"reminder_channel": "email"}') IS NOT NULL AS ok \gset
+SELECT prm.add_patient(:org_q, 'Emma', 'Mail', '+15550078002', 'emma@example.org') AS emma \gset
+SELECT prm.book_appointment(:org_q, :emma, :dr_q, '2030-04-10 08:30 America/New_York', '2030-04-10 09:00 America/New_York') AS appt_e \gset
+SELECT results_eq(format('SELECT m.channel, m.to_address, (r.due_at AT TIME ZONE ''America/New_York'')::text FROM prm.appointment_reminder r JOIN prm.outbound_message m ON m.id = r.message_id WHERE r.appointment_id = %s ORDER BY r.due_at', :appt_e),
+                  $$VALUES ('email'::text, 'emma@example.org'::text, '2030-04-09 08:30:00'), ('email', 'emma@example.org', '2030-04-10 06:30:00')$$,
+                  'e-mail reminders go to the patient''s address, at their time even in quiet hours');
+SELECT prm.book_appointment(:org_q, :quin, :dr_q, '2030-04-11 10:00 America/New_York', '2030-04-11 10:30 America/New_York') AS appt_noemail \gset
+SELECT is((SELECT count(*)::int FROM prm.appointment_reminder WHERE appointment_id = :appt_noemail), 0, 'a patient without an e-mail address gets no e-mail reminders');
+
 -- 9. tenancy
 SET LOCAL ROLE regress_rem_other;
 SELECT is((SELECT count(*)::int FROM prm.appointment_reminder), 0, 'another organization''s role sees none of its reminders');
+SELECT is((SELECT count(*)::int FROM prm.appointment_reminders), 0, 'nor through the view');
 SELECT throws_ok(format('SELECT prm.schedule_reminders(%s, %s)', :org, :appt_c), '42501', NULL, 'nor schedules them');
 SELECT throws_ok(format('SELECT prm.schedule_reminders(%s, %s)', :org_b, :appt_c), 'P0002', NULL, 'another organization''s appointment is not found in its own');
 RESET ROLE;
