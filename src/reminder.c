@@ -41,9 +41,11 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "fill.h"
@@ -75,6 +77,18 @@ static bool		   ReminderQueue(const ReminderAppt *a, const char *channel, int64 
 								 const char *body);
 static char		  *ReminderRender(int64 org_id, const char *kind, const char *channel,
 								  const char *language, const char *tz, TimestampTz starts_at);
+
+/*
+ * Are the reminder tables there?  The library may be newer than the
+ * extension's SQL objects until ALTER EXTENSION prm UPDATE has run.
+ */
+static bool
+ReminderInstalled(void)
+{
+	Oid nsp = get_namespace_oid("prm", true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("appointment_reminder", nsp));
+}
 
 /*
  * Parse a reminder_offsets value: up to PRM_MAX_REMINDERS items separated by
@@ -339,8 +353,8 @@ ReminderRender(int64 org_id, const char *kind, const char *channel, const char *
 int
 PrmScheduleReminders(int64 org_id, int64 appointment_id)
 {
-	const PrmSettings *s = PrmGetSettings(org_id);
-	const char		  *channel = s->reminder_channel[0] ? s->reminder_channel : "sms";
+	const PrmSettings *s;
+	const char		  *channel;
 	int64			   offsets[PRM_MAX_REMINDERS];
 	const char		  *error = NULL;
 	int				   n = 0;
@@ -350,6 +364,10 @@ PrmScheduleReminders(int64 org_id, int64 appointment_id)
 	StringInfoData	   array;
 	char			  *body = NULL;
 
+	if (!ReminderInstalled())
+		return 0;
+	s = PrmGetSettings(org_id);
+	channel = s->reminder_channel[0] ? s->reminder_channel : "sms";
 	if (!ReminderLoad(org_id, appointment_id, channel, &a))
 		return 0;
 	if (s->reminders && s->reminder_offsets[0] != '\0')
@@ -456,7 +474,7 @@ PrmReminderReply(int64 org_id, Datum patients, const char *keyword, const char *
 	TimestampTz		  starts_at;
 	char			 *tz;
 
-	if (!confirm && strcmp(keyword, "X") != 0)
+	if ((!confirm && strcmp(keyword, "X") != 0) || !ReminderInstalled())
 		return false;
 	PrmPrepare(&plan,
 			   "SELECT a.id, a.patient_id, a.starts_at, coalesce(p.timezone, o.timezone)"
