@@ -232,7 +232,7 @@ typedef struct PrmSettings
 	Interval conversation_closed_after;
 	char	 handoff_keywords[256]; /* null: "" */
 	/* appointment reminders */
-	bool reminders;
+	bool appointment_reminders;
 	char reminder_offsets[128]; /* null: none */
 	char reminder_channel[8];	/* null: "sms" */
 } PrmSettings;

@@ -370,7 +370,7 @@ PrmScheduleReminders(int64 org_id, int64 appointment_id)
 	channel = s->reminder_channel[0] ? s->reminder_channel : "sms";
 	if (!ReminderLoad(org_id, appointment_id, channel, &a))
 		return 0;
-	if (s->reminders && s->reminder_offsets[0] != '\0')
+	if (s->appointment_reminders && s->reminder_offsets[0] != '\0')
 		n = PrmParseReminderOffsets(s->reminder_offsets, offsets, &error);
 	if (n < 0)
 		elog(ERROR, "stored reminder_offsets \"%s\" is invalid: %s", s->reminder_offsets, error);

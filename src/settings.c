@@ -138,7 +138,7 @@ static const SettingDef setting_defs[] = {
 	SETTING(conversation_closed_after, SETTING_INTERVAL, "\"30 days\"", 60, 3650 * DAY, NULL, NULL, "a conversation without traffic this long is closed for good (new traffic starts a new one)"),
 	SETTING(handoff_keywords, SETTING_TEXT, "\"AGENT,HUMAN,PERSON,STAFF\"", 0, 0, SettingCheckKeywords, NULL, "comma-separated words: an inbound message that is one of them asks for a person and opens a ticket (null: none)"),
 	/* appointment reminders */
-	SETTING(reminders, SETTING_BOOL, "false", 0, 0, NULL, NULL, "queue reminders of every booked appointment, reminder_offsets before it on reminder_channel (off until the organization turns it on)"),
+	SETTING(appointment_reminders, SETTING_BOOL, "false", 0, 0, NULL, NULL, "queue reminders of every booked appointment, reminder_offsets before it on reminder_channel (off until the organization turns it on)"),
 	SETTING(reminder_offsets, SETTING_TEXT, "\"24 hours,2 hours\"", 0, 0, SettingCheckReminderOffsets, NULL, "comma-separated times before an appointment that its reminders go out, each a whole number of minutes, hours or days from 5 minutes to 30 days, at most 5 (null: none)"),
 	SETTING(reminder_channel, SETTING_TEXT, "\"sms\"", 0, 0, SettingCheckReminderChannel, &reminder_channel_fallback, "channel of appointment reminders: sms or email (replies C and X are read on SMS)"),
 };

@@ -29,7 +29,7 @@ SELECT prm.add_patient(:org_b, 'Bea', 'B', '+15550079001') AS bea \gset
 SELECT date_trunc('hour', now()) + interval '3 days' AS t \gset
 
 -- 1. settings
-SELECT is(prm.settings(:org) -> 'reminders', 'false'::jsonb, 'reminders are off until an organization turns them on');
+SELECT is(prm.settings(:org) -> 'appointment_reminders', 'false'::jsonb, 'reminders are off until an organization turns them on');
 SELECT is(prm.settings(:org) ->> 'reminder_offsets', '24 hours,2 hours', 'default offsets: 24 and 2 hours before');
 SELECT is(prm.settings(:org) ->> 'reminder_channel', 'sms', 'default channel: SMS');
 SELECT prm.book_appointment(:org, :rita, :dr, :'t'::timestamptz - interval '1 day', :'t'::timestamptz - interval '23 hours') AS appt_off \gset
@@ -42,8 +42,8 @@ SELECT throws_ok(format('SELECT prm.configure(%s, %L)', :org, '{"reminder_offset
 SELECT throws_ok(format('SELECT prm.configure(%s, %L)', :org, '{"reminder_offsets": "soon"}'), '22023', NULL, 'a word is refused');
 SELECT throws_ok(format('SELECT prm.configure(%s, %L)', :org, '{"reminder_offsets": "1 day,2 days,3 days,4 days,5 days,6 days"}'), '22023', NULL, 'more than 5 offsets are refused');
 SELECT throws_ok(format('SELECT prm.configure(%s, %L)', :org, '{"reminder_channel": "voice"}'), '22023', NULL, 'a reminder channel other than sms or email is refused');
-SELECT throws_ok(format('SELECT prm.configure(%s, %L)', :org, '{"reminders": "yes"}'), '22023', NULL, 'reminders is a boolean');
-SELECT is(prm.configure(:org, '{"reminders": true, "quiet_hours": false, "reminder_offsets": "1 day, 2 h"}') ->> 'reminder_offsets',
+SELECT throws_ok(format('SELECT prm.configure(%s, %L)', :org, '{"appointment_reminders": "yes"}'), '22023', NULL, 'appointment_reminders is a boolean');
+SELECT is(prm.configure(:org, '{"appointment_reminders": true, "quiet_hours": false, "reminder_offsets": "1 day, 2 h"}') ->> 'reminder_offsets',
           '1 day, 2 h', 'offsets in other words are accepted');
 SELECT prm.configure(:org, '{"reminder_offsets": null}') IS NOT NULL AS ok \gset
 SELECT is(prm.settings(:org) ->> 'reminder_offsets', '24 hours,2 hours', 'reset to the default');
@@ -140,7 +140,7 @@ SELECT is((SELECT count(*)::int FROM prm.appointment_reminder WHERE appointment_
 
 -- 8. quiet hours move a reminder earlier; offsets are elapsed time across DST
 SELECT prm.create_organization('Quiet R', 'America/New_York', '+15550078888') AS org_q \gset
-SELECT prm.configure(:org_q, '{"reminders": true}') IS NOT NULL AS ok \gset
+SELECT prm.configure(:org_q, '{"appointment_reminders": true}') IS NOT NULL AS ok \gset
 SELECT prm.add_provider(:org_q, 'Dr Q') AS dr_q \gset
 SELECT prm.add_patient(:org_q, 'Quin', 'Q', '+15550078001') AS quin \gset
 -- 2030-03-10 is the day New York springs forward (02:00 -> 03:00)
