@@ -29,6 +29,7 @@
 #include "utils/timestamp.h"
 
 #include "prm.h"
+#include "ticket.h"
 
 PG_FUNCTION_INFO_V1(prm_reply_in_conversation);
 PG_FUNCTION_INFO_V1(prm_mark_conversation_read);
@@ -314,6 +315,8 @@ prm_reply_in_conversation(PG_FUNCTION_ARGS)
 			   (Datum[]){Int64GetDatum(org_id), Int64GetDatum(id),
 						 CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false))},
 			   NULL, false, 0);
+	/* a staff reply answers the conversation's tickets (their first reply) */
+	PrmTicketStaffReplied(org_id, conversation_id);
 	PrmEmitEvent(org_id, "conversation_replied", "conversation", conversation_id,
 				 psprintf("{\"outbound_message_id\": %lld}", (long long) id));
 	PrmSpiFinish();

@@ -19,6 +19,7 @@
 #include "utils/builtins.h"
 
 #include "prm.h"
+#include "ticket.h"
 
 /* The keyword of a message: its letters and digits, upper-cased, at most 40. */
 char *
@@ -232,62 +233,128 @@ InboundPatient(int64 org_id, const char *channel, const char *from, char **langu
 }
 
 /*
- * A patient asked for a person: the event staff act on, and the reply
- * telling the patient someone will answer.  Inside SPI.
+ * A sender asked for a person: a ticket for staff (linked to the
+ * conversation, the message as its description), the event, and the reply
+ * telling the sender someone will answer.  Inside SPI.
  */
 char *
 PrmHandoff(int64 org_id, const char *channel, const char *address,
 		   int64 patient_id, int64 conversation_id, int64 inbound_id,
-		   const char *language)
+		   const char *body, const char *language)
 {
 	char *reply = PrmRender(org_id, "handoff", strcmp(channel, "email") == 0 ? "email" : "sms",
 							language, NULL, 0);
+	char *description = pstrdup(body);
+	int64 ticket_id;
+
+	/* a ticket's description holds 2,000 characters; the thread has it all */
+	if (strlen(description) > 2000)
+		description[pg_mbcharcliplen(description, strlen(description), 2000)] = '\0';
+	ticket_id = PrmOpenTicket(org_id, "Asked for a person", "normal", patient_id, description,
+							  conversation_id, "inbound");
 
 	PrmEmitEvent(org_id, "handoff_requested", "conversation", conversation_id,
-				 psprintf("{\"inbound_message_id\": %lld, \"patient_id\": %s}", (long long) inbound_id,
-						  patient_id ? psprintf("%lld", (long long) patient_id) : "null"));
+				 psprintf("{\"inbound_message_id\": %lld, \"patient_id\": %s, \"ticket_id\": %lld}",
+						  (long long) inbound_id,
+						  patient_id ? psprintf("%lld", (long long) patient_id) : "null",
+						  (long long) ticket_id));
 	return reply;
+}
+
+/* What acting on a WhatsApp or e-mail message reads and writes. */
+typedef struct InboundAct
+{
+	int64		  org_id;
+	const char	 *channel;
+	const char	 *address;
+	const char	 *body;
+	const char	 *language;
+	int64		  patient_id;
+	int64		  conversation_id;
+	int64		  inbound_id;
+	char		 *reply; /* out */
+	MemoryContext cxt;	 /* where the reply is kept */
+} InboundAct;
+
+/*
+ * Act on a message threaded for staff (for PrmRunInSubtransaction, inside
+ * SPI): a request for a person is answered and opens a ticket; any other
+ * message of a patient is their reply to their pending tickets.
+ */
+static int64
+InboundActOn(void *arg)
+{
+	InboundAct *act = (InboundAct *) arg;
+	char	   *reply;
+
+	if (!PrmAsksForPerson(act->org_id, act->body))
+	{
+		if (act->patient_id != 0)
+			PrmTicketPatientReplied(act->org_id, act->patient_id, act->conversation_id);
+		return 0;
+	}
+	reply = PrmHandoff(act->org_id, act->channel, act->address, act->patient_id,
+					   act->conversation_id, act->inbound_id, act->body, act->language);
+	(void) PrmThreadMessage(act->org_id, act->channel, act->address, act->patient_id, false,
+							false, reply, 0, 0);
+	act->reply = MemoryContextStrdup(act->cxt, reply);
+	return 0;
 }
 
 /*
  * A WhatsApp or e-mail message: recorded once, threaded into the sender's
- * conversation (an unknown sender's too, for staff), a request for a
- * person answered.  Returns the reply, or NULL.  Inside SPI.
+ * conversation (an unknown sender's too, for staff), then acted on in a
+ * subtransaction: whatever fails there is rolled back alone, logged and
+ * recorded as an event (the webhook's contract: a reply or NULL); a
+ * transient failure fails the call, so the provider's retry acts again.
+ * Returns the reply, or NULL.  Inside SPI.
  */
 char *
 PrmHandleInboundOther(const char *channel, const char *to_raw,
 					  const char *from_raw, const char *body, const char *pmid)
 {
-	int64 org_id = PrmRouteInbound(channel, to_raw);
-	char *from;
-	char *replay;
-	char *language;
-	char *reply = NULL;
-	int64 inbound_id,
-		patient_id,
-		conversation_id;
+	int64	   org_id = PrmRouteInbound(channel, to_raw);
+	char	  *from;
+	char	  *replay;
+	char	  *language;
+	InboundAct act = {0};
+	ErrorData *edata;
+	int64	   ignored;
 
 	if (org_id == 0)
 		return NULL; /* an address no organization owns (privileged caller) */
 	from = PrmInboundAddress(channel, from_raw, PrmOrgPhoneRegion(org_id));
-	inbound_id = PrmRecordInbound(org_id, channel, pmid, from ? from : from_raw, body,
-								  PrmKeyword(body), &replay);
-	if (inbound_id == 0)
+	act.inbound_id = PrmRecordInbound(org_id, channel, pmid, from ? from : from_raw, body,
+									  PrmKeyword(body), &replay);
+	if (act.inbound_id == 0)
 		return replay; /* a retried webhook gets the first reply */
-	patient_id = InboundPatient(org_id, channel, from, &language);
-	conversation_id = PrmThreadMessage(org_id, channel, from ? from : from_raw, patient_id,
-									   true, true, body, inbound_id, 0);
-	if (PrmAsksForPerson(org_id, body))
+	act.org_id = org_id;
+	act.channel = channel;
+	act.address = from ? from : from_raw;
+	act.body = body;
+	act.patient_id = InboundPatient(org_id, channel, from, &language);
+	act.language = language;
+	act.cxt = CurrentMemoryContext;
+	act.conversation_id = PrmThreadMessage(org_id, channel, act.address, act.patient_id,
+										   true, true, body, act.inbound_id, 0);
+	edata = PrmRunInSubtransaction(InboundActOn, &act, &ignored);
+	if (edata != NULL)
 	{
-		reply = PrmHandoff(org_id, channel, from ? from : from_raw, patient_id,
-						   conversation_id, inbound_id, language);
-		(void) PrmThreadMessage(org_id, channel, from ? from : from_raw, patient_id, false,
-								false, reply, 0, 0);
+		if (PrmErrorIsTransient(edata))
+			ReThrowError(edata);
+		ereport(WARNING,
+				(errmsg("prm: inbound %s message %lld of organization %lld was not acted on: %s",
+						channel, (long long) act.inbound_id, (long long) org_id, edata->message)));
+		PrmEmitEvent(org_id, "inbound_failed", "inbound_message", act.inbound_id,
+					 psprintf("{\"sqlstate\": \"%s\", \"error\": %s}",
+							  unpack_sql_state(edata->sqlerrcode), PrmJsonString(edata->message)));
+		FreeErrorData(edata);
+		act.reply = NULL;
 	}
-	PrmCloseInbound(org_id, inbound_id, patient_id, 0, conversation_id, reply);
-	PrmEmitEvent(org_id, "message_received", "inbound_message", inbound_id,
+	PrmCloseInbound(org_id, act.inbound_id, act.patient_id, 0, act.conversation_id, act.reply);
+	PrmEmitEvent(org_id, "message_received", "inbound_message", act.inbound_id,
 				 psprintf("{\"channel\": %s, \"conversation_id\": %lld, \"patient_id\": %s}",
-						  PrmJsonString(channel), (long long) conversation_id,
-						  patient_id ? psprintf("%lld", (long long) patient_id) : "null"));
-	return reply;
+						  PrmJsonString(channel), (long long) act.conversation_id,
+						  act.patient_id ? psprintf("%lld", (long long) act.patient_id) : "null"));
+	return act.reply;
 }

@@ -60,7 +60,7 @@ PrmRequireRow(int64 org_id, PrmEntity entity, int64 id, bool for_update)
 	static SPIPlanPtr		 plans[PRM_ENTITY_COUNT][2];
 	static const char *const tables[PRM_ENTITY_COUNT] = {
 		"location", "provider", "patient", "appointment", "slot",
-		"waitlist_entry", "offer", "outbound_message", "conversation", "staff"};
+		"waitlist_entry", "offer", "outbound_message", "conversation", "staff", "ticket"};
 	Datum values[2];
 
 	Assert(entity >= 0 && entity < PRM_ENTITY_COUNT);

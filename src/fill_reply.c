@@ -27,6 +27,8 @@
 #include "utils/timestamp.h"
 
 #include "fill.h"
+#include "monitor.h"
+#include "ticket.h"
 
 PG_FUNCTION_INFO_V1(prm_handle_inbound_sms);
 PG_FUNCTION_INFO_V1(prm_accept_offer);
@@ -601,6 +603,8 @@ FillAnswer(void *arg)
 	values[0] = Int64GetDatum(org_id);
 	if (kind == KW_HELP)
 		reply = PrmRender(org_id, "help", "sms", language, NULL, 0);
+	else if (PrmMonitorCaregiverReply(org_id, in->address, PrmKeyword(in->body), &reply))
+		; /* a caregiver's OK to an alert they were sent */
 	else if (npatients == 0)
 		reply = NULL; /* a number we do not know: say nothing */
 	else if (kind == KW_STOP)
@@ -649,9 +653,13 @@ FillAnswer(void *arg)
 		; /* C or X answering a pending appointment reminder (reminder.c) */
 	else if (PrmAsksForPerson(org_id, in->body))
 		reply = PrmHandoff(org_id, "sms", in->address, first_patient, in->conversation_id,
-						   in->inbound_id, language);
+						   in->inbound_id, in->body, language);
 	else
+	{
+		/* free text: the patient's reply to their pending tickets, and the hint */
+		PrmTicketPatientReplied(org_id, first_patient, in->conversation_id);
 		reply = PrmRender(org_id, "hint", "sms", language, NULL, 0);
+	}
 
 	in->offer_id = offer_id;
 	in->reply = reply ? MemoryContextStrdup(in->cxt, reply) : NULL;

@@ -26,6 +26,8 @@
 #include "utils/timestamp.h"
 
 #include "prm.h"
+#include "ticket.h"
+#include "monitor.h"
 
 PG_FUNCTION_INFO_V1(prm_run_due_jobs);
 PG_FUNCTION_INFO_V1(prm_next_deadline);
@@ -40,6 +42,10 @@ static int64 JobRecalculate(void);
 static int64 JobMatchingFollowUps(void);
 static int64 JobRetention(void);
 static int64 JobConversationTimers(void);
+static int64 JobTicketDeadlines(void);
+static int64 JobMonitorAlerts(void);
+static int64 JobMonitorReminders(void);
+static int64 JobMonitorSummaries(void);
 
 typedef struct JobStep
 {
@@ -57,6 +63,11 @@ static const JobStep job_steps[] = {
 	{"matching_follow_ups", JobMatchingFollowUps},
 	{"apply_retention", JobRetention},
 	{"conversation_timers", JobConversationTimers},
+	{"ticket_deadlines", JobTicketDeadlines},
+	/* companion monitoring (monitor_alert.c, monitor_reminder.c) */
+	{"monitor_alerts", JobMonitorAlerts},
+	{"monitor_reminders", JobMonitorReminders},
+	{"monitor_summaries", JobMonitorSummaries},
 };
 
 /* When a step last ran (0 if never). */
@@ -174,7 +185,29 @@ JobRetention(void)
 
 	if (last != 0 && GetCurrentTransactionStartTimestamp() - last < USECS_PER_HOUR)
 		return -1; /* not due */
-	return PrmApplyRetention();
+	/* companion monitoring: the activity log has a retention of its own */
+	return PrmApplyRetention() + MonActivityRetention(10000);
+}
+
+/* Due inactivity deadlines and escalation steps, 1,000 of each per run. */
+static int64
+JobMonitorAlerts(void)
+{
+	return MonAlertStep(1000);
+}
+
+/* Reminder occurrences created ahead, sent, missed: 1,000 of each per run. */
+static int64
+JobMonitorReminders(void)
+{
+	return MonReminderStep(1000);
+}
+
+/* Caregivers' daily summaries, 500 per run. */
+static int64
+JobMonitorSummaries(void)
+{
+	return MonSummaryStep(500);
 }
 
 /* Conversations whose timer is due become inactive or closed. */
@@ -182,6 +215,13 @@ static int64
 JobConversationTimers(void)
 {
 	return PrmConversationTimers(1000);
+}
+
+/* SLA breaches and auto-closes of tickets that are due. */
+static int64
+JobTicketDeadlines(void)
+{
+	return PrmTicketDueStep(500);
 }
 
 /* Number of steps. */
@@ -341,7 +381,17 @@ PrmNextDeadline(void)
 			   "     FROM prm.waitlist_entry w WHERE w.status = 'waiting' AND w.score_due_at IS NOT NULL"
 			   "    ORDER BY w.score_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED),"
 			   "  (SELECT c.state_due_at FROM prm.conversation c WHERE c.state <> 'closed'"
-			   "    ORDER BY c.state_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED))",
+			   "    ORDER BY c.state_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED),"
+			   /* tickets: SLA breaches and auto-closes */
+			   "  (SELECT t.sla_next_due_at FROM prm.ticket t WHERE t.sla_next_due_at IS NOT NULL"
+			   "    ORDER BY t.sla_next_due_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED),"
+			   /* companion monitoring: inactivity, escalation, reminders, summaries */
+			   "  (SELECT pg_catalog.min(m.next_due_at) FROM prm.monitoring m WHERE m.next_due_at IS NOT NULL),"
+			   "  (SELECT pg_catalog.min(a.next_escalation_at) FROM prm.alert a WHERE a.status = 'open'),"
+			   "  (SELECT pg_catalog.min(r.fill_due_at) FROM prm.reminder r WHERE r.status = 'active'),"
+			   "  (SELECT pg_catalog.min(o.next_due_at) FROM prm.reminder_occurrence o"
+			   "    WHERE o.status IN ('scheduled', 'sent')),"
+			   "  (SELECT pg_catalog.min(c.summary_due_at) FROM prm.caregiver c WHERE c.summary_due_at IS NOT NULL))",
 			   0, NULL);
 	PrmExecute(plan, NULL, NULL, true, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -51,6 +51,7 @@ PG_FUNCTION_INFO_V1(prm_record_delivery_status);
 PG_FUNCTION_INFO_V1(prm_redrive_message);
 PG_FUNCTION_INFO_V1(prm_health);
 
+/* push: companion apps (monitoring), addressed patient:<id> or caregiver:<id> */
 static const char *const channels[] = {"sms", "whatsapp", "email", "voice", "push"};
 
 static Datum *OutboxCallerOrgs(PrmAccessLevel level, int *norgs);

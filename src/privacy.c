@@ -98,6 +98,7 @@
 #include "utils/jsonb.h"
 
 #include "prm.h"
+#include "monitor.h" /* companion monitoring: export and erasure */
 
 PG_FUNCTION_INFO_V1(prm_export_patient);
 PG_FUNCTION_INFO_V1(prm_erase_patient);
@@ -186,6 +187,8 @@ prm_export_patient(PG_FUNCTION_ARGS)
 	PrmExecute(plan, values, NULL, true, 1);
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	Assert(!isnull);
+	/* companion monitoring (monitor_privacy.c): care circle, activity, alerts, reminders */
+	result = DirectFunctionCall2(jsonb_concat, result, MonExportPatient(org_id, patient_id));
 	result = SPI_datumTransfer(result, false, -1);
 	PrivacyLogExport(org_id, patient_id);
 	PrmEmitEvent(org_id, "patient_exported", "patient", patient_id, NULL);
@@ -235,6 +238,8 @@ prm_erase_patient(PG_FUNCTION_ARGS)
 	PrmRequireRow(org_id, PRM_ENTITY_PATIENT, patient_id, true);
 	withdrawn = PrivacyWithdraw(org_id, patient_id);
 	result = PrivacyBlank(org_id, patient_id, withdrawn);
+	/* companion monitoring (monitor_privacy.c): messages about them blanked, their rows deleted */
+	result = DirectFunctionCall2(jsonb_concat, result, MonErasePatient(org_id, patient_id));
 	PrmEmitEvent(org_id, "patient_erased", "patient", patient_id, NULL);
 	PrmSpiFinish();
 	PG_RETURN_DATUM(result);

@@ -133,6 +133,7 @@ typedef enum PrmEntity
 	PRM_ENTITY_OUTBOUND_MESSAGE,
 	PRM_ENTITY_CONVERSATION,
 	PRM_ENTITY_STAFF,
+	PRM_ENTITY_TICKET,
 	PRM_ENTITY_COUNT
 } PrmEntity;
 
@@ -171,7 +172,8 @@ extern void	 PrmCloseInbound(int64 org_id, int64 inbound_id, int64 patient_id,
 							 const char *reply);
 extern char *PrmHandoff(int64 org_id, const char *channel, const char *address,
 						int64 patient_id, int64 conversation_id,
-						int64 inbound_id, const char *language);
+						int64 inbound_id, const char *body,
+						const char *language);
 extern char *PrmHandleInboundOther(const char *channel, const char *to_raw,
 								   const char *from_raw, const char *body,
 								   const char *pmid);
@@ -231,6 +233,13 @@ typedef struct PrmSettings
 	Interval conversation_inactive_after;
 	Interval conversation_closed_after;
 	char	 handoff_keywords[256]; /* null: "" */
+	/* tickets (ticket.c, ticket_sla.c) */
+	Interval ticket_autoclose_after;
+	int32	 max_open_tickets_per_staff;
+	/* companion monitoring (monitor*.c) */
+	Interval reminder_missed_after;
+	int32	 reminder_horizon_days;
+	int32	 activity_retention_days;
 	/* appointment reminders */
 	bool appointment_reminders;
 	char reminder_offsets[128]; /* null: none */

@@ -6,9 +6,11 @@
  *	  (PrmScheduleReminders, prm.schedule_reminders), and the patient's
  *	  answers to a reminder (PrmReminderReply: C confirms, X cancels).
  *
- * A reminder is a queued outbound message of kind 'reminder' whose
- * not_before is its time: the outbox's not_before is already a deadline of
- * the worker (PrmNextDeadline), so reminders add no loop of their own.
+ * A reminder is a queued outbound message of kind 'appointment_reminder'
+ * (dedup key appointment_reminder:<id>; the companion monitoring's
+ * reminders use 'reminder') whose not_before is its time: the outbox's
+ * not_before is already a deadline of the worker (PrmNextDeadline), so
+ * reminders add no loop of their own.
  * prm.appointment_reminder links each message to its appointment, offset
  * and the appointment time it was scheduled for.
  *
@@ -315,8 +317,8 @@ ReminderQueue(const ReminderAppt *a, const char *channel, int64 before, const ch
 	reminder_id = PrmGetInt64(0, 1, &isnull);
 
 	due = PrmRecipientRules(a->org_id, channel, a->address, a->patient_id, due);
-	message_id = PrmEnqueue(a->org_id, channel, a->address, body, "reminder", a->patient_id, 0,
-							psprintf("reminder:%lld", (long long) reminder_id), due);
+	message_id = PrmEnqueue(a->org_id, channel, a->address, body, "appointment_reminder", a->patient_id, 0,
+							psprintf("appointment_reminder:%lld", (long long) reminder_id), due);
 	PrmPrepare(&link_plan,
 			   "UPDATE prm.appointment_reminder r SET message_id = $3, due_at = $4"
 			   " WHERE r.org_id = $1 AND r.id = $2",

@@ -137,6 +137,13 @@ static const SettingDef setting_defs[] = {
 	SETTING(conversation_inactive_after, SETTING_INTERVAL, "\"1 day\"", 60, 365 * DAY, NULL, NULL, "a conversation without traffic this long becomes inactive (traffic makes it active again)"),
 	SETTING(conversation_closed_after, SETTING_INTERVAL, "\"30 days\"", 60, 3650 * DAY, NULL, NULL, "a conversation without traffic this long is closed for good (new traffic starts a new one)"),
 	SETTING(handoff_keywords, SETTING_TEXT, "\"AGENT,HUMAN,PERSON,STAFF\"", 0, 0, SettingCheckKeywords, NULL, "comma-separated words: an inbound message that is one of them asks for a person and opens a ticket (null: none)"),
+	/* tickets (ticket.c, ticket_sla.c) */
+	SETTING(ticket_autoclose_after, SETTING_INTERVAL, "\"4 days\"", HOUR, 365 * DAY, NULL, NULL, "a solved ticket closes by itself this long after it was solved"),
+	SETTING(max_open_tickets_per_staff, SETTING_INT, "0", 0, 100000, NULL, NULL, "round-robin assignment skips staff members with this many tickets not yet solved; 0: no cap"),
+	/* companion monitoring (monitor*.c) */
+	SETTING(reminder_missed_after, SETTING_INTERVAL, "\"01:00:00\"", 60, DAY, NULL, NULL, "a reminder not confirmed this long after it was due is missed, and the care circle is alerted"),
+	SETTING(reminder_horizon_days, SETTING_INT, "2", 1, 31, NULL, NULL, "reminder occurrences are created this many days ahead"),
+	SETTING(activity_retention_days, SETTING_INT, "30", 1, 3650, NULL, NULL, "heartbeats and activity older than this are deleted"),
 	/* appointment reminders */
 	SETTING(appointment_reminders, SETTING_BOOL, "false", 0, 0, NULL, NULL, "queue reminders of every booked appointment, reminder_offsets before it on reminder_channel (off until the organization turns it on)"),
 	SETTING(reminder_offsets, SETTING_TEXT, "\"24 hours,2 hours\"", 0, 0, SettingCheckReminderOffsets, NULL, "comma-separated times before an appointment that its reminders go out, each a whole number of minutes, hours or days from 5 minutes to 30 days, at most 5 (null: none)"),

@@ -37,7 +37,7 @@ CREATE TABLE prm.appointment_reminder (
 CREATE UNIQUE INDEX appointment_reminder_live_idx ON prm.appointment_reminder (org_id, appointment_id, remind_before)
     WHERE status = 'scheduled';
 CREATE INDEX appointment_reminder_message_idx ON prm.appointment_reminder (org_id, message_id);
-COMMENT ON TABLE prm.appointment_reminder IS 'A reminder of an appointment: the outbound message (message_id, kind reminder) queued with not_before = due_at, remind_before ahead of starts_at (the appointment''s time it was scheduled for) and moved earlier out of quiet hours. status: scheduled (queued or, once its message went out, awaiting an answer), confirmed or cancelled by the patient''s reply, withdrawn when the appointment was cancelled or moved. The deadline is the outbox''s own not_before: no loop of its own.';
+COMMENT ON TABLE prm.appointment_reminder IS 'A reminder of an appointment: the outbound message (message_id, kind appointment_reminder) queued with not_before = due_at, remind_before ahead of starts_at (the appointment''s time it was scheduled for) and moved earlier out of quiet hours. status: scheduled (queued or, once its message went out, awaiting an answer), confirmed or cancelled by the patient''s reply, withdrawn when the appointment was cancelled or moved. The deadline is the outbox''s own not_before: no loop of its own.';
 
 SELECT pg_catalog.pg_extension_config_dump('prm.appointment_reminder', '');
 SELECT pg_catalog.pg_extension_config_dump('prm.appointment_reminder_id_seq', '');

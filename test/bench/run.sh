@@ -6,7 +6,7 @@
 # run fails (exit 1) only when a benchmark errors or a correctness check
 # does not hold (a slot booked twice, a queue drained mid-run...).
 #
-#   bash test/bench/run.sh [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement]
+#   bash test/bench/run.sh [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement] [monitor]
 #                                                             (default: all)
 #
 #   1. outbox  claim + ack through prm.claim_messages / mark_message_sent
@@ -24,6 +24,8 @@
 #              worker CPU over 60 idle seconds vs a 1-second poller
 #   6. matching    ranking 10,000 requests x 2,000 therapists; exact vs greedy
 #   7. reengagement  100k patients, 2M appointments, 1M messages
+#   8. monitor       heartbeats at 100k monitored patients vs a bare UPDATE + INSERT;
+#                    1,000 silent at once -> alerts and first SMS queued
 #
 # The cluster is pg_virtualenv's (as root), with pg_cron and prm preloaded.
 # Benchmarks run in their own database, prm_bench, where the prm worker
@@ -61,8 +63,8 @@ want() {                        # is benchmark $1 selected?
 }
 SELECTED=("$@")
 for s in "${SELECTED[@]}"; do
-    case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement) ;;
-    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement)" >&2; exit 2 ;;
+    case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement | monitor) ;;
+    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement, monitor)" >&2; exit 2 ;;
     esac
 done
 
@@ -406,6 +408,12 @@ if want reengagement; then
     echo
     echo "== 7. Reengagement (bash test/bench/reengagement.sh)"
     bash "$here/reengagement.sh" || fail "reengagement benchmark"
+fi
+# issue 13: companion monitoring at 100k monitored patients (MONITORED, CLIENTS)
+if want monitor; then
+    echo
+    echo "== 8. Companion monitoring (bash test/bench/monitor.sh)"
+    BENCH_SECONDS=$SECS bash "$here/monitor.sh" || fail "monitor benchmark"
 fi
 
 echo

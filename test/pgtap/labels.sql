@@ -46,7 +46,12 @@ INSERT INTO readonly_function VALUES
     ('prm.outreach_performance(bigint,timestamp with time zone,interval)', 's', format('SELECT prm.outreach_performance(%s)', :org)),
     -- sets pg_trgm.word_similarity_threshold for its own query only (GUC_ACTION_SAVE)
     ('prm.search_patients(bigint,text,integer,text)', 's', format($$SELECT prm.search_patients(%s, 'Lena Labl')$$, :org)),
-    ('prm.placement_evidence(bigint,bigint)', 's', format('SELECT prm.placement_evidence(%s, %s)', :org, :request));
+    ('prm.placement_evidence(bigint,bigint)', 's', format('SELECT prm.placement_evidence(%s, %s)', :org, :request)),
+    ('prm.fhir_resource(bigint,text,text)', 's', format($$SELECT prm.fhir_resource(%s, 'Patient', '1')$$, :org)),
+    -- companion monitoring: pure local time, and a read of the activity log as the caller
+    ('prm.local_to_utc(timestamp without time zone,text)', 's', $$SELECT prm.local_to_utc('2031-03-09 02:30', 'America/New_York')$$),
+    ('prm.patient_activity(bigint,bigint,timestamp with time zone,timestamp with time zone,integer,timestamp with time zone)', 's',
+     format($$SELECT * FROM prm.patient_activity(%s, %s, now() - interval '1 day')$$, :org, :patient));
 
 CREATE TEMP VIEW prm_function AS
 SELECT p.oid::regprocedure::text AS signature, p.provolatile, p.proparallel, p.prosecdef, p.proconfig

@@ -51,14 +51,14 @@ SELECT is(prm.settings(:org) ->> 'reminder_offsets', '24 hours,2 hours', 'reset 
 -- 2. booking schedules them
 SELECT prm.book_appointment(:org, :rita, :dr, :'t', :'t'::timestamptz + interval '30 minutes') AS appt \gset
 SELECT results_eq(format('SELECT r.due_at, m.not_before, m.kind, m.status FROM prm.appointment_reminder r JOIN prm.outbound_message m ON m.id = r.message_id WHERE r.appointment_id = %s ORDER BY r.due_at', :appt),
-                  format('VALUES (%L::timestamptz - interval ''24 hours'', %L::timestamptz - interval ''24 hours'', ''reminder''::text, ''queued''::text), (%L::timestamptz - interval ''2 hours'', %L::timestamptz - interval ''2 hours'', ''reminder'', ''queued'')', :'t', :'t', :'t', :'t'),
+                  format('VALUES (%L::timestamptz - interval ''24 hours'', %L::timestamptz - interval ''24 hours'', ''appointment_reminder''::text, ''queued''::text), (%L::timestamptz - interval ''2 hours'', %L::timestamptz - interval ''2 hours'', ''appointment_reminder'', ''queued'')', :'t', :'t', :'t', :'t'),
                   'a booking queues two reminders, 24 and 2 hours before, as outbox deadlines');
 SELECT is((SELECT body FROM prm.outbound_message m JOIN prm.appointment_reminder r ON m.id = r.message_id WHERE r.appointment_id = :appt LIMIT 1),
           format('Clinic R: reminder of your appointment on %s at %s. Reply C to confirm or X to cancel.',
                  to_char(:'t'::timestamptz, 'Dy FMDD Mon'), to_char(:'t'::timestamptz, 'HH24:MI')),
           'the text: clinic, date and time, and C or X to answer');
 SELECT ok((SELECT bool_and(body NOT LIKE '%Rita%' AND body NOT LIKE '%Rem%' AND body NOT LIKE '%Dr %' AND body NOT LIKE '%CANCEL%')
-             FROM prm.outbound_message WHERE kind = 'reminder'), 'no patient name, no provider, and never the opt-out word CANCEL');
+             FROM prm.outbound_message WHERE kind = 'appointment_reminder'), 'no patient name, no provider, and never the opt-out word CANCEL');
 SELECT is(prm.schedule_reminders(:org, :appt), 0, 'scheduling again queues nothing');
 SELECT is((SELECT count(*)::int FROM prm.appointment_reminder WHERE appointment_id = :appt), 2, 'and keeps two');
 SELECT prm.book_appointment(:org, :rita, :dr, date_trunc('minute', now()) + interval '3 hours', date_trunc('minute', now()) + interval '3 hours 20 minutes') AS appt_soon \gset

@@ -1,0 +1,72 @@
+#!/bin/bash
+# Companion monitoring benchmark (issue 13), on an existing cluster (PGHOST,
+# PGPORT, PGUSER as for psql; the database prm_bench_monitor is created and
+# dropped).  With 100,000 monitored patients:
+#   1. heartbeat ingest: prm.record_heartbeat vs the bare single-row UPDATE +
+#      INSERT (one statement, same table shapes and indexes), CLIENTS clients
+#      for BENCH_SECONDS each;
+#   2. the inactivity step: run_due_jobs with nobody overdue, then with 1,000
+#      patients gone silent at once (each alert opened, its first caregiver's
+#      SMS queued); the step's cost follows the overdue, not the monitored.
+#
+#   PGHOST=/tmp/pg-monitor/sock PGPORT=5513 PGUSER=postgres bash test/bench/monitor.sh
+set -euo pipefail
+SECONDS_RUN=${BENCH_SECONDS:-10}
+CLIENTS=${CLIENTS:-8}
+N=${MONITORED:-100000}
+DB=prm_bench_monitor
+psql -X -qc "DROP DATABASE IF EXISTS $DB" >/dev/null
+psql -X -qc "CREATE DATABASE $DB" >/dev/null
+P="psql -X -q -v ON_ERROR_STOP=1 -d $DB"
+$P <<SQL
+CREATE EXTENSION prm CASCADE;
+SELECT prm.create_organization('Bench', 'UTC', '+15550990000');
+INSERT INTO prm.patient (org_id, given_name, family_name, phone)
+SELECT 1, 'P' || i, 'Bench', '+1555' || lpad(i::text, 7, '0') FROM generate_series(1, $N) i;
+INSERT INTO prm.caregiver (org_id, name, phone, preferences)
+SELECT 1, 'C' || i, '+1666' || lpad(i::text, 7, '0'),
+       '{"notifications": {"email": false, "sms": true, "push": false}, "alert_threshold": "low",
+         "quiet_hours": {"enabled": false, "start": "22:00", "end": "07:00"}, "daily_summary_time": null}'
+  FROM generate_series(1, $N) i;
+INSERT INTO prm.care_link (org_id, patient_id, caregiver_id, position) SELECT 1, i, i, 1 FROM generate_series(1, $N) i;
+INSERT INTO prm.monitoring (org_id, patient_id, settings, inactivity_threshold, escalation_wait, severity, next_due_at)
+SELECT 1, i, '{}', interval '1 hour', interval '15 minutes', 'high', now() + interval '1 hour' FROM generate_series(1, $N) i;
+-- the baseline: the same shapes, bare
+CREATE TABLE bare_patient (LIKE prm.patient INCLUDING DEFAULTS);
+INSERT INTO bare_patient SELECT * FROM prm.patient;
+ALTER TABLE bare_patient ADD PRIMARY KEY (org_id, id);
+CREATE INDEX ON bare_patient (org_id, phone);
+CREATE TABLE bare_activity (LIKE prm.patient_activity INCLUDING DEFAULTS);
+CREATE INDEX ON bare_activity (org_id, patient_id, occurred_at);
+CREATE INDEX ON bare_activity USING brin (occurred_at);
+VACUUM ANALYZE;
+SQL
+cat > /tmp/mon_prm.sql <<EOF2
+\set p random(1, $N)
+SELECT prm.record_heartbeat(1, :p);
+EOF2
+cat > /tmp/mon_bare.sql <<EOF2
+\set p random(1, $N)
+WITH u AS (UPDATE bare_patient SET last_heartbeat_at = now() WHERE org_id = 1 AND id = :p RETURNING id)
+INSERT INTO bare_activity (org_id, patient_id, kind, details) SELECT 1, u.id, 'app', '{}' FROM u;
+EOF2
+tps() { pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_RUN" -f "$1" "$DB" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
+bare=$(tps /tmp/mon_bare.sql)
+prm=$(tps /tmp/mon_prm.sql)
+echo "heartbeats, $N monitored, $CLIENTS clients, ${SECONDS_RUN}s: prm.record_heartbeat $prm/s, bare UPDATE+INSERT $bare/s, ratio $(LC_ALL=C awk -v a="$prm" -v b="$bare" 'BEGIN { printf "%.2f", a / b }')"
+$P -At <<SQL
+SELECT 'HOT updates of prm.patient: ' || n_tup_hot_upd || ' of ' || n_tup_upd FROM pg_stat_user_tables WHERE relid = 'prm.patient'::regclass;
+SQL
+# the inactivity step
+ms() { $P -At -c "\\timing on" -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p'; }
+idle=$(ms "SELECT prm.run_due_jobs()")
+$P -c "UPDATE prm.patient SET last_heartbeat_at = now() - interval '2 hours' WHERE id <= 1000;
+       UPDATE prm.monitoring SET next_due_at = now() - interval '1 second', started_at = now() - interval '2 hours' WHERE patient_id <= 1000;" >/dev/null
+busy=$(ms "SELECT prm.run_due_jobs()")
+$P -At <<SQL
+SELECT 'inactivity step, $N monitored: nobody overdue ${idle} ms; 1,000 silent at once ${busy} ms for '
+       || (SELECT count(*) FROM prm.alert) || ' alerts and '
+       || (SELECT count(*) FROM prm.outbound_message WHERE kind = 'caregiver_alert') || ' first caregiver SMS queued ('
+       || round(${busy} / 1000.0, 3) || ' ms per alert)';
+SQL
+psql -X -qc "DROP DATABASE $DB" >/dev/null
