@@ -387,6 +387,7 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 	id = DirectoryInsertReturningId(insert_plan, values, nulls);
 
 	PrmTakeCoveredSlots(org_id, provider_id, starts_at, ends_at, id, slot_id);
+	(void) PrmScheduleReminders(org_id, id);
 
 	PrmEmitEvent(org_id, "appointment_booked", "appointment", id,
 				 psprintf("{\"patient_id\": %lld, \"provider_id\": %lld}",
@@ -459,6 +460,7 @@ PrmCancelAppointment(int64 org_id, int64 appointment_id, const char *reason)
 				 errdetail("Its status is \"%s\"; only proposed, pending and booked appointments can be cancelled.",
 						   PrmGetText(0, 1))));
 	}
+	(void) PrmScheduleReminders(org_id, appointment_id); /* withdraws them */
 
 	PrmPrepare(&slot_plan,
 			   "INSERT INTO prm.slot (org_id, provider_id, starts_at, ends_at, appointment_id)"
@@ -531,6 +533,7 @@ prm_set_appointment_status(PG_FUNCTION_ARGS)
 				 errdetail("A cancelled appointment keeps its status; book a new one instead.")));
 	PrmEmitEvent(org_id, "appointment_status_changed", "appointment", appointment_id,
 				 psprintf("{\"status\": %s}", PrmJsonString(status)));
+	(void) PrmScheduleReminders(org_id, appointment_id);
 	PrmSpiFinish();
 	PG_RETURN_VOID();
 }

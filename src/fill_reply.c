@@ -648,6 +648,9 @@ FillAnswer(void *arg)
 			reply = PrmRender(org_id, "declined", "sms", language, NULL, 0);
 		}
 	}
+	else if (kind == KW_UNKNOWN &&
+			 PrmReminderReply(org_id, patients, PrmKeyword(in->body), language, &reply))
+		; /* C or X answering a pending appointment reminder (reminder.c) */
 	else if (PrmAsksForPerson(org_id, in->body))
 		reply = PrmHandoff(org_id, "sms", in->address, first_patient, in->conversation_id,
 						   in->inbound_id, in->body, language);

@@ -53,6 +53,10 @@ static const TemplateDefault template_defaults[] = {
 	{"contact_several", "Dear {therapist},\n\n{clinic} is looking for psychotherapy places for {count} patients:\n{patients}\n"
 						"Could you offer any of them a first consultation or a place? Please reply to this e-mail with each "
 						"reference and \"yes\", \"no\" or \"no place\", and your expected waiting time in weeks.\n\nThank you,\n{clinic}"},
+	/* appointment reminders: C and X, since CANCEL is an opt-out keyword */
+	{"reminder", "{clinic}: reminder of your appointment on {date} at {time}. Reply C to confirm or X to cancel."},
+	{"reminder_confirmed", "{clinic}: thank you, your appointment on {date} at {time} is confirmed."},
+	{"reminder_cancelled", "{clinic}: your appointment on {date} at {time} is cancelled. Reply HELP for help."},
 };
 
 /* Placeholders a template may use; patient details are deliberately absent. */
@@ -73,7 +77,7 @@ OutboxCheckKind(const char *kind)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("message kind \"%s\" is not recognized", kind),
-			 errhint("Use offer, booked, gone, declined, no_offer, help, stop, start, hint, contact_single or contact_several.")));
+			 errhint("Use offer, booked, gone, declined, no_offer, help, stop, start, hint, handoff, contact_single, contact_several, reminder, reminder_confirmed or reminder_cancelled.")));
 }
 
 /* Raise 22023 for unbalanced braces or an unknown placeholder. */

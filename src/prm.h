@@ -240,6 +240,10 @@ typedef struct PrmSettings
 	Interval reminder_missed_after;
 	int32	 reminder_horizon_days;
 	int32	 activity_retention_days;
+	/* appointment reminders */
+	bool appointment_reminders;
+	char reminder_offsets[128]; /* null: none */
+	char reminder_channel[8];	/* null: "sms" */
 } PrmSettings;
 
 extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);
@@ -335,6 +339,13 @@ extern const char *PrmJobName(int i);
 extern int64	   PrmRunJob(int i);
 extern void		   PrmRecordJobError(int i, const char *message);
 extern TimestampTz PrmNextDeadline(void);
+
+/* reminder.c: appointment reminders */
+#define PRM_MAX_REMINDERS 5
+extern int	PrmParseReminderOffsets(const char *str, int64 *usecs, const char **error);
+extern int	PrmScheduleReminders(int64 org_id, int64 appointment_id);
+extern bool PrmReminderReply(int64 org_id, Datum patients, const char *keyword,
+							 const char *language, char **reply);
 
 /* worker.c */
 extern void PrmWorkerInit(void);

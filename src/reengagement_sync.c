@@ -335,6 +335,7 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 	bool			  isnull;
 	bool			  active;
 	SyncOutcome		  outcome;
+	int64			  appt_id;
 	int64			  length;
 	int				  i;
 
@@ -435,9 +436,11 @@ SyncAppointment(int64 org_id, const char *source, JsonbContainer *record,
 	if (PrmExecute(plan, values, nulls, false, 0) != 1)
 		elog(ERROR, "appointment upsert returned no row");
 	outcome = SyncOutcomeOf();
+	appt_id = PrmGetInt64(0, 1, &isnull);
 	if (active)
-		PrmTakeCoveredSlots(org_id, provider_id, starts_at, ends_at,
-							PrmGetInt64(0, 1, &isnull), 0);
+		PrmTakeCoveredSlots(org_id, provider_id, starts_at, ends_at, appt_id, 0);
+	/* its reminders follow a moved, cancelled or new appointment */
+	(void) PrmScheduleReminders(org_id, appt_id);
 	return outcome;
 }
 

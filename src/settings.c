@@ -93,6 +93,11 @@ static void SettingCheckRegion(const SettingDef *def, const char *value, const c
 static void SettingCheckLocale(const SettingDef *def, const char *value, const char *str);
 static void SettingCheckUrl(const SettingDef *def, const char *value, const char *str);
 static void SettingCheckKeywords(const SettingDef *def, const char *value, const char *str);
+static void SettingCheckReminderOffsets(const SettingDef *def, const char *value, const char *str);
+static void SettingCheckReminderChannel(const SettingDef *def, const char *value, const char *str);
+
+/* what a null reminder_channel loads as */
+static char *reminder_channel_fallback = "sms";
 
 static const SettingDef setting_defs[] = {
 	SETTING(batch_size, SETTING_INT, "3", 1, 50, NULL, NULL, "patients offered a slot at once"),
@@ -139,6 +144,10 @@ static const SettingDef setting_defs[] = {
 	SETTING(reminder_missed_after, SETTING_INTERVAL, "\"01:00:00\"", 60, DAY, NULL, NULL, "a reminder not confirmed this long after it was due is missed, and the care circle is alerted"),
 	SETTING(reminder_horizon_days, SETTING_INT, "2", 1, 31, NULL, NULL, "reminder occurrences are created this many days ahead"),
 	SETTING(activity_retention_days, SETTING_INT, "30", 1, 3650, NULL, NULL, "heartbeats and activity older than this are deleted"),
+	/* appointment reminders */
+	SETTING(appointment_reminders, SETTING_BOOL, "false", 0, 0, NULL, NULL, "queue reminders of every booked appointment, reminder_offsets before it on reminder_channel (off until the organization turns it on)"),
+	SETTING(reminder_offsets, SETTING_TEXT, "\"24 hours,2 hours\"", 0, 0, SettingCheckReminderOffsets, NULL, "comma-separated times before an appointment that its reminders go out, each a whole number of minutes, hours or days from 5 minutes to 30 days, at most 5 (null: none)"),
+	SETTING(reminder_channel, SETTING_TEXT, "\"sms\"", 0, 0, SettingCheckReminderChannel, &reminder_channel_fallback, "channel of appointment reminders: sms or email (replies C and X are read on SMS)"),
 };
 
 /* one-organization cache of PrmLoadSettings, valid for one transaction */
@@ -808,4 +817,27 @@ prm_settings(PG_FUNCTION_ARGS)
 	result = SettingsEffective(org_id);
 	PrmSpiFinish();
 	PG_RETURN_DATUM(result);
+}
+
+/* appointment reminders */
+
+/* reminder_offsets: what PrmParseReminderOffsets reads. */
+static void
+SettingCheckReminderOffsets(const SettingDef *def, const char *value, const char *str)
+{
+	int64		usecs[PRM_MAX_REMINDERS];
+	const char *error = NULL;
+
+	if (strlen(str) > 100)
+		SettingInvalid(def, value, "It must be at most 100 characters.");
+	if (PrmParseReminderOffsets(str, usecs, &error) < 0)
+		SettingInvalid(def, value, error);
+}
+
+/* reminder_channel: sms or email. */
+static void
+SettingCheckReminderChannel(const SettingDef *def, const char *value, const char *str)
+{
+	if (strcmp(str, "sms") != 0 && strcmp(str, "email") != 0)
+		SettingInvalid(def, value, "It must be \"sms\" or \"email\".");
 }
