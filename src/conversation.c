@@ -25,6 +25,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -72,6 +73,16 @@ PrmThreadMessage(int64 org_id, const char *channel, const char *address,
 	char			 *before = NULL;
 
 	Assert(address != NULL && body != NULL);
+	/* e-mail addresses thread in lower case, whoever wrote them */
+	if (strcmp(channel, "email") == 0)
+	{
+		char *lower = pstrdup(address);
+		char *p;
+
+		for (p = lower; *p; p++)
+			*p = pg_tolower((unsigned char) *p);
+		address = lower;
+	}
 	/*
 	 * The open conversation as it is now, locked: a lock the timer holds is
 	 * waited for and the state read is the one it committed (the timer
@@ -137,8 +148,7 @@ PrmThreadMessage(int64 org_id, const char *channel, const char *address,
 					 psprintf("{\"channel\": %s}", PrmJsonString(channel)));
 	else if (before_id == conversation_id && before != NULL && strcmp(before, "inactive") == 0)
 		PrmEmitEvent(org_id, "conversation_reactivated", "conversation", conversation_id, NULL);
-	if (inbound)
-		PrmNotifyOnce("prm_conversation");
+	PrmNotifyOnce("prm_conversation");
 	return conversation_id;
 }
 
@@ -257,6 +267,18 @@ ConversationLoad(int64 org_id, int64 conversation_id, ConversationRow *row)
 	row->last_inbound_at = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
+/* A closed conversation is final: no reply, no reading, no assignment (55000). */
+static void
+ConversationRequireOpen(int64 conversation_id, const ConversationRow *row)
+{
+	if (strcmp(row->state, "closed") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("conversation %lld is closed", (long long) conversation_id),
+				 errdetail("A closed conversation never reopens."),
+				 errhint("Send with prm.enqueue_message; the message starts a new conversation.")));
+}
+
 /*
  * prm.reply_in_conversation(org_id, conversation_id, body, template)
  *	  RETURNS bigint: the queued message, on the conversation's channel.
@@ -288,12 +310,12 @@ prm_reply_in_conversation(PG_FUNCTION_ARGS)
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	ConversationLoad(org_id, conversation_id, &c);
-	if (strcmp(c.state, "closed") == 0)
+	ConversationRequireOpen(conversation_id, &c);
+	if (strcmp(c.channel, "voice") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("conversation %lld is closed", (long long) conversation_id),
-				 errdetail("A closed conversation never reopens."),
-				 errhint("Send with prm.enqueue_message; the message starts a new conversation.")));
+				 errmsg("conversation %lld is a voice conversation: it takes no written reply", (long long) conversation_id),
+				 errhint("Reply by SMS with prm.enqueue_message(org_id, 'sms', ...).")));
 	if (template != NULL)
 	{
 		static SPIPlanPtr stored_plan = NULL;
@@ -360,10 +382,12 @@ prm_mark_conversation_read(PG_FUNCTION_ARGS)
 	Datum			  values[2];
 	bool			  isnull;
 	int64			  unread;
+	ConversationRow	  c;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
-	PrmRequireRow(org_id, PRM_ENTITY_CONVERSATION, conversation_id, true);
+	ConversationLoad(org_id, conversation_id, &c);
+	ConversationRequireOpen(conversation_id, &c);
 	PrmPrepare(&plan,
 			   "WITH old AS (SELECT c.unread_count FROM prm.conversation c WHERE c.org_id = $1 AND c.id = $2)"
 			   " UPDATE prm.conversation c SET unread_count = 0"
@@ -396,10 +420,12 @@ prm_assign_conversation(PG_FUNCTION_ARGS)
 	int64			  staff_id = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
 	Datum			  values[3];
 	char			  nulls[3] = {' ', ' ', ' '};
+	ConversationRow	  c;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
-	PrmRequireRow(org_id, PRM_ENTITY_CONVERSATION, conversation_id, true);
+	ConversationLoad(org_id, conversation_id, &c);
+	ConversationRequireOpen(conversation_id, &c);
 	if (staff_id != 0)
 		PrmRequireRow(org_id, PRM_ENTITY_STAFF, staff_id, false);
 	PrmPrepare(&plan,
@@ -424,13 +450,13 @@ ConversationCheckOutcome(const char *outcome)
 	const char *p;
 
 	for (p = outcome; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || *p == '_'))
+		if (!((*p >= 'a' && *p <= 'z') || *p == '_' || *p == '-'))
 			break;
 	if (*p != '\0' || p == outcome || strlen(outcome) > 40)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("call outcome \"%s\" is not valid", outcome),
-				 errhint("Use a word of lower-case letters and underscores, such as completed, voicemail, no_answer or transferred.")));
+				 errhint("Use a word of lower-case letters, hyphens and underscores, such as completed, voicemail, no-answer or transferred.")));
 }
 
 /*
@@ -447,7 +473,7 @@ prm_record_call_transcript(PG_FUNCTION_ARGS)
 	static SPIPlanPtr call_plan = NULL;
 	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
 	char			 *call_id = PrmTextArg(fcinfo, 1, "provider_call_id", 200);
-	char			 *caller_raw = PrmTextArg(fcinfo, 2, "caller", 40);
+	char			 *caller_raw;
 	char			 *transcript = PrmTextArg(fcinfo, 3, "transcript", 100000);
 	int32			  duration = PG_ARGISNULL(4) ? -1 : PG_GETARG_INT32(4);
 	char			 *outcome = PrmTextArgOrNull(fcinfo, 5, "outcome", 40);
@@ -463,11 +489,20 @@ prm_record_call_transcript(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("duration_seconds %d is out of range", duration),
 				 errhint("A call lasts from 0 seconds to 24 hours.")));
+	/* whatever the provider sends as the caller (withheld numbers too): 64 bytes */
+	PrmArgNotNull(fcinfo, 2, "caller");
+	caller_raw = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (strlen(caller_raw) > 64)
+		caller_raw[pg_mbcliplen(caller_raw, strlen(caller_raw), 64)] = '\0';
 	if (outcome)
 		ConversationCheckOutcome(outcome);
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_WEBHOOK);
-	caller = PrmNormalizePhone(caller_raw, PrmOrgPhoneRegion(org_id));
+	caller = PrmTryNormalizePhone(caller_raw, PrmOrgPhoneRegion(org_id));
+	if (caller == NULL)
+		caller = caller_raw; /* "anonymous", "Restricted": kept as sent */
+	/* one recording per call id, also when the provider retries a slow call */
+	PrmLockOrgMutex(org_id, "calls");
 
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(call_id);

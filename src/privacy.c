@@ -132,7 +132,8 @@ static Datum PrivacyBlank(int64 org_id, int64 patient_id, int64 withdrawn);
 
 /* An inbound message (alias x) that is the patient's (with own). */
 #define PRIVACY_THEIR_INBOUND \
-	"(x.patient_id = $2 OR (x.patient_id IS NULL AND x.from_address = own.phone))"
+	"(x.patient_id = $2 OR (x.patient_id IS NULL"                        \
+	"  AND (x.from_address = own.phone OR x.from_address = own.email)))"
 
 /*
  * prm.export_patient(org_id, patient_id) RETURNS jsonb
@@ -177,6 +178,8 @@ prm_export_patient(PG_FUNCTION_ARGS)
 			   "            WHERE m.org_id = c.org_id AND m.conversation_id = c.id)) ORDER BY c.id)"
 			   "     FROM prm.conversation c, own WHERE c.org_id = $1 AND (c.patient_id = $2 OR (c.patient_id IS NULL"
 			   "       AND (c.address = own.phone OR c.address = own.email)))), '[]'),"
+			   " 'tickets', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t) ORDER BY t.id)"
+			   "     FROM prm.ticket t WHERE t.org_id = $1 AND t.patient_id = $2), '[]'),"
 			   " 'statistics', (SELECT pg_catalog.to_jsonb(s) FROM prm.patient_stats s"
 			   "     WHERE s.org_id = $1 AND s.patient_id = $2),"
 			   " 'events', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e) ORDER BY e.id)"
@@ -369,6 +372,10 @@ PrivacyBlank(int64 org_id, int64 patient_id, int64 withdrawn)
 			   /* and theirs in a conversation of a number they share */
 			   "               OR x.outbound_message_id IN (SELECT m.id FROM m UNION ALL SELECT h.id FROM h)"
 			   "               OR x.inbound_message_id IN (SELECT i.id FROM i)) RETURNING 1),"
+			   /* their words copied into tickets (a handoff's message) */
+			   " tk AS (UPDATE prm.ticket x SET description = '[erased]'"
+			   "        WHERE x.org_id = $1 AND x.description IS NOT NULL"
+			   "          AND (x.patient_id = $2 OR x.conversation_id IN (SELECT cv.id FROM cv)) RETURNING 1),"
 			   " r AS (UPDATE prm.placement_request r"
 			   "         SET latitude = NULL, longitude = NULL, birth_year = NULL, gender_preference = NULL"
 			   "       WHERE r.org_id = $1 AND r.patient_id = $2 RETURNING 1),"
@@ -395,6 +402,7 @@ PrivacyBlank(int64 org_id, int64 patient_id, int64 withdrawn)
 			   "  'messages_in_blanked', (SELECT pg_catalog.count(*) FROM i),"
 			   "  'conversations_closed', (SELECT pg_catalog.count(*) FROM cv),"
 			   "  'conversation_messages_blanked', (SELECT pg_catalog.count(*) FROM cvm),"
+			   "  'ticket_descriptions_blanked', (SELECT pg_catalog.count(*) FROM tk),"
 			   "  'placement_requests_withdrawn', $3,"
 			   "  'placement_requests_blanked', (SELECT pg_catalog.count(*) FROM r),"
 			   "  'placement_times_deleted', (SELECT pg_catalog.count(*) FROM rt),"

@@ -140,8 +140,18 @@ AS 'MODULE_PATHNAME', 'prm_handle_inbound_message';
 COMMENT ON FUNCTION prm.handle_inbound_message(text, text, text, text, text) IS
     'Process an inbound message on channel sms, whatsapp or email, routed by the clinic''s address it was sent to (sms_number, whatsapp_number, email_address): SMS exactly as handle_inbound_sms; every message is threaded into the sender''s conversation (unknown senders too); a message that is one of the handoff_keywords asks for a person. Returns the reply to send, or NULL. Idempotent on provider_message_id. Needs webhook.';
 
+CREATE FUNCTION prm.reply_in_conversation(org_id bigint, conversation_id bigint, body text)
+RETURNS bigint
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS 'MODULE_PATHNAME', 'prm_reply_in_conversation';
+COMMENT ON FUNCTION prm.reply_in_conversation(bigint, bigint, text) IS
+    'Queue a staff reply on the conversation''s channel and address; returns the outbound message id. WhatsApp: free-form only within 24 hours of the patient''s last message (55000 otherwise: send a template with the four-argument form). A closed or voice conversation takes no reply (55000). Needs staff.';
+
+-- the same, with an approved template instead of free text (body NULL)
 CREATE FUNCTION prm.reply_in_conversation(org_id bigint, conversation_id bigint, body text,
-                                          template text DEFAULT NULL)
+                                          template text)
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -190,6 +200,7 @@ COMMENT ON FUNCTION prm.set_inbound_address(bigint, text, text) IS
 
 INSERT INTO prm.function_level (signature, level) VALUES
     ('prm.handle_inbound_message(text,text,text,text,text)', 'webhook'),
+    ('prm.reply_in_conversation(bigint,bigint,text)', 'staff'),
     ('prm.reply_in_conversation(bigint,bigint,text,text)', 'staff'),
     ('prm.mark_conversation_read(bigint,bigint)', 'staff'),
     ('prm.assign_conversation(bigint,bigint,bigint)', 'staff'),

@@ -8,7 +8,7 @@
 \echo Use "CREATE EXTENSION prm" to load this file. \quit
 
 ALTER TABLE prm.org_mutex DROP CONSTRAINT org_mutex_purpose_check,
-    ADD CONSTRAINT org_mutex_purpose_check CHECK (purpose IN ('sync', 'placements', 'tickets'));
+    ADD CONSTRAINT org_mutex_purpose_check CHECK (purpose IN ('sync', 'placements', 'tickets', 'calls'));
 
 CREATE TABLE prm.staff (
     org_id           bigint NOT NULL REFERENCES prm.organization (id) ON DELETE CASCADE,

@@ -7,7 +7,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(64);
+SELECT plan(69);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_conv_hook;
@@ -126,7 +126,13 @@ SELECT is((SELECT c.patient_id FROM prm.conversation c JOIN prm.conversation_mes
 SELECT is((SELECT call->>'duration_seconds' FROM prm.conversation_message WHERE id = :call1), '95', 'with its duration');
 SELECT throws_ok(format('SELECT prm.record_call_transcript(%s, %L, %L, %L, %s)', :org, 'CA2', '+447700900123', 't', -5), '22003', NULL, 'a negative duration is refused');
 SELECT throws_ok(format('SELECT prm.record_call_transcript(%s, %L, %L, %L, 5, %L)', :org, 'CA3', '+447700900123', 't', 'Good; DROP'), '22023', NULL, 'a malformed outcome is refused');
-SELECT throws_ok(format('SELECT prm.record_call_transcript(%s, %L, %L, %L)', :org, 'CA4', 'not a phone', 't'), '22023', NULL, 'a malformed caller number is refused');
+SELECT ok(prm.record_call_transcript(:org, 'CA4', 'anonymous', 'Withheld caller asked for opening hours', 30, 'no-answer') > 0,
+          'a withheld caller and a provider''s hyphenated outcome are taken, not refused');
+SELECT is((SELECT count(*)::int FROM prm.conversation WHERE org_id = :org AND channel = 'voice' AND address = 'anonymous' AND patient_id IS NULL), 1,
+          'the withheld call is kept in a conversation of its own');
+SELECT throws_ok(format('SELECT prm.reply_in_conversation(%s, (SELECT conversation_id FROM prm.conversation_message WHERE id = %s), %L)', :org, :call1, 'x'),
+                 '55000', NULL, 'a voice conversation takes no written reply');
+SELECT has_function('prm', 'reply_in_conversation', ARRAY['bigint', 'bigint', 'text'], 'the fixed three-argument reply_in_conversation exists');
 
 -- handoff: asking for a person
 SELECT alike(prm.handle_inbound_message('sms', '+447700900001', '+447700900123', 'Agent!', 'SM3'), '%member of our team%', 'AGENT asks for a person');
@@ -150,6 +156,10 @@ SELECT is((SELECT state FROM prm.conversation WHERE id = :sms_conv), 'closed', '
 SELECT prm.handle_inbound_message('sms', '+447700900001', '+447700900123', 'hello again', 'SM5') IS NOT NULL AS answered \gset
 SELECT is((SELECT count(*)::int FROM prm.conversation WHERE org_id = :org AND channel = 'sms'), 2, 'new traffic starts a new conversation');
 SELECT throws_ok(format('SELECT prm.reply_in_conversation(%s, %s, %L)', :org, :sms_conv, 'x'), '55000', NULL, 'a closed conversation takes no reply');
+SELECT throws_ok(format('SELECT prm.mark_conversation_read(%s, %s)', :org, :sms_conv), '55000', NULL, 'nor is it read or assigned: closed is final');
+SELECT prm.enqueue_message(:org, 'email', 'ANN@Example.org', 'Your invoice', :ann) > 0 AS mailed \gset
+SELECT is((SELECT count(*)::int FROM prm.conversation WHERE org_id = :org AND channel = 'email' AND patient_id = :ann AND state <> 'closed'), 1,
+          'an e-mail to the patient in other letter case joins the conversation of her inbound e-mail');
 
 SELECT * FROM finish();
 ROLLBACK;
