@@ -171,8 +171,9 @@ PrmRecordInbound(int64 org_id, const char *channel, const char *pmid,
 			   "SELECT i.reply FROM prm.inbound_message i"
 			   " WHERE i.org_id = $1 AND i.provider_message_id = $2",
 			   2, (Oid[]){INT8OID, TEXTOID});
-	PrmExecute(replay_plan, values, NULL, false, 1);
-	*replay = PrmGetText(0, 1);
+	/* the first one's row, unless retention deleted it meanwhile */
+	if (PrmExecute(replay_plan, values, NULL, false, 1) == 1)
+		*replay = PrmGetText(0, 1);
 	return 0;
 }
 
