@@ -5,6 +5,11 @@
 
 \echo Use "CREATE EXTENSION prm" to load this file. \quit
 
+-- the last hour's slots are read by index, so a scrape costs what the hour
+-- made, not the size of the slot table (slots are made in time order: BRIN)
+CREATE INDEX slot_created_idx ON prm.slot USING brin (created_at);
+CREATE INDEX slot_filled_idx ON prm.slot (filled_at) WHERE filled_at IS NOT NULL;
+
 CREATE VIEW prm.metrics AS
 -- the outbox: depth per channel and status
 SELECT 'outbox_messages'::text AS metric, m.org_id, m.channel, m.status, NULL::text AS step,

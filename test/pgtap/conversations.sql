@@ -7,7 +7,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(69);
+SELECT plan(75);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_conv_hook;
@@ -117,6 +117,14 @@ SELECT is((SELECT conversation_id FROM prm.conversation_message WHERE outbound_m
 SELECT is(prm.mark_conversation_read(:org, :sms_conv), 1, 'mark read returns the unread count');
 SELECT is((SELECT unread_count FROM prm.conversation WHERE id = :sms_conv), 0, 'and clears it');
 SELECT is(prm.mark_conversation_read(:org, :sms_conv), 0, 'again: nothing was unread');
+SELECT throws_ok(format('SELECT prm.mark_conversation_read(%s, %s)', :org, 999999), 'P0002', NULL, 'mark read: an unknown conversation');
+SELECT throws_ok(format('SELECT prm.mark_conversation_read(%s, NULL)', :org), '22004', NULL, 'mark read: a NULL conversation');
+SELECT throws_ok(format('SELECT prm.assign_conversation(%s, 999999, NULL)', :org), 'P0002', NULL, 'assign: an unknown conversation');
+SET LOCAL ROLE regress_conv_other;
+SELECT throws_ok(format('SELECT prm.mark_conversation_read(%s, %s)', :org, :sms_conv), '42501', NULL, 'another organization''s staff cannot mark it read');
+SELECT throws_ok(format('SELECT prm.assign_conversation(%s, %s, NULL)', :org, :sms_conv), '42501', NULL, 'nor assign it');
+RESET ROLE;
+SELECT throws_ok(format('SELECT prm.set_inbound_address(%s, %L, %L)', :org, 'email', repeat('a', 400) || '@x.example'), '22001', NULL, 'an oversized address is refused');
 
 -- voice transcripts
 SELECT prm.record_call_transcript(:org, 'CA1', '07700 900123', 'I would like to move my appointment', 95, 'completed') AS call1 \gset
