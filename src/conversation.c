@@ -73,15 +73,13 @@ PrmThreadMessage(int64 org_id, const char *channel, const char *address,
 	char			 *before = NULL;
 
 	Assert(address != NULL && body != NULL);
-	/* e-mail addresses thread in lower case, whoever wrote them */
+	/* e-mail addresses thread in the one inbound form, whoever wrote them */
 	if (strcmp(channel, "email") == 0)
 	{
-		char *lower = pstrdup(address);
-		char *p;
+		char *canonical = PrmInboundAddress("email", address, NULL);
 
-		for (p = lower; *p; p++)
-			*p = pg_tolower((unsigned char) *p);
-		address = lower;
+		if (canonical != NULL)
+			address = canonical;
 	}
 	/*
 	 * The open conversation as it is now, locked: a lock the timer holds is
