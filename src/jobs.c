@@ -28,6 +28,7 @@
 #include "prm.h"
 #include "ticket.h"
 #include "monitor.h"
+#include "journey.h"
 
 PG_FUNCTION_INFO_V1(prm_run_due_jobs);
 PG_FUNCTION_INFO_V1(prm_next_deadline);
@@ -46,6 +47,7 @@ static int64 JobTicketDeadlines(void);
 static int64 JobMonitorAlerts(void);
 static int64 JobMonitorReminders(void);
 static int64 JobMonitorSummaries(void);
+static int64 JobJourneySteps(void);
 
 typedef struct JobStep
 {
@@ -68,6 +70,8 @@ static const JobStep job_steps[] = {
 	{"monitor_alerts", JobMonitorAlerts},
 	{"monitor_reminders", JobMonitorReminders},
 	{"monitor_summaries", JobMonitorSummaries},
+	/* journeys: actions, waits and advances that are due (journey.c) */
+	{"journey_steps", JobJourneySteps},
 };
 
 /* When a step last ran (0 if never). */
@@ -208,6 +212,13 @@ static int64
 JobMonitorSummaries(void)
 {
 	return MonSummaryStep(500);
+}
+
+/* Journey instances whose wait ended or that are due to run their stage. */
+static int64
+JobJourneySteps(void)
+{
+	return PrmJourneyDueStep(500);
 }
 
 /* Conversations whose timer is due become inactive or closed. */
@@ -391,7 +402,10 @@ PrmNextDeadline(void)
 			   "  (SELECT pg_catalog.min(r.fill_due_at) FROM prm.reminder r WHERE r.status = 'active'),"
 			   "  (SELECT pg_catalog.min(o.next_due_at) FROM prm.reminder_occurrence o"
 			   "    WHERE o.status IN ('scheduled', 'sent')),"
-			   "  (SELECT pg_catalog.min(c.summary_due_at) FROM prm.caregiver c WHERE c.summary_due_at IS NOT NULL))",
+			   "  (SELECT pg_catalog.min(c.summary_due_at) FROM prm.caregiver c WHERE c.summary_due_at IS NOT NULL),"
+			   /* journeys: stage actions, waits, advances */
+			   "  (SELECT pg_catalog.min(i.due_at) FROM prm.journey_instance i"
+			   "    WHERE i.status = 'active' AND i.due_at IS NOT NULL))",
 			   0, NULL);
 	PrmExecute(plan, NULL, NULL, true, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -624,10 +624,31 @@ PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 	static SPIPlanPtr plan = NULL;
 	Datum			  values[6];
 	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool			  isnull;
+	Datum			  patient;
 
+	/*
+	 * The event's patient comes from its entity (a CASE evaluates only the
+	 * branch it takes: one primary-key probe at most).
+	 */
 	PrmPrepare(&plan,
-			   "INSERT INTO prm.event (org_id, kind, entity, entity_id, payload, actor)"
-			   " VALUES ($1, $2, $3, $4, coalesce($5::pg_catalog.jsonb, '{}'), $6)",
+			   "INSERT INTO prm.event (org_id, kind, entity, entity_id, payload, actor, patient_id)"
+			   " VALUES ($1, $2, $3, $4, coalesce($5::pg_catalog.jsonb, '{}'), $6, CASE $3"
+			   "   WHEN 'patient' THEN $4"
+			   "   WHEN 'appointment' THEN (SELECT x.patient_id FROM prm.appointment x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'waitlist_entry' THEN (SELECT x.patient_id FROM prm.waitlist_entry x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'offer' THEN (SELECT x.patient_id FROM prm.offer x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'outbound_message' THEN (SELECT x.patient_id FROM prm.outbound_message x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'inbound_message' THEN (SELECT x.patient_id FROM prm.inbound_message x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'conversation' THEN (SELECT x.patient_id FROM prm.conversation x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'ticket' THEN (SELECT x.patient_id FROM prm.ticket x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'alert' THEN (SELECT x.patient_id FROM prm.alert x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'reminder' THEN (SELECT x.patient_id FROM prm.reminder x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'reminder_occurrence' THEN (SELECT x.patient_id FROM prm.reminder_occurrence x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'placement_request' THEN (SELECT x.patient_id FROM prm.placement_request x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   WHEN 'journey_instance' THEN (SELECT x.patient_id FROM prm.journey_instance x WHERE x.org_id = $1 AND x.id = $4)"
+			   "   END)"
+			   " RETURNING id, patient_id",
 			   6, (Oid[]){INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(kind);
@@ -641,6 +662,10 @@ PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 	PrmExecute(plan, values, nulls, false, 0);
 	if (prm_notify_events)
 		PrmNotifyOnce("prm_event");
+	patient = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+		PrmJourneyOnEvent(org_id, PrmGetInt64(0, 1, &isnull), kind, DatumGetInt64(patient),
+						  payload_json);
 }
 
 /* s as a quoted, escaped JSON string (palloc'd). */

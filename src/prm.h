@@ -118,6 +118,9 @@ extern bool		  PrmErrorIsTransient(const ErrorData *edata);
 extern void	 PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 						  int64 entity_id, const char *payload_json);
 extern void	 PrmNotifyOnce(const char *channel);
+/* journey.c: journeys react to events about a patient (inside SPI) */
+extern void	 PrmJourneyOnEvent(int64 org_id, int64 event_id, const char *kind,
+							   int64 patient_id, const char *payload);
 extern char *PrmJsonString(const char *s);
 
 /* directory.c */

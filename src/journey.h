@@ -1,0 +1,31 @@
+/*-------------------------------------------------------------------------
+ *
+ * journey.h
+ *	  What the journey files share: definitions and their checks
+ *	  (journey_def.c), and the engine that runs instances (journey.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PRM_JOURNEY_H
+#define PRM_JOURNEY_H
+
+#include "prm.h"
+
+/* at most this many actions in a stage, patients in a segment call */
+#define JOURNEY_MAX_ACTIONS 20
+#define JOURNEY_MAX_SEGMENT 10000
+/* the longest wait or advance_after a stage may have */
+#define JOURNEY_MAX_WAIT_USECS (INT64CONST(366) * USECS_PER_DAY)
+/* next_action of a stage whose remaining actions are skipped */
+#define JOURNEY_ACTIONS_DONE 1000
+
+/* journey_def.c */
+extern void JourneyCheckEventKind(const char *kind, const char *what);
+extern void JourneyCheckActions(Jsonb *actions);
+extern int64 JourneyCheckWait(Interval *iv, const char *what);
+
+/* journey.c: the engine */
+extern void  JourneyWakeDue(void);
+extern int64 PrmJourneyDueStep(int limit);
+
+#endif /* PRM_JOURNEY_H */
