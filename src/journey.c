@@ -38,6 +38,7 @@
 
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -53,27 +54,27 @@ PG_FUNCTION_INFO_V1(prm_advance_journey);
 PG_FUNCTION_INFO_V1(prm_cancel_journey_instance);
 
 /* The columns of an enrolment insert, for every way in. */
-#define JOURNEY_ENROL_SQL(journeys)                                                          \
-	"WITH ins AS (INSERT INTO prm.journey_instance (org_id, journey_id, patient_id, stage_id,"    \
-	"               stage_position, stage_entered_at, due_at, awaiting_event, entered_by,"       \
-	"               source_event_id)"                                                            \
-	"  SELECT j.org_id, j.id, p.id, s.id, s.position, pg_catalog.now(), pg_catalog.now(),"      \
-	"         s.advance_on, $3, $4"                                                              \
-	"    FROM " journeys                                                                         \
-	"    JOIN prm.patient p ON p.org_id = j.org_id AND p.id = ANY ($2)"                          \
-	"    LEFT JOIN LATERAL (SELECT st.id, st.position, st.advance_on FROM prm.journey_stage st"  \
-	"                        WHERE st.org_id = j.org_id AND st.journey_id = j.id"                \
-	"                          AND st.retired_at IS NULL ORDER BY st.position LIMIT 1) s ON true" \
-	"   WHERE NOT EXISTS (SELECT 1 FROM prm.journey_instance x"                                   \
+#define JOURNEY_ENROL_SQL(journeys)                                                                   \
+	"WITH ins AS (INSERT INTO prm.journey_instance (org_id, journey_id, patient_id, stage_id,"        \
+	"               stage_position, stage_entered_at, due_at, awaiting_event, entered_by,"            \
+	"               source_event_id)"                                                                 \
+	"  SELECT j.org_id, j.id, p.id, s.id, s.position, pg_catalog.now(), pg_catalog.now(),"            \
+	"         s.advance_on, $3, $4"                                                                   \
+	"    FROM " journeys                                                                              \
+	"    JOIN prm.patient p ON p.org_id = j.org_id AND p.id = ANY ($2)"                               \
+	"    LEFT JOIN LATERAL (SELECT st.id, st.position, st.advance_on FROM prm.journey_stage st"       \
+	"                        WHERE st.org_id = j.org_id AND st.journey_id = j.id"                     \
+	"                          AND st.retired_at IS NULL ORDER BY st.position LIMIT 1) s ON true"     \
+	"   WHERE NOT EXISTS (SELECT 1 FROM prm.journey_instance x"                                       \
 	"                      WHERE x.org_id = j.org_id AND x.journey_id = j.id AND x.patient_id = p.id" \
-	"                        AND (j.reentry IS NULL OR x.status = 'active'"                       \
-	"                             OR x.started_at > pg_catalog.now() - j.reentry))"               \
-	"  ON CONFLICT DO NOTHING"                                                                   \
-	"  RETURNING org_id, id, patient_id, stage_position, stage_id),"                             \
-	" h AS (INSERT INTO prm.journey_step (org_id, instance_id, stage_position, kind, detail)"     \
-	"        SELECT i.org_id, i.id, i.stage_position, 'entered',"                                \
-	"               pg_catalog.jsonb_build_object('stage_id', i.stage_id, 'by', $3::text,"      \
-	"                                             'event_id', $4::bigint) FROM ins i)"          \
+	"                        AND (j.reentry IS NULL OR x.status = 'active'"                           \
+	"                             OR x.started_at > pg_catalog.now() - j.reentry))"                   \
+	"  ON CONFLICT DO NOTHING"                                                                        \
+	"  RETURNING org_id, id, patient_id, stage_position, stage_id),"                                  \
+	" h AS (INSERT INTO prm.journey_step (org_id, instance_id, stage_position, kind, detail)"         \
+	"        SELECT i.org_id, i.id, i.stage_position, 'entered',"                                     \
+	"               pg_catalog.jsonb_build_object('stage_id', i.stage_id, 'by', $3::text,"            \
+	"                                             'event_id', $4::bigint) FROM ins i)"                \
 	" SELECT i.id, i.patient_id FROM ins i"
 
 /* Where a run is, for the failure handler (after its rollback). */
@@ -248,7 +249,7 @@ JourneyReact(int64 org_id, int64 event_id, const char *kind, int64 patient_id,
 	SPITupleTable	 *tuptable;
 	int				  n,
 		i;
-	bool			  woke = false;
+	bool woke = false;
 
 	PrmPrepare(&react_plan,
 			   "WITH r AS (SELECT i.id,"
@@ -319,10 +320,11 @@ typedef struct JourneyRow
 	char	   *tz;		  /* the patient's time zone */
 	char	   *language;
 	/* the stage */
-	Jsonb	   *actions;
-	bool		has_after;
-	int64		after_usecs;
-	bool		has_on;
+	Jsonb	  *actions;
+	bool	   has_after;
+	int64	   after_usecs;
+	bool	   has_on;
+	ArrayType *failed; /* int4[] of the stage's failed actions */
 } JourneyRow;
 
 /*
@@ -343,7 +345,8 @@ JourneyLoad(int64 org_id, int64 instance_id, JourneyRow *r)
 			   "SELECT i.status = 'active', i.patient_id, i.journey_id, i.stage_id, i.stage_position,"
 			   "       i.next_action, i.stage_entered_at, i.awaiting_event IS NOT NULL,"
 			   "       coalesce(p.timezone, o.timezone), p.language,"
-			   "       s.actions, s.advance_after, s.advance_on IS NOT NULL, s.retired_at IS NOT NULL"
+			   "       s.actions, s.advance_after, s.advance_on IS NOT NULL, s.retired_at IS NOT NULL,"
+			   "       i.failed_actions"
 			   "  FROM prm.journey_instance i"
 			   "  JOIN prm.patient p ON p.org_id = i.org_id AND p.id = i.patient_id"
 			   "  JOIN prm.organization o ON o.id = i.org_id"
@@ -386,6 +389,7 @@ JourneyLoad(int64 org_id, int64 instance_id, JourneyRow *r)
 		if (!isnull)
 			r->after_usecs = PrmIntervalUsecs(DatumGetIntervalP(d));
 		r->has_on = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
+		r->failed = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 15, &isnull));
 	}
 	return true;
 }
@@ -410,6 +414,23 @@ JourneySave(JourneyRow *r, TimestampTz due, bool keep_awaiting)
 	nulls[3] = due ? ' ' : 'n';
 	values[4] = BoolGetDatum(keep_awaiting);
 	PrmExecute(plan, values, nulls, false, 0);
+}
+
+/* Did action k of the current stage fail before (and is to be skipped)? */
+static bool
+ActionFailedBefore(JourneyRow *r, int k)
+{
+	Datum *elems;
+	int	   n,
+		i;
+
+	if (r->failed == NULL)
+		return false;
+	deconstruct_array(r->failed, INT4OID, sizeof(int32), true, TYPALIGN_INT, &elems, NULL, &n);
+	for (i = 0; i < n; i++)
+		if (DatumGetInt32(elems[i]) == k)
+			return true;
+	return false;
 }
 
 /* A string member of an action (validated when the stage was written). */
@@ -567,7 +588,7 @@ JourneyEnterNext(JourneyRow *r, const char *reason)
 	values[3] = Int32GetDatum(r->position);
 	PrmPrepare(&plan,
 			   "UPDATE prm.journey_instance i SET stage_id = s.id, stage_position = s.position,"
-			   "       stage_entered_at = pg_catalog.now(), next_action = 0, due_at = NULL,"
+			   "       stage_entered_at = pg_catalog.now(), next_action = 0, failed_actions = '{}', due_at = NULL,"
 			   "       awaiting_event = s.advance_on, updated_at = pg_catalog.now()"
 			   "  FROM (SELECT st.id, st.position, st.advance_on FROM prm.journey_stage st"
 			   "         WHERE st.org_id = $1 AND st.journey_id = $3 AND st.retired_at IS NULL"
@@ -634,13 +655,15 @@ JourneyRun(JourneyRow *r, bool force)
 		}
 		while (r->next_action < n)
 		{
-			JsonbValue *v = getIthJsonbValueFromContainer(&r->actions->root, r->next_action);
+			JsonbValue	   *v = getIthJsonbValueFromContainer(&r->actions->root, r->next_action);
 			JsonbContainer *obj = v->val.binary.data;
-			char	   *type = ActionField(obj, "type");
-			int			k = r->next_action;
+			char		   *type = ActionField(obj, "type");
+			int				k = r->next_action;
 
 			journey_point.action = k;
 			r->next_action++;
+			if (ActionFailedBefore(r, k))
+				continue;
 			if (strcmp(type, "wait") == 0)
 			{
 				char	   *why;
@@ -697,9 +720,11 @@ JourneyRun(JourneyRow *r, bool force)
 }
 
 /*
- * After a run failed and was rolled back: record the error at the action it
- * happened in and go on after that action at once; a failure outside an
- * action waits five minutes before the next try.
+ * After a run failed and was rolled back (the actions before the failing one
+ * with it): record the error at the action it happened in, mark that action
+ * failed for the stage, and have the instance run again at once -- the
+ * rolled-back actions run again, the failed one is skipped.  A failure
+ * outside an action waits five minutes before the next try.
  */
 static void
 JourneyFailed(ErrorData *edata)
@@ -710,8 +735,8 @@ JourneyFailed(ErrorData *edata)
 
 	PrmPrepare(&plan,
 			   "UPDATE prm.journey_instance i SET"
-			   "   next_action = CASE WHEN $3 >= 0 AND i.stage_id IS NOT DISTINCT FROM $4 THEN $3 + 1"
-			   "                      ELSE i.next_action END,"
+			   "   failed_actions = CASE WHEN $3 >= 0 AND i.stage_id IS NOT DISTINCT FROM $4"
+			   "                         THEN pg_catalog.array_append(i.failed_actions, $3) ELSE i.failed_actions END,"
 			   "   due_at = CASE WHEN $3 >= 0 THEN pg_catalog.now() ELSE pg_catalog.now() + interval '5 minutes' END,"
 			   "   updated_at = pg_catalog.now()"
 			   " WHERE i.org_id = $1 AND i.id = $2 AND i.status = 'active'",
@@ -724,6 +749,52 @@ JourneyFailed(ErrorData *edata)
 	JourneyStep(p.org_id, p.instance_id, p.stage_id, "action",
 				psprintf("{\"action\": %d, \"error\": %s, \"sqlstate\": \"%s\"}", p.action,
 						 PrmJsonString(edata->message), unpack_sql_state(edata->sqlerrcode)));
+}
+
+/* ---------- privacy ---------- */
+
+/* {"journeys": [instance with its "history"]} of a patient, inside SPI. */
+Datum
+JourneyExportPatient(int64 org_id, int64 patient_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2] = {Int64GetDatum(org_id), Int64GetDatum(patient_id)};
+	bool			  isnull;
+
+	PrmPrepare(&plan,
+			   "SELECT pg_catalog.jsonb_build_object('journeys', coalesce(pg_catalog.jsonb_agg("
+			   "         pg_catalog.to_jsonb(i) || pg_catalog.jsonb_build_object('journey', j.name, 'history',"
+			   "           (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(s) ORDER BY s.id), '[]')"
+			   "              FROM prm.journey_step s WHERE s.org_id = i.org_id AND s.instance_id = i.id))"
+			   "         ORDER BY i.id), '[]'))"
+			   "  FROM prm.journey_instance i JOIN prm.journey j ON j.org_id = i.org_id AND j.id = i.journey_id"
+			   " WHERE i.org_id = $1 AND i.patient_id = $2",
+			   2, (Oid[]){INT8OID, INT8OID});
+	PrmExecute(plan, values, NULL, true, 1);
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+}
+
+/*
+ * Erasure: the errors recorded in a patient's journey history may quote
+ * their details; blank them.  (The patient_erased event then cancels their
+ * active instances.)  {"journey_errors_blanked": n}.
+ */
+Datum
+JourneyErasePatient(int64 org_id, int64 patient_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2] = {Int64GetDatum(org_id), Int64GetDatum(patient_id)};
+	bool			  isnull;
+
+	PrmPrepare(&plan,
+			   "WITH b AS (UPDATE prm.journey_step s SET detail = s.detail || '{\"error\": \"[erased]\"}'"
+			   "             FROM prm.journey_instance i"
+			   "            WHERE s.org_id = $1 AND i.org_id = s.org_id AND i.id = s.instance_id"
+			   "              AND i.patient_id = $2 AND s.detail ? 'error' RETURNING 1)"
+			   " SELECT pg_catalog.jsonb_build_object('journey_errors_blanked', pg_catalog.count(*)) FROM b",
+			   2, (Oid[]){INT8OID, INT8OID});
+	PrmExecute(plan, values, NULL, false, 1);
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 }
 
 /* ---------- the worker's step ---------- */

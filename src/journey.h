@@ -20,12 +20,14 @@
 #define JOURNEY_ACTIONS_DONE 1000
 
 /* journey_def.c */
-extern void JourneyCheckEventKind(const char *kind, const char *what);
-extern void JourneyCheckActions(Jsonb *actions);
+extern void	 JourneyCheckEventKind(const char *kind, const char *what);
+extern void	 JourneyCheckActions(Jsonb *actions);
 extern int64 JourneyCheckWait(Interval *iv, const char *what);
 
 /* journey.c: the engine */
-extern void  JourneyWakeDue(void);
+extern void	 JourneyWakeDue(void);
 extern int64 PrmJourneyDueStep(int limit);
+extern Datum JourneyExportPatient(int64 org_id, int64 patient_id);
+extern Datum JourneyErasePatient(int64 org_id, int64 patient_id);
 
 #endif /* PRM_JOURNEY_H */

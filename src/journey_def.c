@@ -40,21 +40,55 @@ PG_FUNCTION_INFO_V1(prm_retire_journey_stage);
  * the only ones a journey can be triggered, ended or moved on by.
  */
 static const char *const patient_event_kinds[] = {
-	"alert_acknowledged", "alert_escalated", "alert_opened", "alert_repeated",
-	"alert_resolved", "appointment_booked", "appointment_cancelled",
-	"appointment_confirmed", "appointment_status_changed", "call_recorded",
-	"cancellation_undone", "caregiver_linked", "caregiver_unlinked",
-	"conversation_replied", "conversation_started", "delivery_status",
-	"handoff_requested", "journey_cancelled", "journey_completed",
-	"journey_exited", "journey_started", "message_dead", "message_queued",
-	"message_received", "monitoring_changed", "offer_accepted",
-	"offer_declined", "offer_sent", "offer_too_late", "offer_withdrawn",
-	"patient_added", "patient_nudged", "patient_opted_in", "patient_opted_out",
-	"placement_matched", "placement_requested", "placement_withdrawn",
-	"reminder_added", "reminder_confirmed", "reminder_missed",
-	"sms_received", "ticket_first_reply", "ticket_opened",
-	"ticket_sla_breached", "ticket_status_changed", "waitlist_entry_updated",
-	"waitlist_joined", "waitlist_left", "waitlist_preferences_set",
+	"alert_acknowledged",
+	"alert_escalated",
+	"alert_opened",
+	"alert_repeated",
+	"alert_resolved",
+	"appointment_booked",
+	"appointment_cancelled",
+	"appointment_confirmed",
+	"appointment_status_changed",
+	"call_recorded",
+	"cancellation_undone",
+	"caregiver_linked",
+	"caregiver_unlinked",
+	"conversation_replied",
+	"conversation_started",
+	"delivery_status",
+	"handoff_requested",
+	"journey_cancelled",
+	"journey_completed",
+	"journey_exited",
+	"journey_started",
+	"message_dead",
+	"message_queued",
+	"message_received",
+	"monitoring_changed",
+	"offer_accepted",
+	"offer_declined",
+	"offer_sent",
+	"offer_too_late",
+	"offer_withdrawn",
+	"patient_added",
+	"patient_nudged",
+	"patient_opted_in",
+	"patient_opted_out",
+	"placement_matched",
+	"placement_requested",
+	"placement_withdrawn",
+	"reminder_added",
+	"reminder_confirmed",
+	"reminder_missed",
+	"sms_received",
+	"ticket_first_reply",
+	"ticket_opened",
+	"ticket_sla_breached",
+	"ticket_status_changed",
+	"waitlist_entry_updated",
+	"waitlist_joined",
+	"waitlist_left",
+	"waitlist_preferences_set",
 };
 
 /* Raise 22023 unless kind is an event kind about a patient. */
@@ -172,8 +206,8 @@ CheckAction(JsonbContainer *obj, int n)
 				 errdetail("An action's type is send, open_ticket or wait.")));
 	if (strcmp(type, "send") == 0)
 	{
-		char *kind = ActionString(obj, "template", 63, n);
-		char *channel = ActionString(obj, "channel", 20, n);
+		char	   *kind = ActionString(obj, "template", 63, n);
+		char	   *channel = ActionString(obj, "channel", 20, n);
 		const char *p;
 
 		ActionKeysAllowed(obj, send_keys, lengthof(send_keys), n, type);
@@ -322,8 +356,8 @@ SettingsKinds(JsonbValue *v, const char *key)
 static void
 ParseSettings(Jsonb *settings, JourneySettings *s, bool for_update)
 {
-	JsonbIterator	  *it;
-	JsonbValue		   k,
+	JsonbIterator *it;
+	JsonbValue	   k,
 		v;
 	JsonbIteratorToken tok;
 
@@ -842,7 +876,8 @@ prm_retire_journey_stage(PG_FUNCTION_ARGS)
 			   "                                     WHERE i.org_id = $1 AND i.stage_id = $2 AND i.status = 'active')"
 			   "               ORDER BY s.position LIMIT 1),"
 			   " moved AS (UPDATE prm.journey_instance i SET stage_id = n.id, stage_position = n.position,"
-			   "                stage_entered_at = pg_catalog.now(), next_action = 0, due_at = pg_catalog.now(),"
+			   "                stage_entered_at = pg_catalog.now(), next_action = 0, failed_actions = '{}',"
+			   "                due_at = pg_catalog.now(),"
 			   "                awaiting_event = n.advance_on, updated_at = pg_catalog.now()"
 			   "             FROM (SELECT 1) one LEFT JOIN next n ON true"
 			   "            WHERE i.org_id = $1 AND i.stage_id = $2 AND i.status = 'active'"

@@ -98,6 +98,7 @@
 #include "utils/jsonb.h"
 
 #include "prm.h"
+#include "journey.h"
 #include "monitor.h" /* companion monitoring: export and erasure */
 
 PG_FUNCTION_INFO_V1(prm_export_patient);
@@ -183,7 +184,7 @@ prm_export_patient(PG_FUNCTION_ARGS)
 			   " 'statistics', (SELECT pg_catalog.to_jsonb(s) FROM prm.patient_stats s"
 			   "     WHERE s.org_id = $1 AND s.patient_id = $2),"
 			   " 'events', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e) ORDER BY e.id)"
-			   "     FROM prm.event e WHERE e.org_id = $1 AND e.entity = 'patient' AND e.entity_id = $2), '[]'))",
+			   "     FROM prm.event e WHERE e.org_id = $1 AND e.patient_id = $2), '[]'))",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(patient_id);
@@ -192,6 +193,8 @@ prm_export_patient(PG_FUNCTION_ARGS)
 	Assert(!isnull);
 	/* companion monitoring (monitor_privacy.c): care circle, activity, alerts, reminders */
 	result = DirectFunctionCall2(jsonb_concat, result, MonExportPatient(org_id, patient_id));
+	/* journeys (journey.c): instances and their history */
+	result = DirectFunctionCall2(jsonb_concat, result, JourneyExportPatient(org_id, patient_id));
 	result = SPI_datumTransfer(result, false, -1);
 	PrivacyLogExport(org_id, patient_id);
 	PrmEmitEvent(org_id, "patient_exported", "patient", patient_id, NULL);
@@ -243,6 +246,7 @@ prm_erase_patient(PG_FUNCTION_ARGS)
 	result = PrivacyBlank(org_id, patient_id, withdrawn);
 	/* companion monitoring (monitor_privacy.c): messages about them blanked, their rows deleted */
 	result = DirectFunctionCall2(jsonb_concat, result, MonErasePatient(org_id, patient_id));
+	result = DirectFunctionCall2(jsonb_concat, result, JourneyErasePatient(org_id, patient_id));
 	PrmEmitEvent(org_id, "patient_erased", "patient", patient_id, NULL);
 	PrmSpiFinish();
 	PG_RETURN_DATUM(result);

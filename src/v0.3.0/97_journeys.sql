@@ -82,6 +82,7 @@ CREATE TABLE prm.journey_instance (
     stage_id         bigint,
     stage_entered_at timestamptz,
     next_action      int NOT NULL DEFAULT 0 CHECK (next_action >= 0),
+    failed_actions   int[] NOT NULL DEFAULT '{}',
     due_at           timestamptz,
     awaiting_event   text,
     entered_by       text NOT NULL CHECK (entered_by IN ('event', 'start_journey', 'segment')),
@@ -105,7 +106,7 @@ CREATE INDEX journey_instance_due_idx ON prm.journey_instance (due_at) WHERE sta
 CREATE INDEX journey_instance_patient_idx ON prm.journey_instance (org_id, patient_id) WHERE status = 'active';
 CREATE INDEX journey_instance_entries_idx ON prm.journey_instance (org_id, journey_id, patient_id, started_at);
 CREATE INDEX journey_instance_stage_idx ON prm.journey_instance (org_id, stage_id) WHERE status = 'active';
-COMMENT ON TABLE prm.journey_instance IS 'A patient on a journey. status: active, completed (the last stage moved on, or a goal event: end_reason), exited (an exit event) or cancelled. stage_position: the 1-based position of its stage. next_action: the stage''s next action to run; due_at: when the worker next acts on it (runs actions, ends a wait, moves on), NULL while it waits only for advance_journey or for the event awaiting_event.';
+COMMENT ON TABLE prm.journey_instance IS 'A patient on a journey. status: active, completed (the last stage moved on, or a goal event: end_reason), exited (an exit event) or cancelled. stage_position: the 1-based position of its stage. next_action: the stage''s next action to run; failed_actions: those of the current stage that failed (recorded in the history) and are skipped when the stage''s actions run again; due_at: when the worker next acts on it (runs actions, ends a wait, moves on), NULL while it waits only for advance_journey or for the event awaiting_event.';
 
 CREATE TABLE prm.journey_step (
     org_id          bigint NOT NULL REFERENCES prm.organization (id) ON DELETE CASCADE,
