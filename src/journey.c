@@ -327,6 +327,20 @@ typedef struct JourneyRow
 	ArrayType *failed; /* int4[] of the stage's failed actions */
 } JourneyRow;
 
+/* A stage's actions, advance_after and advance_on (as a boolean) into r, from column col on. */
+static void
+JourneyTakeStage(JourneyRow *r, HeapTuple tup, TupleDesc desc, int col)
+{
+	bool  isnull;
+	Datum d;
+
+	r->actions = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, col, &isnull));
+	d = SPI_getbinval(tup, desc, col + 1, &isnull);
+	r->has_after = !isnull;
+	r->after_usecs = isnull ? 0 : PrmIntervalUsecs(DatumGetIntervalP(d));
+	r->has_on = DatumGetBool(SPI_getbinval(tup, desc, col + 2, &isnull));
+}
+
 /*
  * Lock an instance and read it with its stage; false when it is no longer
  * active.  P0002 for an unknown instance.
@@ -382,13 +396,7 @@ JourneyLoad(int64 org_id, int64 instance_id, JourneyRow *r)
 		r->stage_id = 0; /* a retired stage: nothing more to do in it */
 	if (r->stage_id)
 	{
-		d = SPI_getbinval(tup, desc, 11, &isnull);
-		r->actions = DatumGetJsonbPCopy(d);
-		d = SPI_getbinval(tup, desc, 12, &isnull);
-		r->has_after = !isnull;
-		if (!isnull)
-			r->after_usecs = PrmIntervalUsecs(DatumGetIntervalP(d));
-		r->has_on = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
+		JourneyTakeStage(r, tup, desc, 11);
 		r->failed = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 15, &isnull));
 	}
 	return true;
@@ -590,17 +598,25 @@ JourneyEnterNext(JourneyRow *r, const char *reason)
 			   "UPDATE prm.journey_instance i SET stage_id = s.id, stage_position = s.position,"
 			   "       stage_entered_at = pg_catalog.now(), next_action = 0, failed_actions = '{}', due_at = NULL,"
 			   "       awaiting_event = s.advance_on, updated_at = pg_catalog.now()"
-			   "  FROM (SELECT st.id, st.position, st.advance_on FROM prm.journey_stage st"
+			   "  FROM (SELECT st.id, st.position, st.advance_on, st.actions, st.advance_after"
+			   "          FROM prm.journey_stage st"
 			   "         WHERE st.org_id = $1 AND st.journey_id = $3 AND st.retired_at IS NULL"
 			   "           AND st.position > $4 ORDER BY st.position LIMIT 1) s"
-			   " WHERE i.org_id = $1 AND i.id = $2 RETURNING s.id, s.position",
+			   " WHERE i.org_id = $1 AND i.id = $2"
+			   " RETURNING s.id, s.position, s.actions, s.advance_after, s.advance_on IS NOT NULL",
 			   4, (Oid[]){INT8OID, INT8OID, INT8OID, INT4OID});
 	if (r->stage_id && PrmExecute(plan, values, NULL, false, 1) == 1)
 	{
 		int64 from = r->stage_id;
 
 		r->stage_id = PrmGetInt64(0, 1, &isnull);
-		r->position = (int32) PrmGetInt64(0, 2, &isnull);
+		r->position = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		JourneyTakeStage(r, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		/* a new stage: its actions from the first, its event awaited, none failed */
+		r->next_action = 0;
+		r->entered_at = GetCurrentTransactionStartTimestamp();
+		r->awaiting = r->has_on;
+		r->failed = NULL;
 		JourneyStep(r->org_id, r->id, r->stage_id, "entered",
 					psprintf("{\"reason\": \"%s\", \"from_stage_id\": %lld}", reason, (long long) from));
 		return true;
@@ -615,14 +631,6 @@ JourneyEnterNext(JourneyRow *r, const char *reason)
 	JourneyStep(r->org_id, r->id, 0, "completed", psprintf("{\"reason\": \"%s\"}", reason));
 	JourneyEnded(r->org_id, r->id, "journey_completed");
 	return false;
-}
-
-/* Reload the stage of r after it entered one (actions and rule). */
-static void
-JourneyReload(JourneyRow *r)
-{
-	if (!JourneyLoad(r->org_id, r->id, r))
-		elog(ERROR, "journey instance %lld ended while running", (long long) r->id);
 }
 
 /*
@@ -650,7 +658,6 @@ JourneyRun(JourneyRow *r, bool force)
 			if (!JourneyEnterNext(r, force ? "advance_journey" : "stage_retired"))
 				return false;
 			force = false;
-			JourneyReload(r);
 			continue;
 		}
 		while (r->next_action < n)
@@ -711,7 +718,6 @@ JourneyRun(JourneyRow *r, bool force)
 						true);
 			return true;
 		}
-		JourneyReload(r);
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
