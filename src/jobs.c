@@ -405,7 +405,8 @@ PrmNextDeadline(void)
 			   "  (SELECT pg_catalog.min(c.summary_due_at) FROM prm.caregiver c WHERE c.summary_due_at IS NOT NULL),"
 			   /* journeys: stage actions, waits, advances */
 			   "  (SELECT pg_catalog.min(i.due_at) FROM prm.journey_instance i"
-			   "    WHERE i.status = 'active' AND i.due_at IS NOT NULL))",
+			   "    WHERE i.status = 'active' AND i.due_at IS NOT NULL),"
+			   "  (SELECT pg_catalog.min(p.retry_at) FROM prm.journey_pending_event p))",
 			   0, NULL);
 	PrmExecute(plan, NULL, NULL, true, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

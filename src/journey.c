@@ -88,6 +88,8 @@ typedef struct JourneyPoint
 
 static JourneyPoint journey_point;
 
+static int64 PrmJourneyHeldStep(int limit);
+
 /* How deep PrmJourneyOnEvent is nested (events of journeys' own ends). */
 static int event_depth = 0;
 
@@ -213,7 +215,7 @@ OnePatient(int64 patient_id)
  * partial indexes when nothing matches.
  */
 static void JourneyReact(int64 org_id, int64 event_id, const char *kind, int64 patient_id,
-						 const char *payload);
+						 const char *payload, int64 instance_id);
 
 void
 PrmJourneyOnEvent(int64 org_id, int64 event_id, const char *kind, int64 patient_id,
@@ -230,7 +232,7 @@ PrmJourneyOnEvent(int64 org_id, int64 event_id, const char *kind, int64 patient_
 	event_depth++;
 	PG_TRY();
 	{
-		JourneyReact(org_id, event_id, kind, patient_id, payload);
+		JourneyReact(org_id, event_id, kind, patient_id, payload, 0);
 	}
 	PG_FINALLY();
 	{
@@ -239,28 +241,46 @@ PrmJourneyOnEvent(int64 org_id, int64 event_id, const char *kind, int64 patient_
 	PG_END_TRY();
 }
 
-/* The work of PrmJourneyOnEvent. */
+/*
+ * The work of PrmJourneyOnEvent, and of applying an event held back for one
+ * instance (instance_id; 0: every instance of the patient, then enrolment).
+ *
+ * The event's transaction may already hold locks the worker waits for while
+ * it runs an instance (a conversation, the patient's statistics), and the
+ * worker holds the instance: waiting for it here could deadlock.  So an
+ * instance that is locked is skipped (SKIP LOCKED) and the event is held
+ * back for it in prm.journey_pending_event, which the worker applies under
+ * the instance's lock before it runs the instance again (and as a deadline
+ * of its own).  Whoever holds the instance commits first; the event then
+ * takes effect, before any further action of the instance.
+ */
 static void
 JourneyReact(int64 org_id, int64 event_id, const char *kind, int64 patient_id,
-			 const char *payload)
+			 const char *payload, int64 instance_id)
 {
 	static SPIPlanPtr react_plan = NULL;
-	Datum			  values[4];
+	Datum			  values[5];
 	SPITupleTable	 *tuptable;
 	int				  n,
 		i;
 	bool woke = false;
 
 	PrmPrepare(&react_plan,
-			   "WITH r AS (SELECT i.id,"
+			   "WITH cand AS (SELECT i.id,"
 			   "             CASE WHEN $3 = 'patient_erased' THEN 'cancelled'"
 			   "                  WHEN $3 = ANY (j.goal_events) THEN 'completed'"
 			   "                  WHEN $3 = ANY (j.exit_events) THEN 'exited' END AS ends"
 			   "        FROM prm.journey_instance i JOIN prm.journey j ON j.org_id = i.org_id AND j.id = i.journey_id"
 			   "       WHERE i.org_id = $1 AND i.patient_id = $2 AND i.status = 'active'"
+			   "         AND ($5 = 0 OR i.id = $5)"
 			   "         AND ($3 = 'patient_erased' OR $3 = ANY (j.goal_events) OR $3 = ANY (j.exit_events)"
-			   "              OR i.awaiting_event = $3)"
-			   "       ORDER BY i.id FOR NO KEY UPDATE OF i),"
+			   "              OR i.awaiting_event = $3)),"
+			   " r AS (SELECT i.id, c.ends FROM prm.journey_instance i JOIN cand c ON c.id = i.id"
+			   "        WHERE i.org_id = $1 AND i.status = 'active'"
+			   "        ORDER BY i.id FOR NO KEY UPDATE OF i SKIP LOCKED),"
+			   " held AS (INSERT INTO prm.journey_pending_event (org_id, instance_id, event_id, kind)"
+			   "           SELECT $1, c.id, $4, $3 FROM cand c WHERE c.id NOT IN (SELECT r.id FROM r)"
+			   "           RETURNING 1),"
 			   " u AS (UPDATE prm.journey_instance i SET"
 			   "         status = coalesce(r.ends, i.status),"
 			   "         ended_at = CASE WHEN r.ends IS NOT NULL THEN pg_catalog.now() END,"
@@ -277,12 +297,15 @@ JourneyReact(int64 org_id, int64 event_id, const char *kind, int64 patient_id,
 			   "                   'reason', CASE u.status WHEN 'completed' THEN 'goal' WHEN 'exited' THEN 'exit_event'"
 			   "                                           WHEN 'cancelled' THEN 'patient_erased' ELSE 'event_came' END)"
 			   "          FROM u)"
-			   " SELECT u.id, u.status FROM u ORDER BY u.id",
-			   4, (Oid[]){INT8OID, INT8OID, TEXTOID, INT8OID});
+			   " SELECT u.id, u.status FROM u"
+			   " UNION ALL SELECT 0, 'held' FROM held"
+			   " ORDER BY 1",
+			   5, (Oid[]){INT8OID, INT8OID, TEXTOID, INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(patient_id);
 	values[2] = CStringGetTextDatum(kind);
 	values[3] = Int64GetDatum(event_id);
+	values[4] = Int64GetDatum(instance_id);
 	n = PrmExecute(react_plan, values, NULL, false, 0);
 	tuptable = SPI_tuptable;
 	for (i = 0; i < n; i++)
@@ -291,16 +314,57 @@ JourneyReact(int64 org_id, int64 event_id, const char *kind, int64 patient_id,
 		int64 id = DatumGetInt64(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull));
 		char *status = SPI_getvalue(tuptable->vals[i], tuptable->tupdesc, 2);
 
-		if (strcmp(status, "active") == 0)
+		if (strcmp(status, "active") == 0 || strcmp(status, "held") == 0)
 			woke = true;
 		else
 			JourneyEnded(org_id, id, psprintf("journey_%s", status));
 	}
 	if (woke)
 		JourneyWakeDue();
-	if (strcmp(kind, "patient_erased") != 0)
+	if (instance_id == 0 && strcmp(kind, "patient_erased") != 0)
 		(void) JourneyEnrol(org_id, 0, OnePatient(patient_id), "event", event_id, kind, payload,
 							NULL);
+}
+
+/*
+ * Apply the events held back for a locked instance (JourneyReact), oldest
+ * first, and forget them.  Returns how many there were.
+ */
+static int
+JourneyApplyHeld(int64 org_id, int64 instance_id, int64 patient_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2] = {Int64GetDatum(org_id), Int64GetDatum(instance_id)};
+	SPITupleTable	 *tuptable;
+	int				  n,
+		i;
+
+	PrmPrepare(&plan,
+			   "WITH d AS (DELETE FROM prm.journey_pending_event p WHERE p.org_id = $1 AND p.instance_id = $2"
+			   "           RETURNING p.id, p.event_id, p.kind)"
+			   " SELECT d.id, d.event_id, d.kind FROM d ORDER BY d.id",
+			   2, (Oid[]){INT8OID, INT8OID});
+	n = PrmExecute(plan, values, NULL, false, 0);
+	tuptable = SPI_tuptable;
+	for (i = 0; i < n; i++)
+	{
+		bool  isnull;
+		int64 event_id = DatumGetInt64(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull));
+
+		CHECK_FOR_INTERRUPTS();
+		event_depth++;
+		PG_TRY();
+		{
+			JourneyReact(org_id, event_id, SPI_getvalue(tuptable->vals[i], tuptable->tupdesc, 3),
+						 patient_id, NULL, instance_id);
+		}
+		PG_FINALLY();
+		{
+			event_depth--;
+		}
+		PG_END_TRY();
+	}
+	return n;
 }
 
 /* ---------- running an instance ---------- */
@@ -400,6 +464,20 @@ JourneyLoad(int64 org_id, int64 instance_id, JourneyRow *r)
 		r->failed = DatumGetArrayTypePCopy(SPI_getbinval(tup, desc, 15, &isnull));
 	}
 	return true;
+}
+
+/*
+ * Lock and read an instance after applying the events held back for it
+ * (JourneyReact): a run never acts past an exit that has committed.
+ */
+static bool
+JourneyLoadCurrent(int64 org_id, int64 instance_id, JourneyRow *r)
+{
+	if (!JourneyLoad(org_id, instance_id, r))
+		return false;
+	if (JourneyApplyHeld(org_id, instance_id, r->patient_id) == 0)
+		return true;
+	return JourneyLoad(org_id, instance_id, r);
 }
 
 /* Store where an instance is: its action cursor, deadline and awaiting flag. */
@@ -823,7 +901,7 @@ JourneyItem(void *ctx, int i)
 	journey_point.instance_id = id;
 	journey_point.stage_id = 0;
 	journey_point.action = -1;
-	if (JourneyLoad(org_id, id, &r))
+	if (JourneyLoadCurrent(org_id, id, &r))
 		(void) JourneyRun(&r, false);
 	return 1;
 }
@@ -847,6 +925,7 @@ PrmJourneyDueStep(int limit)
 	JourneyBatch	  b;
 	PrmItemLoop		  loop = {0};
 	int				  n;
+	int64			  held = PrmJourneyHeldStep(limit);
 
 	PrmPrepare(&plan,
 			   "SELECT i.org_id, i.id FROM prm.journey_instance i"
@@ -855,13 +934,68 @@ PrmJourneyDueStep(int limit)
 			   1, (Oid[]){INT4OID});
 	n = PrmExecute(plan, values, NULL, false, 0);
 	if (n == 0)
-		return 0;
+		return held;
 	b.rows = SPI_tuptable;
 	loop.run = JourneyItem;
 	loop.failed = JourneyItemFailed;
 	loop.ctx = &b;
 	(void) PrmRunItems(&loop, n);
-	return loop.done + loop.failures;
+	return held + loop.done + loop.failures;
+}
+
+/*
+ * The instances with events held back (JourneyReact) whose retry time has
+ * come: each one not locked by someone else gets its events applied; one
+ * still locked is tried again in a second.  Returns the instances handled.
+ */
+static int64
+JourneyHeldItem(void *ctx, int i)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr later_plan = NULL;
+	JourneyBatch	 *b = (JourneyBatch *) ctx;
+	bool			  isnull;
+	Datum			  values[2];
+
+	values[0] = SPI_getbinval(b->rows->vals[i], b->rows->tupdesc, 1, &isnull);
+	values[1] = SPI_getbinval(b->rows->vals[i], b->rows->tupdesc, 2, &isnull);
+	PrmPrepare(&lock_plan,
+			   "SELECT i.patient_id FROM prm.journey_instance i WHERE i.org_id = $1 AND i.id = $2"
+			   " FOR NO KEY UPDATE SKIP LOCKED",
+			   2, (Oid[]){INT8OID, INT8OID});
+	if (PrmExecute(lock_plan, values, NULL, false, 1) == 1)
+		return JourneyApplyHeld(DatumGetInt64(values[0]), DatumGetInt64(values[1]),
+								PrmGetInt64(0, 1, &isnull));
+	PrmPrepare(&later_plan,
+			   "UPDATE prm.journey_pending_event p SET retry_at = pg_catalog.now() + interval '1 second'"
+			   " WHERE p.org_id = $1 AND p.instance_id = $2",
+			   2, (Oid[]){INT8OID, INT8OID});
+	PrmExecute(later_plan, values, NULL, false, 0);
+	return 0;
+}
+
+static int64
+PrmJourneyHeldStep(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[1] = {Int32GetDatum(limit)};
+	JourneyBatch	  b;
+	PrmItemLoop		  loop = {0};
+	int				  n;
+
+	PrmPrepare(&plan,
+			   "SELECT p.org_id, p.instance_id FROM prm.journey_pending_event p"
+			   " WHERE p.retry_at <= pg_catalog.now()"
+			   " GROUP BY p.org_id, p.instance_id ORDER BY pg_catalog.min(p.id) LIMIT $1",
+			   1, (Oid[]){INT4OID});
+	n = PrmExecute(plan, values, NULL, true, 0);
+	if (n == 0)
+		return 0;
+	b.rows = SPI_tuptable;
+	loop.run = JourneyHeldItem;
+	loop.ctx = &b;
+	(void) PrmRunItems(&loop, n);
+	return loop.done;
 }
 
 /* ---------- the SQL functions ---------- */
@@ -885,7 +1019,7 @@ JourneyNowRun(void *arg)
 	journey_point.instance_id = j->id;
 	journey_point.stage_id = 0;
 	journey_point.action = -1;
-	if (JourneyLoad(j->org_id, j->id, &r))
+	if (JourneyLoadCurrent(j->org_id, j->id, &r))
 		j->completed = !JourneyRun(&r, j->force);
 	else
 		j->completed = true;

@@ -66,6 +66,7 @@ SELECT o.id AS offer, p.given_name AS patient, o.slot_id AS slot, o.batch_no AS 
 SELECT prm.run_due_jobs() AS "run_due_jobs()";
 \echo '=== Background worker, as pg_stat_activity shows it'
 SELECT backend_type, application_name FROM pg_stat_activity WHERE backend_type LIKE 'prm%' ORDER BY 1;
+\ir demo_journeys.sql
 \echo '=== Fill analytics'
 SELECT key AS figure, value FROM jsonb_each(prm.fill_stats(:org)) WHERE key NOT LIKE 'period%' ORDER BY key;
 \echo '=== Outbox health'

@@ -108,6 +108,21 @@ CREATE INDEX journey_instance_entries_idx ON prm.journey_instance (org_id, journ
 CREATE INDEX journey_instance_stage_idx ON prm.journey_instance (org_id, stage_id) WHERE status = 'active';
 COMMENT ON TABLE prm.journey_instance IS 'A patient on a journey. status: active, completed (the last stage moved on, or a goal event: end_reason), exited (an exit event) or cancelled. stage_position: the 1-based position of its stage. next_action: the stage''s next action to run; failed_actions: those of the current stage that failed (recorded in the history) and are skipped when the stage''s actions run again; due_at: when the worker next acts on it (runs actions, ends a wait, moves on), NULL while it waits only for advance_journey or for the event awaiting_event.';
 
+CREATE TABLE prm.journey_pending_event (
+    org_id          bigint NOT NULL REFERENCES prm.organization (id) ON DELETE CASCADE,
+    id              bigint GENERATED ALWAYS AS IDENTITY,
+    instance_id     bigint NOT NULL,
+    event_id        bigint NOT NULL,
+    kind            text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    retry_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, id),
+    FOREIGN KEY (org_id, instance_id) REFERENCES prm.journey_instance (org_id, id) ON DELETE CASCADE
+);
+CREATE INDEX journey_pending_event_instance_idx ON prm.journey_pending_event (org_id, instance_id);
+CREATE INDEX journey_pending_event_retry_idx ON prm.journey_pending_event (retry_at);
+COMMENT ON TABLE prm.journey_pending_event IS 'An event of a patient held back for one of their instances because it was locked (being run by the worker, say) when the event was written: waiting for it could deadlock. The worker applies it under the instance''s lock before the instance acts again (retry_at: its deadline), then deletes it. Usually empty.';
+
 CREATE TABLE prm.journey_step (
     org_id          bigint NOT NULL REFERENCES prm.organization (id) ON DELETE CASCADE,
     id              bigint GENERATED ALWAYS AS IDENTITY,
@@ -137,6 +152,8 @@ SELECT pg_catalog.pg_extension_config_dump('prm.journey_stage', '');
 SELECT pg_catalog.pg_extension_config_dump('prm.journey_stage_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('prm.journey_instance', '');
 SELECT pg_catalog.pg_extension_config_dump('prm.journey_instance_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('prm.journey_pending_event', '');
+SELECT pg_catalog.pg_extension_config_dump('prm.journey_pending_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('prm.journey_step', '');
 SELECT pg_catalog.pg_extension_config_dump('prm.journey_step_id_seq', '');
 
@@ -144,6 +161,11 @@ ALTER TABLE prm.journey ENABLE ROW LEVEL SECURITY;
 ALTER TABLE prm.journey_stage ENABLE ROW LEVEL SECURITY;
 ALTER TABLE prm.journey_instance ENABLE ROW LEVEL SECURITY;
 ALTER TABLE prm.journey_step ENABLE ROW LEVEL SECURITY;
+ALTER TABLE prm.journey_pending_event ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON prm.journey_pending_event FOR SELECT
+    USING (org_id IN (SELECT a.org_id FROM prm.org_access a
+                       WHERE a.level IN ('admin', 'staff', 'readonly')
+                         AND pg_catalog.pg_has_role(a.role_id, 'USAGE')));
 CREATE POLICY tenant_read ON prm.journey FOR SELECT
     USING (org_id IN (SELECT a.org_id FROM prm.org_access a
                        WHERE a.level IN ('admin', 'staff', 'readonly')

@@ -24,7 +24,7 @@ psql -X -qc "CREATE DATABASE $DB" >/dev/null
 P="psql -X -q -v ON_ERROR_STOP=1 -d $DB"
 ratio() { LC_ALL=C awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
-$P <<SQL
+$P >/dev/null <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION prm CASCADE;
 SELECT prm.create_organization('Bench', 'UTC', '+15550980000');
