@@ -175,3 +175,6 @@ INSERT INTO prm.function_level (signature, level) VALUES
     ('prm.schedule_message_local(bigint,bigint,text,text,time without time zone,date,text)', 'staff'),
     ('prm.cancel_message(bigint,bigint)', 'staff'),
     ('prm.set_consent(bigint,bigint,text,text,boolean,text,text,timestamp with time zone)', 'staff');
+
+COMMENT ON TABLE prm.message_template IS 'An organization''s wording of a message kind -- a built-in one or its own (prm.message_kind) -- per channel and locale. Placeholders: {clinic}, {clinic_phone}, {date}, {time}, {hold_minutes}, {link}; in therapist e-mails also {therapist}, {count} and {patients} (de-identified lines: reference, initials, age band, therapy type). Patient details are not placeholders, so they never reach a message. Built-in kinds without a row use prm''s built-in English text; an own kind has only the wordings given to it.';
+COMMENT ON COLUMN prm.patient_stats.messages_out IS 'Messages queued to the patient, in prm.outbound_message and its history (not those capped or refused).';
