@@ -28,10 +28,10 @@
  *
  * Cost.  Exempt messages where no consent is required (every message prm
  * queued before this file existed, with the default settings) pass with no
- * query at all.  A promotional message costs one statement for the caps,
- * which locks the patient row (FOR NO KEY UPDATE), so two promotional
- * messages to one patient queued at once are counted one after the other;
- * a consent check costs one index probe.
+ * query at all.  A promotional message costs two statements for the caps:
+ * the patient row locked (FOR NO KEY UPDATE), then the count, so two
+ * promotional messages to one patient queued at once are counted one after
+ * the other; a consent check costs one index probe.
  *
  *-------------------------------------------------------------------------
  */
@@ -160,8 +160,11 @@ CommsConsentRefusal(int64 org_id, int64 patient_id, const char *channel, const c
 
 /*
  * Why a promotional message to the patient at time at would exceed a cap
- * (NULL: it would not).  Locks the patient row, so caps are counted one
- * message at a time.
+ * (NULL: it would not).  Locks the patient row first, in a statement of its
+ * own, so caps are counted one message at a time: the count runs with a
+ * snapshot taken after the lock was granted, and so sees the message of
+ * the transaction that held it (a lock taken inside the counting statement
+ * would leave its snapshot from before the wait: test/specs/two_promotional).
  */
 static char *
 CommsCapRefusal(int64 org_id, int64 patient_id, TimestampTz at)
@@ -176,7 +179,7 @@ CommsCapRefusal(int64 org_id, int64 patient_id, TimestampTz at)
 	PrmPrepare(&plan,
 			   "WITH p AS (SELECT coalesce(p.timezone, o.timezone) AS tz"
 			   "             FROM prm.patient p JOIN prm.organization o ON o.id = p.org_id"
-			   "            WHERE p.org_id = $1 AND p.id = $2 FOR NO KEY UPDATE OF p),"
+			   "            WHERE p.org_id = $1 AND p.id = $2),"
 			   " b AS (SELECT p.tz, pg_catalog.date_trunc('day', pg_catalog.timezone(p.tz, $3)) AS d,"
 			   "              pg_catalog.date_trunc('week', pg_catalog.timezone(p.tz, $3)) AS w FROM p)"
 			   " SELECT pg_catalog.count(x.l) FILTER (WHERE x.l >= b.d AND x.l < b.d + interval '1 day')::int8,"
@@ -196,6 +199,7 @@ CommsCapRefusal(int64 org_id, int64 patient_id, TimestampTz at)
 			   "     ON x.l >= b.w AND x.l < b.w + interval '7 days'"
 			   "  GROUP BY b.d, b.w",
 			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID});
+	PrmRequireRow(org_id, PRM_ENTITY_PATIENT, patient_id, true);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(patient_id);
 	values[2] = TimestampTzGetDatum(at);
