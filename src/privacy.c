@@ -61,6 +61,8 @@
  *	  (counts and times, no text) and the statistics triggers recompute it
  *	  whenever those rows change, so a deleted row would come back at the
  *	  next archiving run.
+ *	- patient_consent: every consent in force withdrawn (a decision of
+ *	  method erasure), notes '[erased]'; the decisions stay, de-identified.
  *	- Not the patient's: organization, location, provider, therapist,
  *	  message_template (the clinic's own texts), org_access, access_privilege,
  *	  function_level, org_mutex, job_run (role and job names, cluster-wide
@@ -98,7 +100,8 @@
 #include "utils/jsonb.h"
 
 #include "prm.h"
-#include "journey.h"
+#include "comms.h"	  /* communications: consent in export and erasure */
+#include "journey.h" /* journeys: export and erasure */
 #include "monitor.h" /* companion monitoring: export and erasure */
 
 PG_FUNCTION_INFO_V1(prm_export_patient);
@@ -195,6 +198,8 @@ prm_export_patient(PG_FUNCTION_ARGS)
 	result = DirectFunctionCall2(jsonb_concat, result, MonExportPatient(org_id, patient_id));
 	/* journeys (journey.c): instances and their history */
 	result = DirectFunctionCall2(jsonb_concat, result, JourneyExportPatient(org_id, patient_id));
+	/* communications (comms_consent.c): the consent history */
+	result = DirectFunctionCall2(jsonb_concat, result, CommsExportPatient(org_id, patient_id));
 	result = SPI_datumTransfer(result, false, -1);
 	PrivacyLogExport(org_id, patient_id);
 	PrmEmitEvent(org_id, "patient_exported", "patient", patient_id, NULL);
@@ -246,7 +251,12 @@ prm_erase_patient(PG_FUNCTION_ARGS)
 	result = PrivacyBlank(org_id, patient_id, withdrawn);
 	/* companion monitoring (monitor_privacy.c): messages about them blanked, their rows deleted */
 	result = DirectFunctionCall2(jsonb_concat, result, MonErasePatient(org_id, patient_id));
+	/* journeys (journey.c): errors in their history blanked */
 	result = DirectFunctionCall2(jsonb_concat, result, JourneyErasePatient(org_id, patient_id));
+	/* communications (comms_consent.c): consents withdrawn, their notes blanked */
+	result = DirectFunctionCall2(jsonb_concat, result, CommsErasePatient(org_id, patient_id));
+	/* the concatenations live in SPI's memory: out of it before SPI_finish */
+	result = SPI_datumTransfer(result, false, -1);
 	PrmEmitEvent(org_id, "patient_erased", "patient", patient_id, NULL);
 	PrmSpiFinish();
 	PG_RETURN_DATUM(result);

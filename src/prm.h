@@ -247,6 +247,10 @@ typedef struct PrmSettings
 	bool appointment_reminders;
 	char reminder_offsets[128]; /* null: none */
 	char reminder_channel[8];	/* null: "sms" */
+	/* communications */
+	int32 promotional_daily_cap;
+	int32 promotional_weekly_cap;
+	char  consent_required[160]; /* null: "" */
 } PrmSettings;
 
 extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);
@@ -302,15 +306,28 @@ typedef struct PrmTemplateVar
 
 extern char		  *PrmRender(int64 org_id, const char *kind, const char *channel,
 							 const char *locale, const PrmTemplateVar *vars, int nvars);
+extern char		  *PrmRenderIfPossible(int64 org_id, const char *kind, const char *channel,
+									   const char *locale, const PrmTemplateVar *vars,
+									   int nvars, char **missing);
+extern bool		   PrmKindIsBuiltIn(const char *kind);
+extern const char *PrmMessageClass(int64 org_id, const char *kind);
+extern const char *PrmRequireMessageKind(int64 org_id, const char *kind);
 extern TimestampTz PrmQuietRelease(const PrmSettings *s, const char *tz,
 								   TimestampTz t);
 extern int64	   PrmEnqueue(int64 org_id, const char *channel, const char *to,
 							  const char *body, const char *kind, int64 patient_id,
 							  int64 offer_id, const char *dedup_key,
 							  TimestampTz not_before);
+extern int64	   PrmEnqueueOrRefuse(int64 org_id, const char *channel, const char *to,
+									  const char *body, const char *kind, int64 patient_id,
+									  int64 offer_id, const char *dedup_key,
+									  TimestampTz not_before, const char *refusal);
 extern TimestampTz PrmRecipientRules(int64 org_id, const char *channel,
 									 const char *to, int64 patient_id,
 									 TimestampTz not_before);
+extern TimestampTz PrmRecipientCheck(int64 org_id, const char *channel,
+									 const char *to, int64 patient_id,
+									 TimestampTz not_before, char **refusal);
 extern int		   PrmReleaseExpiredLeases(int limit);
 extern int		   PrmArchiveMessages(int limit);
 extern bool		   PrmArchiveInProgress(void);

@@ -75,11 +75,14 @@ static AttrNumber StatsBigintColumn(Relation rel, const char *name);
  * The first %s restricts the patients (p), the second the old rows (s).
  * It returns how many existing rows changed level or risk.
  */
-#define STATS_OUTBOUND(cols)                                          \
-	"(SELECT " cols " FROM prm.outbound_message m0"                   \
-	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id"           \
-	" UNION ALL SELECT " cols " FROM prm.outbound_message_history m0" \
-	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id)"
+/* (capped and refused messages were never queued: they do not count) */
+#define STATS_OUTBOUND(cols)                                                   \
+	"(SELECT " cols " FROM prm.outbound_message m0"                            \
+	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id"                    \
+	"    AND m0.status NOT IN ('capped', 'refused')"                           \
+	" UNION ALL SELECT " cols " FROM prm.outbound_message_history m0"          \
+	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id"                    \
+	"    AND m0.status NOT IN ('capped', 'refused'))"
 
 static const char *const stats_sql =
 	"WITH old AS ("

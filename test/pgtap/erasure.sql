@@ -8,7 +8,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(35);
+SELECT plan(37);
 
 -- The columns of prm's tables in which one of terms occurs (case-insensitive),
 -- as 'table.column'.
@@ -103,6 +103,9 @@ SELECT is((SELECT status FROM prm.outbound_message WHERE org_id = :org AND id = 
 -- a message queued to her number by the application, without a patient id
 SELECT prm.enqueue_message(:org, 'sms', '(555) 008-1001', 'Hi Zelda, see you soon', NULL,
                            'reminder:+15550081001:zelda') AS z_loose \gset
+-- her consent to e-mail, given for her by her daughter, noted in her words
+SELECT prm.set_consent(:org, :zelda, 'email', 'promotional', true, 'written',
+                       'given by her daughter for Zelda Quixotica, purplewombat42') IS NOT NULL AS ok \gset
 SELECT prm.handle_inbound_sms('+15550080000', '+15550081001', 'STOP', 'zq-sms-2') IS NOT NULL AS ok \gset
 SELECT is((SELECT sms_opt_out FROM prm.patient WHERE id = :zelda), true, 'her STOP opted her out');
 
@@ -129,7 +132,7 @@ SELECT ok(pg_temp.columns_containing(:zelda_terms) @> ARRAY[
           'patient.given_name', 'patient.family_name', 'patient.phone', 'patient.email', 'patient.external_id',
           'appointment.cancel_reason', 'appointment.external_id',
           'inbound_message.from_address', 'inbound_message.body', 'inbound_message.keyword',
-          'outbound_message.to_address', 'outbound_message.body', 'outbound_message.dedup_key',
+          'outbound_message.to_address', 'outbound_message.body', 'outbound_message.dedup_key', 'patient_consent.note',
           'outbound_message.last_error', 'outbound_message_history.to_address', 'event.payload'],
           'before the erasure the search finds her in every kind of column');
 SELECT ok(pg_temp.columns_containing(:cora_terms) @> ARRAY['patient.given_name', 'appointment.cancel_reason', 'outbound_message.body'],
@@ -148,6 +151,8 @@ SELECT prm.erase_patient(:org, :zelda) AS z_erased \gset
 SELECT prm.erase_patient(:org, :cora) AS c_erased \gset
 
 SELECT is(pg_temp.columns_containing(:zelda_terms), '{}'::text[], 'nothing of Zelda is left in any text or jsonb column');
+SELECT is((SELECT granted FROM prm.patient_consents WHERE patient_id = :zelda AND channel = 'email'), false, 'her e-mail consent is withdrawn by the erasure');
+SELECT is((SELECT count(*)::int FROM prm.patient_consent WHERE patient_id = :zelda), 2, 'the decisions stay, de-identified');
 SELECT is(pg_temp.columns_containing(:cora_terms), '{}'::text[], 'nothing of Cora is left in any text or jsonb column');
 
 -- what stays for the clinic's books, de-identified

@@ -85,7 +85,7 @@ SELECT is((SELECT status FROM prm.outbound_message WHERE id = :m3), 'dead', 'not
 SELECT ok(prm.render_template(:org, 'help') LIKE 'Out Clinic:%Msg & data rates may apply.', 'HELP names the clinic and the rates');
 SELECT throws_ok(format($$SELECT prm.set_template(%s, 'offer', 'Hi {given_name}, a slot is free')$$, :org), '22023', NULL, 'patient details are not placeholders');
 SELECT throws_ok(format($$SELECT prm.set_template(%s, 'offer', 'Open {date')$$, :org), '22023', NULL, 'unclosed placeholder refused');
-SELECT throws_ok(format($$SELECT prm.set_template(%s, 'poem', 'Roses')$$, :org), '22023', NULL, 'unknown kind refused');
+SELECT throws_ok(format($$SELECT prm.set_template(%s, 'Poem!', 'Roses')$$, :org), '22023', NULL, 'a malformed kind refused');
 SELECT lives_ok(format($$SELECT prm.set_template(%s, 'help', '{clinic} help: reply STOP to stop. Msg & data rates may apply.', 'sms', 'de')$$, :org), 'a German help text');
 SELECT is(prm.render_template(:org, 'help', '{}', 'sms', 'de-AT'), 'Out Clinic help: reply STOP to stop. Msg & data rates may apply.', 'de-AT falls back to de');
 SELECT throws_ok(format($$SELECT prm.render_template(%s, 'offer', '{}')$$, :org), '22023', NULL, 'a placeholder without value cannot render');
