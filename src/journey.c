@@ -43,7 +43,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#include "fill.h"
+#include "comms.h"
 #include "journey.h"
 #include "monitor.h"
 #include "ticket.h"
@@ -596,54 +596,33 @@ WaitEnd(JourneyRow *r, JsonbContainer *obj, char **why)
 	}
 }
 
-/* Render and queue a send action's message; its id. */
-static int64
+/*
+ * Queue a send action's message through PrmSendToPatient (the template in
+ * the patient's language; quiet hours, opt-outs, consent and caps applied):
+ * the history's detail, with the message's id and status (queued, or capped
+ * or refused with the reason kept on the message).
+ */
+static char *
 ActionSend(JourneyRow *r, JsonbContainer *obj, int action)
 {
 	static SPIPlanPtr plan = NULL;
-	char			 *kind = ActionField(obj, "template");
 	char			 *channel = ActionField(obj, "channel");
-	Datum			  values[3] = {Int64GetDatum(r->org_id), Int64GetDatum(r->patient_id)};
-	PrmTemplateVar	  vars[2];
-	int				  nvars = 0;
-	char			 *address;
-	char			 *body;
-	TimestampTz		  appt;
-	TimestampTz		  at;
+	int64			  id;
+	Datum			  values[2];
 
-	if (channel == NULL)
-		channel = "sms";
-	PrmPrepare(&plan,
-			   "SELECT CASE $3 WHEN 'email' THEN p.email WHEN 'push' THEN NULL ELSE p.phone END"
-			   "  FROM prm.patient p WHERE p.org_id = $1 AND p.id = $2",
-			   3, (Oid[]){INT8OID, INT8OID, TEXTOID});
-	values[2] = CStringGetTextDatum(channel);
+	id = PrmSendToPatient(r->org_id, r->patient_id, ActionField(obj, "template"),
+						  channel ? channel : "sms", 0,
+						  psprintf("journey:%lld:%lld:%d", (long long) r->id,
+								   (long long) r->stage_id, action));
+	PrmPrepare(&plan, "SELECT m.status FROM prm.outbound_message m WHERE m.org_id = $1 AND m.id = $2",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[0] = Int64GetDatum(r->org_id);
+	values[1] = Int64GetDatum(id);
 	PrmExecute(plan, values, NULL, true, 1);
-	address = SPI_processed == 1 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
-	if (address == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("patient %lld has no address for channel %s", (long long) r->patient_id,
-						channel)));
-	appt = NextAppointment(r);
-	if (appt)
-	{
-		char *date;
-		char *time;
-
-		FillFormatLocal(appt, r->tz, &date, &time);
-		vars[0].name = "date";
-		vars[0].value = date;
-		vars[1].name = "time";
-		vars[1].value = time;
-		nvars = 2;
-	}
-	body = PrmRender(r->org_id, kind, channel, r->language, vars, nvars);
-	at = PrmRecipientRules(r->org_id, channel, address, r->patient_id, 0);
-	return PrmEnqueue(r->org_id, channel, address, body, kind, r->patient_id, 0,
-					  psprintf("journey:%lld:%lld:%d", (long long) r->id, (long long) r->stage_id,
-							   action),
-					  at);
+	return psprintf("{\"action\": %d, \"type\": \"send\", \"message_id\": %lld, \"status\": %s}", action,
+					(long long) id,
+					PrmJsonString(SPI_processed == 1 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)
+													 : "unknown"));
 }
 
 /* Open a ticket for the patient; its id. */
@@ -767,9 +746,7 @@ JourneyRun(JourneyRow *r, bool force)
 									 PrmJsonString(why ? why : "its time has passed")));
 			}
 			else if (strcmp(type, "send") == 0)
-				JourneyStep(r->org_id, r->id, r->stage_id, "action",
-							psprintf("{\"action\": %d, \"type\": \"send\", \"message_id\": %lld}", k,
-									 (long long) ActionSend(r, obj, k)));
+				JourneyStep(r->org_id, r->id, r->stage_id, "action", ActionSend(r, obj, k));
 			else if (strcmp(type, "open_ticket") == 0)
 				JourneyStep(r->org_id, r->id, r->stage_id, "action",
 							psprintf("{\"action\": %d, \"type\": \"open_ticket\", \"ticket_id\": %lld}", k,
