@@ -8,9 +8,7 @@
 
 \echo Use "CREATE EXTENSION prm" to load this file. \quit
 
--- Events carry the patient they are about, so journeys can react to them.
-ALTER TABLE prm.event ADD COLUMN patient_id bigint;
-COMMENT ON COLUMN prm.event.patient_id IS 'The patient the event is about (from its entity: the patient, or the patient of the appointment, waitlist entry, offer, message, conversation, ticket, alert, reminder or placement request); NULL for events about no patient.';
+-- The patient of each event written before 0.3.0 (the column is in 00_prm.sql).
 UPDATE prm.event e SET patient_id = CASE e.entity
         WHEN 'patient' THEN e.entity_id
         WHEN 'appointment' THEN (SELECT x.patient_id FROM prm.appointment x WHERE x.org_id = e.org_id AND x.id = e.entity_id)
@@ -25,9 +23,8 @@ UPDATE prm.event e SET patient_id = CASE e.entity
         WHEN 'reminder_occurrence' THEN (SELECT x.patient_id FROM prm.reminder_occurrence x WHERE x.org_id = e.org_id AND x.id = e.entity_id)
         WHEN 'placement_request' THEN (SELECT x.patient_id FROM prm.placement_request x WHERE x.org_id = e.org_id AND x.id = e.entity_id)
     END
- WHERE e.entity IN ('patient', 'appointment', 'waitlist_entry', 'offer', 'outbound_message', 'inbound_message',
+ WHERE e.patient_id IS NULL AND e.entity IN ('patient', 'appointment', 'waitlist_entry', 'offer', 'outbound_message', 'inbound_message',
                     'conversation', 'ticket', 'alert', 'reminder', 'reminder_occurrence', 'placement_request');
-CREATE INDEX event_patient_idx ON prm.event (org_id, patient_id, id) WHERE patient_id IS NOT NULL;
 
 CREATE TABLE prm.journey (
     org_id          bigint NOT NULL REFERENCES prm.organization (id) ON DELETE CASCADE,

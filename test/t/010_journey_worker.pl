@@ -1,5 +1,5 @@
 # A journey runs itself on the worker: with prm preloaded and the worker
-# asleep for up to 30 s, a booking enrols its patient (the event's own
+# asleep for up to an hour, a booking enrols its patient (the event's own
 # transaction), the worker runs stage 1 (a message, then a 2-second wait),
 # moves to stage 2 when its advance_after of 2 seconds is over, sends its
 # message and completes the instance, with no client call in between.  The
@@ -16,7 +16,7 @@ use Time::HiRes qw(usleep);
 my $node = PostgreSQL::Test::Cluster->new('journey_worker');
 $node->init;
 $node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'prm'\nprm.databases = 'postgres'\nprm.worker_max_sleep = 30\n");
+	"shared_preload_libraries = 'prm'\nprm.databases = 'postgres'\nprm.worker_max_sleep = 3600\n");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION prm CASCADE');
 
