@@ -1,9 +1,8 @@
 #!/bin/bash
 # The reference clients' test (test/clients/test.js, TAP): the sender and the
 # webhook of clients/ as child processes against a real prm.  Run by
-# test/run.sh (make test).  Installs what it needs without asking: node and
-# npm from Debian when missing, clients/node_modules with npm ci (from
-# clients/package-lock.json).
+# test/run.sh (make test).  Installs what it needs without asking
+# (test/clients/deps.sh: node, npm, npm ci in clients/).
 #
 # By default in a throwaway cluster (pg_virtualenv) with prm preloaded, using
 # the installed extension.  With PGHOST or PGPORT set it uses that running
@@ -12,13 +11,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 if [ "${1:-}" != --inner ]; then
-    if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq > /dev/null \
-            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm < /dev/null > /dev/null \
-            || { echo "Bail out! could not install nodejs and npm"; exit 2; }
-    fi
-    ( cd clients && npm ci --no-audit --no-fund --loglevel=error > /dev/null ) \
-        || { echo "Bail out! npm ci in clients/ failed"; exit 2; }
+    bash test/clients/deps.sh || { echo "Bail out! could not install the clients' dependencies"; exit 2; }
     if [ -n "${PGHOST:-}${PGPORT:-}" ]; then
         exec bash "$0" --inner
     fi

@@ -3,9 +3,9 @@
 // a signed POST of an inbound message to the webhook, and a stand-in of its
 // Messages API for the sender's twilio adapter.
 //
-//   node twilio.js inbound TO FROM BODY SID [--bad-signature]
-//     POSTs to $WEBHOOK_URL/twilio/inbound, signed with $TWILIO_AUTH_TOKEN,
-//     and prints the HTTP status and the reply of the TwiML answer.
+//   node twilio.js inbound [--as NAME] [--bad-signature] TO FROM BODY SID
+//     POSTs to $WEBHOOK_URL/twilio/inbound, signed with $TWILIO_AUTH_TOKEN
+//     (or forged), and prints the HTTP status and the TwiML answer's reply.
 'use strict';
 const crypto = require('node:crypto');
 const http = require('node:http');
@@ -60,18 +60,20 @@ function fakeMessagesApi(answer) {
 module.exports = { sign, post, inboundParams, twimlReply, fakeMessagesApi };
 
 if (require.main === module) {
-  const [cmd, to, from, body, sid, flag] = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const take = (flag) => { const i = args.indexOf(flag); return i < 0 ? undefined : args.splice(i, flag === '--as' ? 2 : 1)[1] ?? true; };
+  const who = take('--as'), bad = take('--bad-signature') !== undefined;
+  const [cmd, to, from, body, sid] = args;
   if (cmd !== 'inbound' || !sid) {
-    console.error('usage: twilio.js inbound TO FROM BODY SID [--bad-signature]');
+    console.error('usage: twilio.js inbound [--as NAME] [--bad-signature] TO FROM BODY SID');
     process.exit(2);
   }
-  const bad = flag === '--bad-signature';
   post(process.env.WEBHOOK_URL, '/twilio/inbound', inboundParams(to, from, body, sid),
        process.env.TWILIO_AUTH_TOKEN, bad ? sign('not-the-token', process.env.WEBHOOK_URL, {}) : undefined)
     .then((r) => {
       const reply = r.status === 200 ? twimlReply(r.text) : null;
-      console.log(`  POST /twilio/inbound  From=${from} Body=${JSON.stringify(body)}${bad ? ' (forged signature)' : ''}`
-                  + `  ->  HTTP ${r.status}${reply !== null ? `  reply: ${reply}` : r.status === 200 ? '  (no reply)' : `  ${r.text.trim()}`}`);
+      const answer = reply !== null ? JSON.stringify(reply) : r.status === 200 ? '(no reply)' : r.text.trim();
+      console.log(`  ${who ? `${who} (${from})` : from}: ${JSON.stringify(body)}${bad ? ' (forged signature)' : ''}  ->  HTTP ${r.status} ${answer}`);
     })
     .catch((e) => { console.error(`twilio.js: ${e.message}`); process.exit(1); });
 }
