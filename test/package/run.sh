@@ -96,11 +96,13 @@ dpkg-deb -f "$DEB" Depends | grep -q "postgresql-$PGV"; ok $? "it depends on pos
 dpkg-deb -f "$DEB" Recommends | grep -q "postgresql-$PGV-cron"; ok $? "it recommends postgresql-$PGV-cron"
 dpkg-deb -c "$DEB" | awk '{print $6}' | sed 's|^\./|/|' > "$TMP/deb.files"
 for f in /usr/lib/postgresql/$PGV/lib/prm.so /usr/share/postgresql/$PGV/extension/prm.control \
-         /usr/share/postgresql/$PGV/extension/prm--$VERSION.sql /usr/share/doc/postgresql-$PGV-prm/copyright; do
+         /usr/share/doc/postgresql-$PGV-prm/copyright; do
     grep -qx "$f" "$TMP/deb.files"; ok $? "it installs $f"
 done
-ls src/updates/prm--*.sql > /dev/null 2>&1 && for f in src/updates/prm--*.sql; do
-    grep -qx "/usr/share/postgresql/$PGV/extension/$(basename "$f")" "$TMP/deb.files"; ok $? "it installs the upgrade script $(basename "$f")"
+# every install and upgrade script the build makes (the unpacked zip's build above), and src/updates/
+for f in "$TMP/dist/prm-$VERSION"/prm--*.sql src/updates/prm--*.sql; do
+    [ -e "$f" ] || continue
+    grep -qx "/usr/share/postgresql/$PGV/extension/$(basename "$f")" "$TMP/deb.files"; ok $? "it installs the script $(basename "$f")"
 done
 
 # a throwaway root: a copy of PostgreSQL without prm, then the package unpacked into it
