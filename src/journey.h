@@ -24,9 +24,25 @@ extern void	 JourneyCheckEventKind(const char *kind, const char *what);
 extern void	 JourneyCheckActions(Jsonb *actions);
 extern int64 JourneyCheckWait(Interval *iv, const char *what);
 
+/* a batch of rows (org_id, instance id, ...) for the loop helper */
+typedef struct JourneyBatch
+{
+	SPITupleTable *rows;
+} JourneyBatch;
+
 /* journey.c: the engine */
-extern void	 JourneyWakeDue(void);
 extern int64 PrmJourneyDueStep(int limit);
+extern void	 JourneyStep(int64 org_id, int64 instance_id, int64 stage_id, const char *kind,
+						 const char *detail_json);
+
+/* journey_event.c: enrolment, events, held events, privacy */
+extern void	 JourneyWakeDue(void);
+extern void	 JourneyEnded(int64 org_id, int64 instance_id, const char *kind);
+extern int64 JourneyEnrol(int64 org_id, int64 journey_id, Datum patients, const char *entered_by,
+						  int64 event_id, const char *kind, const char *payload, int64 *last_id);
+extern Datum JourneyOnePatient(int64 patient_id);
+extern int	 JourneyApplyHeld(int64 org_id, int64 instance_id, int64 patient_id);
+extern int64 JourneyHeldStep(int limit);
 extern Datum JourneyExportPatient(int64 org_id, int64 patient_id);
 extern Datum JourneyErasePatient(int64 org_id, int64 patient_id);
 
