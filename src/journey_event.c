@@ -75,9 +75,10 @@ JourneyEnded(int64 org_id, int64 instance_id, const char *kind)
 /* ---------- enrolment ---------- */
 
 /*
- * Enrol patients (an int8[]) in journeys: the one journey_id given, or
- * (journey_id 0) the organization's active journeys triggered by the event
- * kind whose filter the payload contains.  Each new instance is due at
+ * Enrol patients (an int8[]) in journeys: the one journey_id given (kind
+ * NULL: start_journey, a segment), or for an event of that kind the
+ * organization's active journeys it triggers whose filter the payload
+ * contains (journey_id unused).  Each new instance is due at
  * once (the worker runs its first stage), gets an 'entered' step and a
  * journey_started event.  Returns the instances made (the last one's id in
  * *last_id when asked).
@@ -99,7 +100,7 @@ JourneyEnrol(int64 org_id, int64 journey_id, Datum patients, const char *entered
 	values[2] = CStringGetTextDatum(entered_by);
 	values[3] = Int64GetDatum(event_id);
 	nulls[3] = event_id ? ' ' : 'n';
-	if (journey_id)
+	if (kind == NULL)
 	{
 		PrmPrepare(&one_plan,
 				   JOURNEY_ENROL_SQL("(SELECT * FROM prm.journey j WHERE j.org_id = $1 AND j.id = $5 AND j.active) j"),
