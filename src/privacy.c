@@ -386,10 +386,15 @@ PrivacyBlank(int64 org_id, int64 patient_id, int64 withdrawn)
 			   /* and theirs in a conversation of a number they share */
 			   "               OR x.outbound_message_id IN (SELECT m.id FROM m UNION ALL SELECT h.id FROM h)"
 			   "               OR x.inbound_message_id IN (SELECT i.id FROM i)) RETURNING 1),"
-			   /* their words copied into tickets (a handoff's message) */
-			   " tk AS (UPDATE prm.ticket x SET description = '[erased]'"
-			   "        WHERE x.org_id = $1 AND x.description IS NOT NULL"
-			   "          AND (x.patient_id = $2 OR x.conversation_id IN (SELECT cv.id FROM cv)) RETURNING 1),"
+			   /* tickets about them: the subject, the description (a handoff's message) and every
+			    * comment, internal or written to them, are blanked; the tickets stay for the SLA books */
+			   " tk AS (UPDATE prm.ticket x"
+			   "          SET subject = '[erased]',"
+			   "              description = CASE WHEN x.description IS NOT NULL THEN '[erased]' END"
+			   "        WHERE x.org_id = $1"
+			   "          AND (x.patient_id = $2 OR x.conversation_id IN (SELECT cv.id FROM cv)) RETURNING x.id),"
+			   " tc AS (UPDATE prm.ticket_comment x SET body = '[erased]'"
+			   "        WHERE x.org_id = $1 AND x.ticket_id IN (SELECT tk.id FROM tk) RETURNING 1),"
 			   " r AS (UPDATE prm.placement_request r"
 			   "         SET latitude = NULL, longitude = NULL, birth_year = NULL, gender_preference = NULL"
 			   "       WHERE r.org_id = $1 AND r.patient_id = $2 RETURNING 1),"
@@ -416,7 +421,8 @@ PrivacyBlank(int64 org_id, int64 patient_id, int64 withdrawn)
 			   "  'messages_in_blanked', (SELECT pg_catalog.count(*) FROM i),"
 			   "  'conversations_closed', (SELECT pg_catalog.count(*) FROM cv),"
 			   "  'conversation_messages_blanked', (SELECT pg_catalog.count(*) FROM cvm),"
-			   "  'ticket_descriptions_blanked', (SELECT pg_catalog.count(*) FROM tk),"
+			   "  'tickets_blanked', (SELECT pg_catalog.count(*) FROM tk),"
+			   "  'ticket_comments_blanked', (SELECT pg_catalog.count(*) FROM tc),"
 			   "  'placement_requests_withdrawn', $3,"
 			   "  'placement_requests_blanked', (SELECT pg_catalog.count(*) FROM r),"
 			   "  'placement_times_deleted', (SELECT pg_catalog.count(*) FROM rt),"

@@ -8,7 +8,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(37);
+SELECT plan(45);
 
 -- The columns of prm's tables in which one of terms occurs (case-insensitive),
 -- as 'table.column'.
@@ -106,6 +106,25 @@ SELECT prm.enqueue_message(:org, 'sms', '(555) 008-1001', 'Hi Zelda, see you soo
 -- her consent to e-mail, given for her by her daughter, noted in her words
 SELECT prm.set_consent(:org, :zelda, 'email', 'promotional', true, 'written',
                        'given by her daughter for Zelda Quixotica, purplewombat42') IS NOT NULL AS ok \gset
+-- a ticket about her, with an internal note and a public comment to her, worked by a staff member
+SELECT prm.add_staff(:org, 'Sam Desk', 'sam.desk@example.org') AS sam \gset
+SELECT prm.open_ticket(:org, 'Zelda Quixotica: purplewombat42 invoice', 'normal', :zelda,
+                       'She wrote from zelda.quixotica@example.org') AS z_ticket \gset
+SELECT prm.add_ticket_comment(:org, :z_ticket, 'internal: called Zelda on 555 008 1001, purplewombat42', false, :sam) AS z_note \gset
+SELECT prm.add_ticket_comment(:org, :z_ticket, 'Dear Zelda Quixotica, your purplewombat42 invoice is fixed', true, :sam) AS z_public \gset
+-- a voice agent's call from her number, with a transcript in her words
+SELECT prm.record_call_transcript(:org, 'zq-call-1', '(555) 008-1001',
+    'Caller: this is Zelda Quixotica, purplewombat42, my e-mail is zelda.quixotica@example.org', 75, 'completed') AS z_call \gset
+-- her caregiver, linked to her, and monitoring with a heartbeat
+SELECT prm.add_caregiver(:org, 'Carl Minder', '+15550089009', 'carl.minder@example.org') AS carl \gset
+SELECT prm.link_caregiver(:org, :zelda, :carl);
+-- a journey she is on, whose first stage opens a ticket and sends a message
+SELECT prm.create_journey(:org, 'Erasure journey') AS z_journey \gset
+SELECT prm.add_journey_stage(:org, :z_journey, 'Hello',
+    '[{"type": "open_ticket", "subject": "Welcome call", "priority": "normal"}, {"type": "wait", "for": "1 day"}]') AS z_stage \gset
+SELECT prm.start_journey(:org, :z_journey, :zelda) AS z_instance \gset
+SELECT is((SELECT count(*)::int FROM prm.ticket WHERE org_id = :org AND patient_id = :zelda), 2,
+          'her ticket and the journey''s are open');
 SELECT prm.handle_inbound_sms('+15550080000', '+15550081001', 'STOP', 'zq-sms-2') IS NOT NULL AS ok \gset
 SELECT is((SELECT sms_opt_out FROM prm.patient WHERE id = :zelda), true, 'her STOP opted her out');
 
@@ -133,7 +152,9 @@ SELECT ok(pg_temp.columns_containing(:zelda_terms) @> ARRAY[
           'appointment.cancel_reason', 'appointment.external_id',
           'inbound_message.from_address', 'inbound_message.body', 'inbound_message.keyword',
           'outbound_message.to_address', 'outbound_message.body', 'outbound_message.dedup_key', 'patient_consent.note',
-          'outbound_message.last_error', 'outbound_message_history.to_address', 'event.payload'],
+          'outbound_message.last_error', 'outbound_message_history.to_address', 'event.payload',
+          'ticket.subject', 'ticket.description', 'ticket_comment.body', 'conversation.address',
+          'conversation_message.body', 'conversation_message.call'],
           'before the erasure the search finds her in every kind of column');
 SELECT ok(pg_temp.columns_containing(:cora_terms) @> ARRAY['patient.given_name', 'appointment.cancel_reason', 'outbound_message.body'],
           'and Cora in hers');
@@ -187,6 +208,17 @@ SELECT ok((SELECT body LIKE '%Ref. P' || :request || ': [erased]%' AND body !~ (
           'her line in the therapist''s e-mail keeps the reference only');
 SELECT is((SELECT status FROM prm.outbound_message WHERE org_id = :org AND id = :contact_mail), 'cancelled',
           'and the queued e-mail, about her alone, is not sent');
+SELECT is((SELECT count(*)::int FROM prm.ticket_comment WHERE org_id = :org AND ticket_id = :z_ticket AND body = '[erased]'), 2,
+          'her ticket keeps its comments, blanked');
+SELECT is((SELECT subject || ' ' || description FROM prm.ticket WHERE org_id = :org AND id = :z_ticket), '[erased] [erased]',
+          'and its subject and description');
+SELECT is((SELECT m.body FROM prm.outbound_message m JOIN prm.ticket_comment c ON c.org_id = m.org_id AND c.outbound_message_id = m.id
+            WHERE c.org_id = :org AND c.id = :z_public), '[erased]', 'the public comment''s message to her is blanked');
+SELECT is((SELECT body || ' ' || coalesce(call::text, '-') FROM prm.conversation_message WHERE org_id = :org AND id = :z_call),
+          '[erased] -', 'the call transcript and its details are erased');
+SELECT is((SELECT count(*)::int FROM prm.care_link WHERE org_id = :org AND patient_id = :zelda), 0, 'her care-circle link is gone');
+SELECT is((SELECT name FROM prm.caregiver WHERE org_id = :org AND id = :carl), 'Carl Minder', 'her caregiver, another person, stays');
+SELECT isnt((SELECT status FROM prm.journey_instance WHERE org_id = :org AND id = :z_instance), 'active', 'her journey is not active');
 SELECT is((SELECT count(*)::int FROM prm.event WHERE org_id = :org AND kind = 'patient_erased' AND entity_id IN (:zelda, :cora)), 2,
           'each erasure is an event');
 
