@@ -370,5 +370,9 @@ extern bool PrmReminderReply(int64 org_id, Datum patients, const char *keyword,
 /* worker.c */
 extern void PrmWorkerInit(void);
 extern void PrmWakeWorker(TimestampTz deadline);
+extern char *PrmWorkerStatusJson(void);
+
+/* outbox.c: the outbox's part of prm.health() */
+extern PGDLLEXPORT Datum prm_health(PG_FUNCTION_ARGS);
 
 #endif /* PRM_H */
