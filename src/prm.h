@@ -344,6 +344,7 @@ extern int		   PrmSendDueBatches(int limit);
 extern const char *PrmFillTakeSweepError(void);
 
 /* directory.c */
+extern void	 PrmCheckPatientPhone(int64 org_id, const char *e164);
 extern int64 PrmCancelAppointment(int64 org_id, int64 appointment_id,
 								  const char *reason);
 
