@@ -261,13 +261,16 @@ AccessSyncPrivileges(Oid roleid)
 Datum
 prm_grant_access(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr delete_plan = NULL;
+	static SPIPlanPtr insert_plan = NULL;
 	Oid				  roleid;
 	int64			  org_id;
 	char			 *level_name;
 	PrmAccessLevel	  level;
 	Datum			  values[5];
-	char			 *replaced;
+	char			 *replaced = NULL;
+	int				  n,
+		i;
 
 	PrmArgNotNull(fcinfo, 0, "role");
 	roleid = PG_GETARG_OID(0);
@@ -290,26 +293,36 @@ prm_grant_access(PG_FUNCTION_ARGS)
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_ADMIN);
 
-	/* an ordered level replaces the role's other ordered level, if any */
-	PrmPrepare(&plan,
-			   "WITH replaced AS ("
-			   "  DELETE FROM prm.org_access a"
-			   "   WHERE a.org_id = $1 AND a.role_id = $2 AND $5"
-			   "     AND a.level IN ('readonly', 'staff', 'admin') AND a.level <> $3"
-			   "  RETURNING a.level),"
-			   " granted AS ("
-			   "  INSERT INTO prm.org_access (org_id, role_id, level, granted_by)"
-			   "  VALUES ($1, $2, $3, $4)"
-			   "  ON CONFLICT (org_id, role_id, level) DO UPDATE"
-			   "    SET granted_by = EXCLUDED.granted_by, granted_at = pg_catalog.now())"
-			   " SELECT r.level FROM replaced r",
-			   5, (Oid[]){INT8OID, OIDOID, TEXTOID, TEXTOID, BOOLOID});
+	/*
+	 * An ordered level replaces the role's other ordered level, if any; the
+	 * row of the same level is written again (who granted it, when).  Under
+	 * a schema older than 0.3.0 (the library is updated before ALTER
+	 * EXTENSION UPDATE runs) a role has one row per organization: every
+	 * level is replaced, as that version did.
+	 */
+	PrmPrepare(&delete_plan,
+			   "DELETE FROM prm.org_access a"
+			   " WHERE a.org_id = $1 AND a.role_id = $2"
+			   "   AND (a.level = $3 OR $4 OR ($5 AND a.level IN ('readonly', 'staff', 'admin')))"
+			   " RETURNING a.level",
+			   5, (Oid[]){INT8OID, OIDOID, TEXTOID, BOOLOID, BOOLOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = ObjectIdGetDatum(roleid);
 	values[2] = CStringGetTextDatum(PrmLevelName(level));
-	values[3] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
+	values[3] = BoolGetDatum(!AccessHasRegistry());
 	values[4] = BoolGetDatum(level >= PRM_LEVEL_READONLY);
-	replaced = PrmExecute(plan, values, NULL, false, 0) > 0 ? PrmGetText(0, 1) : NULL;
+	n = PrmExecute(delete_plan, values, NULL, false, 0);
+	for (i = 0; i < n; i++)
+		if (strcmp(PrmGetText(i, 1), PrmLevelName(level)) != 0)
+			replaced = PrmGetText(i, 1);
+
+	/* a concurrent grant of the same level wrote it already: fine */
+	PrmPrepare(&insert_plan,
+			   "INSERT INTO prm.org_access (org_id, role_id, level, granted_by)"
+			   " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+			   4, (Oid[]){INT8OID, OIDOID, TEXTOID, TEXTOID});
+	values[3] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
+	PrmExecute(insert_plan, values, NULL, false, 0);
 	if (replaced)
 		ereport(NOTICE,
 				(errmsg("role \"%s\" now has the \"%s\" level on organization %lld instead of \"%s\"",
