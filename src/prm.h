@@ -344,6 +344,7 @@ extern int		   PrmSendDueBatches(int limit);
 extern const char *PrmFillTakeSweepError(void);
 
 /* directory.c */
+extern void	 PrmCheckPatientPhone(int64 org_id, const char *e164);
 extern int64 PrmCancelAppointment(int64 org_id, int64 appointment_id,
 								  const char *reason);
 
@@ -370,5 +371,9 @@ extern bool PrmReminderReply(int64 org_id, Datum patients, const char *keyword,
 /* worker.c */
 extern void PrmWorkerInit(void);
 extern void PrmWakeWorker(TimestampTz deadline);
+extern char *PrmWorkerStatusJson(void);
+
+/* outbox.c: the outbox's part of prm.health() */
+extern PGDLLEXPORT Datum prm_health(PG_FUNCTION_ARGS);
 
 #endif /* PRM_H */

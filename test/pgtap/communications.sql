@@ -21,19 +21,19 @@ CREATE ROLE regress_comms_staff;
 CREATE ROLE regress_comms_ro;
 CREATE ROLE regress_comms_other;
 
-SELECT prm.create_organization('Clinic M', 'America/New_York', '+15550090000') AS org \gset
-SELECT prm.create_organization('Other M', 'UTC', '+15550099999') AS org_b \gset
+SELECT prm.create_organization('Clinic M', 'America/New_York', '+15558090000') AS org \gset
+SELECT prm.create_organization('Other M', 'UTC', '+15558099999') AS org_b \gset
 SELECT prm.grant_access('regress_comms_admin', :org, 'admin');
 SELECT prm.grant_access('regress_comms_staff', :org, 'staff');
 SELECT prm.grant_access('regress_comms_ro', :org, 'readonly');
 SELECT prm.grant_access('regress_comms_other', :org_b, 'admin');
 SELECT prm.add_provider(:org, 'Dr M') AS dr \gset
-SELECT prm.add_patient(:org, 'Mia', 'Mail', '+15550091001', 'mia@example.org') AS mia \gset
-SELECT prm.add_patient(:org, 'Nat', 'Nomail', '+15550091002') AS nat \gset
-SELECT prm.add_patient(:org, 'Cap', 'Count', '+15550091003', 'cap@example.org') AS cap \gset
-SELECT prm.add_patient(:org, 'Con', 'Sent', '+15550091004', 'con@example.org') AS con \gset
-SELECT prm.add_patient(:org, 'Dee', 'Ess', '+15550091005', 'dee@example.org') AS dee \gset
-SELECT prm.add_patient(:org_b, 'Bob', 'B', '+15550099001', 'bob@example.org') AS bob \gset
+SELECT prm.add_patient(:org, 'Mia', 'Mail', '+15558091001', 'mia@example.org') AS mia \gset
+SELECT prm.add_patient(:org, 'Nat', 'Nomail', '+15558091002') AS nat \gset
+SELECT prm.add_patient(:org, 'Cap', 'Count', '+15558091003', 'cap@example.org') AS cap \gset
+SELECT prm.add_patient(:org, 'Con', 'Sent', '+15558091004', 'con@example.org') AS con \gset
+SELECT prm.add_patient(:org, 'Dee', 'Ess', '+15558091005', 'dee@example.org') AS dee \gset
+SELECT prm.add_patient(:org_b, 'Bob', 'B', '+15558099001', 'bob@example.org') AS bob \gset
 
 -- 1. an organization's own kinds
 SELECT is(prm.set_template(:org, 'welcome', '{clinic}: welcome to our practice!') > 0, true, 'an own kind is accepted beside the built-in ones');
@@ -75,7 +75,7 @@ SELECT throws_ok(format($$SELECT prm.message_class(NULL, 'welcome')$$), '22004',
 -- 2. a message to a patient, now and at a time
 SELECT prm.schedule_message(:org, :mia, 'welcome', 'email') AS m_now \gset
 SELECT results_eq(format('SELECT channel, to_address, body, status, message_class, kind, patient_id FROM prm.outbound_message WHERE id = %s', :m_now),
-                  format($$VALUES ('email'::text, 'mia@example.org'::text, 'Clinic M: welcome! Call +15550090000.'::text, 'queued'::text, 'promotional'::text, 'welcome'::text, %s::bigint)$$, :mia),
+                  format($$VALUES ('email'::text, 'mia@example.org'::text, 'Clinic M: welcome! Call +15558090000.'::text, 'queued'::text, 'promotional'::text, 'welcome'::text, %s::bigint)$$, :mia),
                   'the patient''s e-mail, the e-mail wording, queued, promotional');
 SELECT is((SELECT not_before FROM prm.outbound_message WHERE id = :m_now), now(), 'send_at defaults to now');
 SELECT prm.schedule_message(:org, :mia, 'safety', 'push', now() + interval '2 hours') AS m_push \gset
@@ -181,11 +181,11 @@ SELECT throws_ok(format('SELECT prm.cancel_message(%s, %s)', :org, :m_gap), '550
 SELECT throws_ok(format('SELECT prm.cancel_message(%s, %s)', :org, :m_nomail), '55000', NULL, 'a refused message was never queued');
 SELECT throws_ok(format('SELECT prm.cancel_message(%s, 999999)', :org), 'P0002', NULL, 'an unknown message');
 SELECT prm.schedule_message(:org_b, :bob, 'booked', 'sms') IS NOT NULL AS ok \gset
-SELECT prm.enqueue_message(:org_b, 'sms', '+15550099001', 'hi', :bob) AS m_b \gset
+SELECT prm.enqueue_message(:org_b, 'sms', '+15558099001', 'hi', :bob) AS m_b \gset
 SELECT throws_ok(format('SELECT prm.cancel_message(%s, %s)', :org, :m_b), 'P0002', NULL, 'another organization''s message is unknown here');
 SELECT throws_ok(format('SELECT prm.cancel_message(NULL, %s)', :m_b), '22004', NULL, 'cancel_message: NULL org_id');
 SELECT throws_ok(format('SELECT prm.cancel_message(%s, NULL)', :org), '22004', NULL, 'cancel_message: NULL message_id');
-SELECT prm.enqueue_message(:org, 'sms', '+15550091001', 'claimed soon', :mia) AS m_claimed \gset
+SELECT prm.enqueue_message(:org, 'sms', '+15558091001', 'claimed soon', :mia) AS m_claimed \gset
 SELECT is((SELECT count(*)::int FROM prm.claim_messages('sms', 1000) WHERE id = :m_claimed), 1, 'a sender claims a message');
 SELECT throws_ok(format('SELECT prm.cancel_message(%s, %s)', :org, :m_claimed), '55000', NULL, 'a claimed message is past recall');
 SELECT prm.configure(:org, '{"appointment_reminders": true, "reminder_offsets": "2 days"}') IS NOT NULL AS ok \gset
@@ -275,7 +275,7 @@ SELECT is(pg_temp.note_of(prm.set_consent(:org, :con, 'push', 'promotional', tru
 SELECT is((SELECT count(*)::int FROM prm.patient_consent WHERE patient_id = :con), 4, 'refused calls recorded nothing');
 
 -- 7. a patient's communications, both ways, filtered and keyset-paged
-SELECT prm.handle_inbound_sms('+15550090000', '+15550091004', 'Thanks, see you', 'SMcomms1') IS NOT NULL AS ok \gset
+SELECT prm.handle_inbound_sms('+15558090000', '+15558091004', 'Thanks, see you', 'SMcomms1') IS NOT NULL AS ok \gset
 SELECT results_eq(format($$SELECT direction, status, body FROM prm.patient_communications(%s, %s, status => 'received')$$, :org, :con),
                   $$VALUES ('inbound'::text, 'received'::text, 'Thanks, see you'::text)$$, 'inbound messages are listed too');
 SELECT is((SELECT count(*)::int FROM prm.patient_communications(:org, :con, page_size => 1000)),

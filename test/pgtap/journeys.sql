@@ -14,12 +14,12 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(144);
 
-SELECT prm.create_organization('Journey Clinic A', 'America/New_York', '+15550090000') AS org \gset
-SELECT prm.create_organization('Journey Clinic B', 'UTC', '+15550090001') AS org_b \gset
-SELECT prm.add_patient(:org, 'Jo', 'Journey', '+15550091001') AS pat \gset
-SELECT prm.add_patient(:org, 'Kai', 'Second', '+15550091002', 'kai@example.com') AS pat2 \gset
-SELECT prm.add_patient(:org, 'Lu', 'Third', '+15550091003') AS pat3 \gset
-SELECT prm.add_patient(:org_b, 'Bo', 'Other', '+15550091009') AS pat_b \gset
+SELECT prm.create_organization('Journey Clinic A', 'America/New_York', '+15558090000') AS org \gset
+SELECT prm.create_organization('Journey Clinic B', 'UTC', '+15558090001') AS org_b \gset
+SELECT prm.add_patient(:org, 'Jo', 'Journey', '+15558091001') AS pat \gset
+SELECT prm.add_patient(:org, 'Kai', 'Second', '+15558091002', 'kai@example.com') AS pat2 \gset
+SELECT prm.add_patient(:org, 'Lu', 'Third', '+15558091003') AS pat3 \gset
+SELECT prm.add_patient(:org_b, 'Bo', 'Other', '+15558091009') AS pat_b \gset
 SELECT prm.add_provider(:org, 'Dr J') AS prov \gset
 
 -- ---------- create_journey: bad input ----------
@@ -260,7 +260,7 @@ SELECT throws_ok(format('SELECT prm.retire_journey(%s, %s)', :org_b, :j3), 'P000
 SELECT ok(jsonb_array_length(prm.export_patient(:org, :pat)->'journeys') = 3, 'export: the patient''s journeys with their history');
 SELECT ok(prm.export_patient(:org, :pat)->'journeys'->0->'history' @> '[{"kind": "entered"}]', 'export: history included');
 SELECT prm.update_journey(:org, :j, '{"active": true, "reentry": "never"}');
-SELECT prm.add_patient(:org, 'Eve', 'Erased', '+15550091004') AS pat4 \gset
+SELECT prm.add_patient(:org, 'Eve', 'Erased', '+15558091004') AS pat4 \gset
 SELECT prm.start_journey(:org, :j, :pat4) AS inst5 \gset
 SELECT prm.erase_patient(:org, :pat4);
 SELECT is((SELECT status || '/' || end_reason FROM prm.journey_instance WHERE id = :inst5), 'cancelled/patient_erased', 'erasure: cancels the patient''s instances');

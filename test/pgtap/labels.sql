@@ -9,9 +9,9 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(11);
 
-SELECT prm.create_organization('Labels Clinic', 'UTC', '+15550060000') AS org \gset
+SELECT prm.create_organization('Labels Clinic', 'UTC', '+15558060000') AS org \gset
 SELECT prm.add_provider(:org, 'Dr L') AS dr \gset
-SELECT prm.add_patient(:org, 'Lena', 'Label', '+15550061001') AS patient \gset
+SELECT prm.add_patient(:org, 'Lena', 'Label', '+15558061001') AS patient \gset
 SELECT prm.join_waitlist(:org, :patient) AS entry \gset
 SELECT prm.add_therapist(:org, 'Dr T', 't@example.de', 52.52, 13.40, ARRAY['de'], ARRAY['cbt'], 1) AS therapist \gset
 SELECT prm.add_placement_request(:org, :patient, 52.5, 13.4, 20, ARRAY['de'], 'cbt') AS request \gset

@@ -7,10 +7,10 @@ CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(15);
 SET LOCAL timezone = 'UTC';
 
-SELECT prm.create_organization('Cache Clinic', 'UTC', '+15550070000') AS org \gset
+SELECT prm.create_organization('Cache Clinic', 'UTC', '+15558070000') AS org \gset
 SELECT prm.configure(:org, '{"quiet_hours": false, "offer_daily_cap": 10, "offer_weekly_cap": 20}') IS NOT NULL AS ok \gset
 SELECT prm.add_provider(:org, 'Dr Cache') AS dr \gset
-SELECT prm.add_patient(:org, 'Pat' || g, 'Cache', '+1555007100' || g) FROM generate_series(1, 6) g;
+SELECT prm.add_patient(:org, 'Pat' || g, 'Cache', '+1555807100' || g) FROM generate_series(1, 6) g;
 SELECT id AS p6 FROM prm.patient WHERE given_name = 'Pat6' \gset
 SELECT prm.join_waitlist(:org, id) FROM prm.patient WHERE given_name <> 'Pat6';
 SELECT id AS entry FROM prm.waitlist_entry WHERE patient_id = (SELECT id FROM prm.patient WHERE given_name = 'Pat1') \gset

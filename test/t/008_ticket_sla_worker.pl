@@ -34,7 +34,7 @@ sub wait_until
 	return 0;
 }
 
-my $org = $node->safe_psql('postgres', q{SELECT prm.create_organization('SLA', 'UTC', '+15550090000')});
+my $org = $node->safe_psql('postgres', q{SELECT prm.create_organization('SLA', 'UTC', '+15558090000')});
 $node->safe_psql('postgres', qq{SELECT prm.set_sla_policy($org, 'normal', '2 seconds', '1 hour')});
 ok( wait_until(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'prm worker'}, 'the worker'),
 	'the worker runs');

@@ -35,13 +35,13 @@ sub wait_until
 }
 
 my $org = $node->safe_psql('postgres',
-	q{SELECT prm.create_organization('Companion', 'UTC', '+15550080000')});
-my $mia = $node->safe_psql('postgres', qq{SELECT prm.add_patient($org, 'Mia', 'Mills', '+15550081001')});
+	q{SELECT prm.create_organization('Companion', 'UTC', '+15558080000')});
+my $mia = $node->safe_psql('postgres', qq{SELECT prm.add_patient($org, 'Mia', 'Mills', '+15558081001')});
 my @circle;
 for my $i (1 .. 3)
 {
 	push @circle, $node->safe_psql('postgres',
-		qq{SELECT prm.add_caregiver($org, 'Carer $i', '+1555008200$i')});
+		qq{SELECT prm.add_caregiver($org, 'Carer $i', '+1555808200$i')});
 	$node->safe_psql('postgres', qq{SELECT prm.link_caregiver($org, $mia, $circle[-1])});
 }
 # the worker has nothing to do: it sleeps (up to an hour) until woken
@@ -58,7 +58,7 @@ my $lag = $node->safe_psql('postgres', q{
 	       - (SELECT started_at + inactivity_threshold FROM prm.monitoring))});
 note "first caregiver SMS queued $lag s after the deadline";
 is($node->safe_psql('postgres', q{SELECT to_address FROM prm.outbound_message WHERE kind = 'caregiver_alert'}),
-	'+15550082001', 'the first of the circle');
+	'+15558082001', 'the first of the circle');
 
 ok(wait_until(q{SELECT count(DISTINCT caregiver_id) = 2 FROM prm.alert_notification WHERE purpose = 'alert'}, 'the second caregiver'),
 	'no acknowledgement: the second caregiver is asked');

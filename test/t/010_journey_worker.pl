@@ -36,9 +36,9 @@ sub wait_until
 }
 
 my $org = $node->safe_psql('postgres',
-	q{SELECT prm.create_organization('Journeys', 'UTC', '+15550095000')});
+	q{SELECT prm.create_organization('Journeys', 'UTC', '+15558095000')});
 $node->safe_psql('postgres', qq{SELECT prm.configure($org, '{"quiet_hours": false}')});
-my $pat = $node->safe_psql('postgres', qq{SELECT prm.add_patient($org, 'Wen', 'Walker', '+15550095001')});
+my $pat = $node->safe_psql('postgres', qq{SELECT prm.add_patient($org, 'Wen', 'Walker', '+15558095001')});
 my $prov = $node->safe_psql('postgres', qq{SELECT prm.add_provider($org, 'Dr Way')});
 my $j = $node->safe_psql('postgres', qq{SELECT prm.create_journey($org, 'Welcome', 'appointment_booked')});
 $node->safe_psql('postgres', qq{
