@@ -27,7 +27,7 @@ ratio() { LC_ALL=C awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a 
 $P >/dev/null <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION prm CASCADE;
-SELECT prm.create_organization('Bench', 'UTC', '+15550980000');
+SELECT prm.create_organization('Bench', 'UTC', '+15558980000');
 SELECT prm.configure(1, '{"quiet_hours": false}');
 INSERT INTO prm.patient (org_id, given_name, family_name, phone)
 SELECT 1, 'P' || i, 'Bench', '+1555' || lpad(i::text, 7, '0') FROM generate_series(1, $N) i;

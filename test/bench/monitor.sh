@@ -20,7 +20,7 @@ psql -X -qc "CREATE DATABASE $DB" >/dev/null
 P="psql -X -q -v ON_ERROR_STOP=1 -d $DB"
 $P <<SQL
 CREATE EXTENSION prm CASCADE;
-SELECT prm.create_organization('Bench', 'UTC', '+15550990000');
+SELECT prm.create_organization('Bench', 'UTC', '+15558990000');
 INSERT INTO prm.patient (org_id, given_name, family_name, phone)
 SELECT 1, 'P' || i, 'Bench', '+1555' || lpad(i::text, 7, '0') FROM generate_series(1, $N) i;
 INSERT INTO prm.caregiver (org_id, name, phone, preferences)

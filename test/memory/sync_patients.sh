@@ -13,7 +13,7 @@ DB=prm_memory
 psql -X -q postgres -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1
 psql -X -q postgres -c "CREATE DATABASE $DB" >/dev/null
 psql -X -q $DB -c "CREATE EXTENSION prm CASCADE" >/dev/null 2>&1
-psql -X -q $DB -c "SELECT prm.create_organization('Memory', 'UTC', '+15550069000')" >/dev/null
+psql -X -q $DB -c "SELECT prm.create_organization('Memory', 'UTC', '+15558069000')" >/dev/null
 out=$(mktemp)
 peak_of() { # label sql: prints the growth of RssAnon in kB
   psql -X -At $DB -c "SELECT pg_backend_pid()" -c "SELECT pg_sleep(0.5)" -c "$2" > $out 2>&1 &
@@ -27,7 +27,7 @@ peak_of() { # label sql: prints the growth of RssAnon in kB
   done
   echo $((peak - base))
 }
-REC="(SELECT jsonb_agg(jsonb_build_object('external_id', 'm' || g, 'given_name', 'Given' || g, 'family_name', 'Family' || g, 'phone', '+1555' || lpad(g::text, 7, '0'), 'email', 'p' || g || '@memory.example')) FROM generate_series(1, $N) g)"
+REC="(SELECT jsonb_agg(jsonb_build_object('external_id', 'm' || g, 'given_name', 'Given' || g, 'family_name', 'Family' || g, 'phone', '+15552' || lpad(g::text, 6, '0'), 'email', 'p' || g || '@memory.example')) FROM generate_series(1, $N) g)"
 UPD="(SELECT jsonb_agg(e || jsonb_build_object('given_name', 'G2')) FROM jsonb_array_elements($REC) e)"
 b1=$(peak_of base1 "SELECT jsonb_array_length($REC)")
 s1=$(peak_of sync1 "SELECT prm.sync_patients(1, 'csv', $REC) ->> 'inserted'")

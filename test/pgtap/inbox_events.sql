@@ -11,10 +11,10 @@ CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(25);
 SET LOCAL timezone = 'UTC';
 
-SELECT prm.create_organization('Events Inbox', 'UTC', '+15550063000') AS org \gset
-SELECT prm.create_organization('Other', 'UTC', '+15550064000') AS org_b \gset
+SELECT prm.create_organization('Events Inbox', 'UTC', '+15558063000') AS org \gset
+SELECT prm.create_organization('Other', 'UTC', '+15558064000') AS org_b \gset
 SELECT prm.configure(:org, '{"quiet_hours": false, "phone_region": "US"}') IS NOT NULL AS ok \gset
-SELECT prm.add_patient(:org, 'Eve', 'Inbox', '+15550063001', 'eve@inbox.example') AS eve \gset
+SELECT prm.add_patient(:org, 'Eve', 'Inbox', '+15558063001', 'eve@inbox.example') AS eve \gset
 
 -- the events of the organization of one kind, as "entity:entity_id payload"
 CREATE FUNCTION pg_temp.events(org bigint, k text) RETURNS text[] LANGUAGE sql AS $$
@@ -34,11 +34,11 @@ SELECT is(cardinality(pg_temp.events(:org, 'staff_availability_changed')) + card
 SELECT prm.set_staff_availability(:org, :sam, true);
 
 -- inbound addresses
-SELECT prm.set_inbound_address(:org, 'whatsapp', '+15550063009') IS NOT NULL AS ok \gset
+SELECT prm.set_inbound_address(:org, 'whatsapp', '+15558063009') IS NOT NULL AS ok \gset
 SELECT prm.set_inbound_address(:org, 'email', 'Desk@Inbox.example') IS NOT NULL AS ok \gset
 SELECT prm.set_inbound_address(:org, 'email', NULL) IS NULL AS ok \gset
 SELECT is(pg_temp.events(:org, 'inbound_address_set'), ARRAY[
-          'organization:' || :org || ' {"address": "+15550063009", "channel": "whatsapp"}',
+          'organization:' || :org || ' {"address": "+15558063009", "channel": "whatsapp"}',
           'organization:' || :org || ' {"address": "desk@inbox.example", "channel": "email"}',
           'organization:' || :org || ' {"address": null, "channel": "email"}'],
           'inbound_address_set: each change, with the address as stored (NULL when removed)');
@@ -46,7 +46,7 @@ SELECT throws_ok(format('SELECT prm.set_inbound_address(%s, %L, %L)', :org, 'ema
 SELECT is(cardinality(pg_temp.events(:org, 'inbound_address_set')), 3, 'and no event for it');
 
 -- conversations: a reply, an assignment, a call
-SELECT prm.handle_inbound_message('whatsapp', '+15550063009', '+15550063001', 'Hello there', 'ie-wa-1') IS NULL AS ok \gset
+SELECT prm.handle_inbound_message('whatsapp', '+15558063009', '+15558063001', 'Hello there', 'ie-wa-1') IS NULL AS ok \gset
 SELECT id AS conv FROM prm.conversation WHERE org_id = :org AND channel = 'whatsapp' \gset
 SELECT prm.reply_in_conversation(:org, :conv, 'Hello Eve') AS reply \gset
 SELECT is(pg_temp.events(:org, 'conversation_replied'), ARRAY['conversation:' || :conv || ' {"outbound_message_id": ' || :reply || '}'],
@@ -63,8 +63,8 @@ SELECT is(pg_temp.events(:org, 'conversation_assigned'), ARRAY[
 SELECT throws_ok(format('SELECT prm.assign_conversation(%s, %s, 999999)', :org, :conv), 'P0002', NULL, 'to an unknown staff member');
 SELECT is(cardinality(pg_temp.events(:org, 'conversation_assigned')), 2, 'and no event for it');
 
-SELECT prm.record_call_transcript(:org, 'ie-call-1', '+15550063001', 'Please call me back', 30, 'completed') AS call \gset
-SELECT prm.record_call_transcript(:org, 'ie-call-1', '+15550063001', 'Please call me back', 30, 'completed') AS call_again \gset
+SELECT prm.record_call_transcript(:org, 'ie-call-1', '+15558063001', 'Please call me back', 30, 'completed') AS call \gset
+SELECT prm.record_call_transcript(:org, 'ie-call-1', '+15558063001', 'Please call me back', 30, 'completed') AS call_again \gset
 SELECT prm.record_call_transcript(:org, 'ie-call-2', 'anonymous', 'Opening hours?', 10) AS anon_call \gset
 SELECT is(pg_temp.events(:org, 'call_recorded'), ARRAY[
           'conversation:' || (SELECT conversation_id FROM prm.conversation_message WHERE id = :call) || ' {"message_id": ' || :call || ', "patient_id": ' || :eve || '}',
