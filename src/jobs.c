@@ -28,6 +28,7 @@
 #include "prm.h"
 #include "ticket.h"
 #include "monitor.h"
+#include "reengagement.h"
 
 PG_FUNCTION_INFO_V1(prm_run_due_jobs);
 PG_FUNCTION_INFO_V1(prm_next_deadline);
@@ -46,6 +47,7 @@ static int64 JobTicketDeadlines(void);
 static int64 JobMonitorAlerts(void);
 static int64 JobMonitorReminders(void);
 static int64 JobMonitorSummaries(void);
+static int64 JobPatientStatsDue(void);
 
 typedef struct JobStep
 {
@@ -68,6 +70,8 @@ static const JobStep job_steps[] = {
 	{"monitor_alerts", JobMonitorAlerts},
 	{"monitor_reminders", JobMonitorReminders},
 	{"monitor_summaries", JobMonitorSummaries},
+	/* reengagement: levels and risks the clock changes (reengagement_tally.c) */
+	{"patient_stats_due", JobPatientStatsDue},
 };
 
 /* When a step last ran (0 if never). */
@@ -208,6 +212,13 @@ static int64
 JobMonitorSummaries(void)
 {
 	return MonSummaryStep(500);
+}
+
+/* Statistics rows whose level, risk or next appointment the clock changed. */
+static int64
+JobPatientStatsDue(void)
+{
+	return PrmAdvancePatientStats(500);
 }
 
 /* Conversations whose timer is due become inactive or closed. */
@@ -391,7 +402,10 @@ PrmNextDeadline(void)
 			   "  (SELECT pg_catalog.min(r.fill_due_at) FROM prm.reminder r WHERE r.status = 'active'),"
 			   "  (SELECT pg_catalog.min(o.next_due_at) FROM prm.reminder_occurrence o"
 			   "    WHERE o.status IN ('scheduled', 'sent')),"
-			   "  (SELECT pg_catalog.min(c.summary_due_at) FROM prm.caregiver c WHERE c.summary_due_at IS NOT NULL))",
+			   "  (SELECT pg_catalog.min(c.summary_due_at) FROM prm.caregiver c WHERE c.summary_due_at IS NOT NULL),"
+			   /* reengagement: a level, risk or next appointment the clock changes */
+			   "  (SELECT s.changes_at FROM prm.patient_stats s WHERE s.changes_at IS NOT NULL"
+			   "    ORDER BY s.changes_at LIMIT 1))",
 			   0, NULL);
 	PrmExecute(plan, NULL, NULL, true, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -1,0 +1,115 @@
+/*-------------------------------------------------------------------------
+ *
+ * reengagement.h
+ *	  What the rooms of reengagement share: the judgement of a patient
+ *	  (reengagement.c), the stored statistics row and its write
+ *	  (reengagement_tally.c), and the recompute from source rows
+ *	  (reengagement_stats.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PRM_REENGAGEMENT_H
+#define PRM_REENGAGEMENT_H
+
+#include "datatype/timestamp.h"
+
+/* engagement levels, best first, and churn risks, lowest first */
+#define PRM_LEVELS 4
+#define PRM_RISKS 4
+extern const char *const PrmEngagementLevelNames[PRM_LEVELS];
+extern const char *const PrmChurnRiskNames[PRM_RISKS];
+
+/* An organization's thresholds (prm.reengagement_settings). */
+typedef struct PrmThresholds
+{
+	double critical;
+	double high;
+	double medium;
+	double default_interval;
+	double full_visits;
+	double high_score;
+	double moderate_score;
+	double low_score;
+	double horizon;
+} PrmThresholds;
+
+/* What the scoring functions know of one patient (NULLs as has_ flags). */
+typedef struct PatientFacts
+{
+	int	   visits;	   /* completed visits */
+	bool   visited;	   /* days_since is known */
+	double days_since; /* days since the last visit */
+	bool   has_avg;
+	double avg_days; /* average days between visits */
+	bool   upcoming; /* has an upcoming appointment */
+	bool   has_missed;
+	double missed_rate; /* (cancellations + no-shows) / appointments */
+	bool   has_response;
+	double response_rate; /* replied / outbound */
+} PatientFacts;
+
+/* reengagement.c */
+extern void	  PrmCheckThresholds(const PrmThresholds *t);
+extern int	  PrmJudgeLevel(const PatientFacts *f, const PrmThresholds *t);
+extern int	  PrmJudgeRisk(const PatientFacts *f, const PrmThresholds *t);
+extern double PrmJudgeChangeDays(const PatientFacts *f, const PrmThresholds *t);
+extern double PrmRhythmDays(int visits, bool has_avg, double avg_days,
+							double default_interval);
+extern Datum  PrmLifetimeValue(Datum revenue, int visits, bool has_avg,
+							   double avg_days, int risk, double horizon,
+							   double default_interval);
+
+/* The figures of prm.patient_stats that come from the patient's rows. */
+typedef struct PrmStatsFacts
+{
+	int32		total;
+	int32		completed;
+	int32		cancelled;
+	int32		noshow;
+	bool		has_first;
+	bool		has_last;
+	bool		has_next;
+	TimestampTz first;
+	TimestampTz last;
+	TimestampTz next;
+	Datum		revenue; /* numeric */
+	int32		out_n;
+	int32		in_n;
+	int32		replied;
+	bool		has_out_at;
+	bool		has_in_at;
+	TimestampTz out_at;
+	TimestampTz in_at;
+} PrmStatsFacts;
+
+/* A statistics row as stored: its facts and what it contributes. */
+typedef struct PrmStatsRow
+{
+	bool		  exists; /* false: just made, contributes nothing yet */
+	PrmStatsFacts f;
+	int			  level;
+	int			  risk;
+	bool		  has_changes_at;
+	TimestampTz	  changes_at;
+	Datum		  horizon_value; /* numeric */
+	Datum		  lifetime_value;	 /* numeric */
+} PrmStatsRow;
+
+/*
+ * The summary judges afresh the rows due within this much of now, so that
+ * the float arithmetic of changes_at never leaves a stale row in the tally.
+ */
+#define PRM_STATS_DUE_SLACK "5 seconds"
+
+/* reengagement_tally.c */
+extern int64 PrmAdvancePatientStats(int limit);
+extern void PrmLoadThresholds(int64 org_id, PrmThresholds *t);
+extern bool PrmStatsLock(int64 org_id, int64 patient_id, PrmStatsRow *row);
+extern bool PrmStatsWrite(int64 org_id, int64 patient_id, const PrmStatsRow *old,
+						  const PrmStatsFacts *fresh, const PrmThresholds *t);
+extern void PrmStatsReadFacts(int row, int col, PrmStatsFacts *f);
+
+/* reengagement_stats.c */
+extern void PrmStatsRecomputeFacts(int64 org_id, int64 patient_id, PrmStatsFacts *f);
+
+#endif
