@@ -101,10 +101,43 @@ typedef struct PrmStatsRow
  */
 #define PRM_STATS_DUE_SLACK "5 seconds"
 
+/*
+ * A tally difference: PRM_TALLY_COUNTS counts (patients, the four levels,
+ * the four risks, no upcoming appointment) and PRM_TALLY_SUMS numeric sums
+ * (value at risk, lifetime value, revenue), in the tally's column order.
+ */
+#define PRM_TALLY_COUNTS 10
+#define PRM_TALLY_SUMS 3
+
+/* the tally's columns, and adding a difference to a slot's row */
+#define PRM_TALLY_INSERT                                                               \
+	"INSERT INTO prm.reengagement_tally AS t (org_id, slot, patients, highly_engaged," \
+	"       moderately_engaged, low_engagement, disengaged, risk_low, risk_medium,"   \
+	"       risk_high, risk_critical, no_upcoming, value_at_risk, lifetime_value, revenue)"
+#define PRM_TALLY_ADD                                                                         \
+	" ON CONFLICT (org_id, slot) DO UPDATE SET patients = t.patients + EXCLUDED.patients,"  \
+	"   highly_engaged = t.highly_engaged + EXCLUDED.highly_engaged,"                        \
+	"   moderately_engaged = t.moderately_engaged + EXCLUDED.moderately_engaged,"            \
+	"   low_engagement = t.low_engagement + EXCLUDED.low_engagement,"                        \
+	"   disengaged = t.disengaged + EXCLUDED.disengaged,"                                    \
+	"   risk_low = t.risk_low + EXCLUDED.risk_low, risk_medium = t.risk_medium + EXCLUDED.risk_medium," \
+	"   risk_high = t.risk_high + EXCLUDED.risk_high,"                                       \
+	"   risk_critical = t.risk_critical + EXCLUDED.risk_critical,"                           \
+	"   no_upcoming = t.no_upcoming + EXCLUDED.no_upcoming,"                                 \
+	"   value_at_risk = t.value_at_risk + EXCLUDED.value_at_risk,"                           \
+	"   lifetime_value = t.lifetime_value + EXCLUDED.lifetime_value,"                        \
+	"   revenue = t.revenue + EXCLUDED.revenue"
+
+/* reengagement_pending.c */
+extern void PrmTallyAdd(int64 org_id, const int64 *counts, const Datum *sums);
+extern void PrmTallyPending(int64 org_id, int64 *counts, Datum *sums);
+extern void PrmTallyForget(int64 org_id);
+
 /* reengagement_tally.c */
 extern int64 PrmAdvancePatientStats(int limit);
 extern void PrmLoadThresholds(int64 org_id, PrmThresholds *t);
-extern bool PrmStatsLock(int64 org_id, int64 patient_id, PrmStatsRow *row);
+extern bool PrmStatsLock(int64 org_id, int64 patient_id, PrmStatsRow *row,
+						 PrmThresholds *t);
 extern bool PrmStatsWrite(int64 org_id, int64 patient_id, const PrmStatsRow *old,
 						  const PrmStatsFacts *fresh, const PrmThresholds *t);
 extern void PrmStatsReadFacts(int row, int col, PrmStatsFacts *f);

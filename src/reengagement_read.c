@@ -53,9 +53,12 @@ prm_reengagement_summary(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	Datum			  values[1];
+	Datum			  values[1 + PRM_TALLY_COUNTS + PRM_TALLY_SUMS];
+	int64			  counts[PRM_TALLY_COUNTS];
+	Datum			  sums[PRM_TALLY_SUMS];
 	Datum			  result;
 	int				  save_nestlevel;
+	int				  i;
 
 	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
@@ -84,6 +87,8 @@ prm_reengagement_summary(PG_FUNCTION_ARGS)
 			   "         pg_catalog.sum(t.lifetime_value) AS lifetime_value,"
 			   "         pg_catalog.sum(t.revenue) AS revenue"
 			   "    FROM prm.reengagement_tally t WHERE t.org_id = $1"
+			   /* this transaction's own writes, not in the tally before it commits */
+			   "  UNION ALL SELECT $2, $3, $4, $5, $6, $10, $9, $8, $7, $11, $12, $13, $14"
 			   "  UNION ALL"
 			   "  SELECT -pg_catalog.count(*),"
 			   "         -pg_catalog.count(*) FILTER (WHERE d.engagement_level = 'highly_engaged'),"
@@ -131,8 +136,15 @@ prm_reengagement_summary(PG_FUNCTION_ARGS)
 			   "  'total_revenue', coalesce(pg_catalog.sum(p.revenue), 0),"
 			   "  'generated_at', pg_catalog.now())"
 			   "  FROM parts p",
-			   1, (Oid[]){INT8OID});
+			   14,
+			   (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+					   INT8OID, INT8OID, INT8OID, NUMERICOID, NUMERICOID, NUMERICOID});
 	values[0] = Int64GetDatum(org_id);
+	PrmTallyPending(org_id, counts, sums);
+	for (i = 0; i < PRM_TALLY_COUNTS; i++)
+		values[1 + i] = Int64GetDatum(counts[i]);
+	for (i = 0; i < PRM_TALLY_SUMS; i++)
+		values[1 + PRM_TALLY_COUNTS + i] = sums[i];
 
 	/*
 	 * The estimate counts the view's look-up of passed next appointments for

@@ -17,11 +17,12 @@
  * the rows the statement touched, not the patient's history.  Replies (an
  * outbound message answered within 48 hours) are counted from the 48 hours
  * around the added rows only.  A removed row that was one of the patient's
- * extremes (first or last visit, next appointment), a removed message, or
- * a stored next appointment that has passed makes the trigger recompute
- * that patient from all their rows instead (index scans on (org_id,
- * patient_id)), which is also what prm.rebuild_patient_stats() does for
- * every patient of an organization.  The rows are written, judged and
+ * extremes (first or last visit, next appointment), or a stored next
+ * appointment that has passed, makes the trigger look the three extremes
+ * up again (index scans on (org_id, patient_id, starts_at)); a removed
+ * message makes it recompute that patient from all their rows (index scans
+ * on (org_id, patient_id)), which is also what prm.rebuild_patient_stats()
+ * does for every patient of an organization.  The rows are written, judged and
  * tallied by reengagement_tally.c.
  *
  * Outbound messages never change patient or creation time after they are
@@ -181,6 +182,43 @@ PrmStatsRecomputeFacts(int64 org_id, int64 patient_id, PrmStatsFacts *f)
 	f->revenue = NumericGetDatum(int64_to_numeric(0));
 	if (PrmExecute(plan, values, NULL, false, 1) == 1)
 		PrmStatsReadFacts(0, 2, f);
+}
+
+/*
+ * Look a patient's appointment extremes up again (first and last visit,
+ * next appointment) when a removed row may have been one of them or the
+ * stored next appointment has passed: three index scans on (org_id,
+ * patient_id, starts_at), each stopping at its first match.
+ */
+static void
+StatsLookUpExtremes(int64 org_id, int64 patient_id, PrmStatsFacts *f)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2];
+	bool			  isnull;
+	Datum			  d;
+
+	PrmPrepare(&plan,
+			   "SELECT (SELECT pg_catalog.min(x.starts_at) FROM prm.appointment x"
+			   "         WHERE x.org_id = $1 AND x.patient_id = $2 AND x.status = 'fulfilled'),"
+			   "       (SELECT pg_catalog.max(x.starts_at) FROM prm.appointment x"
+			   "         WHERE x.org_id = $1 AND x.patient_id = $2 AND x.status = 'fulfilled'),"
+			   "       (SELECT pg_catalog.min(x.starts_at) FROM prm.appointment x"
+			   "         WHERE x.org_id = $1 AND x.patient_id = $2 AND x.starts_at > pg_catalog.now()"
+			   "           AND x.status IN ('proposed', 'pending', 'booked', 'arrived', 'checked-in'))",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(patient_id);
+	PrmExecute(plan, values, NULL, false, 1);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	f->has_first = !isnull;
+	f->first = isnull ? 0 : DatumGetTimestampTz(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	f->has_last = !isnull;
+	f->last = isnull ? 0 : DatumGetTimestampTz(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	f->has_next = !isnull;
+	f->next = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
 /* Order entries by organization, then patient. */
@@ -455,12 +493,13 @@ StatsMemo(int64 org_id, int64 patient_id)
  * extreme), write it.  Returns whether a stored level or risk changed.
  */
 static bool
-StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t, int64 *t_org)
+StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t)
 {
 	TimestampTz	  now = GetCurrentTransactionStartTimestamp();
 	PrmStatsRow	  row;
 	PrmStatsFacts f;
 	bool		  full;
+	bool		  extremes = false;
 	StatsMemoEntry *memo;
 	Datum		 *keys = palloc(sizeof(Datum) * n);
 	int			  nkeys = 0;
@@ -468,21 +507,12 @@ StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t, int64
 	TimestampTz	  hi = DT_NOBEGIN;
 	int			  i;
 
-	if (!PrmStatsLock(e->org_id, e->patient_id, &row))
+	if (!PrmStatsLock(e->org_id, e->patient_id, &row, t))
 		return false;
-	if (*t_org != e->org_id)
-	{
-		PrmLoadThresholds(e->org_id, t);
-		*t_org = e->org_id;
-	}
 	f = row.f;
 	memo = StatsMemo(e->org_id, e->patient_id);
-	/*
-	 * A new row of a patient who may already have rows; a passed next
-	 * appointment; what the memo says.
-	 */
-	full = (!row.exists && table != STATS_PATIENT) || (f.has_next && f.next <= now) ||
-		   (memo->flags & MEMO_RECOMPUTED) ||
+	/* a new row of a patient who may already have rows; what the memo says */
+	full = (!row.exists && table != STATS_PATIENT) || (memo->flags & MEMO_RECOMPUTED) ||
 		   ((memo->flags & MEMO_MESSAGES) && table != STATS_APPOINTMENT && table != STATS_PATIENT);
 	for (i = 0; i < n && !full; i++)
 	{
@@ -504,8 +534,8 @@ StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t, int64
 					f.revenue = DirectFunctionCall2(x->sign > 0 ? numeric_add : numeric_sub,
 													f.revenue, x->price);
 				if (x->sign < 0)
-					full = STATS_IS(row.f.has_first, row.f.first, x->at) ||
-						   STATS_IS(row.f.has_last, row.f.last, x->at);
+					extremes |= STATS_IS(row.f.has_first, row.f.first, x->at) ||
+								STATS_IS(row.f.has_last, row.f.last, x->at);
 				else
 				{
 					if (!f.has_first || x->at < f.first)
@@ -518,7 +548,7 @@ StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t, int64
 			if (x->status == ST_ACTIVE && x->at > now)
 			{
 				if (x->sign < 0)
-					full = STATS_IS(row.f.has_next, row.f.next, x->at);
+					extremes |= STATS_IS(row.f.has_next, row.f.next, x->at);
 				else if (!f.has_next || x->at < f.next)
 				{
 					f.next = x->at;
@@ -556,12 +586,18 @@ StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t, int64
 	}
 	if (full)
 		PrmStatsRecomputeFacts(e->org_id, e->patient_id, &f);
-	else if (nkeys > 0 && table == STATS_OUTBOUND && row.f.in_n > 0 &&
-			 row.f.has_in_at && row.f.in_at >= lo)
-		f.replied += StatsRepliedOutbound(e->org_id, e->patient_id, keys, nkeys);
-	else if (nkeys > 0 && table == STATS_INBOUND && f.out_n > 0 &&
-			 f.has_out_at && f.out_at > lo - 48 * USECS_PER_HOUR)
-		f.replied += StatsRepliedByInbound(e->org_id, e->patient_id, lo, hi, keys, nkeys);
+	else
+	{
+		/* extremes are idempotent: a look-up may see rows still to be applied */
+		if (extremes || (f.has_next && f.next <= now))
+			StatsLookUpExtremes(e->org_id, e->patient_id, &f);
+		if (nkeys > 0 && table == STATS_OUTBOUND && row.f.in_n > 0 &&
+			row.f.has_in_at && row.f.in_at >= lo)
+			f.replied += StatsRepliedOutbound(e->org_id, e->patient_id, keys, nkeys);
+		else if (nkeys > 0 && table == STATS_INBOUND && f.out_n > 0 &&
+				 f.has_out_at && f.out_at > lo - 48 * USECS_PER_HOUR)
+			f.replied += StatsRepliedByInbound(e->org_id, e->patient_id, lo, hi, keys, nkeys);
+	}
 	pfree(keys);
 	if (full)
 		memo->flags |= MEMO_RECOMPUTED;
@@ -673,7 +709,6 @@ prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 	StatsColumns  c;
 	StatsEntry	 *entries;
 	PrmThresholds t;
-	int64		  t_org = 0;
 	int			  cap = 16;
 	int			  n;
 	int			  i;
@@ -720,7 +755,7 @@ prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 	{
 		for (j = i + 1; j < n && StatsEntryCmp(&entries[i], &entries[j]) == 0; j++)
 			;
-		if (StatsApply(c.table, &entries[i], j - i, &t, &t_org))
+		if (StatsApply(c.table, &entries[i], j - i, &t))
 			changed++;
 	}
 	PrmSpiFinish();
@@ -741,6 +776,7 @@ prm_rebuild_patient_stats(PG_FUNCTION_ARGS)
 	static SPIPlanPtr delete_plan = NULL;
 	static SPIPlanPtr tally_plan = NULL;
 	static SPIPlanPtr all_plan = NULL;
+	static SPIPlanPtr make_plan = NULL;
 	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
 	Datum			  values[1];
 	PrmThresholds	  t;
@@ -756,10 +792,15 @@ prm_rebuild_patient_stats(PG_FUNCTION_ARGS)
 	PrmPrepare(&tally_plan, "DELETE FROM prm.reengagement_tally t WHERE t.org_id = $1",
 			   1, (Oid[]){INT8OID});
 	PrmPrepare(&all_plan, psprintf(facts_sql, "true"), 1, (Oid[]){INT8OID});
+	PrmPrepare(&make_plan,
+			   "INSERT INTO prm.patient_stats (org_id, patient_id, engagement_level, churn_risk)"
+			   " SELECT p.org_id, p.id, 'disengaged', 'low' FROM prm.patient p WHERE p.org_id = $1"
+			   " ON CONFLICT (org_id, patient_id) DO NOTHING",
+			   1, (Oid[]){INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	PrmExecute(delete_plan, values, NULL, false, 0);
 	PrmExecute(tally_plan, values, NULL, false, 0);
-	PrmLoadThresholds(org_id, &t);
+	PrmTallyForget(org_id);
 	patients = PrmExecute(all_plan, values, NULL, false, 0);
 	facts = palloc(sizeof(PrmStatsFacts) * (patients + 1));
 	ids = palloc(sizeof(int64) * (patients + 1));
@@ -770,13 +811,18 @@ prm_rebuild_patient_stats(PG_FUNCTION_ARGS)
 		ids[i] = PrmGetInt64(i, 1, &isnull);
 		PrmStatsReadFacts(i, 2, &facts[i]);
 	}
+	/* every row made at once, then each written as new (contributing nothing yet) */
+	PrmExecute(make_plan, values, NULL, false, 0);
+	PrmLoadThresholds(org_id, &t);
 	for (i = 0; i < patients; i++)
 	{
 		PrmStatsRow row;
 
 		CHECK_FOR_INTERRUPTS();
-		if (PrmStatsLock(org_id, ids[i], &row))
-			(void) PrmStatsWrite(org_id, ids[i], &row, &facts[i], &t);
+		memset(&row, 0, sizeof(row));
+		row.f.revenue = row.horizon_value = row.lifetime_value =
+			NumericGetDatum(int64_to_numeric(0));
+		(void) PrmStatsWrite(org_id, ids[i], &row, &facts[i], &t);
 	}
 	PrmEmitEvent(org_id, "patient_stats_rebuilt", "organization", org_id,
 				 psprintf("{\"patients\": %d}", patients));

@@ -16,9 +16,10 @@
  *
  * The tally.  prm.reengagement_tally holds, per organization, the sums of
  * the stored contributions of its rows.  Every write adds the difference
- * between the row's new and old contributions to the tally row of its
- * backend's slot (MyBackendId): two backends never share a slot, so
- * writers of one clinic never wait on each other's tally row, and the
+ * between the row's new and old contributions to its transaction's
+ * pending sums, written at commit to the tally row of the backend's slot
+ * (MyBackendId; reengagement_pending.c): two backends never share a slot,
+ * so writers of one clinic never wait on each other's tally row, and the
  * summary adds up at most max_connections rows.  Deleted rows are
  * subtracted by a statement trigger on prm.patient_stats.
  *
@@ -58,25 +59,6 @@ PG_FUNCTION_INFO_V1(prm_reengagement_settings_trigger);
 	" s.messages_out, s.messages_in, s.replied_out, s.last_outbound_at,"       \
 	" s.last_inbound_at"
 
-/* the tally's columns, and adding a difference to a slot's row */
-#define TALLY_INSERT                                                               \
-	"INSERT INTO prm.reengagement_tally AS t (org_id, slot, patients, highly_engaged," \
-	"       moderately_engaged, low_engagement, disengaged, risk_low, risk_medium,"   \
-	"       risk_high, risk_critical, no_upcoming, value_at_risk, lifetime_value, revenue)"
-#define TALLY_ADD                                                                         \
-	" ON CONFLICT (org_id, slot) DO UPDATE SET patients = t.patients + EXCLUDED.patients,"  \
-	"   highly_engaged = t.highly_engaged + EXCLUDED.highly_engaged,"                        \
-	"   moderately_engaged = t.moderately_engaged + EXCLUDED.moderately_engaged,"            \
-	"   low_engagement = t.low_engagement + EXCLUDED.low_engagement,"                        \
-	"   disengaged = t.disengaged + EXCLUDED.disengaged,"                                    \
-	"   risk_low = t.risk_low + EXCLUDED.risk_low, risk_medium = t.risk_medium + EXCLUDED.risk_medium," \
-	"   risk_high = t.risk_high + EXCLUDED.risk_high,"                                       \
-	"   risk_critical = t.risk_critical + EXCLUDED.risk_critical,"                           \
-	"   no_upcoming = t.no_upcoming + EXCLUDED.no_upcoming,"                                 \
-	"   value_at_risk = t.value_at_risk + EXCLUDED.value_at_risk,"                           \
-	"   lifetime_value = t.lifetime_value + EXCLUDED.lifetime_value,"                        \
-	"   revenue = t.revenue + EXCLUDED.revenue"
-
 /* a judgement that the float arithmetic puts at or before now moves on by this */
 #define STATS_RECHECK_USECS USECS_PER_SEC
 
@@ -108,27 +90,20 @@ NumericEq(Datum a, Datum b)
 	return DatumGetBool(DirectFunctionCall2(numeric_eq, a, b));
 }
 
-/* The thresholds of an organization (prm.reengagement_settings), checked. */
-void
-PrmLoadThresholds(int64 org_id, PrmThresholds *t)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum			  values[1];
-	double			 *f[9];
-	int				  i;
+/* the columns of prm.reengagement_settings, in ReadThresholds' order */
+#define THRESHOLD_COLUMNS                                                     \
+	"t.churn_critical_ratio, t.churn_high_ratio, t.churn_medium_ratio,"       \
+	" t.default_visit_interval_days, t.engagement_full_visits,"               \
+	" t.engagement_high_score, t.engagement_moderate_score,"                  \
+	" t.engagement_low_score, t.ltv_horizon_days"
 
-	PrmPrepare(&plan,
-			   "SELECT t.churn_critical_ratio, t.churn_high_ratio, t.churn_medium_ratio,"
-			   "       t.default_visit_interval_days, t.engagement_full_visits,"
-			   "       t.engagement_high_score, t.engagement_moderate_score,"
-			   "       t.engagement_low_score, t.ltv_horizon_days"
-			   "  FROM prm.reengagement_settings t WHERE t.org_id = $1",
-			   1, (Oid[]){INT8OID});
-	values[0] = Int64GetDatum(org_id);
-	if (PrmExecute(plan, values, NULL, false, 1) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("organization %lld does not exist", (long long) org_id)));
+/* The thresholds in the first row of the last result, from column col on, checked. */
+static void
+ReadThresholds(int col, PrmThresholds *t)
+{
+	double *f[9];
+	int		i;
+
 	f[0] = &t->critical;
 	f[1] = &t->high;
 	f[2] = &t->medium;
@@ -143,9 +118,27 @@ PrmLoadThresholds(int64 org_id, PrmThresholds *t)
 		bool isnull;
 
 		*f[i] = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, i + 1, &isnull));
+											 SPI_tuptable->tupdesc, col + i, &isnull));
 	}
 	PrmCheckThresholds(t);
+}
+
+/* The thresholds of an organization (prm.reengagement_settings), checked. */
+void
+PrmLoadThresholds(int64 org_id, PrmThresholds *t)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[1];
+
+	PrmPrepare(&plan,
+			   "SELECT " THRESHOLD_COLUMNS " FROM prm.reengagement_settings t WHERE t.org_id = $1",
+			   1, (Oid[]){INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	if (PrmExecute(plan, values, NULL, false, 1) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("organization %lld does not exist", (long long) org_id)));
+	ReadThresholds(1, t);
 }
 
 /* A timestamptz column of the last result, or false when NULL. */
@@ -200,13 +193,14 @@ PrmStatsReadFacts(int row, int col, PrmStatsFacts *f)
 }
 
 /*
- * Lock a patient's statistics row (made first if missing) and read it.
- * This is the lock that serialises every write of one patient's figures:
- * the row returned is the latest committed version.  Returns false when
- * the patient does not exist (any more).
+ * Lock a patient's statistics row (made first if missing) and read it,
+ * with the organization's thresholds (*t).  This is the lock that
+ * serialises every write of one patient's figures: the row returned is the
+ * latest committed version.  Returns false when the patient does not exist
+ * (any more).
  */
 bool
-PrmStatsLock(int64 org_id, int64 patient_id, PrmStatsRow *row)
+PrmStatsLock(int64 org_id, int64 patient_id, PrmStatsRow *row, PrmThresholds *t)
 {
 	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr make_plan = NULL;
@@ -215,8 +209,9 @@ PrmStatsLock(int64 org_id, int64 patient_id, PrmStatsRow *row)
 
 	PrmPrepare(&lock_plan,
 			   "SELECT " STATS_FACT_COLUMNS ", s.engagement_level, s.churn_risk,"
-			   "       s.changes_at, s.expected_horizon_value, s.lifetime_value"
-			   "  FROM prm.patient_stats s WHERE s.org_id = $1 AND s.patient_id = $2 FOR UPDATE",
+			   "       s.changes_at, s.expected_horizon_value, s.lifetime_value, " THRESHOLD_COLUMNS
+			   "  FROM prm.patient_stats s JOIN prm.reengagement_settings t ON t.org_id = s.org_id"
+			   " WHERE s.org_id = $1 AND s.patient_id = $2 FOR UPDATE OF s",
 			   2, (Oid[]){INT8OID, INT8OID});
 	PrmPrepare(&make_plan,
 			   "INSERT INTO prm.patient_stats (org_id, patient_id, engagement_level, churn_risk)"
@@ -239,6 +234,7 @@ PrmStatsLock(int64 org_id, int64 patient_id, PrmStatsRow *row)
 			row->has_changes_at = GetTs(0, 16, &row->changes_at);
 			row->horizon_value = GetNumeric(0, 17);
 			row->lifetime_value = GetNumeric(0, 18);
+			ReadThresholds(19, t);
 			return true;
 		}
 		if (attempt == 0 && PrmExecute(make_plan, values, NULL, false, 0) == 1)
@@ -247,6 +243,7 @@ PrmStatsLock(int64 org_id, int64 patient_id, PrmStatsRow *row)
 			row->f.revenue = NumericZero();
 			row->horizon_value = NumericZero();
 			row->lifetime_value = NumericZero();
+			PrmLoadThresholds(org_id, t);
 			return true;
 		}
 	}
@@ -387,7 +384,7 @@ ValueAtRisk(int risk, Datum horizon_value)
 /*
  * Write a patient's row (locked by PrmStatsLock, which filled old) with the
  * facts fresh, judged now, and add the difference of its contributions to
- * the tally.  Returns whether a stored level or risk changed.
+ * the transaction's pending tally (reengagement_pending.c).  Returns whether a stored level or risk changed.
  */
 bool
 PrmStatsWrite(int64 org_id, int64 patient_id, const PrmStatsRow *old,
@@ -395,12 +392,10 @@ PrmStatsWrite(int64 org_id, int64 patient_id, const PrmStatsRow *old,
 {
 	static SPIPlanPtr plan = NULL;
 	StatsJudged		  j;
-	Datum			  v[36];
-	char			  n[36];
-	int				  levels[PRM_LEVELS] = {0};
-	int				  risks[PRM_RISKS] = {0};
-	int				  i;
-	bool			  tally;
+	Datum			  v[21];
+	char			  n[21];
+	int64			  counts[PRM_TALLY_COUNTS];
+	Datum			  sums[PRM_TALLY_SUMS];
 
 	StatsJudge(fresh, t, &j);
 	if (old->exists && FactsEqual(&old->f, fresh) && old->level == j.level &&
@@ -411,26 +406,19 @@ PrmStatsWrite(int64 org_id, int64 patient_id, const PrmStatsRow *old,
 		return false;
 
 	PrmPrepare(&plan,
-			   "WITH up AS ("
-			   "  UPDATE prm.patient_stats s SET total_appointments = $3, completed_visits = $4,"
-			   "         cancellations = $5, no_shows = $6, first_visit_at = $7, last_visit_at = $8,"
-			   "         next_appointment_at = $9, revenue = $10, avg_days_between_visits = $11,"
-			   "         messages_out = $12, messages_in = $13, replied_out = $14,"
-			   "         last_outbound_at = $15, last_inbound_at = $16, engagement_level = $17,"
-			   "         churn_risk = $18, changes_at = $19, expected_horizon_value = $20,"
-			   "         lifetime_value = $21, computed_at = pg_catalog.now()"
-			   "   WHERE s.org_id = $1 AND s.patient_id = $2 RETURNING 1)"
-			   TALLY_INSERT
-			   " SELECT $1, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35"
-			   "   FROM up WHERE $36"
-			   TALLY_ADD,
-			   36,
+			   "UPDATE prm.patient_stats s SET total_appointments = $3, completed_visits = $4,"
+			   "       cancellations = $5, no_shows = $6, first_visit_at = $7, last_visit_at = $8,"
+			   "       next_appointment_at = $9, revenue = $10, avg_days_between_visits = $11,"
+			   "       messages_out = $12, messages_in = $13, replied_out = $14,"
+			   "       last_outbound_at = $15, last_inbound_at = $16, engagement_level = $17,"
+			   "       churn_risk = $18, changes_at = $19, expected_horizon_value = $20,"
+			   "       lifetime_value = $21, computed_at = pg_catalog.now()"
+			   " WHERE s.org_id = $1 AND s.patient_id = $2",
+			   21,
 			   (Oid[]){INT8OID, INT8OID, INT4OID, INT4OID, INT4OID, INT4OID, TIMESTAMPTZOID,
 					   TIMESTAMPTZOID, TIMESTAMPTZOID, NUMERICOID, NUMERICOID, INT4OID, INT4OID,
 					   INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
-					   NUMERICOID, NUMERICOID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID,
-					   INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID,
-					   NUMERICOID, NUMERICOID, BOOLOID});
+					   NUMERICOID, NUMERICOID});
 	memset(n, ' ', sizeof(n));
 	v[0] = Int64GetDatum(org_id);
 	v[1] = Int64GetDatum(patient_id);
@@ -461,39 +449,28 @@ PrmStatsWrite(int64 org_id, int64 patient_id, const PrmStatsRow *old,
 	v[19] = j.horizon_value;
 	v[20] = j.lifetime_value;
 
+	if (PrmExecute(plan, v, n, false, 0) != 1)
+		return false;
+
 	/* the tally: new contributions less the old ones */
-	levels[j.level]++;
-	risks[j.risk]++;
-	v[32] = DirectFunctionCall2(numeric_sub, ValueAtRisk(j.risk, j.horizon_value),
-								old->exists ? ValueAtRisk(old->risk, old->horizon_value)
-											: NumericZero());
-	v[33] = DirectFunctionCall2(numeric_sub, j.lifetime_value, old->lifetime_value);
-	v[34] = DirectFunctionCall2(numeric_sub, fresh->revenue,
-								old->exists ? old->f.revenue : NumericZero());
-	v[31] = Int64GetDatum((fresh->has_next ? 0 : 1) -
-						  (old->exists ? (old->f.has_next ? 0 : 1) : 0));
+	memset(counts, 0, sizeof(counts));
+	counts[0] = old->exists ? 0 : 1;
+	counts[1 + j.level]++;
+	counts[1 + PRM_LEVELS + j.risk]++;
+	counts[1 + PRM_LEVELS + PRM_RISKS] = (fresh->has_next ? 0 : 1) -
+										 (old->exists ? (old->f.has_next ? 0 : 1) : 0);
 	if (old->exists)
 	{
-		levels[old->level]--;
-		risks[old->risk]--;
+		counts[1 + old->level]--;
+		counts[1 + PRM_LEVELS + old->risk]--;
 	}
-	v[21] = Int32GetDatum(MyBackendId);
-	v[22] = Int64GetDatum(old->exists ? 0 : 1);
-	tally = !old->exists || DatumGetInt64(v[31]) != 0 ||
-			!NumericEq(v[32], NumericZero()) || !NumericEq(v[33], NumericZero()) ||
-			!NumericEq(v[34], NumericZero());
-	for (i = 0; i < PRM_LEVELS; i++)
-	{
-		v[23 + i] = Int64GetDatum(levels[i]);
-		tally |= levels[i] != 0;
-	}
-	for (i = 0; i < PRM_RISKS; i++)
-	{
-		v[27 + i] = Int64GetDatum(risks[i]);
-		tally |= risks[i] != 0;
-	}
-	v[35] = BoolGetDatum(tally);
-	PrmExecute(plan, v, n, false, 0);
+	sums[0] = DirectFunctionCall2(numeric_sub, ValueAtRisk(j.risk, j.horizon_value),
+								  old->exists ? ValueAtRisk(old->risk, old->horizon_value)
+											  : NumericZero());
+	sums[1] = DirectFunctionCall2(numeric_sub, j.lifetime_value, old->lifetime_value);
+	sums[2] = DirectFunctionCall2(numeric_sub, fresh->revenue,
+								  old->exists ? old->f.revenue : NumericZero());
+	PrmTallyAdd(org_id, counts, sums);
 	if (j.has_changes_at)
 		PrmWakeWorker(j.changes_at);
 	return old->exists && (old->level != j.level || old->risk != j.risk);
@@ -521,7 +498,7 @@ prm_patient_stats_tally_trigger(PG_FUNCTION_ARGS)
 		elog(ERROR, "could not register the transition table");
 	values[0] = Int32GetDatum(MyBackendId);
 	if (SPI_execute_with_args(
-			TALLY_INSERT
+			PRM_TALLY_INSERT
 			" SELECT o.org_id, $1, -pg_catalog.count(*),"
 			"       -pg_catalog.count(*) FILTER (WHERE o.engagement_level = 'highly_engaged'),"
 			"       -pg_catalog.count(*) FILTER (WHERE o.engagement_level = 'moderately_engaged'),"
@@ -538,7 +515,7 @@ prm_patient_stats_tally_trigger(PG_FUNCTION_ARGS)
 			"   FROM old_rows o"
 			"  WHERE EXISTS (SELECT 1 FROM prm.organization g WHERE g.id = o.org_id)"
 			"  GROUP BY o.org_id"
-			TALLY_ADD,
+			PRM_TALLY_ADD,
 			1, (Oid[]){INT4OID}, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not subtract deleted statistics from the tally");
 	PrmSpiFinish();
@@ -596,12 +573,11 @@ StatsDueItem(void *ctx, int i)
 	PrmThresholds t;
 	TimestampTz	  now = GetCurrentTransactionStartTimestamp();
 
-	if (!PrmStatsLock(due->org_ids[i], due->patient_ids[i], &row) || !row.exists)
+	if (!PrmStatsLock(due->org_ids[i], due->patient_ids[i], &row, &t) || !row.exists)
 		return 0;
 	/* re-judged by a write since it was listed */
 	if (!row.has_changes_at || row.changes_at > now)
 		return 0;
-	PrmLoadThresholds(due->org_ids[i], &t);
 	facts = row.f;
 	/*
 	 * A passed next appointment is looked up again; rows from before 0.3.0

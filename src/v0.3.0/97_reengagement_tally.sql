@@ -92,7 +92,7 @@ CREATE TRIGGER reengagement_settings_changed AFTER UPDATE OF settings ON prm.org
            NEW.settings -> 'ltv_horizon_days'))
     EXECUTE FUNCTION prm.reengagement_settings_trigger();
 
-COMMENT ON TABLE prm.patient_stats IS 'Per-patient figures behind prm.patient_profile, kept by statement triggers that apply each statement''s difference (a patient is recomputed from their own rows only when a removed row was one of their extremes, or a message was removed). Derived data: not dumped, rebuilt by those triggers on restore and by prm.rebuild_patient_stats(). engagement_level, churn_risk, expected_horizon_value and lifetime_value are as of computed_at and stay right until changes_at.';
+COMMENT ON TABLE prm.patient_stats IS 'Per-patient figures behind prm.patient_profile, kept by statement triggers that apply each statement''s difference (a removed first, last or next visit is looked up again; a patient is recomputed from their own rows only when a message was removed). Derived data: not dumped, rebuilt by those triggers on restore and by prm.rebuild_patient_stats(). engagement_level, churn_risk, expected_horizon_value and lifetime_value are as of computed_at and stay right until changes_at.';
 
 -- The profile as in 0.2.0, with the next appointment computed once per row
 -- (OFFSET 0 keeps the planner from copying its look-up into every column

@@ -10,7 +10,7 @@
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SET timezone = 'UTC';
-SELECT plan(28);
+SELECT plan(31);
 
 DROP ROLE IF EXISTS regress_tally_b;
 CREATE ROLE regress_tally_b;
@@ -153,6 +153,30 @@ SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'the summary still equ
 SELECT is(prm.erase_patient(:org, (SELECT min(id) FROM prm.patient WHERE org_id = :org)) IS NOT NULL, true, 'a patient erased');
 SELECT is(pg_temp.tally_drift(:org), 0::bigint, 'the erased patient left the tally');
 SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'after the erasure: the summary equals the one from scratch');
+
+-- a transaction's differences reach the tally at commit; until then the
+-- summary adds them; a rolled back subtransaction's never do
+BEGIN;
+INSERT INTO prm.appointment (org_id, patient_id, provider_id, starts_at, ends_at, status, price)
+SELECT :org, max(id), :prov_book, now() - interval '3 days', now() - interval '3 days' + interval '30 minutes', 'fulfilled', 75
+  FROM prm.patient WHERE org_id = :org;
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'inside a transaction the summary counts its own writes');
+SAVEPOINT before_more;
+INSERT INTO prm.appointment (org_id, patient_id, provider_id, starts_at, ends_at, status, price)
+SELECT :org, min(id), :prov_book, now() - interval '4 days', now() - interval '4 days' + interval '30 minutes', 'fulfilled', 500
+  FROM prm.patient WHERE org_id = :org;
+ROLLBACK TO SAVEPOINT before_more;
+DO $$ BEGIN
+  INSERT INTO prm.appointment (org_id, patient_id, provider_id, starts_at, ends_at, status, price)
+  SELECT p.org_id, p.id, v.id, now() - interval '5 days', now() - interval '5 days' + interval '30 minutes', 'fulfilled', 900
+    FROM prm.patient p JOIN prm.provider v ON v.org_id = p.org_id
+   WHERE p.given_name = 'Tally7' AND v.name = 'Dr Booker';
+  RAISE EXCEPTION 'undo';
+EXCEPTION WHEN raise_exception THEN NULL;
+END $$;
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'rolled back subtransactions are not counted');
+COMMIT;
+SELECT is(pg_temp.tally_drift(:org), 0::bigint, 'after commit the tally holds the transaction''s differences, and only its own');
 
 -- tenancy and no direct writes
 SET ROLE regress_tally_b;
