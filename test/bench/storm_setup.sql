@@ -53,6 +53,7 @@ CREATE TABLE bench.o_patient (LIKE prm.patient INCLUDING ALL);
 INSERT INTO bench.o_patient OVERRIDING SYSTEM VALUE SELECT * FROM prm.patient WHERE org_id = :org;
 CREATE TABLE bench.o_appointment (LIKE prm.appointment INCLUDING ALL);
 INSERT INTO bench.o_appointment OVERRIDING SYSTEM VALUE SELECT * FROM prm.appointment WHERE org_id = :org;
+SELECT setval(pg_get_serial_sequence('bench.o_appointment', 'id'), (SELECT max(id) FROM bench.o_appointment)) AS o_appt \gset
 CREATE TABLE bench.o_inbound_message (LIKE prm.inbound_message INCLUDING ALL);
 CREATE TABLE bench.o_outbound_message (LIKE prm.outbound_message INCLUDING ALL);
 ANALYZE bench.o_slot; ANALYZE bench.o_offer; ANALYZE bench.o_patient; ANALYZE bench.o_appointment;
