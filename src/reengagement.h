@@ -142,6 +142,29 @@ extern bool PrmStatsWrite(int64 org_id, int64 patient_id, const PrmStatsRow *old
 						  const PrmStatsFacts *fresh, const PrmThresholds *t);
 extern void PrmStatsReadFacts(int row, int col, PrmStatsFacts *f);
 
+/*
+ * A patient's appointment figures from their rows (p: prm.patient), as
+ * lateral a: total, completed, cancelled, noshow, first_visit, last_visit,
+ * next_at, revenue.  Shared by the recompute and the 0.2.0 one.
+ */
+#define PRM_STATS_APPOINTMENT_LATERAL                                                         \
+	" CROSS JOIN LATERAL ("                                                                    \
+	"   SELECT pg_catalog.count(*) FILTER (WHERE x.status <> 'entered-in-error')::int AS total," \
+	"          pg_catalog.count(*) FILTER (WHERE x.status = 'fulfilled')::int AS completed,"     \
+	"          pg_catalog.count(*) FILTER (WHERE x.status = 'cancelled')::int AS cancelled,"     \
+	"          pg_catalog.count(*) FILTER (WHERE x.status = 'noshow')::int AS noshow,"           \
+	"          pg_catalog.min(x.starts_at) FILTER (WHERE x.status = 'fulfilled') AS first_visit," \
+	"          pg_catalog.max(x.starts_at) FILTER (WHERE x.status = 'fulfilled') AS last_visit,"  \
+	"          pg_catalog.min(x.starts_at) FILTER (WHERE x.status IN ('proposed', 'pending', 'booked'," \
+	"              'arrived', 'checked-in') AND x.starts_at > pg_catalog.now()) AS next_at,"    \
+	"          coalesce(pg_catalog.sum(x.price) FILTER (WHERE x.status = 'fulfilled'), 0) AS revenue" \
+	"     FROM prm.appointment x WHERE x.org_id = p.org_id AND x.patient_id = p.id) a"
+
+/* reengagement_legacy.c: a 0.2.0 schema until ALTER EXTENSION UPDATE */
+extern bool PrmStatsTallyInstalled(void);
+extern int	PrmStatsLegacyRecompute(const int64 *org_ids, const int64 *patient_ids, int n);
+extern int	PrmStatsLegacyRebuild(int64 org_id);
+
 /* reengagement_stats.c */
 extern void PrmStatsRecomputeFacts(int64 org_id, int64 patient_id, PrmStatsFacts *f);
 

@@ -62,6 +62,39 @@ prm_reengagement_summary(PG_FUNCTION_ARGS)
 
 	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
+	if (!PrmStatsTallyInstalled())
+	{
+		/* a 0.2.0 schema until ALTER EXTENSION UPDATE: every patient through the view */
+		static SPIPlanPtr legacy_plan = NULL;
+
+		PrmPrepare(&legacy_plan,
+				   "SELECT pg_catalog.jsonb_build_object("
+				   "  'org_id', $1, 'patients', pg_catalog.count(*),"
+				   "  'engagement', pg_catalog.jsonb_build_object("
+				   "     'highly_engaged', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'highly_engaged'),"
+				   "     'moderately_engaged', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'moderately_engaged'),"
+				   "     'low_engagement', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'low_engagement'),"
+				   "     'disengaged', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'disengaged')),"
+				   "  'churn_risk', pg_catalog.jsonb_build_object("
+				   "     'critical', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'critical'),"
+				   "     'high', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'high'),"
+				   "     'medium', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'medium'),"
+				   "     'low', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'low')),"
+				   "  'no_upcoming_appointment', pg_catalog.count(*) FILTER (WHERE NOT v.has_upcoming_appointment),"
+				   "  'value_at_risk', coalesce(pg_catalog.sum(v.expected_horizon_value)"
+				   "       FILTER (WHERE v.churn_risk IN ('high', 'critical')), 0),"
+				   "  'estimated_lifetime_value', coalesce(pg_catalog.sum(v.estimated_lifetime_value), 0),"
+				   "  'total_revenue', coalesce(pg_catalog.sum(v.total_revenue), 0),"
+				   "  'generated_at', pg_catalog.now())"
+				   "  FROM prm.patient_profile v WHERE v.org_id = $1",
+				   1, (Oid[]){INT8OID});
+		values[0] = Int64GetDatum(org_id);
+		PrmExecute(legacy_plan, values, NULL, true, 1);
+		result = SpiJsonbResult();
+		PrmSpiFinish();
+		PG_RETURN_DATUM(result);
+	}
+
 	/*
 	 * The tally less the stored contributions of the rows due now (or
 	 * within PRM_STATS_DUE_SLACK, which covers the float arithmetic of

@@ -140,17 +140,7 @@ static const char *const facts_sql =
 	"SELECT p.id, a.total, a.completed, a.cancelled, a.noshow, a.first_visit, a.last_visit,"
 	"       a.next_at, a.revenue, o.n, i.n, r.n, o.last_at, i.last_at"
 	"  FROM prm.patient p"
-	"  CROSS JOIN LATERAL ("
-	"    SELECT pg_catalog.count(*) FILTER (WHERE x.status <> 'entered-in-error')::int AS total,"
-	"           pg_catalog.count(*) FILTER (WHERE x.status = 'fulfilled')::int AS completed,"
-	"           pg_catalog.count(*) FILTER (WHERE x.status = 'cancelled')::int AS cancelled,"
-	"           pg_catalog.count(*) FILTER (WHERE x.status = 'noshow')::int AS noshow,"
-	"           pg_catalog.min(x.starts_at) FILTER (WHERE x.status = 'fulfilled') AS first_visit,"
-	"           pg_catalog.max(x.starts_at) FILTER (WHERE x.status = 'fulfilled') AS last_visit,"
-	"           pg_catalog.min(x.starts_at) FILTER (WHERE x.status IN ('proposed', 'pending', 'booked',"
-	"               'arrived', 'checked-in') AND x.starts_at > pg_catalog.now()) AS next_at,"
-	"           coalesce(pg_catalog.sum(x.price) FILTER (WHERE x.status = 'fulfilled'), 0) AS revenue"
-	"      FROM prm.appointment x WHERE x.org_id = p.org_id AND x.patient_id = p.id) a"
+	PRM_STATS_APPOINTMENT_LATERAL
 	"  CROSS JOIN LATERAL ("
 	"    SELECT pg_catalog.count(*)::int AS n, pg_catalog.max(m.created_at) AS last_at"
 	"      FROM " STATS_OUTBOUND("m0.created_at") " m) o"
@@ -751,6 +741,20 @@ prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 	qsort(entries, n, sizeof(StatsEntry), StatsEntryCmp);
 
 	PrmSpiConnect();
+	if (!PrmStatsTallyInstalled())
+	{
+		/* a 0.2.0 schema: recompute as 0.2.0 did until the update */
+		int64 *orgs = palloc(sizeof(int64) * n);
+		int64 *patients = palloc(sizeof(int64) * n);
+
+		for (i = 0; i < n; i++)
+		{
+			orgs[i] = entries[i].org_id;
+			patients[i] = entries[i].patient_id;
+		}
+		changed = PrmStatsLegacyRecompute(orgs, patients, n);
+		n = 0;
+	}
 	for (i = 0; i < n; i = j)
 	{
 		for (j = i + 1; j < n && StatsEntryCmp(&entries[i], &entries[j]) == 0; j++)
@@ -787,6 +791,14 @@ prm_rebuild_patient_stats(PG_FUNCTION_ARGS)
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
+	if (!PrmStatsTallyInstalled())
+	{
+		patients = PrmStatsLegacyRebuild(org_id);
+		PrmEmitEvent(org_id, "patient_stats_rebuilt", "organization", org_id,
+					 psprintf("{\"patients\": %d}", patients));
+		PrmSpiFinish();
+		PG_RETURN_INT64(patients);
+	}
 	PrmPrepare(&delete_plan, "DELETE FROM prm.patient_stats s WHERE s.org_id = $1",
 			   1, (Oid[]){INT8OID});
 	PrmPrepare(&tally_plan, "DELETE FROM prm.reengagement_tally t WHERE t.org_id = $1",

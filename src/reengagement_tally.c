@@ -605,6 +605,8 @@ PrmAdvancePatientStats(int limit)
 	int				  i;
 	bool			  isnull;
 
+	if (!PrmStatsTallyInstalled())
+		return 0;
 	PrmPrepare(&plan,
 			   "SELECT s.org_id, s.patient_id FROM prm.patient_stats s"
 			   " WHERE s.changes_at <= pg_catalog.now() ORDER BY s.changes_at LIMIT $1",
