@@ -54,7 +54,7 @@ prm--0.1.0--0.2.0.sql: $(SQL_0.2.0)
 prm--0.2.0--0.3.0.sql: $(SQL_0.3.0)
 	$(UPDATE_GUARD)
 
-.PHONY: deps demo test bench fuzz unit
+.PHONY: deps demo test bench fuzz unit dist package-test
 deps:
 	bash test/deps.sh
 
@@ -89,3 +89,16 @@ test/unit/solver_test: test/unit/solver_test.c src/matching_solver.c src/matchin
 
 unit: test/unit/solver_test
 	test/unit/solver_test
+
+# The PGXN release: a zip of the committed tree (HEAD) under prm-<version>/,
+# without what .gitattributes marks export-ignore (debian/, clients/, the git
+# files).  Built files and test outputs are never committed, so never in it.
+DIST = prm-$(EXTVERSION).zip
+dist:
+	git archive --format=zip --prefix=prm-$(EXTVERSION)/ -o $(DIST) HEAD
+	@echo "$(DIST)"
+
+# Not part of make test (a few minutes): META.json, make dist, and the Debian
+# package built with dpkg-buildpackage and installed into a throwaway root.
+package-test:
+	bash test/package/run.sh

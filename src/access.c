@@ -253,17 +253,24 @@ AccessSyncPrivileges(Oid roleid)
 
 /*
  * prm.grant_access(role regrole, org_id bigint, level text) RETURNS void
- *	  Give role access to an organization at level; replaces an earlier level.
+ *	  Give role access to an organization at level.  A role holds at most
+ *	  one of the ordered levels (readonly, staff, admin) on an organization:
+ *	  a new one replaces the old, with a NOTICE saying so.  sender and
+ *	  webhook add to what the role holds, so one process can be both.
  */
 Datum
 prm_grant_access(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr delete_plan = NULL;
+	static SPIPlanPtr insert_plan = NULL;
 	Oid				  roleid;
 	int64			  org_id;
 	char			 *level_name;
 	PrmAccessLevel	  level;
-	Datum			  values[4];
+	Datum			  values[5];
+	char			 *replaced = NULL;
+	int				  n,
+		i;
 
 	PrmArgNotNull(fcinfo, 0, "role");
 	roleid = PG_GETARG_OID(0);
@@ -286,31 +293,58 @@ prm_grant_access(PG_FUNCTION_ARGS)
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_ADMIN);
 
-	PrmPrepare(&plan,
-			   "INSERT INTO prm.org_access (org_id, role_id, level, granted_by)"
-			   " VALUES ($1, $2, $3, $4)"
-			   " ON CONFLICT (org_id, role_id) DO UPDATE"
-			   "   SET level = EXCLUDED.level, granted_by = EXCLUDED.granted_by,"
-			   "       granted_at = pg_catalog.now()",
-			   4, (Oid[]){INT8OID, OIDOID, TEXTOID, TEXTOID});
+	/*
+	 * An ordered level replaces the role's other ordered level, if any; the
+	 * row of the same level is written again (who granted it, when).  Under
+	 * a schema older than 0.3.0 (the library is updated before ALTER
+	 * EXTENSION UPDATE runs) a role has one row per organization: every
+	 * level is replaced, as that version did.
+	 */
+	PrmPrepare(&delete_plan,
+			   "DELETE FROM prm.org_access a"
+			   " WHERE a.org_id = $1 AND a.role_id = $2"
+			   "   AND (a.level = $3 OR $4 OR ($5 AND a.level IN ('readonly', 'staff', 'admin')))"
+			   " RETURNING a.level",
+			   5, (Oid[]){INT8OID, OIDOID, TEXTOID, BOOLOID, BOOLOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = ObjectIdGetDatum(roleid);
 	values[2] = CStringGetTextDatum(PrmLevelName(level));
+	values[3] = BoolGetDatum(!AccessHasRegistry());
+	values[4] = BoolGetDatum(level >= PRM_LEVEL_READONLY);
+	n = PrmExecute(delete_plan, values, NULL, false, 0);
+	for (i = 0; i < n; i++)
+		if (strcmp(PrmGetText(i, 1), PrmLevelName(level)) != 0)
+			replaced = PrmGetText(i, 1);
+
+	/* a concurrent grant of the same level wrote it already: fine */
+	PrmPrepare(&insert_plan,
+			   "INSERT INTO prm.org_access (org_id, role_id, level, granted_by)"
+			   " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+			   4, (Oid[]){INT8OID, OIDOID, TEXTOID, TEXTOID});
 	values[3] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
-	PrmExecute(plan, values, NULL, false, 0);
+	PrmExecute(insert_plan, values, NULL, false, 0);
+	if (replaced)
+		ereport(NOTICE,
+				(errmsg("role \"%s\" now has the \"%s\" level on organization %lld instead of \"%s\"",
+						GetUserNameFromId(roleid, false), PrmLevelName(level),
+						(long long) org_id, replaced),
+				 errdetail("A role holds one of readonly, staff and admin on an organization; sender and webhook add to it.")));
 
 	AccessSyncPrivileges(roleid);
 	PrmEmitEvent(org_id, "access_granted", "role", roleid,
-				 psprintf("{\"role\": %s, \"level\": \"%s\"}",
+				 psprintf("{\"role\": %s, \"level\": \"%s\", \"replaced\": %s}",
 						  PrmJsonString(GetUserNameFromId(roleid, false)),
-						  PrmLevelName(level)));
+						  PrmLevelName(level),
+						  replaced ? PrmJsonString(replaced) : "null"));
 	PrmSpiFinish();
 	PG_RETURN_VOID();
 }
 
 /*
  * prm.revoke_access(role regrole, org_id bigint) RETURNS boolean
- *	  Take away role's access to an organization; true if it had any.
+ * prm.revoke_access(role regrole, org_id bigint, level text) RETURNS boolean
+ *	  Take away role's access to an organization -- every level, or the one
+ *	  named, keeping the others; true if it had any (that level).
  */
 Datum
 prm_revoke_access(PG_FUNCTION_ARGS)
@@ -318,24 +352,35 @@ prm_revoke_access(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 	Oid				  roleid;
 	int64			  org_id;
-	Datum			  values[2];
+	const char		 *level = NULL;
+	Datum			  values[3];
+	char			  nulls[3] = {' ', ' ', 'n'};
 	bool			  had;
 
 	PrmArgNotNull(fcinfo, 0, "role");
 	roleid = PG_GETARG_OID(0);
 	org_id = PRM_GETARG_INT64_NOTNULL(1, "org_id");
+	if (PG_NARGS() > 2)
+		level = PrmLevelName(PrmParseLevel(PrmTextArg(fcinfo, 2, "level", 20)));
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_ADMIN);
 	PrmPrepare(&plan,
-			   "DELETE FROM prm.org_access a WHERE a.org_id = $1 AND a.role_id = $2",
-			   2, (Oid[]){INT8OID, OIDOID});
+			   "DELETE FROM prm.org_access a WHERE a.org_id = $1 AND a.role_id = $2"
+			   "   AND ($3::text IS NULL OR a.level = $3)",
+			   3, (Oid[]){INT8OID, OIDOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = ObjectIdGetDatum(roleid);
-	had = PrmExecute(plan, values, NULL, false, 0) > 0;
+	if (level)
+	{
+		values[2] = CStringGetTextDatum(level);
+		nulls[2] = ' ';
+	}
+	had = PrmExecute(plan, values, nulls, false, 0) > 0;
 	AccessSyncPrivileges(roleid);
 	if (had)
-		PrmEmitEvent(org_id, "access_revoked", "role", roleid, NULL);
+		PrmEmitEvent(org_id, "access_revoked", "role", roleid,
+					 level ? psprintf("{\"level\": \"%s\"}", level) : NULL);
 	PrmSpiFinish();
 	PG_RETURN_BOOL(had);
 }

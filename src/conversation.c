@@ -291,7 +291,8 @@ prm_reply_in_conversation(PG_FUNCTION_ARGS)
 	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
 	int64			  conversation_id = PRM_GETARG_INT64_NOTNULL(1, "conversation_id");
 	char			 *body = PrmTextArgOrNull(fcinfo, 2, "body", 1600);
-	char *template = PrmTextArgOrNull(fcinfo, 3, "template", 30);
+	/* the three-argument form shares this function: it has no argument 3 to read */
+	char *template = PG_NARGS() > 3 ? PrmTextArgOrNull(fcinfo, 3, "template", 30) : NULL;
 	ConversationRow c;
 	TimestampTz		not_before;
 	int64			id;

@@ -199,6 +199,31 @@ prm_add_provider(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Raise unless e164 (normalised) may be a patient's phone in org_id: the
+ * clinic's own SMS number may not -- messages to it would go to the clinic,
+ * and its own messages would be read as that patient's replies.  Patients
+ * sharing a phone (a family) are allowed.  Inside SPI.
+ */
+void
+PrmCheckPatientPhone(int64 org_id, const char *e164)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2];
+
+	PrmPrepare(&plan,
+			   "SELECT 1 FROM prm.organization o WHERE o.id = $1 AND o.sms_number = $2",
+			   2, (Oid[]){INT8OID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(e164);
+	if (PrmExecute(plan, values, NULL, true, 1) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("phone number %s is the organization's own SMS number", e164),
+				 errdetail("Messages to the patient would go to the clinic, and the clinic's own messages would be read as the patient's replies."),
+				 errhint("Give the patient's own number.")));
+}
+
+/*
  * prm.add_patient(org_id, given_name, family_name, phone, email, timezone)
  *	  RETURNS bigint
  */
@@ -224,6 +249,7 @@ prm_add_patient(PG_FUNCTION_ARGS)
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
 	phone = PrmNormalizePhone(phone, PrmOrgPhoneRegion(org_id));
+	PrmCheckPatientPhone(org_id, phone);
 
 	PrmPrepare(&plan,
 			   "INSERT INTO prm.patient (org_id, given_name, family_name, phone, email, timezone)"

@@ -725,9 +725,12 @@ FillCloseInbound(FillInbound *in, int64 inbound_id, const char *keyword)
 
 /*
  * Act on the message in a subtransaction.  The webhook's contract: a reply
- * or NULL, never an error (the provider would retry forever).  Whatever
- * fails in acting on the message is rolled back alone, logged and recorded
- * as an event; cancels and timeouts still end the call.
+ * or NULL for whatever the message itself causes (an error of its own would
+ * make the provider retry forever): that is rolled back alone, logged and
+ * recorded as an event.  A conflict with another transaction (deadlock,
+ * serialization failure, lock timeout) is re-raised and ends the call, so
+ * the provider retries it; so do cancels, timeouts and resource exhaustion
+ * (PrmRunInSubtransaction).  README, "What the webhook raises".
  */
 static void
 FillAnswerGuarded(FillInbound *in, int64 inbound_id)

@@ -28,6 +28,7 @@
 #include "prm.h"
 #include "ticket.h"
 #include "monitor.h"
+#include "journey.h"
 #include "reengagement.h"
 
 PG_FUNCTION_INFO_V1(prm_run_due_jobs);
@@ -47,6 +48,7 @@ static int64 JobTicketDeadlines(void);
 static int64 JobMonitorAlerts(void);
 static int64 JobMonitorReminders(void);
 static int64 JobMonitorSummaries(void);
+static int64 JobJourneySteps(void);
 static int64 JobPatientStatsDue(void);
 
 typedef struct JobStep
@@ -70,6 +72,8 @@ static const JobStep job_steps[] = {
 	{"monitor_alerts", JobMonitorAlerts},
 	{"monitor_reminders", JobMonitorReminders},
 	{"monitor_summaries", JobMonitorSummaries},
+	/* journeys: actions, waits and advances that are due (journey.c) */
+	{"journey_steps", JobJourneySteps},
 	/* reengagement: levels and risks the clock changes (reengagement_tally.c) */
 	{"patient_stats_due", JobPatientStatsDue},
 };
@@ -212,6 +216,13 @@ static int64
 JobMonitorSummaries(void)
 {
 	return MonSummaryStep(500);
+}
+
+/* Journey instances whose wait ended or that are due to run their stage. */
+static int64
+JobJourneySteps(void)
+{
+	return PrmJourneyDueStep(500);
 }
 
 /* Statistics rows whose level, risk or next appointment the clock changed. */
@@ -403,6 +414,10 @@ PrmNextDeadline(void)
 			   "  (SELECT pg_catalog.min(o.next_due_at) FROM prm.reminder_occurrence o"
 			   "    WHERE o.status IN ('scheduled', 'sent')),"
 			   "  (SELECT pg_catalog.min(c.summary_due_at) FROM prm.caregiver c WHERE c.summary_due_at IS NOT NULL),"
+			   /* journeys: stage actions, waits, advances */
+			   "  (SELECT pg_catalog.min(i.due_at) FROM prm.journey_instance i"
+			   "    WHERE i.status = 'active' AND i.due_at IS NOT NULL),"
+			   "  (SELECT pg_catalog.min(p.retry_at) FROM prm.journey_pending_event p),"
 			   /* reengagement: a level, risk or next appointment the clock changes */
 			   "  (SELECT s.changes_at FROM prm.patient_stats s WHERE s.changes_at IS NOT NULL"
 			   "    ORDER BY s.changes_at LIMIT 1))",

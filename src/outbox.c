@@ -41,6 +41,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "comms.h"
 #include "outbox.h"
 
 PG_FUNCTION_INFO_V1(prm_enqueue_message);
@@ -120,11 +121,32 @@ PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
 		   const char *kind, int64 patient_id, int64 offer_id,
 		   const char *dedup_key, TimestampTz not_before)
 {
+	return PrmEnqueueOrRefuse(org_id, channel, to, body, kind, patient_id, offer_id,
+							  dedup_key, not_before, NULL);
+}
+
+/*
+ * Queue a message, the one place every message goes through.  The message
+ * takes the class of its kind (PrmMessageClass); a message to a patient
+ * passes the patient's consent and, when promotional, the frequency caps
+ * (PrmMessageGate).  A message that does not pass, or whose caller already
+ * found a refusal (the reason in refusal: no address, opted out), is kept
+ * as a row with status capped or refused and the reason in last_error --
+ * not sent, not threaded, no NOTIFY -- and its id is returned all the same.
+ */
+int64
+PrmEnqueueOrRefuse(int64 org_id, const char *channel, const char *to, const char *body,
+				   const char *kind, int64 patient_id, int64 offer_id,
+				   const char *dedup_key, TimestampTz not_before, const char *refusal)
+{
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr existing_plan = NULL;
-	Datum			  values[9];
-	char			  nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum			  values[12];
+	char			  nulls[12] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool			  isnull;
+	const char		 *message_class;
+	const char		 *status = "queued";
+	char			 *reason = refusal ? pstrdup(refusal) : NULL;
 
 	/* a key used by a message already moved to the history queues nothing */
 	if (dedup_key)
@@ -140,12 +162,24 @@ PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
 			return PrmGetInt64(0, 1, &isnull);
 	}
 
+	message_class = PrmMessageClass(org_id, kind);
+	if (message_class == NULL)
+		message_class = "exempt"; /* a kind of prm's own code, not a template */
+	if (reason)
+		status = "refused";
+	else if (patient_id > 0)
+		status = PrmMessageGate(org_id, patient_id, channel, message_class,
+								not_before ? not_before : GetCurrentTransactionStartTimestamp(),
+								&reason);
+
 	PrmPrepare(&insert_plan,
 			   "INSERT INTO prm.outbound_message"
-			   "  (org_id, channel, to_address, body, kind, patient_id, offer_id, dedup_key, not_before)"
-			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.now()))"
+			   "  (org_id, channel, to_address, body, kind, patient_id, offer_id, dedup_key, not_before,"
+			   "   status, last_error, message_class)"
+			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.now()), $10, $11, $12)"
 			   " ON CONFLICT (org_id, dedup_key) DO NOTHING RETURNING id",
-			   9, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID});
+			   12, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID,
+						   TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(channel);
 	values[2] = CStringGetTextDatum(to);
@@ -164,10 +198,26 @@ PrmEnqueue(int64 org_id, const char *channel, const char *to, const char *body,
 	values[8] = TimestampTzGetDatum(not_before);
 	if (not_before == 0)
 		nulls[8] = 'n';
+	values[9] = CStringGetTextDatum(status);
+	if (reason)
+		values[10] = CStringGetTextDatum(reason);
+	else
+		nulls[10] = 'n';
+	values[11] = CStringGetTextDatum(message_class);
 	if (PrmExecute(insert_plan, values, nulls, false, 0) == 1)
 	{
 		int64 id = PrmGetInt64(0, 1, &isnull);
 
+		if (reason)
+		{
+			/* kept, not sent: visible with its reason */
+			PrmEmitEvent(org_id, strcmp(status, "capped") == 0 ? "message_capped" : "message_refused",
+						 "outbound_message", id,
+						 psprintf("{\"patient_id\": %lld, \"kind\": %s, \"channel\": %s, \"reason\": %s}",
+								  (long long) patient_id, PrmJsonString(kind), PrmJsonString(channel),
+								  PrmJsonString(reason)));
+			return id;
+		}
 		PrmNotifyOnce(psprintf("prm_outbox_%s", channel));
 		/* every message to a patient belongs to its conversation */
 		if (patient_id > 0 && strcmp(channel, "push") != 0)
@@ -326,7 +376,26 @@ OutboxCheckLease(int64 org_id, int64 message_id, const char *status,
  */
 TimestampTz
 PrmRecipientRules(int64 org_id, const char *channel, const char *to,
-					 int64 patient_id, TimestampTz not_before)
+				  int64 patient_id, TimestampTz not_before)
+{
+	char *refusal = NULL;
+
+	not_before = PrmRecipientCheck(org_id, channel, to, patient_id, not_before, &refusal);
+	if (refusal)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s", refusal),
+				 errhint("The patient can reply START to subscribe again.")));
+	return not_before;
+}
+
+/*
+ * As PrmRecipientRules, but an opt-out is not raised: *refusal says it
+ * (NULL when the message may go).  Inside SPI.
+ */
+TimestampTz
+PrmRecipientCheck(int64 org_id, const char *channel, const char *to,
+				  int64 patient_id, TimestampTz not_before, char **refusal)
 {
 	static SPIPlanPtr plan = NULL;
 	bool			  whatsapp = strcmp(channel, "whatsapp") == 0;
@@ -337,6 +406,7 @@ PrmRecipientRules(int64 org_id, const char *channel, const char *to,
 		opted = 0;
 	char *tz;
 
+	*refusal = NULL;
 	if (!sms && strcmp(channel, "email") != 0)
 		return not_before;
 	PrmPrepare(&plan,
@@ -364,10 +434,11 @@ PrmRecipientRules(int64 org_id, const char *channel, const char *to,
 		if (PrmGetText(i, 1) != NULL && strcmp(PrmGetText(i, 1), "t") == 0)
 			opted++;
 	if (!whatsapp && n > 0 && PrmGetText(0, 1) != NULL && opted == n)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("%s has opted out of SMS", patient_id ? psprintf("patient %lld", (long long) patient_id) : to),
-				 errhint("The patient can reply START to subscribe again.")));
+	{
+		*refusal = psprintf("%s has opted out of SMS",
+							patient_id ? psprintf("patient %lld", (long long) patient_id) : to);
+		return not_before;
+	}
 	/* a number no patient has: the caller's own time (a clinic's staff, say) */
 	if (PrmGetText(0, 1) == NULL)
 		return not_before;
@@ -786,17 +857,19 @@ PrmArchiveMessages(int limit)
 			   "  DELETE FROM prm.outbound_message m"
 			   "   WHERE (m.org_id, m.id) IN ("
 			   "     SELECT x.org_id, x.id FROM prm.outbound_message x"
-			   "      WHERE x.status IN ('delivered', 'undelivered', 'failed', 'read', 'cancelled', 'sent')"
+			   "      WHERE x.status IN ('delivered', 'undelivered', 'failed', 'read', 'cancelled', 'sent',"
+			   "                         'capped', 'refused')"
 			   "        AND x.updated_at < pg_catalog.now() - interval '1 day'"
 			   "      LIMIT $1 FOR UPDATE SKIP LOCKED)"
 			   "  RETURNING m.*)"
 			   "INSERT INTO prm.outbound_message_history"
 			   "  (org_id, id, channel, to_address, body, status, attempts, created_at, lease_token,"
 			   "   lease_expires_at, not_before, kind, patient_id, offer_id, dedup_key,"
-			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign)"
+			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign, message_class)"
 			   "SELECT org_id, id, channel, to_address, body, status, attempts, created_at, lease_token,"
 			   "   lease_expires_at, not_before, kind, patient_id, offer_id, dedup_key,"
-			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign FROM moved",
+			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign, message_class"
+			   "  FROM moved",
 			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
 	/* the statement's AFTER triggers fire before PrmExecute returns */

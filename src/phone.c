@@ -18,6 +18,15 @@
  * national numbers for the regions prm's clinics work in; a region missing
  * from it is an error, never a guess.
  *
+ * Then the national numbering plans prm knows beyond lengths are checked,
+ * by country calling code and whichever way the number was written: North
+ * America (+1: area and exchange codes start 2-9, no N11 area code), the
+ * UK (+44), Germany (+49) and Australia (+61) -- see phone_plans.  The error
+ * names the rule that failed and, for a national number, the region it was
+ * read with: "0412 345 678" in a US organization is an impossible +1 041
+ * number, not an Australian mobile.  Other numbers are checked by the
+ * E.164 length (8 to 15 digits) and their region's national length.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -112,24 +121,126 @@ PhoneInvalid(const char *input, const char *detail)
 }
 
 /*
- * The national numbering rules prm knows beyond lengths: a North American
- * (+1) number has ten digits after the country code and its area code
- * cannot start with 0 or 1.  False (with the error raised) when e164
- * breaks them.
+ * North American Numbering Plan (+1): NXX NXX XXXX, ten digits after the
+ * country code; N is 2-9 in the area code and in the exchange code, and an
+ * area code of the form N11 is a service code (211, 911...), not an area.
+ * nsn: the digits after the country code.  NULL when the rules hold, else
+ * the rule broken.
+ */
+static const char *
+PhoneRuleNanp(const char *nsn, int len)
+{
+	if (len != 10)
+		return "A North American (+1) number has 10 digits after the country code (NANP: NXX NXX XXXX).";
+	if (nsn[0] == '0' || nsn[0] == '1')
+		return "A North American area code cannot start with 0 or 1 (NANP: NXX NXX XXXX, N is 2-9).";
+	if (nsn[1] == '1' && nsn[2] == '1')
+		return "A North American area code cannot end in 11: N11 codes (211, 911...) are service codes (NANP).";
+	if (nsn[3] == '0' || nsn[3] == '1')
+		return "A North American exchange code (the 3 digits after the area code) cannot start with 0 or 1 (NANP: NXX NXX XXXX, N is 2-9).";
+	return NULL;
+}
+
+/*
+ * United Kingdom (+44), Ofcom's National Telephone Numbering Plan: the
+ * national significant number does not start with 0; 04 and 06 are not
+ * allocated; numbers starting 2 (geographic), 3 (non-geographic), 5, 7
+ * (mobile) and 9 have 10 digits; numbers starting 1 (geographic) and 8 have
+ * 9 or 10.
+ */
+static const char *
+PhoneRuleGb(const char *nsn, int len)
+{
+	switch (nsn[0])
+	{
+		case '0':
+			return "A UK (+44) number does not start with 0 after the country code (Ofcom numbering plan).";
+		case '4':
+		case '6':
+			return "UK (+44) numbers starting 04 and 06 are not allocated (Ofcom numbering plan).";
+		case '1':
+		case '8':
+			if (len < 9 || len > 10)
+				return "A UK (+44) number starting 01 or 08 has 9 or 10 digits after the trunk prefix 0 (Ofcom numbering plan).";
+			return NULL;
+		default:
+			if (len != 10)
+				return "A UK (+44) number starting 02, 03, 05, 07 (mobile) or 09 has 10 digits after the trunk prefix 0 (Ofcom numbering plan).";
+			return NULL;
+	}
+}
+
+/*
+ * Germany (+49), Bundesnetzagentur's plan: the national significant number
+ * does not start with 0; mobile numbers (015x, 016x, 017x) have 10 or 11
+ * digits after the trunk prefix 0.  Geographic numbers vary in length (area
+ * codes of 2 to 5 digits): only the region's length bounds apply to them.
+ */
+static const char *
+PhoneRuleDe(const char *nsn, int len)
+{
+	if (nsn[0] == '0')
+		return "A German (+49) number does not start with 0 after the country code (Bundesnetzagentur numbering plan).";
+	if (nsn[0] == '1' && (nsn[1] == '5' || nsn[1] == '6' || nsn[1] == '7') &&
+		(len < 10 || len > 11))
+		return "A German mobile number (015x, 016x, 017x) has 10 or 11 digits after the trunk prefix 0 (Bundesnetzagentur numbering plan).";
+	return NULL;
+}
+
+/*
+ * Australia (+61), ACMA's Telecommunications Numbering Plan: 9 digits after
+ * the country code, starting 2, 3, 7 or 8 (geographic: 02, 03, 07, 08), 4
+ * (mobile: 04) or 5 (location independent: 05).  1300, 1800 and 13 numbers
+ * are not reachable from abroad, so not E.164 numbers of a patient.
+ */
+static const char *
+PhoneRuleAu(const char *nsn, int len)
+{
+	if (len != 9)
+		return "An Australian (+61) number has 9 digits after the country code (ACMA numbering plan).";
+	if (strchr("234578", nsn[0]) == NULL)
+		return "An Australian (+61) number starts 02, 03, 07 or 08 (geographic), 04 (mobile) or 05 after the country code (ACMA numbering plan); 1300, 1800 and 13 numbers cannot be dialled from abroad.";
+	return NULL;
+}
+
+/* The national plans prm checks beyond lengths, by country calling code. */
+static const struct
+{
+	const char *calling_code;
+	const char *(*rule) (const char *nsn, int len);
+}			phone_plans[] = {
+	{"1", PhoneRuleNanp},
+	{"44", PhoneRuleGb},
+	{"49", PhoneRuleDe},
+	{"61", PhoneRuleAu},
+};
+
+/*
+ * Check e164 against the national numbering plan of its country calling
+ * code (calling codes are prefix-free, so the first match is the plan).
+ * False (with the error raised, naming the rule) when it breaks one.
+ * region: the region a national number was read with (NULL: international
+ * input), named in the detail so that "0412 345 678" read as a US number
+ * says why.
  */
 static bool
-PhoneCheckNumbering(const char *input, const char *e164)
+PhoneCheckNumbering(const char *input, const char *e164, const char *region)
 {
-	if (strncmp(e164, "+1", 2) != 0)
-		return true;
-	if (strlen(e164) != 12)
+	int i;
+
+	for (i = 0; i < (int) lengthof(phone_plans); i++)
 	{
-		PhoneInvalid(input, "A North American (+1) number has 10 digits after the country code (NANP).");
-		return false;
-	}
-	if (e164[2] == '0' || e164[2] == '1')
-	{
-		PhoneInvalid(input, "A North American area code cannot start with 0 or 1 (NANP); is it a number of another region?");
+		int			cc_len = strlen(phone_plans[i].calling_code);
+		const char *broken;
+
+		if (strncmp(e164 + 1, phone_plans[i].calling_code, cc_len) != 0)
+			continue;
+		broken = phone_plans[i].rule(e164 + 1 + cc_len, strlen(e164) - 1 - cc_len);
+		if (broken == NULL)
+			return true;
+		PhoneInvalid(input, region == NULL ? broken
+					 : psprintf("%s It was read as a national number of region %s, the organization's phone_region (or prm.default_region).",
+								broken, region));
 		return false;
 	}
 	return true;
@@ -222,7 +333,7 @@ PrmNormalizePhone(const char *input, const char *region)
 			return NULL;
 		}
 		appendStringInfoString(&out, digits);
-		return PhoneCheckNumbering(input, out.data) ? out.data : NULL;
+		return PhoneCheckNumbering(input, out.data, NULL) ? out.data : NULL;
 	}
 	else
 	{
@@ -230,7 +341,7 @@ PrmNormalizePhone(const char *input, const char *region)
 
 		nsn = digits;
 		nsn_len = ndigits;
-		if (r->trunk != 0 && nsn_len > r->min_len && nsn[0] == r->trunk)
+		if (r->trunk != 0 && nsn_len > 1 && nsn[0] == r->trunk)
 		{
 			nsn++;
 			nsn_len--;
@@ -254,7 +365,7 @@ PrmNormalizePhone(const char *input, const char *region)
 			PhoneInvalid(input, "An E.164 number has at most 15 digits.");
 			return NULL;
 		}
-		return PhoneCheckNumbering(input, out.data) ? out.data : NULL;
+		return PhoneCheckNumbering(input, out.data, r->region) ? out.data : NULL;
 	}
 }
 

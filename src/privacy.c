@@ -61,6 +61,8 @@
  *	  (counts and times, no text) and the statistics triggers recompute it
  *	  whenever those rows change, so a deleted row would come back at the
  *	  next archiving run.
+ *	- patient_consent: every consent in force withdrawn (a decision of
+ *	  method erasure), notes '[erased]'; the decisions stay, de-identified.
  *	- Not the patient's: organization, location, provider, therapist,
  *	  message_template (the clinic's own texts), org_access, access_privilege,
  *	  function_level, org_mutex, job_run (role and job names, cluster-wide
@@ -98,6 +100,8 @@
 #include "utils/jsonb.h"
 
 #include "prm.h"
+#include "comms.h"	  /* communications: consent in export and erasure */
+#include "journey.h" /* journeys: export and erasure */
 #include "monitor.h" /* companion monitoring: export and erasure */
 
 PG_FUNCTION_INFO_V1(prm_export_patient);
@@ -183,7 +187,7 @@ prm_export_patient(PG_FUNCTION_ARGS)
 			   " 'statistics', (SELECT pg_catalog.to_jsonb(s) FROM prm.patient_stats s"
 			   "     WHERE s.org_id = $1 AND s.patient_id = $2),"
 			   " 'events', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e) ORDER BY e.id)"
-			   "     FROM prm.event e WHERE e.org_id = $1 AND e.entity = 'patient' AND e.entity_id = $2), '[]'))",
+			   "     FROM prm.event e WHERE e.org_id = $1 AND e.patient_id = $2), '[]'))",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(patient_id);
@@ -192,6 +196,10 @@ prm_export_patient(PG_FUNCTION_ARGS)
 	Assert(!isnull);
 	/* companion monitoring (monitor_privacy.c): care circle, activity, alerts, reminders */
 	result = DirectFunctionCall2(jsonb_concat, result, MonExportPatient(org_id, patient_id));
+	/* journeys (journey.c): instances and their history */
+	result = DirectFunctionCall2(jsonb_concat, result, JourneyExportPatient(org_id, patient_id));
+	/* communications (comms_consent.c): the consent history */
+	result = DirectFunctionCall2(jsonb_concat, result, CommsExportPatient(org_id, patient_id));
 	result = SPI_datumTransfer(result, false, -1);
 	PrivacyLogExport(org_id, patient_id);
 	PrmEmitEvent(org_id, "patient_exported", "patient", patient_id, NULL);
@@ -243,6 +251,12 @@ prm_erase_patient(PG_FUNCTION_ARGS)
 	result = PrivacyBlank(org_id, patient_id, withdrawn);
 	/* companion monitoring (monitor_privacy.c): messages about them blanked, their rows deleted */
 	result = DirectFunctionCall2(jsonb_concat, result, MonErasePatient(org_id, patient_id));
+	/* journeys (journey.c): errors in their history blanked */
+	result = DirectFunctionCall2(jsonb_concat, result, JourneyErasePatient(org_id, patient_id));
+	/* communications (comms_consent.c): consents withdrawn, their notes blanked */
+	result = DirectFunctionCall2(jsonb_concat, result, CommsErasePatient(org_id, patient_id));
+	/* the concatenations live in SPI's memory: out of it before SPI_finish */
+	result = SPI_datumTransfer(result, false, -1);
 	PrmEmitEvent(org_id, "patient_erased", "patient", patient_id, NULL);
 	PrmSpiFinish();
 	PG_RETURN_DATUM(result);
@@ -372,10 +386,15 @@ PrivacyBlank(int64 org_id, int64 patient_id, int64 withdrawn)
 			   /* and theirs in a conversation of a number they share */
 			   "               OR x.outbound_message_id IN (SELECT m.id FROM m UNION ALL SELECT h.id FROM h)"
 			   "               OR x.inbound_message_id IN (SELECT i.id FROM i)) RETURNING 1),"
-			   /* their words copied into tickets (a handoff's message) */
-			   " tk AS (UPDATE prm.ticket x SET description = '[erased]'"
-			   "        WHERE x.org_id = $1 AND x.description IS NOT NULL"
-			   "          AND (x.patient_id = $2 OR x.conversation_id IN (SELECT cv.id FROM cv)) RETURNING 1),"
+			   /* tickets about them: the subject, the description (a handoff's message) and every
+			    * comment, internal or written to them, are blanked; the tickets stay for the SLA books */
+			   " tk AS (UPDATE prm.ticket x"
+			   "          SET subject = '[erased]',"
+			   "              description = CASE WHEN x.description IS NOT NULL THEN '[erased]' END"
+			   "        WHERE x.org_id = $1"
+			   "          AND (x.patient_id = $2 OR x.conversation_id IN (SELECT cv.id FROM cv)) RETURNING x.id),"
+			   " tc AS (UPDATE prm.ticket_comment x SET body = '[erased]'"
+			   "        WHERE x.org_id = $1 AND x.ticket_id IN (SELECT tk.id FROM tk) RETURNING 1),"
 			   " r AS (UPDATE prm.placement_request r"
 			   "         SET latitude = NULL, longitude = NULL, birth_year = NULL, gender_preference = NULL"
 			   "       WHERE r.org_id = $1 AND r.patient_id = $2 RETURNING 1),"
@@ -402,7 +421,8 @@ PrivacyBlank(int64 org_id, int64 patient_id, int64 withdrawn)
 			   "  'messages_in_blanked', (SELECT pg_catalog.count(*) FROM i),"
 			   "  'conversations_closed', (SELECT pg_catalog.count(*) FROM cv),"
 			   "  'conversation_messages_blanked', (SELECT pg_catalog.count(*) FROM cvm),"
-			   "  'ticket_descriptions_blanked', (SELECT pg_catalog.count(*) FROM tk),"
+			   "  'tickets_blanked', (SELECT pg_catalog.count(*) FROM tk),"
+			   "  'ticket_comments_blanked', (SELECT pg_catalog.count(*) FROM tc),"
 			   "  'placement_requests_withdrawn', $3,"
 			   "  'placement_requests_blanked', (SELECT pg_catalog.count(*) FROM r),"
 			   "  'placement_times_deleted', (SELECT pg_catalog.count(*) FROM rt),"

@@ -21,8 +21,10 @@
 
 #include "access/xact.h"
 #include "utils/resowner.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/extension.h"
 #include "commands/trigger.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -614,6 +616,70 @@ PrmNotifyOnce(const char *channel)
 }
 
 /*
+ * The patient an event is about, from its entity: the patient itself, or the
+ * patient_id of the entity's row (0: none, or an entity about no patient).
+ * Each entity's lookup is prepared when first needed, so an extension
+ * script's events never name a table that does not exist yet.
+ */
+typedef struct EventEntity
+{
+	const char *entity;
+	const char *sql;
+	SPIPlanPtr	plan;
+} EventEntity;
+
+/* Has prm.event the patient_id column (0.3.0 on)?  Syscache lookups only. */
+static bool
+EventHasPatient(void)
+{
+	Oid nsp = get_namespace_oid("prm", true);
+	Oid rel = OidIsValid(nsp) ? get_relname_relid("event", nsp) : InvalidOid;
+
+	return OidIsValid(rel) && get_attnum(rel, "patient_id") != InvalidAttrNumber;
+}
+
+static int64
+EventPatient(int64 org_id, const char *entity, int64 entity_id)
+{
+#define EVENT_LOOKUP(table) \
+	"SELECT x.patient_id FROM prm." table " x WHERE x.org_id = $1 AND x.id = $2"
+	static EventEntity entities[] = {
+		{"appointment", EVENT_LOOKUP("appointment"), NULL},
+		{"waitlist_entry", EVENT_LOOKUP("waitlist_entry"), NULL},
+		{"offer", EVENT_LOOKUP("offer"), NULL},
+		{"outbound_message", EVENT_LOOKUP("outbound_message"), NULL},
+		{"inbound_message", EVENT_LOOKUP("inbound_message"), NULL},
+		{"conversation", EVENT_LOOKUP("conversation"), NULL},
+		{"ticket", EVENT_LOOKUP("ticket"), NULL},
+		{"alert", EVENT_LOOKUP("alert"), NULL},
+		{"reminder", EVENT_LOOKUP("reminder"), NULL},
+		{"reminder_occurrence", EVENT_LOOKUP("reminder_occurrence"), NULL},
+		{"placement_request", EVENT_LOOKUP("placement_request"), NULL},
+		{"journey_instance", EVENT_LOOKUP("journey_instance"), NULL},
+	};
+#undef EVENT_LOOKUP
+	Datum values[2] = {Int64GetDatum(org_id), Int64GetDatum(entity_id)};
+	bool  isnull;
+	int	  i;
+
+	if (strcmp(entity, "patient") == 0)
+		return entity_id;
+	for (i = 0; i < (int) lengthof(entities); i++)
+	{
+		int64 patient_id;
+
+		if (strcmp(entity, entities[i].entity) != 0)
+			continue;
+		PrmPrepare(&entities[i].plan, entities[i].sql, 2, (Oid[]){INT8OID, INT8OID});
+		if (PrmExecute(entities[i].plan, values, NULL, false, 1) == 0)
+			return 0;
+		patient_id = PrmGetInt64(0, 1, &isnull);
+		return isnull ? 0 : patient_id;
+	}
+	return 0;
+}
+
+/*
  * Record a state change in prm.event, with the calling role as actor, and
  * wake the listeners of "prm_event".  Must run inside SPI.
  */
@@ -622,13 +688,12 @@ PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 			 int64 entity_id, const char *payload_json)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum			  values[6];
-	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	static SPIPlanPtr old_plan = NULL;
+	Datum			  values[7];
+	char			  nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int64			  patient_id = 0;
+	bool			  isnull;
 
-	PrmPrepare(&plan,
-			   "INSERT INTO prm.event (org_id, kind, entity, entity_id, payload, actor)"
-			   " VALUES ($1, $2, $3, $4, coalesce($5::pg_catalog.jsonb, '{}'), $6)",
-			   6, (Oid[]){INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = CStringGetTextDatum(entity);
@@ -638,9 +703,39 @@ PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 	else
 		nulls[4] = 'n';
 	values[5] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
-	PrmExecute(plan, values, nulls, false, 0);
+
+	/*
+	 * The library also serves schemas older than 0.3.0 (before ALTER
+	 * EXTENSION UPDATE), whose prm.event has no patient_id.
+	 */
+	if (!EventHasPatient())
+	{
+		PrmPrepare(&old_plan,
+				   "INSERT INTO prm.event (org_id, kind, entity, entity_id, payload, actor)"
+				   " VALUES ($1, $2, $3, $4, coalesce($5::pg_catalog.jsonb, '{}'), $6)",
+				   6, (Oid[]){INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID});
+		PrmExecute(old_plan, values, nulls, false, 0);
+	}
+	else
+	{
+		patient_id = EventPatient(org_id, entity, entity_id);
+		PrmPrepare(&plan,
+				   "INSERT INTO prm.event (org_id, kind, entity, entity_id, payload, actor, patient_id)"
+				   " VALUES ($1, $2, $3, $4, coalesce($5::pg_catalog.jsonb, '{}'), $6, $7) RETURNING id",
+				   7, (Oid[]){INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID, INT8OID});
+		values[6] = Int64GetDatum(patient_id);
+		nulls[6] = patient_id ? ' ' : 'n';
+		PrmExecute(plan, values, nulls, false, 0);
+	}
 	if (prm_notify_events)
 		PrmNotifyOnce("prm_event");
+
+	/*
+	 * Journeys react to events about a patient -- not while an extension
+	 * script runs: an update's own events come before the journey tables.
+	 */
+	if (patient_id && !creating_extension)
+		PrmJourneyOnEvent(org_id, PrmGetInt64(0, 1, &isnull), kind, patient_id, payload_json);
 }
 
 /* s as a quoted, escaped JSON string (palloc'd). */

@@ -118,6 +118,9 @@ extern bool		  PrmErrorIsTransient(const ErrorData *edata);
 extern void	 PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 						  int64 entity_id, const char *payload_json);
 extern void	 PrmNotifyOnce(const char *channel);
+/* journey.c: journeys react to events about a patient (inside SPI) */
+extern void	 PrmJourneyOnEvent(int64 org_id, int64 event_id, const char *kind,
+							   int64 patient_id, const char *payload);
 extern char *PrmJsonString(const char *s);
 
 /* directory.c */
@@ -244,6 +247,10 @@ typedef struct PrmSettings
 	bool appointment_reminders;
 	char reminder_offsets[128]; /* null: none */
 	char reminder_channel[8];	/* null: "sms" */
+	/* communications */
+	int32 promotional_daily_cap;
+	int32 promotional_weekly_cap;
+	char  consent_required[160]; /* null: "" */
 } PrmSettings;
 
 extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);
@@ -299,15 +306,28 @@ typedef struct PrmTemplateVar
 
 extern char		  *PrmRender(int64 org_id, const char *kind, const char *channel,
 							 const char *locale, const PrmTemplateVar *vars, int nvars);
+extern char		  *PrmRenderIfPossible(int64 org_id, const char *kind, const char *channel,
+									   const char *locale, const PrmTemplateVar *vars,
+									   int nvars, char **missing);
+extern bool		   PrmKindIsBuiltIn(const char *kind);
+extern const char *PrmMessageClass(int64 org_id, const char *kind);
+extern const char *PrmRequireMessageKind(int64 org_id, const char *kind);
 extern TimestampTz PrmQuietRelease(const PrmSettings *s, const char *tz,
 								   TimestampTz t);
 extern int64	   PrmEnqueue(int64 org_id, const char *channel, const char *to,
 							  const char *body, const char *kind, int64 patient_id,
 							  int64 offer_id, const char *dedup_key,
 							  TimestampTz not_before);
+extern int64	   PrmEnqueueOrRefuse(int64 org_id, const char *channel, const char *to,
+									  const char *body, const char *kind, int64 patient_id,
+									  int64 offer_id, const char *dedup_key,
+									  TimestampTz not_before, const char *refusal);
 extern TimestampTz PrmRecipientRules(int64 org_id, const char *channel,
 									 const char *to, int64 patient_id,
 									 TimestampTz not_before);
+extern TimestampTz PrmRecipientCheck(int64 org_id, const char *channel,
+									 const char *to, int64 patient_id,
+									 TimestampTz not_before, char **refusal);
 extern int		   PrmReleaseExpiredLeases(int limit);
 extern int		   PrmArchiveMessages(int limit);
 extern bool		   PrmArchiveInProgress(void);
@@ -324,6 +344,7 @@ extern int		   PrmSendDueBatches(int limit);
 extern const char *PrmFillTakeSweepError(void);
 
 /* directory.c */
+extern void	 PrmCheckPatientPhone(int64 org_id, const char *e164);
 extern int64 PrmCancelAppointment(int64 org_id, int64 appointment_id,
 								  const char *reason);
 
@@ -350,5 +371,9 @@ extern bool PrmReminderReply(int64 org_id, Datum patients, const char *keyword,
 /* worker.c */
 extern void PrmWorkerInit(void);
 extern void PrmWakeWorker(TimestampTz deadline);
+extern char *PrmWorkerStatusJson(void);
+
+/* outbox.c: the outbox's part of prm.health() */
+extern PGDLLEXPORT Datum prm_health(PG_FUNCTION_ARGS);
 
 #endif /* PRM_H */

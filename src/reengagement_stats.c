@@ -130,11 +130,14 @@ typedef struct StatsColumns
  * The facts of patients from their rows, in the order of the stored
  * columns (PrmStatsReadFacts).  %s restricts the patients (p).
  */
-#define STATS_OUTBOUND(cols)                                          \
-	"(SELECT " cols " FROM prm.outbound_message m0"                   \
-	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id"           \
-	" UNION ALL SELECT " cols " FROM prm.outbound_message_history m0" \
-	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id)"
+/* (capped and refused messages were never queued: they do not count) */
+#define STATS_OUTBOUND(cols)                                                   \
+	"(SELECT " cols " FROM prm.outbound_message m0"                            \
+	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id"                    \
+	"    AND m0.status NOT IN ('capped', 'refused')"                           \
+	" UNION ALL SELECT " cols " FROM prm.outbound_message_history m0"          \
+	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id"                    \
+	"    AND m0.status NOT IN ('capped', 'refused'))"
 
 static const char *const facts_sql =
 	"SELECT p.id, a.total, a.completed, a.cancelled, a.noshow, a.first_visit, a.last_visit,"
@@ -281,6 +284,16 @@ StatsReadEntry(TupleTableSlot *slot, const StatsColumns *c, int sign, StatsEntry
 		d = slot_getattr(slot, c->id, &isnull);
 		e->id = isnull ? 0 : DatumGetInt64(d);
 	}
+	else if (c->table == STATS_OUTBOUND)
+	{
+		char *status;
+
+		/* capped and refused messages were never queued: they do not count */
+		d = slot_getattr(slot, c->status, &isnull);
+		status = isnull ? "" : TextDatumGetCString(d);
+		if (strcmp(status, "capped") == 0 || strcmp(status, "refused") == 0)
+			return false;
+	}
 	return true;
 }
 
@@ -375,7 +388,8 @@ StatsRepliedByInbound(int64 org_id, int64 patient_id, TimestampTz lo, TimestampT
 
 #define STATS_REPLY_WINDOW(table)                                               \
 	"SELECT m0.created_at FROM " table " m0 WHERE m0.org_id = $1 AND m0.patient_id = $2" \
-	"   AND m0.created_at > $3 - interval '48 hours' AND m0.created_at <= $4"
+	"   AND m0.created_at > $3 - interval '48 hours' AND m0.created_at <= $4"    \
+	"   AND m0.status NOT IN ('capped', 'refused')"
 #define STATS_ANSWERED(cond)                                                \
 	"(SELECT 1 FROM prm.inbound_message y WHERE y.org_id = $1 AND y.patient_id = $2" \
 	"   AND y.received_at >= m.created_at"                                      \
@@ -732,6 +746,7 @@ prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 	{
 		c.table = STATS_OUTBOUND;
 		c.at = SPI_fnumber(RelationGetDescr(rel), "created_at");
+		c.status = SPI_fnumber(RelationGetDescr(rel), "status");
 	}
 
 	entries = palloc(sizeof(StatsEntry) * cap);

@@ -261,13 +261,9 @@ SyncPatient(int64 org_id, const char *source, JsonbContainer *record,
 
 	if (phone)
 	{
-		char *e164 = PrmTryNormalizePhone(phone, region);
-
-		if (e164 == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("phone number \"%s\" cannot be read", phone)));
-		phone = e164;
+		/* the record is rejected with the rule the number breaks */
+		phone = PrmNormalizePhone(phone, region);
+		PrmCheckPatientPhone(org_id, phone);
 	}
 	if (email)
 		PrmCheckEmail(email);
@@ -516,10 +512,12 @@ SyncItemFailed(void *ctx, int i, ErrorData *edata)
 	MemoryContext old = MemoryContextSwitchTo(b->cxt);
 
 	b->outcomes[i] = -1;
-	appendStringInfo(&b->rejections, "%s{\"index\": %d, \"external_id\": %s, \"reason\": %s}",
+	appendStringInfo(&b->rejections, "%s{\"index\": %d, \"external_id\": %s, \"reason\": %s%s%s}",
 					 b->rejected > 0 ? ", " : "", i,
 					 b->ids[i] ? PrmJsonString(b->ids[i]) : "null",
-					 PrmJsonString(edata->message));
+					 PrmJsonString(edata->message),
+					 edata->detail ? ", \"detail\": " : "",
+					 edata->detail ? PrmJsonString(edata->detail) : "");
 	b->rejected++;
 	MemoryContextSwitchTo(old);
 }

@@ -44,7 +44,7 @@
 
 #include <math.h>
 
-#include "prm.h"
+#include "comms.h"
 
 PG_FUNCTION_INFO_V1(prm_configure);
 PG_FUNCTION_INFO_V1(prm_settings);
@@ -95,6 +95,7 @@ static void SettingCheckUrl(const SettingDef *def, const char *value, const char
 static void SettingCheckKeywords(const SettingDef *def, const char *value, const char *str);
 static void SettingCheckReminderOffsets(const SettingDef *def, const char *value, const char *str);
 static void SettingCheckReminderChannel(const SettingDef *def, const char *value, const char *str);
+static void SettingCheckConsentRequired(const SettingDef *def, const char *value, const char *str);
 
 /* what a null reminder_channel loads as */
 static char *reminder_channel_fallback = "sms";
@@ -148,6 +149,10 @@ static const SettingDef setting_defs[] = {
 	SETTING(appointment_reminders, SETTING_BOOL, "false", 0, 0, NULL, NULL, "queue reminders of every booked appointment, reminder_offsets before it on reminder_channel (off until the organization turns it on)"),
 	SETTING(reminder_offsets, SETTING_TEXT, "\"24 hours,2 hours\"", 0, 0, SettingCheckReminderOffsets, NULL, "comma-separated times before an appointment that its reminders go out, each a whole number of minutes, hours or days from 5 minutes to 30 days, at most 5 (null: none)"),
 	SETTING(reminder_channel, SETTING_TEXT, "\"sms\"", 0, 0, SettingCheckReminderChannel, &reminder_channel_fallback, "channel of appointment reminders: sms or email (replies C and X are read on SMS)"),
+	/* communications (comms.c, comms_consent.c) */
+	SETTING(promotional_daily_cap, SETTING_INT, "1", 0, 100, NULL, NULL, "promotional messages per patient per day (the patient's local calendar day, by send time); exempt messages are never capped"),
+	SETTING(promotional_weekly_cap, SETTING_INT, "3", 0, 500, NULL, NULL, "promotional messages per patient per week (Monday to Sunday in the patient's time zone, by send time)"),
+	SETTING(consent_required, SETTING_TEXT, "null", 0, 0, SettingCheckConsentRequired, NULL, "comma-separated channel:purpose pairs (channel sms, whatsapp, email, voice, push or *; purpose promotional, exempt or *) whose messages need the patient's consent (null: none)"),
 };
 
 /* one-organization cache of PrmLoadSettings, valid for one transaction */
@@ -840,4 +845,14 @@ SettingCheckReminderChannel(const SettingDef *def, const char *value, const char
 {
 	if (strcmp(str, "sms") != 0 && strcmp(str, "email") != 0)
 		SettingInvalid(def, value, "It must be \"sms\" or \"email\".");
+}
+
+/* consent_required: channel:purpose pairs. */
+static void
+SettingCheckConsentRequired(const SettingDef *def, const char *value, const char *str)
+{
+	const char *error = NULL;
+
+	if (!PrmCheckConsentRequired(str, &error))
+		SettingInvalid(def, value, error);
 }

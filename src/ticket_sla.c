@@ -13,6 +13,11 @@
  * and a bound end inside a skipped hour moves forward to the first valid
  * instant.  The walk stops after BIZ_MAX_DAYS days (an organization closed
  * for two years, say, by holidays): 54000 rather than an endless loop.
+ * Measuring business time between two instants walks the same days, so
+ * prm.business_time_between refuses a span of more than BIZ_MAX_DAYS - 2
+ * days (54000) rather than count it short.
+ * "No stop" is BIZ_NO_STOP (infinity, which no finite input equals), never
+ * 0: 0 is the instant 2000-01-01 00:00 UTC.
  *
  * Clocks.  A ticket has two clocks, first reply and resolution, each with a
  * target from its priority's prm.sla_policy.  A running clock is a due time
@@ -29,6 +34,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "datatype/timestamp.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -45,6 +51,7 @@ PG_FUNCTION_INFO_V1(prm_business_time_between);
 #define BIZ_MAX_RANGES 8
 #define BIZ_MAX_DAYS 800
 #define BIZ_MAX_HOLIDAYS 2000
+#define BIZ_NO_STOP DT_NOEND /* the walk adds business time instead */
 
 typedef struct BizRange
 {
@@ -280,7 +287,7 @@ BizWalk(const BizCalendar *cal, TimestampTz start, int64 target,
 	*consumed = 0;
 	if (cal->always_open)
 	{
-		if (stop != 0 && (target < 0 || start + target > stop))
+		if (stop != BIZ_NO_STOP && (target < 0 || start + target > stop))
 		{
 			*consumed = Max(stop - start, 0);
 			return 0;
@@ -303,9 +310,9 @@ BizWalk(const BizCalendar *cal, TimestampTz start, int64 target,
 			TimestampTz lo = Max(BizInstant(cal, d, cal->ranges[wd][r].start), start);
 			TimestampTz hi = BizInstant(cal, d, cal->ranges[wd][r].end);
 
-			if (stop != 0 && lo >= stop)
+			if (stop != BIZ_NO_STOP && lo >= stop)
 				return 0;
-			if (stop != 0 && hi > stop)
+			if (stop != BIZ_NO_STOP && hi > stop)
 				hi = stop;
 			if (hi <= lo)
 				continue;
@@ -319,7 +326,7 @@ BizWalk(const BizCalendar *cal, TimestampTz start, int64 target,
 			*consumed += hi - lo;
 		}
 	}
-	if (stop != 0)
+	if (stop != BIZ_NO_STOP)
 		return 0;
 	ereport(ERROR,
 			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -337,7 +344,7 @@ BizAdd(int64 org_id, TimestampTz start, int64 usecs)
 	int64		consumed;
 
 	BizLoad(org_id, start, &cal);
-	return BizWalk(&cal, start, usecs, 0, &consumed);
+	return BizWalk(&cal, start, usecs, BIZ_NO_STOP, &consumed);
 }
 
 /* The business time of the organization in [from, to). */
@@ -764,9 +771,21 @@ prm_business_time_between(PG_FUNCTION_ARGS)
 	TimestampTz from = PRM_GETARG_TIMESTAMPTZ_NOTNULL(1, "from");
 	TimestampTz to = PRM_GETARG_TIMESTAMPTZ_NOTNULL(2, "to");
 	int64		usecs;
+	int64		span;
 
 	PrmCheckFiniteTimestamp(from, "from");
 	PrmCheckFiniteTimestamp(to, "to");
+	/*
+	 * The walk covers BIZ_MAX_DAYS local days: a longer span would be counted
+	 * short.  The widest finite span overflows int64 microseconds.
+	 */
+	if (to > from && (pg_sub_s64_overflow(to, from, &span) ||
+					  span / USECS_PER_DAY > BIZ_MAX_DAYS - 2))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("business time is measured over at most %d days", BIZ_MAX_DAYS - 2),
+				 errdetail("The span from \"from\" to \"to\" is longer."),
+				 errhint("Measure a longer span in parts and add them up.")));
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
 	usecs = BizBetween(org_id, from, to);

@@ -32,6 +32,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -69,6 +70,9 @@ typedef struct PrmWorkerSlot
 	pid_t		pid;
 	Latch	   *latch;
 	TimestampTz sleep_until; /* 0 while running steps */
+	TimestampTz started_at;
+	TimestampTz last_round_at; /* when its last round of steps ended */
+	bool		last_round_failed; /* a step of that round failed */
 } PrmWorkerSlot;
 
 typedef struct PrmShared
@@ -101,6 +105,8 @@ static void PrmShmemStartup(void);
 static void PrmWakeCallback(XactEvent event, void *arg);
 static void PrmWorkerSigterm(SIGNAL_ARGS);
 static void PrmWorkerDetach(int code, Datum arg);
+static int	PrmLauncherStopUnlisted(char **names, BackgroundWorkerHandle **handles,
+									TimestampTz *started, int nnames, List *dblist);
 
 /*
  * Define the worker's settings and, when preloaded, ask for shared memory
@@ -238,6 +244,101 @@ PrmWakeWorker(TimestampTz deadline)
 		pending_wake = deadline;
 }
 
+/* Is dbname one of the databases in prm.databases? */
+static bool
+PrmDatabaseListed(const char *dbname)
+{
+	char	 *raw = pstrdup(prm_databases);
+	List	 *dblist = NIL;
+	ListCell *lc;
+	bool	  listed = false;
+
+	if (SplitGUCList(raw, ',', &dblist))
+		foreach (lc, dblist)
+			if (strcmp((char *) lfirst(lc), dbname) == 0)
+				listed = true;
+	list_free(dblist);
+	pfree(raw);
+	return listed;
+}
+
+/*
+ * The worker's part of prm.health(), as jsonb text: whether prm is preloaded,
+ * whether this database is in prm.databases, whether its worker runs (its
+ * shared slot, the source the wake-ups use too), since when, when its last
+ * round of steps ended and whether a step failed in it, until when it
+ * sleeps, when any step last ran (prm.job_run: the worker or run_due_jobs),
+ * the steps whose last run failed, and, when something is off, what to do.
+ * Must run inside SPI.
+ */
+char *
+PrmWorkerStatusJson(void)
+{
+	static SPIPlanPtr plan = NULL;
+	char	   *dbname = get_database_name(MyDatabaseId);
+	bool		preloaded = prm_shared != NULL;
+	bool		listed = PrmDatabaseListed(dbname);
+	PrmWorkerSlot slot;
+	const char *problem = NULL;
+	Datum		values[9];
+	char		nulls[9];
+	int			i;
+
+	memset(&slot, 0, sizeof(slot));
+	if (preloaded)
+	{
+		SpinLockAcquire(&prm_shared->mutex);
+		for (i = 0; i < PRM_MAX_WORKERS; i++)
+			if (prm_shared->slots[i].pid != 0 &&
+				prm_shared->slots[i].dboid == MyDatabaseId)
+				slot = prm_shared->slots[i];
+		SpinLockRelease(&prm_shared->mutex);
+	}
+
+	if (!preloaded)
+		problem = "prm is not in shared_preload_libraries, so no worker runs: add it and restart the server, or schedule prm.run_due_jobs() with pg_cron (prm.schedule_with_pg_cron()).";
+	else if (!listed)
+		problem = psprintf("Database \"%s\" is not in prm.databases (\"%s\"): add it and reload the configuration.",
+						   dbname, prm_databases);
+	else if (slot.pid == 0)
+		problem = "No prm worker is running for this database: the server log says why (max_worker_processes reached, or the worker failing to start).";
+	else if (!prm_worker_enabled)
+		problem = "prm.worker_enabled is off: the worker runs no steps.";
+	else if (slot.last_round_failed)
+		problem = "A step failed in the worker's last round: see failed_steps and the server log.";
+
+	PrmPrepare(&plan,
+			   "SELECT pg_catalog.jsonb_build_object("
+			   " 'preloaded', $1, 'listed', $2, 'enabled', $3,"
+			   " 'running', $4 IS NOT NULL, 'pid', $4,"
+			   " 'started_at', $5, 'last_round_at', $6,"
+			   " 'seconds_since_last_round', extract(epoch FROM pg_catalog.now() - $6),"
+			   " 'sleeping_until', $7,"
+			   " 'steps_last_run_at', (SELECT pg_catalog.max(j.last_run_at) FROM prm.job_run j),"
+			   " 'failed_steps', (SELECT coalesce(pg_catalog.jsonb_agg(j.job ORDER BY j.job), '[]')"
+			   "                    FROM prm.job_run j WHERE j.last_error IS NOT NULL),"
+			   " 'max_sleep_seconds', $8, 'problem', $9)::text",
+			   9, (Oid[]){BOOLOID, BOOLOID, BOOLOID, INT4OID, TIMESTAMPTZOID,
+						  TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TEXTOID});
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = BoolGetDatum(preloaded);
+	values[1] = BoolGetDatum(listed);
+	values[2] = BoolGetDatum(prm_worker_enabled);
+	values[3] = Int32GetDatum((int32) slot.pid);
+	nulls[3] = slot.pid != 0 ? ' ' : 'n';
+	values[4] = TimestampTzGetDatum(slot.started_at);
+	nulls[4] = slot.pid != 0 ? ' ' : 'n';
+	values[5] = TimestampTzGetDatum(slot.last_round_at);
+	nulls[5] = slot.last_round_at != 0 ? ' ' : 'n';
+	values[6] = TimestampTzGetDatum(slot.sleep_until);
+	nulls[6] = slot.sleep_until != 0 ? ' ' : 'n';
+	values[7] = Int32GetDatum(prm_worker_max_sleep);
+	values[8] = problem ? CStringGetTextDatum(problem) : (Datum) 0;
+	nulls[8] = problem ? ' ' : 'n';
+	PrmExecute(plan, values, nulls, true, 1);
+	return PrmGetText(0, 1);
+}
+
 /* SIGTERM: finish the current step, then leave. */
 static void
 PrmWorkerSigterm(SIGNAL_ARGS)
@@ -307,7 +408,57 @@ PrmStartWorker(const char *dbname)
 }
 
 /*
- * The launcher: keep one worker running for each database in prm.databases.
+ * Stop the workers of databases no longer in prm.databases (dblist) and
+ * forget them, so that the database can be dropped; return how many names
+ * are left.  The launcher waits for each to exit: it is the one that would
+ * otherwise start it again.
+ */
+static int
+PrmLauncherStopUnlisted(char **names, BackgroundWorkerHandle **handles,
+						TimestampTz *started, int nnames, List *dblist)
+{
+	int i = 0;
+
+	while (i < nnames)
+	{
+		ListCell *lc;
+		bool	  listed = false;
+
+		foreach (lc, dblist)
+			if (strcmp((char *) lfirst(lc), names[i]) == 0)
+				listed = true;
+		if (listed)
+		{
+			i++;
+			continue;
+		}
+		if (handles[i] != NULL)
+		{
+			pid_t pid;
+
+			if (GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STARTED)
+			{
+				ereport(LOG,
+						(errmsg("prm launcher: stopping the worker for database \"%s\", no longer in prm.databases",
+								names[i])));
+				TerminateBackgroundWorker(handles[i]);
+				(void) WaitForBackgroundWorkerShutdown(handles[i]);
+			}
+			pfree(handles[i]);
+		}
+		pfree(names[i]);
+		/* keep the arrays dense: the last entry takes this one's place */
+		nnames--;
+		names[i] = names[nnames];
+		handles[i] = handles[nnames];
+		started[i] = started[nnames];
+	}
+	return nnames;
+}
+
+/*
+ * The launcher: keep one worker running for each database in prm.databases,
+ * and none for a database taken out of it.
  */
 void
 prm_launcher_main(Datum main_arg)
@@ -332,6 +483,7 @@ prm_launcher_main(Datum main_arg)
 		ListCell *lc;
 		char	 *raw;
 		long	  timeout_ms = PRM_LAUNCHER_NAPTIME_MS;
+		bool	  listed;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -341,7 +493,7 @@ prm_launcher_main(Datum main_arg)
 		}
 
 		raw = pstrdup(prm_databases);
-		if (!SplitGUCList(raw, ',', &dblist))
+		if (!(listed = SplitGUCList(raw, ',', &dblist)))
 			ereport(WARNING,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("prm.databases is not a valid list of database names")));
@@ -389,6 +541,9 @@ prm_launcher_main(Datum main_arg)
 			started[found] = GetCurrentTimestamp();
 			handles[found] = PrmStartWorker(db);
 		}
+		/* a list that cannot be read stops nobody */
+		if (listed)
+			nnames = PrmLauncherStopUnlisted(names, handles, started, nnames, dblist);
 		list_free(dblist);
 		pfree(raw);
 
@@ -568,6 +723,8 @@ prm_worker_main(Datum main_arg)
 			prm_shared->slots[i].dboid = MyDatabaseId;
 			prm_shared->slots[i].latch = MyLatch;
 			prm_shared->slots[i].sleep_until = 0;
+			prm_shared->slots[i].started_at = GetCurrentTimestamp();
+			prm_shared->slots[i].last_round_at = 0;
 		}
 	SpinLockRelease(&prm_shared->mutex);
 	if (mine < 0)
@@ -642,6 +799,11 @@ prm_worker_main(Datum main_arg)
 		}
 		SpinLockAcquire(&prm_shared->mutex);
 		prm_shared->slots[mine].sleep_until = now + (TimestampTz) timeout_ms * 1000;
+		if (prm_worker_enabled)
+		{
+			prm_shared->slots[mine].last_round_at = now;
+			prm_shared->slots[mine].last_round_failed = failed;
+		}
 		SpinLockRelease(&prm_shared->mutex);
 
 		if (got_sigterm)

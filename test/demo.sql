@@ -11,6 +11,15 @@ SELECT prm.add_provider(:org, 'Dr Kim') AS kim \gset
 SELECT prm.add_patient(:org, 'Ann', 'Lee', '0412 345 678') AS ann, prm.add_patient(:org, 'Bob', 'Ng', '+61 413 222 333') AS bob,
        prm.add_patient(:org, 'Cy', 'Ho', '0414 000 111') AS cy, prm.add_patient(:org, 'Di', 'Ma', '(04) 1500 0222') AS di,
        prm.add_patient(:org, 'Ed', 'Fox', '0416 000 333') AS ed \gset
+-- ---- reference clients (clients/, started by test/demo.sh): their roles, each with
+-- only its level, and the clinic's Twilio auth token, which the webhook checks signatures with
+CREATE ROLE clinic_sender LOGIN PASSWORD 'demo';
+CREATE ROLE clinic_webhook LOGIN PASSWORD 'demo';
+SELECT prm.grant_access('clinic_sender', :org, 'sender') IS NOT NULL AS granted,
+       prm.grant_access('clinic_webhook', :org, 'webhook') IS NOT NULL AS granted \gset
+\getenv twilio_token DEMO_TWILIO_TOKEN
+SELECT prm.set_channel_credential(:org, 'twilio', :'twilio_token') IS NOT NULL AS stored \gset
+-- ----
 \echo
 \echo '=== Harbour Physio (Sydney), Dr Kim, five patients; phone numbers stored in E.164'
 SELECT id, given_name || ' ' || family_name AS patient, phone FROM prm.patient ORDER BY id;
@@ -32,20 +41,23 @@ SELECT o.id AS offer, p.given_name AS patient, o.rank, o.score_breakdown - ARRAY
 \echo '=== The SMS queued for them (no names, no clinical details)'
 SELECT m.id AS msg, m.to_address AS "to", m.body FROM prm.outbound_message m ORDER BY m.id;
 
-\echo '=== A sender process claims the outbox, sends, and reports delivery'
-CREATE TEMP TABLE claimed AS SELECT id, lease_token FROM prm.claim_messages('sms', 10, '60 seconds');
-SELECT count(*) AS claimed FROM claimed;
-SELECT count(*) AS acknowledged FROM (SELECT prm.mark_message_sent(id, 'SM' || id, lease_token) FROM claimed) x;
-SELECT count(*) FILTER (WHERE r) AS delivered FROM (SELECT prm.record_delivery_status('SM' || id, 'delivered') AS r FROM claimed) x;
-SELECT prm.record_delivery_status('SM' || min(id), 'sent') AS "a late 'sent' after 'delivered' changes nothing" FROM claimed;
+-- ---- reference clients: the sender (clients/sender.js) with the fake provider ----
+\echo '=== A sender process (clients/sender.js, fake provider) claims the outbox, sends, and reports delivery'
+\! PGUSER=clinic_sender PGPASSWORD=demo PRM_PROVIDER=console node clients/sender.js --once
+SELECT m.id AS msg, m.to_address AS "to", m.status, m.provider_message_id, m.attempts FROM prm.outbound_message m ORDER BY m.id;
+SELECT prm.record_delivery_status(min(provider_message_id), 'sent') AS "a late 'sent' after 'delivered' changes nothing"
+  FROM prm.outbound_message;
 
-\echo '=== Replies arrive at the clinic number'
-SELECT 'Di: "no thanks"' AS sms, prm.handle_inbound_sms('+61290000001', '+61415000222', 'no thanks', 'SMin1') AS reply
-UNION ALL SELECT 'Di: "No."', prm.handle_inbound_sms('+61290000001', '+61415000222', 'No.', 'SMin2')
-UNION ALL SELECT 'Cy: "yes!"', prm.handle_inbound_sms('+61290000001', '+61414000111', 'yes!', 'SMin3')
-UNION ALL SELECT 'Bob: "YES" (too late)', prm.handle_inbound_sms('+61290000001', '+61413222333', 'YES', 'SMin4')
-UNION ALL SELECT 'Cy: "yes!" (webhook retried)', prm.handle_inbound_sms('+61290000001', '+61414000111', 'yes!', 'SMin3')
-UNION ALL SELECT 'Ed: "HELP"', prm.handle_inbound_sms('+61290000001', '+61416000333', 'HELP', 'SMin5');
+\echo '=== Replies arrive over HTTP: posted as Twilio (signed with the clinic''s token) to clients/webhook.js'
+\! node test/clients/twilio.js inbound --as Di +61290000001 +61415000222 'no thanks' SMin1
+\! node test/clients/twilio.js inbound --as Di +61290000001 +61415000222 'No.' SMin2
+\! node test/clients/twilio.js inbound --as Cy +61290000001 +61414000111 'yes!' SMin3
+\! node test/clients/twilio.js inbound --as 'Bob, too late' +61290000001 +61413222333 'YES' SMin4
+\! node test/clients/twilio.js inbound --as 'Cy, retried by Twilio' +61290000001 +61414000111 'yes!' SMin3
+\! node test/clients/twilio.js inbound --as Ed +61290000001 +61416000333 'HELP' SMin5
+\! node test/clients/twilio.js inbound --as 'a forger, as Ann' --bad-signature +61290000001 +61412345678 'STOP' SMforged
+SELECT count(*) AS "inbound messages recorded (not the forged one)" FROM prm.inbound_message;
+-- ----
 
 \echo '=== Offers now: one winner, the others withdrawn or declined'
 SELECT o.id AS offer, p.given_name AS patient, o.status, o.response_channel AS via
@@ -59,6 +71,12 @@ SELECT s.id AS slot, to_char(s.starts_at, 'Dy DD Mon HH24:MI') AS starts, s.stat
           FROM prm.offer o JOIN prm.patient p ON p.org_id = o.org_id AND p.id = o.patient_id WHERE o.slot_id = s.id) AS offers
   FROM prm.slot s ORDER BY s.id;
 
+-- ---- reference clients: the sender again, as its LISTEN would wake it ----
+\echo '=== The sender again: what the replies queued (Cy''s old slot, offered to Ed) leaves'
+\! PGUSER=clinic_sender PGPASSWORD=demo PRM_PROVIDER=console node clients/sender.js --once
+\echo
+-- ----
+
 \echo '=== Time passes: the holds on the new slot run out (run_due_jobs does what the worker does on its own)'
 SELECT prm.expire_offers(now() + interval '8 minutes') AS offers_expired;
 SELECT o.id AS offer, p.given_name AS patient, o.slot_id AS slot, o.batch_no AS batch, o.status
@@ -66,6 +84,7 @@ SELECT o.id AS offer, p.given_name AS patient, o.slot_id AS slot, o.batch_no AS 
 SELECT prm.run_due_jobs() AS "run_due_jobs()";
 \echo '=== Background worker, as pg_stat_activity shows it'
 SELECT backend_type, application_name FROM pg_stat_activity WHERE backend_type LIKE 'prm%' ORDER BY 1;
+\ir demo_journeys.sql
 \echo '=== Fill analytics'
 SELECT key AS figure, value FROM jsonb_each(prm.fill_stats(:org)) WHERE key NOT LIKE 'period%' ORDER BY key;
 \echo '=== Outbox health'

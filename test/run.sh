@@ -6,7 +6,9 @@
 #   in one throwaway cluster (pg_virtualenv) with prm and pg_cron preloaded;
 #   then TAP tests (test/t/), which start their own clusters, as the postgres
 #   user on a copy of the tree that user can write.  First of all, the unit
-#   test of the assignment solver (make unit), which needs no server.
+#   test of the assignment solver (make unit), which needs no server.  Last,
+#   the reference clients (test/clients/run.sh, a cluster of its own) and the
+#   PGXN metadata (test/package/meta.pl).
 # The extension must be installed already (make test does that first).
 set -u
 cd "$(dirname "$0")/.."
@@ -30,13 +32,18 @@ count_tap() {       # $1: verbose TAP log, $2: its exit code
     if [ "$2" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi
     passed=$((passed + ok)); failed=$((failed + bad))
 }
+run_tap() {         # $1: name of its log, then a command printing TAP: run, show, count
+    local log=$LOG/$1.log rc
+    shift
+    "$@" > "$log" 2>&1
+    rc=$?
+    cat "$log"
+    count_tap "$log" "$rc"
+}
 
 # 0. the solver's unit test (test/unit/), built and run without a server
 echo "== unit =="
-make -s unit > "$LOG/unit.log" 2>&1
-rc=$?
-cat "$LOG/unit.log"
-count_tap "$LOG/unit.log" "$rc"
+run_tap unit make -s unit
 
 # 1. pg_regress, isolation and pgTAP in one preloaded throwaway cluster
 cat > "$LOG/in-cluster.sh" <<'INNER'
@@ -88,6 +95,17 @@ if ls test/t/*.pl > /dev/null 2>&1; then
         for f in "$TAPDIR"/tmp_check/log/*; do echo "---- $f"; tail -n 40 "$f"; done
     fi
 fi
+
+# 3. the reference clients (clients/) against a throwaway cluster, and the
+#    PGXN metadata; the Debian package is make package-test (slow), not here
+echo "== clients =="
+if [ -d clients ]; then
+    run_tap clients bash test/clients/run.sh
+else
+    echo "skipped: no clients/ (a make dist tree)"
+fi
+echo "== package metadata =="
+run_tap meta perl test/package/meta.pl
 
 echo
 echo "$passed passed, $failed failed"

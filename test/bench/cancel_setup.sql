@@ -10,7 +10,7 @@
 \set ON_ERROR_STOP 1
 \set QUIET on
 SELECT setseed(0.3);
-SELECT prm.create_organization('Bench Cancel', 'UTC', '+15550000003') AS org \gset
+SELECT prm.create_organization('Bench Cancel', 'UTC', '+15558000003') AS org \gset
 INSERT INTO bench.setting VALUES ('cancel_org', :'org');
 CREATE TABLE bench.cancel_provider AS
 SELECT g AS n, prm.add_provider(:org, 'Provider ' || g) AS id FROM generate_series(1, 20) g;

@@ -60,11 +60,11 @@ sql -v senders="$SENDERS" <<'SQL' > /dev/null
 SET client_min_messages = warning;
 CREATE EXTENSION prm CASCADE;
 CREATE SCHEMA bench;
-SELECT prm.create_organization('Ingest clinic', 'UTC', '+15550000001') AS org \gset
+SELECT prm.create_organization('Ingest clinic', 'UTC', '+15558000001') AS org \gset
 SELECT prm.configure(:org, '{"quiet_hours": false}');
-SELECT prm.set_inbound_address(:org, 'whatsapp', '+15550000001');
+SELECT prm.set_inbound_address(:org, 'whatsapp', '+15558000001');
 INSERT INTO prm.patient (org_id, given_name, family_name, phone)
-SELECT :org, 'Sender', 'No ' || i, '+1555' || lpad(i::text, 7, '0') FROM generate_series(1, :senders) i;
+SELECT :org, 'Sender', 'No ' || i, '+15552' || lpad(i::text, 6, '0') FROM generate_series(1, :senders) i;
 -- the unique provider ids of both runs
 CREATE SEQUENCE bench.pmid;
 -- the baseline: the same rows into a plain table (identity key, unique provider id)
@@ -78,13 +78,13 @@ SQL
 org=$(sql -c "SELECT id FROM prm.organization WHERE name = 'Ingest clinic'")
 cat > "$TMP/ingest_prm.sql" <<'PGB'
 \set s random(1, :senders)
-SELECT prm.handle_inbound_message('whatsapp', 'whatsapp:+15550000001', 'whatsapp:+1555' || lpad(:s::text, 7, '0'),
+SELECT prm.handle_inbound_message('whatsapp', 'whatsapp:+15558000001', 'whatsapp:+1555' || lpad(:s::text, 7, '0'),
                                   'Hello, is my appointment on Tuesday still on?', 'WA' || nextval('bench.pmid'));
 PGB
 cat > "$TMP/ingest_bare.sql" <<'PGB'
 \set s random(1, :senders)
 INSERT INTO bench.inbound_message (org_id, provider_message_id, channel, from_address, body)
-VALUES (:org, 'WA' || nextval('bench.pmid'), 'whatsapp', '+1555' || lpad(:s::text, 7, '0'),
+VALUES (:org, 'WA' || nextval('bench.pmid'), 'whatsapp', '+15552' || lpad(:s::text, 6, '0'),
         'Hello, is my appointment on Tuesday still on?');
 PGB
 per=$((INBOUND_MESSAGES / CLIENTS))
@@ -105,7 +105,7 @@ IFS='|' read -r n_in n_conv n_msg unread doubly unthreaded senders_seen < <(sql 
            (SELECT count(*) FROM prm.inbound_message WHERE org_id = $org AND conversation_id IS NULL),
            (SELECT count(DISTINCT from_address) FROM bench.inbound_message)")
 echo "prm:      $cmd_prm"
-echo "          (SELECT prm.handle_inbound_message('whatsapp', 'whatsapp:+15550000001', 'whatsapp:+1555' || lpad(:s, 7, '0'),"
+echo "          (SELECT prm.handle_inbound_message('whatsapp', 'whatsapp:+15558000001', 'whatsapp:+1555' || lpad(:s, 7, '0'),"
 echo "                   '<45 characters>', 'WA' || nextval('bench.pmid')), :s = random(1, :senders))"
 echo "baseline: $cmd_bare"
 echo "          (INSERT INTO bench.inbound_message (org_id, provider_message_id, channel, from_address, body) VALUES (...):"

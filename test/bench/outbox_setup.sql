@@ -4,7 +4,7 @@
 -- the baseline's UPDATE touches no key column, so the keys would cost
 -- nothing there anyway).
 \set ON_ERROR_STOP 1
-SELECT prm.create_organization('Bench Outbox', 'UTC', '+15550000001') AS org \gset
+SELECT prm.create_organization('Bench Outbox', 'UTC', '+15558000001') AS org \gset
 CREATE TABLE bench.outbound_message (LIKE prm.outbound_message INCLUDING ALL);
 ALTER TABLE bench.outbound_message SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01,
     autovacuum_vacuum_threshold = 200, autovacuum_analyze_scale_factor = 0.02);

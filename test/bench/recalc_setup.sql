@@ -7,7 +7,7 @@
 \set ON_ERROR_STOP 1
 \set QUIET on
 SELECT setseed(0.4);
-SELECT prm.create_organization('Bench Recalc', 'UTC', '+15550000004') AS org \gset
+SELECT prm.create_organization('Bench Recalc', 'UTC', '+15558000004') AS org \gset
 INSERT INTO bench.setting VALUES ('recalc_org', :'org');
 CREATE TABLE bench.recalc_provider AS
 SELECT g AS n, prm.add_provider(:org, 'Provider ' || g) AS id FROM generate_series(1, 10) g;

@@ -7,7 +7,7 @@
 # does not hold (a slot booked twice, a queue drained mid-run...).
 #
 #   bash test/bench/run.sh [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement]
-#                          [monitor] [inbound]                (default: all)
+#                          [monitor] [inbound] [journeys] [comms] (default: all)
 #
 #   1. outbox  claim + ack through prm.claim_messages / mark_message_sent
 #              vs a bare SKIP LOCKED queue UPDATE, 1/8/32 clients, batch 1/10,
@@ -26,10 +26,16 @@
 #   7. reengagement  100k patients, 2M appointments, 1M messages
 #   8. monitor       heartbeats at 100k monitored patients vs a bare UPDATE + INSERT;
 #                    1,000 silent at once -> alerts and first SMS queued
+#  10. journeys  100,000 instances whose waits end at once: deadline ->
+#              message queued p50/p99 and advances/s vs a bare SQL sweep every
+#              30 s; the cost a triggering event adds to book_appointment
 #   9. inbound   20,000 inbound WhatsApp messages through handle_inbound_message
 #              (threading included) vs a bare INSERT; the staff inbox at
 #              100,000 conversations / 2,000,000 messages, p50/p99, vs the
 #              same join without the view and a denormalised table
+#  11. comms     queueing a message to a patient: enqueue_message (exempt) and
+#              schedule_message of a promotional kind (consent and caps
+#              checked) vs the bare INSERT of the row
 #
 # The cluster is pg_virtualenv's (as root), with pg_cron and prm preloaded.
 # Benchmarks run in their own database, prm_bench, where the prm worker
@@ -67,8 +73,8 @@ want() {                        # is benchmark $1 selected?
 }
 SELECTED=("$@")
 for s in "${SELECTED[@]}"; do
-    case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement | monitor | inbound) ;;
-    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement, monitor, inbound)" >&2; exit 2 ;;
+    case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement | monitor | inbound | journeys | comms) ;;
+    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement, monitor, inbound, journeys, comms)" >&2; exit 2 ;;
     esac
 done
 
@@ -140,7 +146,7 @@ echo "server: $(sql -c "SELECT split_part(version(), ' (', 1)"), prm $(sql -c "S
     "$(sql -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
                WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'max_wal_size', 'jit', 'work_mem')")"
 echo "database prm_bench in a pg_virtualenv cluster (shared_preload_libraries=pg_cron,prm, max_connections=200)"
-echo "reproduce one benchmark with its block: bash $B/run.sh outbox|storm|cancel|recalc|deadline|worker|matching|reengagement|monitor|inbound"
+echo "reproduce one benchmark with its block: bash $B/run.sh outbox|storm|cancel|recalc|deadline|worker|matching|reengagement|monitor|inbound|journeys|comms"
 
 # --------------------------------------------------------------------------
 if want outbox; then
@@ -445,6 +451,20 @@ if want inbound; then
     echo
     echo "== 9. Conversations: inbound ingest and the staff inbox (bash test/bench/inbound.sh)"
     bash "$here/inbound.sh" || fail "inbound benchmark"
+fi
+
+# issue 12: journeys (JOURNEY_INSTANCES, BENCH_SECONDS)
+if want journeys; then
+    echo
+    echo "== 10. Journeys: deadlines at 100,000 instances, enrolment cost per booking (bash test/bench/journeys.sh)"
+    BENCH_SECONDS=$SECS bash "$here/journeys.sh" | grep -vE '^ |^-|^\(|^$|add_journey_stage' || fail "journeys benchmark"
+fi
+
+# issue 12: communications, the cost of the consent and cap checks
+if want comms; then
+    echo
+    echo "== 11. Communications: queueing a message to a patient (bash test/bench/comms.sh)"
+    BENCH_SECONDS=$SECS bash "$here/comms.sh" || fail "comms benchmark"
 fi
 
 echo

@@ -8,12 +8,12 @@
 -- autovacuum does between real cancellations; see the run's notes).
 \set ON_ERROR_STOP 1
 \set QUIET on
-SELECT prm.create_organization('Bench Storm', 'UTC', '+15550000002') AS org \gset
-INSERT INTO bench.setting VALUES ('storm_org', :'org'), ('storm_clinic', '+15550000002');
+SELECT prm.create_organization('Bench Storm', 'UTC', '+15558000002') AS org \gset
+INSERT INTO bench.setting VALUES ('storm_org', :'org'), ('storm_clinic', '+15558000002');
 SELECT prm.configure(:org, '{"batch_size": 3, "quiet_hours": false, "offer_daily_cap": 10, "offer_weekly_cap": 50}') IS NOT NULL AS configured \gset
 CREATE TABLE bench.storm_provider AS
 SELECT g AS n, prm.add_provider(:org, 'Provider ' || g) AS id FROM generate_series(1, 1000) g;
-SELECT prm.add_patient(:org, 'Carl', 'Canceller', '+15551000000') AS canceller \gset
+SELECT prm.add_patient(:org, 'Carl', 'Canceller', '+15559000000') AS canceller \gset
 CREATE TABLE bench.storm_appointment AS
 SELECT p.n, prm.book_appointment(:org, :canceller, p.id,
          date_trunc('day', now()) + interval '2 days 9 hours',

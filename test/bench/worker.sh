@@ -21,11 +21,11 @@ setup() {
     $PSQL <<SQL
 DROP EXTENSION IF EXISTS prm CASCADE;
 CREATE EXTENSION prm CASCADE;
-SELECT prm.create_organization('Worker Bench', 'UTC', '+15550090000');
+SELECT prm.create_organization('Worker Bench', 'UTC', '+15558090000');
 SELECT prm.configure(1, '{"quiet_hours": false, "batch_size": 1, "offer_hold": "1 second",
                           "min_notice": "0 seconds", "offer_daily_cap": 10, "offer_weekly_cap": 50}');
 SELECT count(prm.add_provider(1, 'Dr ' || g)) FROM generate_series(1, $HOLDS) g;
-SELECT count(prm.add_patient(1, 'P' || g, 'W', '+1555009' || lpad(g::text, 4, '0'))) FROM generate_series(1, 4 * $HOLDS) g;
+SELECT count(prm.add_patient(1, 'P' || g, 'W', '+1555809' || lpad(g::text, 4, '0'))) FROM generate_series(1, 4 * $HOLDS) g;
 -- canceller patients 1..HOLDS; waiting patients after them
 SELECT count(prm.book_appointment(1, g, g, now() + interval '2 days', now() + interval '2 days 30 minutes')) FROM generate_series(1, $HOLDS) g;
 SELECT count(prm.join_waitlist(1, g, (g - 1) % $HOLDS + 1)) FROM generate_series($HOLDS + 1, 4 * $HOLDS) g;

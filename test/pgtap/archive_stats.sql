@@ -18,12 +18,12 @@ SELECT patient_id, total_appointments, completed_visits, cancellations, no_shows
        last_outbound_at, last_inbound_at, engagement_level, churn_risk
   FROM prm.patient_stats WHERE org_id = (SELECT id FROM prm.organization WHERE name = 'Archive Clinic');
 
-SELECT prm.create_organization('Archive Clinic', 'UTC', '+15550090000') AS org \gset
+SELECT prm.create_organization('Archive Clinic', 'UTC', '+15558090000') AS org \gset
 SELECT prm.configure(:org, '{"quiet_hours": false}') IS NOT NULL AS ok \gset
-SELECT prm.add_patient(:org, 'Pat' || g, 'Archive', '+1555009100' || g) FROM generate_series(1, 3) g;
+SELECT prm.add_patient(:org, 'Pat' || g, 'Archive', '+1555809100' || g) FROM generate_series(1, 3) g;
 SELECT prm.enqueue_message(:org, 'sms', p.phone, 'hello ' || g, p.id)
   FROM prm.patient p, generate_series(1, 4) g WHERE p.org_id = :org;
-SELECT prm.handle_inbound_sms('+15550090000', '+15550091001', 'thanks', 'arch-in-1') IS NOT NULL AS ok \gset
+SELECT prm.handle_inbound_sms('+15558090000', '+15558091001', 'thanks', 'arch-in-1') IS NOT NULL AS ok \gset
 -- finished two days ago: due for the history
 UPDATE prm.outbound_message SET status = 'delivered', updated_at = now() - interval '2 days' WHERE org_id = :org;
 

@@ -15,10 +15,10 @@ CREATE ROLE regress_conv_staff;
 CREATE ROLE regress_conv_other;
 
 SELECT prm.create_organization('Talk', 'Europe/London', '+447700900001') AS org \gset
-SELECT prm.create_organization('Other', 'UTC', '+15550009999') AS org_b \gset
+SELECT prm.create_organization('Other', 'UTC', '+15558009999') AS org_b \gset
 SELECT prm.configure(:org, '{"quiet_hours": false, "phone_region": "GB"}') IS NOT NULL AS configured \gset
 SELECT prm.add_patient(:org, 'Ann', 'Talk', '+447700900123', 'ann@example.org') AS ann \gset
-SELECT prm.add_patient(:org_b, 'Ben', 'Other', '+15550009123') AS ben \gset
+SELECT prm.add_patient(:org_b, 'Ben', 'Other', '+15558009123') AS ben \gset
 SELECT prm.grant_access('regress_conv_hook', :org, 'webhook');
 SELECT prm.grant_access('regress_conv_staff', :org, 'staff');
 SELECT prm.grant_access('regress_conv_other', :org_b, 'staff');
@@ -73,9 +73,9 @@ SELECT throws_ok($$SELECT prm.handle_inbound_message('sms', '+447700900001', '+4
 SET LOCAL ROLE regress_conv_hook;
 SELECT is(prm.handle_inbound_message('whatsapp', 'whatsapp:+447700900001', '+447700900123', '''; DROP TABLE prm.conversation; --', 'WA2'),
           NULL, 'the webhook role stores an injection string');
-SELECT throws_ok($$SELECT prm.handle_inbound_message('whatsapp', 'whatsapp:+15550009999', '+447700900123', 'x', 'WA3')$$, 'P0002', NULL,
+SELECT throws_ok($$SELECT prm.handle_inbound_message('whatsapp', 'whatsapp:+15558009999', '+447700900123', 'x', 'WA3')$$, 'P0002', NULL,
                  'an address no organization owns is refused to a webhook');
-SELECT throws_ok($$SELECT prm.handle_inbound_message('sms', '+15550009999', '+15550009123', 'x', 'SMB1')$$, '42501', NULL,
+SELECT throws_ok($$SELECT prm.handle_inbound_message('sms', '+15558009999', '+15558009123', 'x', 'SMB1')$$, '42501', NULL,
                  'another organization''s number is refused');
 RESET ROLE;
 SELECT is((SELECT body FROM prm.conversation_message WHERE org_id = :org AND conversation_id = :wa_conv ORDER BY id DESC LIMIT 1),

@@ -9,20 +9,20 @@ SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_fhir_a;
 CREATE ROLE regress_fhir_b;
-SELECT prm.create_organization('Fhir A', 'UTC', '+15550006600') AS org \gset
-SELECT prm.create_organization('Fhir B', 'UTC', '+15550006601') AS org_b \gset
+SELECT prm.create_organization('Fhir A', 'UTC', '+15558006600') AS org \gset
+SELECT prm.create_organization('Fhir B', 'UTC', '+15558006601') AS org_b \gset
 SELECT prm.configure(:org, '{"quiet_hours": false}') IS NOT NULL AS configured \gset
 SELECT prm.grant_access('regress_fhir_a', :org, 'readonly');
 SELECT prm.grant_access('regress_fhir_b', :org_b, 'staff');
 SELECT prm.add_provider(:org, 'Dr Who') AS dr \gset
-SELECT prm.add_patient(:org, 'Ann', 'Lee', '+15550006611', 'ann@example.org') AS ann \gset
-SELECT prm.add_patient(:org, 'Eve', 'Gone', '+15550006612') AS eve \gset
-SELECT prm.add_patient(:org_b, 'Bo', 'B', '+15550006613') AS bo \gset
+SELECT prm.add_patient(:org, 'Ann', 'Lee', '+15558006611', 'ann@example.org') AS ann \gset
+SELECT prm.add_patient(:org, 'Eve', 'Gone', '+15558006612') AS eve \gset
+SELECT prm.add_patient(:org_b, 'Bo', 'B', '+15558006613') AS bo \gset
 SELECT prm.book_appointment(:org, :ann, :dr, '2031-01-01 10:00+00', '2031-01-01 10:45+00') AS appt \gset
 SELECT prm.book_appointment(:org, :eve, :dr, '2031-01-02 10:00+00', '2031-01-02 10:30+00') AS appt2 \gset
 SELECT prm.cancel_appointment(:org, :appt2, 'moved away') AS slot \gset
-SELECT prm.enqueue_message(:org, 'sms', '+15550006611', 'See you soon', :ann) AS msg \gset
-SELECT prm.handle_inbound_sms('+15550006600', '+15550006611', 'hello', 'FH1') IS NOT NULL AS answered \gset
+SELECT prm.enqueue_message(:org, 'sms', '+15558006611', 'See you soon', :ann) AS msg \gset
+SELECT prm.handle_inbound_sms('+15558006600', '+15558006611', 'hello', 'FH1') IS NOT NULL AS answered \gset
 SELECT prm.erase_patient(:org, :eve) IS NOT NULL AS erased \gset
 
 -- shapes and value sets
@@ -30,7 +30,7 @@ SELECT is((SELECT count(*)::int FROM prm.fhir_patient WHERE org_id = :org AND (r
              AND id ~ '^[A-Za-z0-9.-]{1,64}$' AND resource->>'id' = id), 2, 'Patient: resourceType and a valid id');
 SELECT is((SELECT resource->'name'->0->>'family' FROM prm.fhir_patient WHERE org_id = :org AND id = :ann::text), 'Lee', 'Patient: name');
 SELECT is((SELECT resource->'telecom' FROM prm.fhir_patient WHERE org_id = :org AND id = :ann::text),
-          '[{"use": "mobile", "value": "+15550006611", "system": "phone"}, {"value": "ann@example.org", "system": "email"}]'::jsonb,
+          '[{"use": "mobile", "value": "+15558006611", "system": "phone"}, {"value": "ann@example.org", "system": "email"}]'::jsonb,
           'Patient: telecom with ContactPointSystem codes');
 SELECT is((SELECT (resource->>'active') || coalesce(resource->>'name', '-') FROM prm.fhir_patient WHERE org_id = :org AND id = :eve::text),
           'false-', 'an erased Patient is inactive and nameless');

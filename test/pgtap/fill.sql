@@ -6,12 +6,12 @@ CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(67);
 SET LOCAL timezone = 'UTC';
 
-SELECT prm.create_organization('Fill Clinic', 'UTC', '+15550030000') AS org \gset
+SELECT prm.create_organization('Fill Clinic', 'UTC', '+15558030000') AS org \gset
 SELECT prm.configure(:org, '{"quiet_hours": false, "offer_daily_cap": 10, "offer_weekly_cap": 20}') IS NOT NULL AS ok \gset
 SELECT prm.add_provider(:org, 'Dr Fill') AS dr \gset
 SELECT prm.add_provider(:org, 'Dr Other') AS dr2 \gset
--- patients 1..7 on the list; 8 cancels; phones +1555003100N
-SELECT prm.add_patient(:org, 'Pat' || g, 'Zed', '+1555003100' || g) FROM generate_series(1, 8) g;
+-- patients 1..7 on the list; 8 cancels; phones +1555803100N
+SELECT prm.add_patient(:org, 'Pat' || g, 'Zed', '+1555803100' || g) FROM generate_series(1, 8) g;
 SELECT id AS p1 FROM prm.patient WHERE given_name = 'Pat1' \gset
 SELECT id AS p2 FROM prm.patient WHERE given_name = 'Pat2' \gset
 SELECT id AS p3 FROM prm.patient WHERE given_name = 'Pat3' \gset
@@ -54,17 +54,17 @@ SELECT is((SELECT fill_status FROM prm.slot WHERE id = :slot), 'offering', 'slot
 SELECT is(prm.fill_slot(:org, :slot), 0, 'fill_slot sends nothing while offers are open');
 
 -- replies
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031002', 'Maybe later!', 'in-1'), '%did not understand%', 'an unreadable reply gets a hint ("No thanks!" is a NO: polite_replies.sql)');
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031002', ' n. ', 'in-2'), '%stay on our waitlist%', 'NO, any case and punctuation');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031002', 'Maybe later!', 'in-1'), '%did not understand%', 'an unreadable reply gets a hint ("No thanks!" is a NO: polite_replies.sql)');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031002', ' n. ', 'in-2'), '%stay on our waitlist%', 'NO, any case and punctuation');
 SELECT is((SELECT status FROM prm.offer WHERE patient_id = :p2), 'declined', 'NO releases the offer');
 SELECT is((SELECT count(*)::int FROM prm.offer WHERE slot_id = :slot AND status = 'open'), 2, 'no new batch while two offers are open');
-SELECT is(prm.handle_inbound_sms('+15550030000', '+15550031002', ' n. ', 'in-2'), (SELECT reply FROM prm.inbound_message WHERE provider_message_id = 'in-2'), 'a retried webhook gets the same reply');
+SELECT is(prm.handle_inbound_sms('+15558030000', '+15558031002', ' n. ', 'in-2'), (SELECT reply FROM prm.inbound_message WHERE provider_message_id = 'in-2'), 'a retried webhook gets the same reply');
 SELECT is((SELECT count(*)::int FROM prm.inbound_message WHERE provider_message_id = 'in-2'), 1, 'and is stored once');
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031003', 'NO', 'in-3'), '%stay on our waitlist%', 'second NO');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031003', 'NO', 'in-3'), '%stay on our waitlist%', 'second NO');
 SELECT is((SELECT count(*)::int FROM prm.offer WHERE slot_id = :slot AND batch_no = 2), 0, 'still one open offer: no batch yet');
 
 -- the YES that books
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031001', 'Yes!', 'in-4'), 'Fill Clinic: you are booked for %', 'YES books');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031001', 'Yes!', 'in-4'), 'Fill Clinic: you are booked for %', 'YES books');
 SELECT is((SELECT status FROM prm.offer WHERE patient_id = :p1 AND slot_id = :slot), 'accepted', 'offer accepted');
 SELECT is((SELECT status FROM prm.slot WHERE id = :slot), 'busy', 'slot busy');
 SELECT is((SELECT fill_status FROM prm.slot WHERE id = :slot), 'filled', 'slot filled');
@@ -72,9 +72,9 @@ SELECT is((SELECT count(*)::int FROM prm.appointment a JOIN prm.slot s ON s.book
 SELECT is((SELECT status FROM prm.waitlist_entry WHERE id = :e1), 'booked', 'the winner leaves the waitlist');
 SELECT is((SELECT status FROM prm.appointment WHERE id = :appt1_later), 'cancelled', 'the winner''s later appointment is released');
 SELECT ok((SELECT count(*) > 0 FROM prm.slot WHERE appointment_id = :appt1_later), 'and becomes a slot to fill in turn');
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031001', 'YES', 'in-5'), 'Fill Clinic: you are booked for %', 'a repeated YES confirms again');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031001', 'YES', 'in-5'), 'Fill Clinic: you are booked for %', 'a repeated YES confirms again');
 SELECT is((SELECT count(*)::int FROM prm.appointment WHERE patient_id = :p1 AND status = 'booked'), 1, 'and books nothing more');
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031003', 'yes', 'in-6'), '%you are booked%', 'a NO to one slot does not stand in the way of a YES to the next offer');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031003', 'yes', 'in-6'), '%you are booked%', 'a NO to one slot does not stand in the way of a YES to the next offer');
 
 -- the later slot went to the next best for it
 SELECT ok((SELECT count(*) >= 1 FROM prm.offer o JOIN prm.slot s ON s.id = o.slot_id WHERE s.appointment_id = :appt1_later), 'the released slot was offered');
@@ -87,26 +87,26 @@ SELECT prm.cancel_appointment(:org, :appt8b) AS slot2 \gset
 SELECT ok((SELECT count(*) >= 2 FROM prm.offer WHERE slot_id = :slot2 AND status = 'open'), 'second slot offered');
 SELECT patient_id AS first_yes FROM prm.offer WHERE slot_id = :slot2 AND status = 'open' ORDER BY rank DESC LIMIT 1 \gset
 SELECT patient_id AS late_yes FROM prm.offer WHERE slot_id = :slot2 AND status = 'open' ORDER BY rank ASC LIMIT 1 \gset
-SELECT alike(prm.handle_inbound_sms('+15550030000', (SELECT phone FROM prm.patient WHERE id = :first_yes), 'YES', 'in-7'), '%you are booked%', 'first YES wins');
-SELECT alike(prm.handle_inbound_sms('+15550030000', (SELECT phone FROM prm.patient WHERE id = :late_yes), 'YES', 'in-8'), '%has just been taken%', 'a later YES is told it is gone');
+SELECT alike(prm.handle_inbound_sms('+15558030000', (SELECT phone FROM prm.patient WHERE id = :first_yes), 'YES', 'in-7'), '%you are booked%', 'first YES wins');
+SELECT alike(prm.handle_inbound_sms('+15558030000', (SELECT phone FROM prm.patient WHERE id = :late_yes), 'YES', 'in-8'), '%has just been taken%', 'a later YES is told it is gone');
 SELECT is((SELECT count(*)::int FROM prm.appointment a JOIN prm.slot s ON s.booked_appointment_id = a.id WHERE s.id = :slot2), 1, 'exactly one booking for the slot');
 
 -- STOP / START / HELP
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031005', 'Opt out', 'in-9'), '%unsubscribed%', '"opt out" is STOP');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031005', 'Opt out', 'in-9'), '%unsubscribed%', '"opt out" is STOP');
 SELECT ok((SELECT sms_opt_out FROM prm.patient WHERE id = :p5), 'patient opted out');
-SELECT is(prm.handle_inbound_sms('+15550030000', '+15550031005', 'STOP', 'in-10'), NULL, 'one STOP confirmation only');
-SELECT is(prm.handle_inbound_sms('+15550030000', '+15550031005', 'YES', 'in-11'), NULL, 'an opted-out patient gets no reply to YES');
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031005', 'help', 'in-12'), '%Msg & data rates may apply.', 'HELP is always answered');
-SELECT ok(prm.handle_inbound_sms('+15550030000', '+15550031005', 'help', 'in-12b') ~ 'Fill Clinic.*msgs/week.*STOP.*HELP', 'HELP names clinic, frequency, STOP and HELP');
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031005', 'UNSTOP', 'in-13'), '%subscribed again%', 'UNSTOP is START');
+SELECT is(prm.handle_inbound_sms('+15558030000', '+15558031005', 'STOP', 'in-10'), NULL, 'one STOP confirmation only');
+SELECT is(prm.handle_inbound_sms('+15558030000', '+15558031005', 'YES', 'in-11'), NULL, 'an opted-out patient gets no reply to YES');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031005', 'help', 'in-12'), '%Msg & data rates may apply.', 'HELP is always answered');
+SELECT ok(prm.handle_inbound_sms('+15558030000', '+15558031005', 'help', 'in-12b') ~ 'Fill Clinic.*msgs/week.*STOP.*HELP', 'HELP names clinic, frequency, STOP and HELP');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031005', 'UNSTOP', 'in-13'), '%subscribed again%', 'UNSTOP is START');
 SELECT ok(NOT (SELECT sms_opt_out FROM prm.patient WHERE id = :p5), 'patient opted in again');
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031005', 'unsubscribe', 'in-14'), '%unsubscribed%', 'UNSUBSCRIBE is STOP');
-SELECT is(prm.handle_inbound_sms('+15550030000', '+15559999999', 'YES', 'in-15'), NULL, 'an unknown sender gets no reply');
-SELECT is(prm.handle_inbound_sms('+15550039999', '+15550031001', 'YES', 'in-16'), NULL, 'an unknown clinic number: no reply (superuser)');
-SELECT is(prm.handle_inbound_sms('+15550030000', 'ALPHA-SENDER', 'YES', 'in-17'), NULL, 'an unreadable sender number: no reply, no error');
-SELECT alike(prm.handle_inbound_sms('+15550030000', '+15550031004', repeat('x', 100000), 'in-18'), '%did not understand%', 'an oversized body gets a hint, not an error');
-SELECT is(prm.handle_inbound_sms('+15550030000', '+15550031004', NULL, 'in-19') IS NOT NULL, true, 'a NULL body gets a hint');
-SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15550030000', '+15550031004', 'YES', NULL)$$, '22004', NULL, 'a NULL provider message id is a webhook bug');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031005', 'unsubscribe', 'in-14'), '%unsubscribed%', 'UNSUBSCRIBE is STOP');
+SELECT is(prm.handle_inbound_sms('+15558030000', '+15559999999', 'YES', 'in-15'), NULL, 'an unknown sender gets no reply');
+SELECT is(prm.handle_inbound_sms('+15558039999', '+15558031001', 'YES', 'in-16'), NULL, 'an unknown clinic number: no reply (superuser)');
+SELECT is(prm.handle_inbound_sms('+15558030000', 'ALPHA-SENDER', 'YES', 'in-17'), NULL, 'an unreadable sender number: no reply, no error');
+SELECT alike(prm.handle_inbound_sms('+15558030000', '+15558031004', repeat('x', 100000), 'in-18'), '%did not understand%', 'an oversized body gets a hint, not an error');
+SELECT is(prm.handle_inbound_sms('+15558030000', '+15558031004', NULL, 'in-19') IS NOT NULL, true, 'a NULL body gets a hint');
+SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15558030000', '+15558031004', 'YES', NULL)$$, '22004', NULL, 'a NULL provider message id is a webhook bug');
 
 -- opted-out patients are skipped; accept by link; expiry and next batches
 SELECT prm.book_appointment(:org, :p8, :dr, date_trunc('hour', now()) + interval '6 days', date_trunc('hour', now()) + interval '6 days 30 minutes') AS appt8c \gset
@@ -122,8 +122,8 @@ SELECT alike(prm.accept_offer(:'tok'), '%you are booked%', 'the same link again 
 SELECT is((SELECT count(*)::int FROM prm.appointment a JOIN prm.slot s ON s.booked_appointment_id = a.id WHERE s.id = :slot3), 1, 'one booking');
 SELECT throws_ok($$SELECT prm.accept_offer(gen_random_uuid())$$, 'P0002', 'offer link is not valid', 'an unknown token');
 
-SELECT prm.add_patient(:org, 'Pat9', 'Zed', '+15550031009') AS p9 \gset
-SELECT prm.add_patient(:org, 'Pat10', 'Zed', '+15550031010') AS p10 \gset
+SELECT prm.add_patient(:org, 'Pat9', 'Zed', '+15558031009') AS p9 \gset
+SELECT prm.add_patient(:org, 'Pat10', 'Zed', '+15558031010') AS p10 \gset
 SELECT prm.join_waitlist(:org, :p9, NULL, true, 40) AS e9 \gset
 SELECT prm.join_waitlist(:org, :p10, NULL, true, 39) AS e10 \gset
 SELECT prm.book_appointment(:org, :p8, :dr, date_trunc('hour', now()) + interval '7 days', date_trunc('hour', now()) + interval '7 days 30 minutes') AS appt8d \gset

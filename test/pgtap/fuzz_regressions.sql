@@ -3,7 +3,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(9);
+SELECT plan(14);
 
 -- the error a statement raises: message and detail
 CREATE FUNCTION pg_temp.error_of(sql text, OUT state text, OUT message text, OUT detail text)
@@ -37,6 +37,26 @@ SELECT ok((pg_temp.error_of(format($$SELECT prm.configure(%s, jsonb_build_object
            IN ('22001', '22023'), 'configure: a 1 MB phone_region is refused (22001 or 22023)');
 SELECT cmp_ok(length((pg_temp.error_of(format($$SELECT prm.configure(%s, jsonb_build_object('phone_region', repeat('z', 1048576)))$$, :org))).message),
               '<', 200, 'configure: the message does not echo the whole region');
+
+-- make fuzz, 2026-12-02: start_journey with journey 0 crashed the server
+-- (0 was taken for "the journeys of an event", whose kind was NULL)
+SELECT prm.add_patient(:org, 'Fuzz', 'Zero', '+15558099001') AS fz_pat \gset
+SELECT throws_ok(format('SELECT prm.start_journey(%s, 0, %s)', :org, :fz_pat), 'P0002', NULL,
+                 'start_journey: journey 0 is an unknown journey');
+SELECT throws_ok(format('SELECT prm.start_journey(%s, -1, %s)', :org, :fz_pat), 'P0002', NULL,
+                 'start_journey: a negative journey id is an unknown journey');
+SELECT throws_ok(format('SELECT prm.start_journey_segment(%s, 0, ARRAY[%s]::bigint[])', :org, :fz_pat), 'P0002', NULL,
+                 'start_journey_segment: journey 0 is an unknown journey');
+-- the fixed three-argument reply_in_conversation read a fourth argument
+-- that was not there (garbage: a crash, or a "give either body or template")
+SELECT prm.configure(:org, '{"quiet_hours": false}') IS NOT NULL AS quiet_off \gset
+SELECT prm.create_organization('Fuzz Reply Clinic', 'UTC', '+15558099000') AS org_r \gset
+SELECT prm.add_patient(:org_r, 'Fuzz', 'Reply', '+15558099002') AS r_pat \gset
+SELECT prm.handle_inbound_sms('+15558099000', '+15558099002', 'hello there', 'fz-sm1') IS NOT NULL AS threaded \gset
+SELECT lives_ok(format($$SELECT prm.reply_in_conversation(%s, (SELECT id FROM prm.conversation WHERE org_id = %s), 'N')$$, :org_r, :org_r),
+                'reply_in_conversation: the three-argument form with a one-letter body');
+SELECT is((SELECT count(*)::int FROM prm.outbound_message WHERE org_id = :org_r AND kind = 'reply' AND body = 'N'), 1,
+          'reply_in_conversation: the reply is queued');
 
 SELECT * FROM finish();
 ROLLBACK;

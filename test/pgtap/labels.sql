@@ -9,9 +9,9 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(11);
 
-SELECT prm.create_organization('Labels Clinic', 'UTC', '+15550060000') AS org \gset
+SELECT prm.create_organization('Labels Clinic', 'UTC', '+15558060000') AS org \gset
 SELECT prm.add_provider(:org, 'Dr L') AS dr \gset
-SELECT prm.add_patient(:org, 'Lena', 'Label', '+15550061001') AS patient \gset
+SELECT prm.add_patient(:org, 'Lena', 'Label', '+15558061001') AS patient \gset
 SELECT prm.join_waitlist(:org, :patient) AS entry \gset
 SELECT prm.add_therapist(:org, 'Dr T', 't@example.de', 52.52, 13.40, ARRAY['de'], ARRAY['cbt'], 1) AS therapist \gset
 SELECT prm.add_placement_request(:org, :patient, 52.5, 13.4, 20, ARRAY['de'], 'cbt') AS request \gset
@@ -51,7 +51,11 @@ INSERT INTO readonly_function VALUES
     -- companion monitoring: pure local time, and a read of the activity log as the caller
     ('prm.local_to_utc(timestamp without time zone,text)', 's', $$SELECT prm.local_to_utc('2031-03-09 02:30', 'America/New_York')$$),
     ('prm.patient_activity(bigint,bigint,timestamp with time zone,timestamp with time zone,integer,timestamp with time zone)', 's',
-     format($$SELECT * FROM prm.patient_activity(%s, %s, now() - interval '1 day')$$, :org, :patient));
+     format($$SELECT * FROM prm.patient_activity(%s, %s, now() - interval '1 day')$$, :org, :patient)),
+    -- communications: a kind's class, and a patient's messages both ways
+    ('prm.message_class(bigint,text)', 's', format($$SELECT prm.message_class(%s, 'help')$$, :org)),
+    ('prm.patient_communications(bigint,bigint,text,text,timestamp with time zone,timestamp with time zone,integer,text)', 's',
+     format($$SELECT * FROM prm.patient_communications(%s, %s)$$, :org, :patient));
 
 CREATE TEMP VIEW prm_function AS
 SELECT p.oid::regprocedure::text AS signature, p.provolatile, p.proparallel, p.prosecdef, p.proconfig

@@ -17,8 +17,8 @@ CREATE ROLE regress_lp_admin;
 CREATE ROLE regress_lp_dba;
 CREATE ROLE regress_lp_bypass BYPASSRLS;
 
-SELECT prm.create_organization('Clinic A', 'UTC', '+15550001001') AS org_a \gset
-SELECT prm.create_organization('Clinic B', 'UTC', '+15550001002') AS org_b \gset
+SELECT prm.create_organization('Clinic A', 'UTC', '+15558001001') AS org_a \gset
+SELECT prm.create_organization('Clinic B', 'UTC', '+15558001002') AS org_b \gset
 SELECT prm.grant_access('regress_lp_sender', :org_a, 'sender');
 SELECT prm.grant_access('regress_lp_webhook', :org_a, 'webhook');
 SELECT prm.grant_access('regress_lp_readonly', :org_a, 'readonly');
@@ -94,7 +94,7 @@ SELECT ok(NOT has_function_privilege('regress_lp_admin', 'prm.run_due_jobs()', '
 SET LOCAL ROLE regress_lp_none;
 SELECT throws_ok(format('SELECT prm.fill_stats(%s, now() - interval %L, now())', :org_a, '1 day'), '42501', NULL, 'no grant: refused');
 SELECT throws_ok('SELECT prm.next_deadline()', '42501', NULL, 'no grant: next_deadline refused');
-SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15550001001', '+15551234567', 'YES', 'x1')$$, '42501', NULL, 'no grant: webhook refused');
+SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15558001001', '+15559234567', 'YES', 'x1')$$, '42501', NULL, 'no grant: webhook refused');
 RESET ROLE;
 SET LOCAL ROLE regress_lp_staff;
 SELECT throws_ok('SELECT prm.next_deadline()', '42501', NULL, 'staff: next_deadline (every clinic''s holds) refused');

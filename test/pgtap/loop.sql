@@ -8,8 +8,8 @@ CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(14);
 SET LOCAL timezone = 'UTC';
 
-SELECT prm.create_organization('Clinic A', 'UTC', '+15550002001') AS org_a \gset
-SELECT prm.create_organization('Clinic B', 'UTC', '+15550002002') AS org_b \gset
+SELECT prm.create_organization('Clinic A', 'UTC', '+15558002001') AS org_a \gset
+SELECT prm.create_organization('Clinic B', 'UTC', '+15558002002') AS org_b \gset
 SELECT prm.add_provider(:org_a, 'Dr A') AS prov_a \gset
 SELECT prm.add_provider(:org_b, 'Dr B') AS prov_b \gset
 

@@ -10,14 +10,14 @@ SET LOCAL timezone = 'UTC';
 CREATE ROLE regress_metrics_exporter IN ROLE pg_monitor;
 CREATE ROLE regress_metrics_readonly;
 
-SELECT prm.create_organization('Metered', 'UTC', '+15550004400') AS org \gset
-SELECT prm.create_organization('Other', 'UTC', '+15550004401') AS org_b \gset
+SELECT prm.create_organization('Metered', 'UTC', '+15558004400') AS org \gset
+SELECT prm.create_organization('Other', 'UTC', '+15558004401') AS org_b \gset
 SELECT prm.configure(:org, '{"quiet_hours": false}') IS NOT NULL AS configured \gset
 SELECT prm.grant_access('regress_metrics_readonly', :org, 'readonly');
-SELECT prm.enqueue_message(:org, 'sms', '+15550004455', 'one') > 0 AS q1 \gset
-SELECT prm.enqueue_message(:org, 'sms', '+15550004456', 'two') > 0 AS q2 \gset
+SELECT prm.enqueue_message(:org, 'sms', '+15558004455', 'one') > 0 AS q1 \gset
+SELECT prm.enqueue_message(:org, 'sms', '+15558004456', 'two') > 0 AS q2 \gset
 SELECT prm.enqueue_message(:org, 'email', 'a@example.org', 'three') > 0 AS q3 \gset
-SELECT prm.enqueue_message(:org_b, 'sms', '+15550004457', 'other') > 0 AS q4 \gset
+SELECT prm.enqueue_message(:org_b, 'sms', '+15558004457', 'other') > 0 AS q4 \gset
 SELECT prm.run_due_jobs() IS NOT NULL AS ran \gset
 
 SELECT is((SELECT value FROM prm.metrics WHERE metric = 'outbox_messages' AND org_id = :org AND channel = 'sms' AND status = 'queued'),

@@ -6,8 +6,8 @@ CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(34);
 
 CREATE ROLE regress_misc_staff;
-SELECT prm.create_organization('Misc Clinic', 'UTC', '+15550100000') AS org, prm.create_organization('Other', 'UTC') AS other \gset
-SELECT prm.add_patient(:org, 'Mia', 'Misc', '+15550101001') AS pat, prm.add_patient(:other, 'Oz', 'Other', '+15550101002') AS other_pat \gset
+SELECT prm.create_organization('Misc Clinic', 'UTC', '+15558100000') AS org, prm.create_organization('Other', 'UTC') AS other \gset
+SELECT prm.add_patient(:org, 'Mia', 'Misc', '+15558101001') AS pat, prm.add_patient(:other, 'Oz', 'Other', '+15558101002') AS other_pat \gset
 SELECT prm.add_provider(:org, 'Dr M') AS dr \gset
 SELECT prm.join_waitlist(:org, :pat) AS entry \gset
 SELECT prm.grant_access('regress_misc_staff', :org, 'staff');
@@ -16,14 +16,14 @@ SELECT (SELECT count(*) FROM prm.outbound_message) m, (SELECT count(*) FROM prm.
        (SELECT count(*) FROM prm.location) l, (SELECT count(*) FROM prm.message_template) t;
 
 -- enqueue_message
-SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, NULL)', :org, 'sms', '+15550101001'), '22004', NULL, 'enqueue: NULL body');
-SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L)', :org, 'fax', '+15550101001', 'x'), '22023', NULL, 'enqueue: unknown channel');
+SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, NULL)', :org, 'sms', '+15558101001'), '22004', NULL, 'enqueue: NULL body');
+SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L)', :org, 'fax', '+15558101001', 'x'), '22023', NULL, 'enqueue: unknown channel');
 SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L)', :org, 'sms', 'not a phone', 'x'), '22023', NULL, 'enqueue: malformed SMS address');
-SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L)', :org, 'sms', '+15550101001', repeat('b', 1601)), '22001', NULL, 'enqueue: oversized body');
-SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L, %s)', :org, 'sms', '+15550101001', 'x', :other_pat), 'P0002', NULL, 'enqueue: another organization''s patient');
-SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L, NULL, %L)', :org, 'sms', '+15550101001', 'x', repeat('k', 201)), '22001', NULL, 'enqueue: oversized dedup key');
+SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L)', :org, 'sms', '+15558101001', repeat('b', 1601)), '22001', NULL, 'enqueue: oversized body');
+SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L, %s)', :org, 'sms', '+15558101001', 'x', :other_pat), 'P0002', NULL, 'enqueue: another organization''s patient');
+SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L, NULL, %L)', :org, 'sms', '+15558101001', 'x', repeat('k', 201)), '22001', NULL, 'enqueue: oversized dedup key');
 UPDATE prm.patient SET sms_opt_out = true WHERE id = :pat;
-SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L, %s)', :org, 'sms', '+15550101001', 'x', :pat), '55000', NULL, 'enqueue: SMS to an opted-out patient');
+SELECT throws_ok(format('SELECT prm.enqueue_message(%s, %L, %L, %L, %s)', :org, 'sms', '+15558101001', 'x', :pat), '55000', NULL, 'enqueue: SMS to an opted-out patient');
 UPDATE prm.patient SET sms_opt_out = false WHERE id = :pat;
 
 -- templates

@@ -14,27 +14,27 @@ CREATE ROLE regress_mon_a;
 CREATE ROLE regress_mon_b;
 CREATE ROLE regress_mon_hook;
 
-SELECT prm.create_organization('Companion A', 'America/New_York', '+15550070000') AS org \gset
-SELECT prm.create_organization('Companion B', 'UTC', '+15550070001') AS org_b \gset
+SELECT prm.create_organization('Companion A', 'America/New_York', '+15558070000') AS org \gset
+SELECT prm.create_organization('Companion B', 'UTC', '+15558070001') AS org_b \gset
 SELECT prm.configure(:org, '{"phone_region": "US"}') IS NOT NULL AS ok \gset
-SELECT prm.add_patient(:org, 'Mia', 'Mills', '+15550071001') AS mia \gset
-SELECT prm.add_patient(:org, 'Nils', 'Noor', '+15550071002') AS nils \gset
-SELECT prm.add_patient(:org_b, 'Bea', 'Berg', '+15550071003') AS bea \gset
+SELECT prm.add_patient(:org, 'Mia', 'Mills', '+15558071001') AS mia \gset
+SELECT prm.add_patient(:org, 'Nils', 'Noor', '+15558071002') AS nils \gset
+SELECT prm.add_patient(:org_b, 'Bea', 'Berg', '+15558071003') AS bea \gset
 
 --
 -- 1. Caregivers
 --
-SELECT prm.add_caregiver(:org, 'Carl Mills', '(555) 007-2001', 'carl@example.org') AS carl \gset
-SELECT prm.add_caregiver(:org, 'Dora Mills', '+15550072002', NULL, 'Europe/Berlin') AS dora \gset
-SELECT prm.add_caregiver(:org, 'Eve Mills', '+15550072003', 'eve@example.org', 'America/New_York') AS eve \gset
-SELECT prm.add_caregiver(:org_b, 'Bob Berg', '+15550072004') AS bob \gset
-SELECT is((SELECT phone FROM prm.caregiver WHERE id = :carl), '+15550072001', 'a national phone is stored in E.164');
+SELECT prm.add_caregiver(:org, 'Carl Mills', '(555) 807-2001', 'carl@example.org') AS carl \gset
+SELECT prm.add_caregiver(:org, 'Dora Mills', '+15558072002', NULL, 'Europe/Berlin') AS dora \gset
+SELECT prm.add_caregiver(:org, 'Eve Mills', '+15558072003', 'eve@example.org', 'America/New_York') AS eve \gset
+SELECT prm.add_caregiver(:org_b, 'Bob Berg', '+15558072004') AS bob \gset
+SELECT is((SELECT phone FROM prm.caregiver WHERE id = :carl), '+15558072001', 'a national phone is stored in E.164');
 SELECT throws_ok(format('SELECT prm.add_caregiver(%s, %L, %L)', :org, 'X', '12'), '22023', NULL, 'a malformed phone is refused');
-SELECT throws_ok(format('SELECT prm.add_caregiver(%s, NULL, %L)', :org, '+15550072009'), '22004', NULL, 'a NULL name is refused');
+SELECT throws_ok(format('SELECT prm.add_caregiver(%s, NULL, %L)', :org, '+15558072009'), '22004', NULL, 'a NULL name is refused');
 SELECT throws_ok(format('SELECT prm.add_caregiver(%s, %L, NULL)', :org, 'X'), '22004', NULL, 'a NULL phone is refused');
-SELECT throws_ok(format('SELECT prm.add_caregiver(%s, %L, %L, %L)', :org, 'X', '+15550072009', 'not-an-email'), '22023', NULL, 'a malformed e-mail is refused');
-SELECT throws_ok(format('SELECT prm.add_caregiver(%s, %L, %L, NULL, %L)', :org, 'X', '+15550072009', 'Mars/Olympus'), '22023', NULL, 'an unknown time zone is refused');
-SELECT throws_ok('SELECT prm.add_caregiver(999999, ''X'', ''+15550072009'')', 'P0002', NULL, 'an unknown organization is refused');
+SELECT throws_ok(format('SELECT prm.add_caregiver(%s, %L, %L, %L)', :org, 'X', '+15558072009', 'not-an-email'), '22023', NULL, 'a malformed e-mail is refused');
+SELECT throws_ok(format('SELECT prm.add_caregiver(%s, %L, %L, NULL, %L)', :org, 'X', '+15558072009', 'Mars/Olympus'), '22023', NULL, 'an unknown time zone is refused');
+SELECT throws_ok('SELECT prm.add_caregiver(999999, ''X'', ''+15558072009'')', 'P0002', NULL, 'an unknown organization is refused');
 SELECT is(prm.set_caregiver_preferences(:org, :dora, '{}'),
           '{"notifications": {"email": true, "sms": true, "push": false}, "alert_threshold": "medium",
             "quiet_hours": {"enabled": false, "start": "22:00", "end": "07:00"}, "daily_summary_time": null}'::jsonb,
@@ -138,7 +138,7 @@ UPDATE prm.patient SET last_heartbeat_at = now() - interval '55 minutes' WHERE i
 UPDATE prm.monitoring SET next_due_at = now() - interval '1 second', started_at = now() - interval '55 minutes' WHERE patient_id = :nils;
 SELECT is((prm.run_due_jobs() ->> 'monitor_alerts')::int, 0, 'five minutes before the deadline: no alert yet');
 SELECT is((SELECT channel || ' ' || to_address FROM prm.outbound_message WHERE kind = 'check_in' AND patient_id = :nils),
-          'sms +15550071002', 'the patient is nudged by SMS');
+          'sms +15558071002', 'the patient is nudged by SMS');
 SELECT is((SELECT next_due_at FROM prm.monitoring WHERE patient_id = :nils), now() + interval '5 minutes', 'then the deadline itself');
 UPDATE prm.monitoring SET next_due_at = now() - interval '1 second' WHERE patient_id = :nils;
 SELECT prm.run_due_jobs() IS NOT NULL AS ok \gset
@@ -192,7 +192,7 @@ SELECT is((SELECT next_due_at FROM prm.monitoring WHERE patient_id = :mia), NULL
 SELECT results_eq(format('SELECT caregiver_id, purpose FROM prm.alert_notification WHERE alert_id = %s ORDER BY id', :a1),
                   format('VALUES (%s::bigint, ''skipped''::text), (%s, ''alert'')', :carl, :dora),
                   'Carl is passed over (threshold high), Dora is asked');
-SELECT is((SELECT body FROM prm.outbound_message WHERE to_address = '+15550072002' AND kind = 'caregiver_alert'),
+SELECT is((SELECT body FROM prm.outbound_message WHERE to_address = '+15558072002' AND kind = 'caregiver_alert'),
           'Companion A: we have had no sign of activity from Mia for a while. Please check on them and reply OK to take responsibility.',
           'the SMS names the patient, no clinical details');
 -- a repeat counts on the open alert
@@ -239,11 +239,11 @@ SELECT ok((SELECT bool_and(not_before > now()) FROM prm.alert_notification WHERE
           'quiet hours hold Eve''s message');
 SELECT ok((SELECT bool_and(not_before = now()) FROM prm.alert_notification WHERE alert_id = :a2 AND caregiver_id = :carl),
           'Carl''s went at once');
-SELECT is(prm.handle_inbound_sms('+15550070000', '(555) 007-2003', 'ok!', 'caregiver-ok-1'),
+SELECT is(prm.handle_inbound_sms('+15558070000', '(555) 807-2003', 'ok!', 'caregiver-ok-1'),
           'Thank you. You have taken responsibility for this alert; the others will not be asked.', 'Eve answers OK by SMS to the clinic''s number');
 SELECT is((SELECT status || '/' || acknowledged_by FROM prm.alert WHERE id = :a2), 'acknowledged/' || :eve, 'the OK acknowledged the alert');
-SELECT is(prm.caregiver_reply(:org, '+15550072003', 'ok'), NULL, 'a second OK is not an alert reply any more');
-SELECT is(prm.caregiver_reply(:org, '+15550071001', 'ok'), NULL, 'a patient''s OK is not a caregiver reply');
+SELECT is(prm.caregiver_reply(:org, '+15558072003', 'ok'), NULL, 'a second OK is not an alert reply any more');
+SELECT is(prm.caregiver_reply(:org, '+15558071001', 'ok'), NULL, 'a patient''s OK is not a caregiver reply');
 UPDATE prm.alert SET next_escalation_at = now() - interval '1 second' WHERE id = :a2;
 SELECT prm.run_due_jobs() IS NOT NULL AS ok \gset
 SELECT is((SELECT count(DISTINCT caregiver_id)::int FROM prm.alert_notification WHERE alert_id = :a2 AND purpose = 'alert'), 3,
@@ -307,7 +307,7 @@ SELECT is((SELECT summary_due_at FROM prm.caregiver WHERE id = :dora),
 UPDATE prm.caregiver SET summary_due_at = now() - interval '1 second' WHERE id = :dora;
 SELECT prm.run_due_jobs() IS NOT NULL AS ok \gset
 SELECT ok((SELECT body LIKE 'Companion A daily summary: % check-ins, % reminders taken, % missed, % alerts for the 1 people in your care today.'
-             FROM prm.outbound_message WHERE kind = 'caregiver_summary' AND to_address = '+15550072002'),
+             FROM prm.outbound_message WHERE kind = 'caregiver_summary' AND to_address = '+15558072002'),
           'the summary goes out by SMS, counts only');
 SELECT ok((SELECT summary_due_at > now() FROM prm.caregiver WHERE id = :dora), 'the next summary is set');
 
@@ -328,7 +328,7 @@ SELECT throws_ok(format('SELECT prm.set_caregiver_preferences(%s, %s, %L)', :org
 RESET ROLE;
 SET LOCAL ROLE regress_mon_hook;
 SELECT lives_ok(format('SELECT prm.record_heartbeat(%s, %s)', :org, :nils), 'the webhook level records heartbeats');
-SELECT throws_ok(format('SELECT prm.add_caregiver(%s, %L, %L)', :org, 'X', '+15550072009'), '42501', NULL, 'but cannot add caregivers');
+SELECT throws_ok(format('SELECT prm.add_caregiver(%s, %L, %L)', :org, 'X', '+15558072009'), '42501', NULL, 'but cannot add caregivers');
 RESET ROLE;
 
 --

@@ -7,11 +7,11 @@ CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(4);
 SET LOCAL timezone = 'UTC';
 
-SELECT prm.create_organization('Steps', 'UTC', '+15550060500') AS org \gset
-SELECT prm.add_patient(:org, 'Ada', 'A', '+15550061501') AS ada \gset
-SELECT prm.add_patient(:org, 'Bo', 'B', '+15550061502') AS bo \gset
-SELECT prm.add_caregiver(:org, 'Cy', '+15550062501') AS cy \gset
-SELECT prm.add_caregiver(:org, 'Di', '+15550062502') AS di \gset
+SELECT prm.create_organization('Steps', 'UTC', '+15558060500') AS org \gset
+SELECT prm.add_patient(:org, 'Ada', 'A', '+15558061501') AS ada \gset
+SELECT prm.add_patient(:org, 'Bo', 'B', '+15558061502') AS bo \gset
+SELECT prm.add_caregiver(:org, 'Cy', '+15558062501') AS cy \gset
+SELECT prm.add_caregiver(:org, 'Di', '+15558062502') AS di \gset
 SELECT prm.link_caregiver(:org, :ada, :cy);
 SELECT prm.link_caregiver(:org, :bo, :di);
 SELECT prm.set_monitoring(:org, :ada, '{"inactivity_threshold": "1 hour"}') IS NOT NULL AS ok \gset

@@ -6,10 +6,10 @@ CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(63);
 
 SELECT prm.create_organization('Out Clinic', 'Australia/Sydney', '+61290001000') AS org \gset
-SELECT prm.create_organization('Far Clinic', 'UTC', '+15550020000') AS far \gset
+SELECT prm.create_organization('Far Clinic', 'UTC', '+15558020000') AS far \gset
 SELECT prm.configure(:org, '{"phone_region": "AU", "max_attempts": 3}') IS NOT NULL AS ok \gset
 SELECT prm.add_patient(:org, 'Pat', 'Out', '0412 111 222', 'pat@example.org', 'Australia/Sydney') AS pat \gset
-SELECT prm.add_patient(:far, 'Far', 'Away', '+15550021111') AS far_pat \gset
+SELECT prm.add_patient(:far, 'Far', 'Away', '+15558021111') AS far_pat \gset
 
 -- quiet hours, in the patient's time zone (default 21:00-08:00)
 SELECT prm.enqueue_message(:org, 'sms', '0412 111 222', 'late', :pat, 'q1', '2031-01-01 23:30 Australia/Sydney') AS q1,
@@ -35,7 +35,7 @@ SELECT is((SELECT count(*)::int FROM prm.outbound_message WHERE dedup_key = 'k1'
 SELECT is((SELECT to_address FROM prm.outbound_message WHERE id = :m1), '+61412111222', 'SMS address normalised');
 SELECT prm.enqueue_message(:org, 'sms', '0412 111 222', 'two', :pat, NULL, now() - interval '1 minute') AS m2 \gset
 SELECT prm.enqueue_message(:org, 'sms', '0412 111 222', 'three', :pat, NULL, now() - interval '1 minute') AS m3 \gset
-SELECT prm.enqueue_message(:far, 'sms', '+15550021111', 'far', :far_pat, NULL, now() - interval '1 minute') AS mfar \gset
+SELECT prm.enqueue_message(:far, 'sms', '+15558021111', 'far', :far_pat, NULL, now() - interval '1 minute') AS mfar \gset
 
 -- claiming
 CREATE TEMP TABLE c1 AS SELECT * FROM prm.claim_messages('sms', 2, '60 seconds');
@@ -85,7 +85,7 @@ SELECT is((SELECT status FROM prm.outbound_message WHERE id = :m3), 'dead', 'not
 SELECT ok(prm.render_template(:org, 'help') LIKE 'Out Clinic:%Msg & data rates may apply.', 'HELP names the clinic and the rates');
 SELECT throws_ok(format($$SELECT prm.set_template(%s, 'offer', 'Hi {given_name}, a slot is free')$$, :org), '22023', NULL, 'patient details are not placeholders');
 SELECT throws_ok(format($$SELECT prm.set_template(%s, 'offer', 'Open {date')$$, :org), '22023', NULL, 'unclosed placeholder refused');
-SELECT throws_ok(format($$SELECT prm.set_template(%s, 'poem', 'Roses')$$, :org), '22023', NULL, 'unknown kind refused');
+SELECT throws_ok(format($$SELECT prm.set_template(%s, 'Poem!', 'Roses')$$, :org), '22023', NULL, 'a malformed kind refused');
 SELECT lives_ok(format($$SELECT prm.set_template(%s, 'help', '{clinic} help: reply STOP to stop. Msg & data rates may apply.', 'sms', 'de')$$, :org), 'a German help text');
 SELECT is(prm.render_template(:org, 'help', '{}', 'sms', 'de-AT'), 'Out Clinic help: reply STOP to stop. Msg & data rates may apply.', 'de-AT falls back to de');
 SELECT throws_ok(format($$SELECT prm.render_template(%s, 'offer', '{}')$$, :org), '22023', NULL, 'a placeholder without value cannot render');

@@ -5,18 +5,18 @@ CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(23);
 
 CREATE ROLE regress_priv_staff;
-SELECT prm.create_organization('Privacy Clinic', 'UTC', '+15550070000') AS org, prm.create_organization('Else', 'UTC') AS other \gset
+SELECT prm.create_organization('Privacy Clinic', 'UTC', '+15558070000') AS org, prm.create_organization('Else', 'UTC') AS other \gset
 SELECT prm.configure(:org, '{"quiet_hours": false}') IS NOT NULL AS ok \gset
 SELECT prm.add_provider(:org, 'Dr P') AS dr \gset
-SELECT prm.add_patient(:org, 'Erin', 'Secret', '+15550071001', 'erin@example.org') AS erin, prm.add_patient(:org, 'Next', 'One', '+15550071002') AS next_one \gset
-SELECT prm.add_patient(:other, 'Far', 'Away', '+15550071003') AS far \gset
-SELECT prm.add_patient(:org, 'Can', 'Celler', '+15550071004') AS canceller \gset
+SELECT prm.add_patient(:org, 'Erin', 'Secret', '+15558071001', 'erin@example.org') AS erin, prm.add_patient(:org, 'Next', 'One', '+15558071002') AS next_one \gset
+SELECT prm.add_patient(:other, 'Far', 'Away', '+15558071003') AS far \gset
+SELECT prm.add_patient(:org, 'Can', 'Celler', '+15558071004') AS canceller \gset
 SELECT prm.join_waitlist(:org, :erin, NULL, true, 0) AS e_erin, prm.join_waitlist(:org, :next_one) AS e_next \gset
 SELECT prm.configure(:org, '{"batch_size": 1}') IS NOT NULL AS ok \gset
 SELECT prm.book_appointment(:org, :canceller, :dr, now() + interval '2 days', now() + interval '2 days 30 minutes') AS appt \gset
 SELECT prm.cancel_appointment(:org, :appt) AS slot \gset
 SELECT is((SELECT patient_id FROM prm.offer WHERE slot_id = :slot AND status = 'open'), :'erin'::bigint, 'Erin holds the offer');
-SELECT prm.handle_inbound_sms('+15550070000', '+15550071001', 'HELP', 'priv-1') IS NOT NULL AS ok \gset
+SELECT prm.handle_inbound_sms('+15558070000', '+15558071001', 'HELP', 'priv-1') IS NOT NULL AS ok \gset
 
 -- export
 SELECT prm.export_patient(:org, :erin) AS export \gset

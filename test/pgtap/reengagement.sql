@@ -9,8 +9,8 @@ SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_reeng_a;
 CREATE ROLE regress_reeng_none;
-SELECT prm.create_organization('Clinic A', 'UTC', '+15550100001') AS org_a \gset
-SELECT prm.create_organization('Clinic B', 'UTC', '+15550100002') AS org_b \gset
+SELECT prm.create_organization('Clinic A', 'UTC', '+15558100001') AS org_a \gset
+SELECT prm.create_organization('Clinic B', 'UTC', '+15558100002') AS org_b \gset
 SELECT prm.add_provider(:org_a, 'Dr A') AS prov_a \gset
 SELECT prm.add_provider(:org_a, 'Dr A2') AS prov_a2 \gset
 SELECT prm.add_provider(:org_b, 'Dr B') AS prov_b \gset

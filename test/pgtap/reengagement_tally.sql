@@ -14,8 +14,8 @@ SELECT plan(31);
 
 DROP ROLE IF EXISTS regress_tally_b;
 CREATE ROLE regress_tally_b;
-SELECT prm.create_organization('Tally A', 'UTC', '+15550110001') AS org \gset
-SELECT prm.create_organization('Tally B', 'UTC', '+15550110002') AS org_b \gset
+SELECT prm.create_organization('Tally A', 'UTC', '+15558110001') AS org \gset
+SELECT prm.create_organization('Tally B', 'UTC', '+15558110002') AS org_b \gset
 SELECT prm.grant_access('regress_tally_b', :org_b, 'readonly');
 SELECT prm.add_provider(:org, 'Dr Tally') AS prov \gset
 SELECT prm.add_provider(:org, 'Dr Booker') AS prov_book \gset

@@ -13,18 +13,18 @@ SET LOCAL timezone = 'UTC';
 CREATE ROLE regress_rem_staff;
 CREATE ROLE regress_rem_other;
 
-SELECT prm.create_organization('Clinic R', 'UTC', '+15550070000') AS org \gset
-SELECT prm.create_organization('Other R', 'UTC', '+15550079999') AS org_b \gset
+SELECT prm.create_organization('Clinic R', 'UTC', '+15558070000') AS org \gset
+SELECT prm.create_organization('Other R', 'UTC', '+15558079999') AS org_b \gset
 SELECT prm.grant_access('regress_rem_staff', :org, 'staff');
 SELECT prm.grant_access('regress_rem_other', :org_b, 'staff');
 SELECT prm.add_provider(:org, 'Dr Remind') AS dr \gset
 SELECT prm.add_provider(:org_b, 'Dr B') AS dr_b \gset
-SELECT prm.add_patient(:org, 'Rita', 'Rem', '+15550071001') AS rita \gset
-SELECT prm.add_patient(:org, 'Carl', 'Conf', '+15550071002') AS carl \gset
-SELECT prm.add_patient(:org, 'Xena', 'Cxl', '+15550071003') AS xena \gset
-SELECT prm.add_patient(:org, 'Will', 'Wait', '+15550071004') AS will \gset
-SELECT prm.add_patient(:org, 'Opal', 'Out', '+15550071005') AS opal \gset
-SELECT prm.add_patient(:org_b, 'Bea', 'B', '+15550079001') AS bea \gset
+SELECT prm.add_patient(:org, 'Rita', 'Rem', '+15558071001') AS rita \gset
+SELECT prm.add_patient(:org, 'Carl', 'Conf', '+15558071002') AS carl \gset
+SELECT prm.add_patient(:org, 'Xena', 'Cxl', '+15558071003') AS xena \gset
+SELECT prm.add_patient(:org, 'Will', 'Wait', '+15558071004') AS will \gset
+SELECT prm.add_patient(:org, 'Opal', 'Out', '+15558071005') AS opal \gset
+SELECT prm.add_patient(:org_b, 'Bea', 'B', '+15558079001') AS bea \gset
 -- the hour three days ahead, on the hour
 SELECT date_trunc('hour', now()) + interval '3 days' AS t \gset
 
@@ -76,7 +76,7 @@ SELECT prm.set_appointment_status(:org, :appt_soon, 'entered-in-error');
 SELECT is((SELECT status FROM prm.appointment_reminder WHERE appointment_id = :appt_soon), 'withdrawn', 'an appointment entered in error loses its reminder');
 
 -- 4. a synced appointment that moves is rescheduled
-SELECT prm.sync_patients(:org, 'cliniko', '[{"external_id": "s1", "given_name": "Sam", "family_name": "Sync", "phone": "+15550071006"}]') IS NOT NULL AS ok \gset
+SELECT prm.sync_patients(:org, 'cliniko', '[{"external_id": "s1", "given_name": "Sam", "family_name": "Sync", "phone": "+15558071006"}]') IS NOT NULL AS ok \gset
 SELECT prm.sync_appointments(:org, 'cliniko', jsonb_build_array(jsonb_build_object('external_id', 'x1', 'patient_external_id', 's1', 'provider_id', :dr,
        'starts_at', to_char(:'t'::timestamptz + interval '1 day', 'YYYY-MM-DD"T"HH24:MI:SS"+00"'), 'ends_at', to_char(:'t'::timestamptz + interval '1 day 30 minutes', 'YYYY-MM-DD"T"HH24:MI:SS"+00"'), 'status', 'booked'))) IS NOT NULL AS ok \gset
 SELECT id AS appt_sync FROM prm.appointment WHERE org_id = :org AND external_id = 'x1' \gset
@@ -91,12 +91,12 @@ SELECT results_eq(format('SELECT due_at FROM prm.appointment_reminder WHERE appo
 
 -- 5. replies: C confirms
 SELECT prm.book_appointment(:org, :carl, :dr, :'t'::timestamptz + interval '1 hour', :'t'::timestamptz + interval '90 minutes') AS appt_c \gset
-SELECT alike(prm.handle_inbound_sms('+15550070000', '+15550071002', 'C', 'rin-1'), '%did not understand%',
+SELECT alike(prm.handle_inbound_sms('+15558070000', '+15558071002', 'C', 'rin-1'), '%did not understand%',
              'C before any reminder went out is not an answer: the hint');
 UPDATE prm.outbound_message m SET status = 'sent', sent_at = now() FROM prm.appointment_reminder r
  WHERE m.id = r.message_id AND r.appointment_id = :appt_c AND r.remind_before = interval '24 hours';
 SELECT is((SELECT count(*)::int FROM prm.appointment_reminders WHERE appointment_id = :appt_c AND sent), 1, 'the view shows the reminder sent');
-SELECT is(prm.handle_inbound_sms('+15550070000', '+15550071002', ' c! ', 'rin-2'),
+SELECT is(prm.handle_inbound_sms('+15558070000', '+15558071002', ' c! ', 'rin-2'),
           format('Clinic R: thank you, your appointment on %s at %s is confirmed.',
                  to_char(:'t'::timestamptz + interval '1 hour', 'Dy FMDD Mon'), to_char(:'t'::timestamptz + interval '1 hour', 'HH24:MI')),
           'C answers a sent reminder: confirmed');
@@ -104,7 +104,7 @@ SELECT ok((SELECT confirmed_at IS NOT NULL AND status = 'booked' FROM prm.appoin
 SELECT results_eq(format('SELECT remind_before, status FROM prm.appointment_reminder WHERE appointment_id = %s ORDER BY remind_before', :appt_c),
                   $$VALUES (interval '2 hours', 'scheduled'::text), (interval '24 hours', 'confirmed')$$, 'the answered reminder is confirmed, the later one still goes out');
 SELECT is((SELECT count(*)::int FROM prm.event WHERE org_id = :org AND kind = 'appointment_confirmed' AND entity_id = :appt_c), 1, 'an appointment_confirmed event');
-SELECT alike(prm.handle_inbound_sms('+15550070000', '+15550071002', 'CONFIRM', 'rin-3'), '%did not understand%',
+SELECT alike(prm.handle_inbound_sms('+15558070000', '+15558071002', 'CONFIRM', 'rin-3'), '%did not understand%',
              'a second C with nothing pending gets the hint');
 
 -- 6. X cancels and the slot is offered to the waitlist at once
@@ -113,7 +113,7 @@ SELECT prm.book_appointment(:org, :xena, :dr, :'t'::timestamptz + interval '2 ho
 SELECT prm.book_appointment(:org, :will, :dr, :'t'::timestamptz + interval '20 days', :'t'::timestamptz + interval '20 days 30 minutes') AS appt_w \gset
 UPDATE prm.outbound_message m SET status = 'delivered', sent_at = now() FROM prm.appointment_reminder r
  WHERE m.id = r.message_id AND r.appointment_id = :appt_x AND r.remind_before = interval '24 hours';
-SELECT is(prm.handle_inbound_sms('+15550070000', '+15550071003', 'x', 'rin-4'),
+SELECT is(prm.handle_inbound_sms('+15558070000', '+15558071003', 'x', 'rin-4'),
           format('Clinic R: your appointment on %s at %s is cancelled. Reply HELP for help.',
                  to_char(:'t'::timestamptz + interval '2 hours', 'Dy FMDD Mon'), to_char(:'t'::timestamptz + interval '2 hours', 'HH24:MI')),
           'X answers a sent reminder: cancelled');
@@ -123,14 +123,14 @@ SELECT results_eq(format('SELECT remind_before, status FROM prm.appointment_remi
 SELECT is((SELECT o.patient_id FROM prm.offer o JOIN prm.slot s ON s.id = o.slot_id WHERE s.appointment_id = :appt_x), :will::bigint,
           'the freed slot is offered to the waitlist patient at once');
 SELECT is((SELECT count(*)::int FROM prm.outbound_message WHERE kind = 'offer' AND patient_id = :will), 1, 'with its offer SMS queued');
-SELECT alike(prm.handle_inbound_sms('+15550070000', '+15550071003', 'X', 'rin-5'), '%did not understand%',
+SELECT alike(prm.handle_inbound_sms('+15558070000', '+15558071003', 'X', 'rin-5'), '%did not understand%',
              'X again: nothing pending, the hint');
 
 -- 7. CANCEL is an opt-out, not an answer
 SELECT prm.book_appointment(:org, :opal, :dr, :'t'::timestamptz + interval '3 hours', :'t'::timestamptz + interval '200 minutes') AS appt_o \gset
 UPDATE prm.outbound_message m SET status = 'sent', sent_at = now() FROM prm.appointment_reminder r
  WHERE m.id = r.message_id AND r.appointment_id = :appt_o AND r.remind_before = interval '24 hours';
-SELECT alike(prm.handle_inbound_sms('+15550070000', '+15550071005', 'CANCEL', 'rin-6'), '%unsubscribed%', 'CANCEL opts out, even with a reminder pending');
+SELECT alike(prm.handle_inbound_sms('+15558070000', '+15558071005', 'CANCEL', 'rin-6'), '%unsubscribed%', 'CANCEL opts out, even with a reminder pending');
 SELECT ok((SELECT sms_opt_out FROM prm.patient WHERE id = :opal) AND (SELECT status FROM prm.appointment WHERE id = :appt_o) = 'booked',
           'the patient is opted out and the appointment stays booked');
 SELECT is((SELECT m.status FROM prm.outbound_message m JOIN prm.appointment_reminder r ON m.id = r.message_id
@@ -139,10 +139,10 @@ SELECT prm.book_appointment(:org, :opal, :dr, :'t'::timestamptz + interval '5 da
 SELECT is((SELECT count(*)::int FROM prm.appointment_reminder WHERE appointment_id = :appt_o2), 0, 'an opted-out patient gets no reminders');
 
 -- 8. quiet hours move a reminder earlier; offsets are elapsed time across DST
-SELECT prm.create_organization('Quiet R', 'America/New_York', '+15550078888') AS org_q \gset
+SELECT prm.create_organization('Quiet R', 'America/New_York', '+15558078888') AS org_q \gset
 SELECT prm.configure(:org_q, '{"appointment_reminders": true}') IS NOT NULL AS ok \gset
 SELECT prm.add_provider(:org_q, 'Dr Q') AS dr_q \gset
-SELECT prm.add_patient(:org_q, 'Quin', 'Q', '+15550078001') AS quin \gset
+SELECT prm.add_patient(:org_q, 'Quin', 'Q', '+15558078001') AS quin \gset
 -- 2030-03-10 is the day New York springs forward (02:00 -> 03:00)
 SELECT prm.book_appointment(:org_q, :quin, :dr_q, '2030-03-10 09:00 America/New_York', '2030-03-10 09:30 America/New_York') AS appt_q \gset
 SELECT results_eq(format('SELECT (due_at AT TIME ZONE ''America/New_York'')::text FROM prm.appointment_reminder WHERE appointment_id = %s ORDER BY due_at', :appt_q),
@@ -151,7 +151,7 @@ SELECT results_eq(format('SELECT (due_at AT TIME ZONE ''America/New_York'')::tex
 
 -- e-mail reminders: to the patient's address, not held by quiet hours (SMS only)
 SELECT prm.configure(:org_q, '{"reminder_channel": "email"}') IS NOT NULL AS ok \gset
-SELECT prm.add_patient(:org_q, 'Emma', 'Mail', '+15550078002', 'emma@example.org') AS emma \gset
+SELECT prm.add_patient(:org_q, 'Emma', 'Mail', '+15558078002', 'emma@example.org') AS emma \gset
 SELECT prm.book_appointment(:org_q, :emma, :dr_q, '2030-04-10 08:30 America/New_York', '2030-04-10 09:00 America/New_York') AS appt_e \gset
 SELECT results_eq(format('SELECT m.channel, m.to_address, (r.due_at AT TIME ZONE ''America/New_York'')::text FROM prm.appointment_reminder r JOIN prm.outbound_message m ON m.id = r.message_id WHERE r.appointment_id = %s ORDER BY r.due_at', :appt_e),
                   $$VALUES ('email'::text, 'emma@example.org'::text, '2030-04-09 08:30:00'), ('email', 'emma@example.org', '2030-04-10 06:30:00')$$,

@@ -29,12 +29,12 @@ SELECT is(prm.priority_score(true, 0, NULL, '2031-01-01', '2031-01-01', 50, 10, 
 SELECT throws_ok($$SELECT prm.priority_score(false, 0, NULL, now(), now(), 30, 20, 10, 0, 90)$$, '22023', NULL, 'zero full-days refused');
 
 -- entries and their triggers
-SELECT prm.create_organization('Score Clinic', 'UTC', '+15550010000') AS org \gset
-SELECT prm.create_organization('Other Clinic', 'UTC', '+15550010001') AS other \gset
+SELECT prm.create_organization('Score Clinic', 'UTC', '+15558010000') AS org \gset
+SELECT prm.create_organization('Other Clinic', 'UTC', '+15558010001') AS other \gset
 SELECT prm.add_provider(:org, 'Dr S') AS prov \gset
 SELECT prm.add_provider(:other, 'Dr O') AS other_prov \gset
-SELECT prm.add_patient(:org, 'Sam', 'S', '+15550011001') AS pat \gset
-SELECT prm.add_patient(:other, 'Oli', 'O', '+15550011002') AS other_pat \gset
+SELECT prm.add_patient(:org, 'Sam', 'S', '+15558011001') AS pat \gset
+SELECT prm.add_patient(:other, 'Oli', 'O', '+15558011002') AS other_pat \gset
 SELECT prm.join_waitlist(:org, :pat) AS entry \gset
 SELECT is((SELECT priority_score FROM prm.waitlist_entry WHERE id = :entry), 20, 'no appointment: 20 on joining');
 SELECT is(prm.join_waitlist(:org, :pat, NULL, true, 5), :'entry'::bigint, 'joining again updates the same entry');

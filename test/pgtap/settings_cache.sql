@@ -7,10 +7,10 @@ CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(15);
 SET LOCAL timezone = 'UTC';
 
-SELECT prm.create_organization('Cache Clinic', 'UTC', '+15550070000') AS org \gset
+SELECT prm.create_organization('Cache Clinic', 'UTC', '+15558070000') AS org \gset
 SELECT prm.configure(:org, '{"quiet_hours": false, "offer_daily_cap": 10, "offer_weekly_cap": 20}') IS NOT NULL AS ok \gset
 SELECT prm.add_provider(:org, 'Dr Cache') AS dr \gset
-SELECT prm.add_patient(:org, 'Pat' || g, 'Cache', '+1555007100' || g) FROM generate_series(1, 6) g;
+SELECT prm.add_patient(:org, 'Pat' || g, 'Cache', '+1555807100' || g) FROM generate_series(1, 6) g;
 SELECT id AS p6 FROM prm.patient WHERE given_name = 'Pat6' \gset
 SELECT prm.join_waitlist(:org, id) FROM prm.patient WHERE given_name <> 'Pat6';
 SELECT id AS entry FROM prm.waitlist_entry WHERE patient_id = (SELECT id FROM prm.patient WHERE given_name = 'Pat1') \gset
@@ -19,7 +19,7 @@ SELECT id AS entry FROM prm.waitlist_entry WHERE patient_id = (SELECT id FROM pr
 SELECT prm.settings(:org) AS defaults \gset
 SELECT is(prm.configure(:org, (SELECT jsonb_object_agg(key, value) FROM jsonb_each(:'defaults'::jsonb) WHERE value <> 'null')),
           :'defaults'::jsonb, 'every default, set explicitly, is valid and canonical');
-SELECT is((SELECT count(*)::int FROM jsonb_object_keys(prm.settings(:org))), 44, 'prm.settings lists the 44 settings');
+SELECT is((SELECT count(*)::int FROM jsonb_object_keys(prm.settings(:org))), 47, 'prm.settings lists the 47 settings');
 
 -- the loader decodes each type into its field
 SELECT prm.configure(:org, '{"weight_urgent": 44, "recent_offer_window": "3 days 4 hours"}') IS NOT NULL AS ok \gset

@@ -4,7 +4,7 @@
 -- auth token that no role but the organization's admin can read.
 --
 -- The expected signatures were computed at authoring time, e.g.
---   printf '%s' 'https://example.com/sms?x=1BodyYESFrom+15551234567To+15550001111' \
+--   printf '%s' 'https://example.com/sms?x=1BodyYESFrom+15551234567To+15558001111' \
 --     | openssl dgst -sha1 -hmac abcdef0123456789abcdef0123456789 -binary | base64
 -- The constant-time comparison is reviewed in src/signature.c
 -- (SignatureEqual), not timed here.
@@ -22,11 +22,11 @@ CREATE ROLE regress_sig_hook_b;
 CREATE ROLE regress_sig_admin_b;
 CREATE ROLE regress_sig_none;
 
-SELECT prm.create_organization('Sig A', 'UTC', '+15550001111') AS org_a \gset
-SELECT prm.create_organization('Sig B', 'UTC', '+15550003333') AS org_b \gset
+SELECT prm.create_organization('Sig A', 'UTC', '+15558001111') AS org_a \gset
+SELECT prm.create_organization('Sig B', 'UTC', '+15558003333') AS org_b \gset
 -- Twilio's documented example is addressed to +18005551212
 SELECT prm.create_organization('Sig Doc', 'UTC', '+18005551212') AS org_doc \gset
-UPDATE prm.organization SET whatsapp_number = '+15550002222' WHERE id = :org_a;
+UPDATE prm.organization SET whatsapp_number = '+15558002222' WHERE id = :org_a;
 SELECT prm.grant_access('regress_sig_admin', :org_a, 'admin');
 SELECT prm.grant_access('regress_sig_staff', :org_a, 'staff');
 SELECT prm.grant_access('regress_sig_ro', :org_a, 'readonly');
@@ -35,8 +35,8 @@ SELECT prm.grant_access('regress_sig_hook_b', :org_b, 'webhook');
 SELECT prm.grant_access('regress_sig_admin_b', :org_b, 'admin');
 
 \set url '''https://example.com/sms?x=1'''
-\set params '''{"To": "+15550001111", "From": "+15551234567", "Body": "YES"}'''
-\set sig '''A4TZyayh2omU9DAqyazLJSUmM+U='''
+\set params '''{"To": "+15558001111", "From": "+15551234567", "Body": "YES"}'''
+\set sig '''01GIlTUguOfWfwndAJ2//wLd7Q0='''
 
 --
 -- the catalog: a dumped table under row-level security, and the levels
@@ -109,56 +109,56 @@ SELECT is(prm.verify_twilio_signature(:url, :params, :sig), true, 'an SMS webhoo
 SELECT is(prm.verify_twilio_signature(:url, :params, :sig, :org_a), true, 'the same with org_id');
 SELECT is(prm.verify_twilio_signature(url => :url, params => :params, signature => :sig, org_id => NULL), true,
           'named arguments, org_id NULL: routed by To');
-SELECT is(prm.verify_twilio_signature(:url, '{"Body": "YES", "To": "+15550001111", "From": "+15551234567"}', :sig), true,
+SELECT is(prm.verify_twilio_signature(:url, '{"Body": "YES", "To": "+15558001111", "From": "+15551234567"}', :sig), true,
           'the order of the keys in params is irrelevant');
 SELECT is(prm.verify_twilio_signature('https://example.com/sms?x=1',
-          '{"To": "+15550001111", "From": "+15551234567", "Body": "YES", "Tag": ["zeta", "alpha", "zeta"]}',
-          'UVpxS96jiLIzUXi/4hn5rRIYIcw='), true, 'a repeated name: its distinct values in byte order');
+          '{"To": "+15558001111", "From": "+15551234567", "Body": "YES", "Tag": ["zeta", "alpha", "zeta"]}',
+          'muCh3cNyEFwwv0Udp8fDhL5i3aM='), true, 'a repeated name: its distinct values in byte order');
 SELECT is(prm.verify_twilio_signature('https://example.com/sms?x=1',
-          '{"To": "+15550001111", "From": "+15551234567", "Body": "YES", "Tag": ["alpha", "zeta"]}',
-          'UVpxS96jiLIzUXi/4hn5rRIYIcw='), true, 'the order the values arrive in is irrelevant');
+          '{"To": "+15558001111", "From": "+15551234567", "Body": "YES", "Tag": ["alpha", "zeta"]}',
+          'muCh3cNyEFwwv0Udp8fDhL5i3aM='), true, 'the order the values arrive in is irrelevant');
 SELECT is(prm.verify_twilio_signature('https://example.com/sms?x=1',
-          '{"To": "+15550001111", "From": "+15551234567", "Body": "YES", "Tag": ["alpha"]}',
-          'UVpxS96jiLIzUXi/4hn5rRIYIcw='), false, 'a value of a repeated name missing');
+          '{"To": "+15558001111", "From": "+15551234567", "Body": "YES", "Tag": ["alpha"]}',
+          'muCh3cNyEFwwv0Udp8fDhL5i3aM='), false, 'a value of a repeated name missing');
 SELECT is(prm.verify_twilio_signature('https://example.com/sms',
-          '{"To": "+15550001111", "From": "+15551234567", "Body": "Grüße ✓ naïve"}',
-          '+yBsBpaiUbgj5UBtFzNtoxBIVvQ='), true, 'UTF-8 values are signed as their bytes');
+          '{"To": "+15558001111", "From": "+15551234567", "Body": "Grüße ✓ naïve"}',
+          'svG3P3iU/Xavgml1kFog+29558I='), true, 'UTF-8 values are signed as their bytes');
 SELECT is(prm.verify_twilio_signature('https://example.com/sms',
-          '{"body": "x", "To": "+15550001111", "FromCity": "BOSTON", "From": "+15551234567"}',
-          'xdxXOdxRFDNkUH+sOuCAxbFly6o='), true, 'names in byte order: From < FromCity < To < body');
+          '{"body": "x", "To": "+15558001111", "FromCity": "BOSTON", "From": "+15551234567"}',
+          'lGtqJ8aOPKRvliX6mAukLJHDzLE='), true, 'names in byte order: From < FromCity < To < body');
 SELECT is(prm.verify_twilio_signature('https://example.com/wa',
-          '{"To": "whatsapp:+15550002222", "From": "whatsapp:+15551234567", "Body": "hello"}',
-          'j69O9JN5GDSyP4rCsp20VFunRyo='), true, 'WhatsApp, routed by whatsapp_number');
+          '{"To": "whatsapp:+15558002222", "From": "whatsapp:+15551234567", "Body": "hello"}',
+          'lP6NAxEiTEMITbEUMC6MpjBzMfU='), true, 'WhatsApp, routed by whatsapp_number');
 SELECT is(prm.verify_twilio_signature('https://example.com/status?MessageSid=SM1&MessageStatus=delivered', '{}',
           'uDYfevdx74gQuaD8p2ULeEXaM6k=', :org_a), true, 'a GET: the URL alone, with org_id');
-SELECT is(prm.verify_twilio_signature(:url, '{"To": "+1 (555) 000-1111", "From": "+15551234567", "Body": "YES"}', :sig, NULL),
+SELECT is(prm.verify_twilio_signature(:url, '{"To": "+1 (555) 800-1111", "From": "+15551234567", "Body": "YES"}', :sig, NULL),
           false, 'To in another format still routes to A (then the signature does not match)');
 
 --
 -- every change makes it false
 --
-SELECT is(prm.verify_twilio_signature(:url, '{"To": "+15550001111", "From": "+15551234567", "Body": "NO"}', :sig),
+SELECT is(prm.verify_twilio_signature(:url, '{"To": "+15558001111", "From": "+15551234567", "Body": "NO"}', :sig),
           false, 'a changed parameter');
-SELECT is(prm.verify_twilio_signature(:url, '{"To": "+15550001111", "From": "+15551234567", "Body": "YES "}', :sig),
+SELECT is(prm.verify_twilio_signature(:url, '{"To": "+15558001111", "From": "+15551234567", "Body": "YES "}', :sig),
           false, 'a parameter with a trailing space');
-SELECT is(prm.verify_twilio_signature(:url, '{"To": "+15550001111", "From": "+15551234567", "Body": "YES", "X": ""}', :sig),
+SELECT is(prm.verify_twilio_signature(:url, '{"To": "+15558001111", "From": "+15551234567", "Body": "YES", "X": ""}', :sig),
           false, 'an added parameter, even empty');
-SELECT is(prm.verify_twilio_signature(:url, '{"To": "+15550001111", "From": "+15551234567"}', :sig),
+SELECT is(prm.verify_twilio_signature(:url, '{"To": "+15558001111", "From": "+15551234567"}', :sig),
           false, 'a parameter left out');
-SELECT is(prm.verify_twilio_signature(:url, '{"To": "+15550001111", "From": "+15551234567", "body": "YES"}', :sig),
+SELECT is(prm.verify_twilio_signature(:url, '{"To": "+15558001111", "From": "+15551234567", "body": "YES"}', :sig),
           false, 'a name in another case');
 SELECT is(prm.verify_twilio_signature('http://example.com/sms?x=1', :params, :sig), false, 'http instead of https');
 SELECT is(prm.verify_twilio_signature('https://example.com/sms/?x=1', :params, :sig), false, 'a trailing slash');
 SELECT is(prm.verify_twilio_signature('https://example.com/sms?x=2', :params, :sig), false, 'a changed query string');
 SELECT is(prm.verify_twilio_signature('https://example.com:443/sms?x=1', :params, :sig), false, 'a port added');
-SELECT is(prm.verify_twilio_signature(:url, :params, 'A4TZyayh2omU9DAqyazLJSUmM+V='), false, 'one character of the signature');
-SELECT is(prm.verify_twilio_signature(:url, :params, 'a4TZyayh2omU9DAqyazLJSUmM+U='), false, 'the signature in another case');
-SELECT is(prm.verify_twilio_signature(:url, :params, 'A4TZyayh2omU9DAqyazLJSUmM+U'), false, 'a signature one character short');
-SELECT is(prm.verify_twilio_signature(:url, :params, 'A4TZyayh2omU9DAqyazLJSUmM+U=A'), false, 'a signature one character long');
+SELECT is(prm.verify_twilio_signature(:url, :params, '01GIlTUguOfWfwndAJ2//wLd7QB='), false, 'one character of the signature');
+SELECT is(prm.verify_twilio_signature(:url, :params, '01gIlTUguOfWfwndAJ2//wLd7Q0='), false, 'the signature in another case');
+SELECT is(prm.verify_twilio_signature(:url, :params, '01GIlTUguOfWfwndAJ2//wLd7Q0'), false, 'a signature one character short');
+SELECT is(prm.verify_twilio_signature(:url, :params, '01GIlTUguOfWfwndAJ2//wLd7Q0=A'), false, 'a signature one character long');
 SELECT is(prm.verify_twilio_signature(:url, :params, ''), false, 'an empty signature');
-SELECT is(prm.verify_twilio_signature(:url, :params, ' A4TZyayh2omU9DAqyazLJSUmM+U='), false, 'a signature with a space');
+SELECT is(prm.verify_twilio_signature(:url, :params, ' 01GIlTUguOfWfwndAJ2//wLd7Q0='), false, 'a signature with a space');
 SELECT is(prm.verify_twilio_signature(:url, :params, NULL), false, 'no signature (NULL): false');
-SELECT is(prm.verify_twilio_signature(:url, :params, 'Z8e3YrBbRqTbzzXtWgJ08isRa3s='), false,
+SELECT is(prm.verify_twilio_signature(:url, :params, '1s0n8q4LctvhVEzqocO4tMRUzb4='), false,
           'the signature under another token');
 RESET ROLE;
 SET LOCAL ROLE regress_sig_admin;
@@ -167,13 +167,13 @@ SELECT lives_ok(format($$SELECT prm.set_channel_credential(%s, 'twilio', '012345
 RESET ROLE;
 SET LOCAL ROLE regress_sig_hook;
 SELECT is(prm.verify_twilio_signature(:url, :params, :sig), false, 'the old token''s signature is refused');
-SELECT is(prm.verify_twilio_signature(:url, :params, 'Z8e3YrBbRqTbzzXtWgJ08isRa3s='), true, 'the new token''s is accepted');
+SELECT is(prm.verify_twilio_signature(:url, :params, '1s0n8q4LctvhVEzqocO4tMRUzb4='), true, 'the new token''s is accepted');
 RESET ROLE;
 SELECT is((SELECT count(*) FROM prm.channel_credential WHERE org_id = :org_a)::int, 1, 'replaced, not added');
 SELECT is((SELECT count(*) FROM prm.event WHERE org_id = :org_a AND kind = 'channel_credential_set')::int, 2,
           'each setting is an event');
 SET LOCAL ROLE regress_sig_hook;
-\set sig '''Z8e3YrBbRqTbzzXtWgJ08isRa3s='''
+\set sig '''1s0n8q4LctvhVEzqocO4tMRUzb4='''
 
 --
 -- bad input
@@ -189,37 +189,37 @@ SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, 
                  '22023', 'params must be a JSON object', 'params an array');
 SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '"To"', :sig),
                  '22023', 'params must be a JSON object', 'params a string');
-SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15550001111", "Body": {"a": "b"}}', :sig),
+SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15558001111", "Body": {"a": "b"}}', :sig),
                  '22023', 'parameter "Body" of params is an object', 'a nested object');
-SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15550001111", "NumMedia": 0}', :sig),
+SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15558001111", "NumMedia": 0}', :sig),
                  '22023', 'parameter "NumMedia" of params is not a string', 'a number');
-SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15550001111", "Body": null}', :sig),
+SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15558001111", "Body": null}', :sig),
                  '22023', NULL, 'a JSON null');
-SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15550001111", "Ok": true}', :sig),
+SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15558001111", "Ok": true}', :sig),
                  '22023', NULL, 'a boolean');
-SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15550001111", "Tag": ["a", 1]}', :sig),
+SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15558001111", "Tag": ["a", 1]}', :sig),
                  '22023', NULL, 'a number in an array');
-SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15550001111", "Tag": [["a"]]}', :sig),
+SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15558001111", "Tag": [["a"]]}', :sig),
                  '22023', NULL, 'an array in an array');
 SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url,
-                        jsonb_build_object('To', '+15550001111', 'Body', repeat('x', 300000)), :sig),
+                        jsonb_build_object('To', '+15558001111', 'Body', repeat('x', 300000)), :sig),
                  '22001', 'params is too large', 'oversized params');
 SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url,
-                        jsonb_build_object('To', '+15550001111', 'Tag', (SELECT jsonb_agg(i::text) FROM generate_series(1, 1000) i)), :sig),
+                        jsonb_build_object('To', '+15558001111', 'Tag', (SELECT jsonb_agg(i::text) FROM generate_series(1, 1000) i)), :sig),
                  '22023', 'params has more than 1000 values', 'too many values');
 SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"From": "+15551234567"}', :sig),
                  '22023', 'params has no "To" string to find the organization by', 'no To and no org_id');
-SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": ["+15550001111"]}', :sig),
+SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": ["+15558001111"]}', :sig),
                  '22023', NULL, 'To not a string');
 SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "+15557770000"}', :sig),
                  'P0002', 'no organization has the SMS number +15557770000', 'a number no organization owns');
-SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "whatsapp:+15550001111"}', :sig),
-                 'P0002', 'no organization has the WhatsApp number +15550001111', 'A''s SMS number is not its WhatsApp number');
+SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "whatsapp:+15558001111"}', :sig),
+                 'P0002', 'no organization has the WhatsApp number +15558001111', 'A''s SMS number is not its WhatsApp number');
 SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, '{"To": "not a number"}', :sig),
                  'P0002', NULL, 'a To that is no number');
 -- injection: names and values are data, signed and compared as bytes
 SELECT is(prm.verify_twilio_signature($$https://example.com/sms?x=1'; DROP TABLE prm.channel_credential; --$$,
-          jsonb_build_object('To', '+15550001111', $$'; DELETE FROM prm.channel_credential; --$$, $$' OR '1'='1$$,
+          jsonb_build_object('To', '+15558001111', $$'; DELETE FROM prm.channel_credential; --$$, $$' OR '1'='1$$,
                              'Body', E'\\"); SELECT pg_sleep(10); --\x01'),
           $$' OR '1'='1$$), false, 'injection strings in url, names, values and signature: just false');
 RESET ROLE;
@@ -232,7 +232,7 @@ SET LOCAL ROLE regress_sig_hook_b;
 SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L, %s)', :url, :params, :sig, :org_a),
                  '42501', NULL, 'B''s webhook cannot verify with A''s token by org_id');
 SELECT throws_ok(format('SELECT prm.verify_twilio_signature(%L, %L, %L)', :url, :params, :sig),
-                 '42501', 'permission denied for SMS number +15550001111', 'B''s webhook cannot verify a request to A''s number');
+                 '42501', 'permission denied for SMS number +15558001111', 'B''s webhook cannot verify a request to A''s number');
 SELECT throws_ok('SELECT auth_token FROM prm.channel_credential', '42501', NULL, 'B''s webhook cannot read the table');
 RESET ROLE;
 

@@ -8,8 +8,8 @@ CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(59);
 
 SELECT prm.create_organization('SLA Berlin', 'Europe/Berlin', '+4930555000') AS org \gset
-SELECT prm.create_organization('SLA Round the clock', 'UTC', '+15550080001') AS org24 \gset
-SELECT prm.create_organization('SLA Other', 'UTC', '+15550080002') AS org_b \gset
+SELECT prm.create_organization('SLA Round the clock', 'UTC', '+15558080001') AS org24 \gset
+SELECT prm.create_organization('SLA Other', 'UTC', '+15558080002') AS org_b \gset
 
 -- business hours: bad input
 SELECT throws_ok(format('SELECT prm.set_business_hours(%s, ''[]'')', :org), '22023', 'business hours must be a JSON object, not array', 'hours: not an object');
@@ -117,7 +117,7 @@ SELECT is((SELECT sla_next_due_at FROM prm.ticket WHERE id = :t), NULL, 'nothing
 SELECT prm.open_ticket(:org24, 'Answered') AS t2 \gset
 SELECT prm.add_ticket_comment(:org24, :t2, 'internal only');
 UPDATE prm.ticket SET first_reply_due_at = now() - interval '1 minute' WHERE id = :t2;
-SELECT prm.add_patient(:org24, 'Pat', 'Reply', '+15550081001') AS pat \gset
+SELECT prm.add_patient(:org24, 'Pat', 'Reply', '+15558081001') AS pat \gset
 UPDATE prm.ticket SET patient_id = :pat WHERE id = :t2;
 SELECT prm.add_ticket_comment(:org24, :t2, 'We are on it', true);
 SELECT prm.run_due_jobs();

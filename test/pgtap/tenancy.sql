@@ -12,12 +12,12 @@ CREATE ROLE regress_prm_ro;
 CREATE ROLE regress_prm_hook;
 CREATE ROLE regress_prm_none;
 
-SELECT prm.create_organization('Clinic A', 'UTC', '+15550000001') AS org_a \gset
-SELECT prm.create_organization('Clinic B', 'UTC', '+15550000002') AS org_b \gset
+SELECT prm.create_organization('Clinic A', 'UTC', '+15558000001') AS org_a \gset
+SELECT prm.create_organization('Clinic B', 'UTC', '+15558000002') AS org_b \gset
 SELECT prm.add_provider(:org_a, 'Dr A') AS prov_a \gset
 SELECT prm.add_provider(:org_b, 'Dr B') AS prov_b \gset
-SELECT prm.add_patient(:org_a, 'Ann', 'A', '+15551110001') AS pat_a \gset
-SELECT prm.add_patient(:org_b, 'Ben', 'B', '+15551110002') AS pat_b \gset
+SELECT prm.add_patient(:org_a, 'Ann', 'A', '+15559110001') AS pat_a \gset
+SELECT prm.add_patient(:org_b, 'Ben', 'B', '+15559110002') AS pat_b \gset
 SELECT prm.book_appointment(:org_a, :pat_a, :prov_a, '2031-01-01 10:00+00', '2031-01-01 10:30+00') AS appt_a \gset
 SELECT prm.book_appointment(:org_b, :pat_b, :prov_b, '2031-01-01 10:00+00', '2031-01-01 10:30+00') AS appt_b \gset
 SELECT prm.cancel_appointment(:org_b, :appt_b) AS slot_b \gset
@@ -45,7 +45,7 @@ SELECT throws_ok(format('UPDATE prm.patient SET given_name = %L', 'x'), '42501',
 SELECT throws_ok(format('DELETE FROM prm.appointment WHERE org_id = %s', :org_b), '42501', NULL, 'no direct DELETE');
 SELECT throws_ok(format('INSERT INTO prm.patient (org_id, given_name, family_name) VALUES (%s, %L, %L)', :org_b, 'x', 'y'), '42501', NULL, 'no direct INSERT');
 -- functions on B's organization are refused
-SELECT throws_ok(format('SELECT prm.add_patient(%s, %L, %L, %L)', :org_b, 'Eve', 'X', '+15551119999'), '42501', NULL, 'add_patient on B refused');
+SELECT throws_ok(format('SELECT prm.add_patient(%s, %L, %L, %L)', :org_b, 'Eve', 'X', '+15559119999'), '42501', NULL, 'add_patient on B refused');
 SELECT throws_ok(format('SELECT prm.add_provider(%s, %L)', :org_b, 'Dr X'), '42501', NULL, 'add_provider on B refused');
 SELECT throws_ok(format('SELECT prm.cancel_appointment(%s, %s)', :org_b, :appt_b2), '42501', NULL, 'cancel on B refused');
 SELECT throws_ok(format('SELECT prm.book_appointment(%s, %s, %s, %L, %L)', :org_b, :pat_b, :prov_b, '2031-02-01 10:00+00', '2031-02-01 10:30+00'), '42501', NULL, 'book on B refused');
@@ -59,7 +59,7 @@ SELECT throws_ok(format('SELECT prm.book_appointment(%s, %s, %s, %L, %L)', :org_
 SELECT throws_ok(format('SELECT prm.cancel_appointment(%s, %s)', :org_a, :appt_b2), 'P0002', NULL, 'B''s appointment through A');
 SELECT throws_ok(format('SELECT prm.set_appointment_status(%s, %s, %L)', :org_a, :appt_b2, 'noshow'), 'P0002', NULL, 'B''s appointment status through A');
 -- staff may work in A but not administer it
-SELECT lives_ok(format('SELECT prm.add_patient(%s, %L, %L, %L)', :org_a, 'Al', 'A', '+15551110003'), 'staff adds a patient to A');
+SELECT lives_ok(format('SELECT prm.add_patient(%s, %L, %L, %L)', :org_a, 'Al', 'A', '+15559110003'), 'staff adds a patient to A');
 SELECT throws_ok(format('SELECT prm.configure(%s, %L)', :org_a, '{"batch_size": 9}'), '42501', NULL, 'staff cannot configure');
 SELECT throws_ok(format('SELECT prm.create_organization(%L)', 'Rogue'), '42501', NULL, 'staff cannot create organizations');
 RESET ROLE;

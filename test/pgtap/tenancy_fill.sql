@@ -12,12 +12,12 @@ CREATE ROLE regress_fa_hook;
 CREATE ROLE regress_fb_staff;
 
 -- two clinics, each with a cancellation, offers and queued SMS
-SELECT prm.create_organization('A', 'UTC', '+15550040001') AS a, prm.create_organization('B', 'UTC', '+15550040002') AS b \gset
+SELECT prm.create_organization('A', 'UTC', '+15558040001') AS a, prm.create_organization('B', 'UTC', '+15558040002') AS b \gset
 SELECT prm.configure(:a, '{"quiet_hours": false, "accept_url": "https://a.example/o/"}') IS NOT NULL AS x,
        prm.configure(:b, '{"quiet_hours": false, "accept_url": "https://b.example/o/"}') IS NOT NULL AS y \gset
 SELECT prm.add_provider(:a, 'Dr A') AS dra, prm.add_provider(:b, 'Dr B') AS drb \gset
-SELECT prm.add_patient(:a, 'Ann', 'A', '+15550041001') AS pa1, prm.add_patient(:a, 'Abe', 'A', '+15550041002') AS pa2 \gset
-SELECT prm.add_patient(:b, 'Ben', 'B', '+15550042001') AS pb1, prm.add_patient(:b, 'Bea', 'B', '+15550042002') AS pb2 \gset
+SELECT prm.add_patient(:a, 'Ann', 'A', '+15558041001') AS pa1, prm.add_patient(:a, 'Abe', 'A', '+15558041002') AS pa2 \gset
+SELECT prm.add_patient(:b, 'Ben', 'B', '+15558042001') AS pb1, prm.add_patient(:b, 'Bea', 'B', '+15558042002') AS pb2 \gset
 SELECT prm.join_waitlist(:a, :pa2) AS ea, prm.join_waitlist(:b, :pb2) AS eb \gset
 SELECT prm.book_appointment(:a, :pa1, :dra, now() + interval '3 days', now() + interval '3 days 30 minutes') AS appa \gset
 SELECT prm.book_appointment(:b, :pb1, :drb, now() + interval '3 days', now() + interval '3 days 30 minutes') AS appb \gset
@@ -65,7 +65,7 @@ SELECT is((SELECT status FROM prm.offer WHERE id = :offa), 'expired', 'A''s offe
 
 -- a sender of A claims A's messages only, and cannot acknowledge B's
 SELECT is((SELECT status FROM prm.outbound_message WHERE id = :msga), 'cancelled', 'the SMS of A''s expired offer was never sent');
-SELECT prm.enqueue_message(:a, 'sms', '+15550041001', 'A reminder') AS msga2 \gset
+SELECT prm.enqueue_message(:a, 'sms', '+15558041001', 'A reminder') AS msga2 \gset
 SET LOCAL ROLE regress_fa_sender;
 SELECT results_eq($$SELECT org_id FROM prm.claim_messages('sms', 100)$$, ARRAY[:a::bigint], 'sender A claims A''s message only');
 SELECT throws_ok(format('SELECT prm.mark_message_sent(%s, %L)', :msgb, 'SMB'), 'P0002', NULL, 'sender A cannot acknowledge B''s message');
@@ -76,11 +76,11 @@ SELECT is((SELECT status FROM prm.outbound_message WHERE id = :msgb), 'queued', 
 
 -- a webhook of A cannot act for B's number or B's offers
 SET LOCAL ROLE regress_fa_hook;
-SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15550040002', '+15550042002', 'YES', 'hook-1')$$, '42501', NULL, 'webhook A cannot deliver to B''s number');
+SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15558040002', '+15558042002', 'YES', 'hook-1')$$, '42501', NULL, 'webhook A cannot deliver to B''s number');
 SELECT throws_ok(format('SELECT prm.accept_offer(%L)', :'tokb'), 'P0002', NULL, 'webhook A cannot accept B''s offer by link');
-SELECT lives_ok($$SELECT prm.handle_inbound_sms('+15550040001', '+15550041002', 'HELP', 'hook-2')$$, 'webhook A delivers to A''s number');
-SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15550041002', '+15550040001', 'HELP', 'hook-3')$$, 'P0002',
-                 'no organization has the SMS number +15550041002', 'To and From swapped: told which argument is which, not "permission denied"');
+SELECT lives_ok($$SELECT prm.handle_inbound_sms('+15558040001', '+15558041002', 'HELP', 'hook-2')$$, 'webhook A delivers to A''s number');
+SELECT throws_ok($$SELECT prm.handle_inbound_sms('+15558041002', '+15558040001', 'HELP', 'hook-3')$$, 'P0002',
+                 'no organization has the SMS number +15558041002', 'To and From swapped: told which argument is which, not "permission denied"');
 RESET ROLE;
 SELECT is((SELECT status FROM prm.offer WHERE id = :offb), 'open', 'B''s offer still open');
 UPDATE prm.outbound_message SET provider_message_id = 'SM-B' WHERE id = :msgb;

@@ -7,12 +7,12 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SELECT plan(70);
 
-SELECT prm.create_organization('Ticket Clinic A', 'UTC', '+15550070000') AS org \gset
-SELECT prm.create_organization('Ticket Clinic B', 'UTC', '+15550070001') AS org_b \gset
-SELECT prm.add_patient(:org, 'Tia', 'Ticket', '+15550071001') AS pat \gset
-SELECT prm.add_patient(:org, 'Nox', 'Nophone', '+15550071003', 'nox@example.com') AS nophone \gset
+SELECT prm.create_organization('Ticket Clinic A', 'UTC', '+15558070000') AS org \gset
+SELECT prm.create_organization('Ticket Clinic B', 'UTC', '+15558070001') AS org_b \gset
+SELECT prm.add_patient(:org, 'Tia', 'Ticket', '+15558071001') AS pat \gset
+SELECT prm.add_patient(:org, 'Nox', 'Nophone', '+15558071003', 'nox@example.com') AS nophone \gset
 UPDATE prm.patient SET phone = NULL WHERE id = :nophone;  -- a patient known by e-mail only
-SELECT prm.add_patient(:org_b, 'Bea', 'Other', '+15550071002') AS pat_b \gset
+SELECT prm.add_patient(:org_b, 'Bea', 'Other', '+15558071002') AS pat_b \gset
 
 -- staff
 SELECT prm.add_staff(:org, 'Sam') AS s1 \gset
@@ -102,7 +102,7 @@ SELECT prm.open_ticket(:org, 'Reply', 'normal', :pat) AS t3 \gset
 SELECT prm.add_ticket_comment(:org, :t3, 'We''ll call you at 3; DROP TABLE x', true) AS c2 \gset
 SELECT is((SELECT m.channel || ' ' || m.to_address || ' ' || m.body FROM prm.outbound_message m
              JOIN prm.ticket_comment c ON c.outbound_message_id = m.id WHERE c.id = :c2),
-          'sms +15550071001 We''ll call you at 3; DROP TABLE x', 'comment: public one queued by SMS, verbatim');
+          'sms +15558071001 We''ll call you at 3; DROP TABLE x', 'comment: public one queued by SMS, verbatim');
 SELECT ok((SELECT first_replied_at IS NOT NULL FROM prm.ticket WHERE id = :t3), 'comment: a public one is the first reply');
 
 -- merge

@@ -43,10 +43,10 @@ SELECT ok(obj_description('prm.priority_score(boolean,int,timestamptz,timestampt
           'the COMMENT says what infinity does');
 
 -- a clinic to run the engine with -----------------------------------------
-SELECT prm.create_organization('Edge Clinic', 'UTC', '+15550080000') AS org \gset
+SELECT prm.create_organization('Edge Clinic', 'UTC', '+15558080000') AS org \gset
 SELECT prm.add_provider(:org, 'Dr Edge') AS dr \gset
-SELECT prm.add_patient(:org, 'Eve', 'Edge', '+15550081001') AS pat \gset
-SELECT prm.add_patient(:org, 'Ed', 'Edge', '+15550081002') AS pat2 \gset
+SELECT prm.add_patient(:org, 'Eve', 'Edge', '+15558081001') AS pat \gset
+SELECT prm.add_patient(:org, 'Ed', 'Edge', '+15558081002') AS pat2 \gset
 
 -- prm.configure: interval settings ----------------------------------------
 SELECT throws_ok(format($$SELECT prm.configure(%s, '{"offer_hold": "infinity"}')$$, :org), :'inf_iv', NULL, 'configure: offer_hold infinity');
@@ -71,15 +71,15 @@ SELECT throws_ok($$SELECT * FROM prm.claim_messages('sms', 1, '213503983 days -5
                  'claim: a lease of 584,000 years is not 60 seconds');
 
 -- prm.enqueue_message: not_before ------------------------------------------
-SELECT throws_ok(format($$SELECT prm.enqueue_message(%s, 'sms', '+15550081001', 'hi', %s, NULL, 'infinity')$$, :org, :pat), '22008',
+SELECT throws_ok(format($$SELECT prm.enqueue_message(%s, 'sms', '+15558081001', 'hi', %s, NULL, 'infinity')$$, :org, :pat), '22008',
                  'not_before must be a finite time, not infinity', 'enqueue: not_before infinity');
 SELECT throws_ok(format($$SELECT prm.enqueue_message(%s, 'email', 'a@example.org', 'hi', NULL, NULL, '-infinity')$$, :org), '22008', NULL,
                  'enqueue: not_before -infinity, no patient');
-SELECT prm.enqueue_message(:org, 'sms', '+15550081001', 'late', :pat, NULL, '294276-12-31 12:00+00') AS m_late \gset
+SELECT prm.enqueue_message(:org, 'sms', '+15558081001', 'late', :pat, NULL, '294276-12-31 12:00+00') AS m_late \gset
 SELECT is((SELECT not_before FROM prm.outbound_message WHERE id = :m_late), '294276-12-31 12:00+00'::timestamptz, 'enqueue: noon of the last day is outside quiet hours: as is');
-SELECT throws_ok(format($$SELECT prm.enqueue_message(%s, 'sms', '+15550081001', 'too late', %s, NULL, '294276-12-31 22:00+00')$$, :org, :pat), '22008',
+SELECT throws_ok(format($$SELECT prm.enqueue_message(%s, 'sms', '+15558081001', 'too late', %s, NULL, '294276-12-31 22:00+00')$$, :org, :pat), '22008',
                  'timestamp out of range', 'enqueue: quiet hours would end after the last timestamp');
-SELECT prm.enqueue_message(:org, 'sms', '+15550081001', 'early', :pat, NULL, '4713-01-01 BC') AS m_early \gset
+SELECT prm.enqueue_message(:org, 'sms', '+15558081001', 'early', :pat, NULL, '4713-01-01 BC') AS m_early \gset
 SELECT is((SELECT not_before FROM prm.outbound_message WHERE id = :m_early), '4713-01-01 08:00+00 BC'::timestamptz, 'enqueue: midnight in 4713 BC is held to 08:00 that day');
 SELECT prm.enqueue_message(:org, 'email', 'b@example.org', 'old', NULL, NULL, '4713-01-01 BC') AS m_email \gset
 SELECT is((SELECT not_before FROM prm.outbound_message WHERE id = :m_email), '4713-01-01 BC'::timestamptz, 'enqueue: an e-mail is not held');

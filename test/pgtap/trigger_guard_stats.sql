@@ -8,7 +8,7 @@ SELECT plan(12);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_tgs_staff;
-SELECT prm.create_organization('Clinic G', 'UTC', '+15550190001') AS org \gset
+SELECT prm.create_organization('Clinic G', 'UTC', '+15558190001') AS org \gset
 SELECT prm.add_provider(:org, 'Dr G') AS prov \gset
 SELECT prm.grant_access('regress_tgs_staff', :org, 'staff');
 

@@ -84,9 +84,9 @@ foreach my $v (@old)
 
 	# data written under the old version
 	$node->safe_psql($db, q{
-		SELECT prm.create_organization('Old Clinic', 'UTC', '+15550001000');
+		SELECT prm.create_organization('Old Clinic', 'UTC', '+15558001000');
 		SELECT prm.add_provider(1, 'Dr Old');
-		SELECT prm.add_patient(1, 'P' || g, 'Old', '+1555000' || (2000 + g)) FROM generate_series(1, 5) g;
+		SELECT prm.add_patient(1, 'P' || g, 'Old', '+1555800' || (2000 + g)) FROM generate_series(1, 5) g;
 		SELECT prm.book_appointment(1, g, 1, now() + g * interval '1 day', now() + g * interval '1 day' + interval '30 minutes')
 		  FROM generate_series(1, 5) g;
 		SELECT prm.cancel_appointment(1, 5);

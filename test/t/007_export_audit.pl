@@ -17,9 +17,9 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION prm CASCADE');
 
 my $org = $node->safe_psql('postgres',
-	q{SELECT prm.create_organization('Audit Clinic', 'UTC', '+15550090000')});
+	q{SELECT prm.create_organization('Audit Clinic', 'UTC', '+15558090000')});
 my $patient = $node->safe_psql('postgres',
-	qq{SELECT prm.add_patient($org, 'Yolanda', 'Auditwright', '+15550091001', 'yolanda\@example.org')});
+	qq{SELECT prm.add_patient($org, 'Yolanda', 'Auditwright', '+15558091001', 'yolanda\@example.org')});
 $node->safe_psql('postgres', qq{
 	CREATE ROLE frontdesk LOGIN;
 	CREATE ROLE viewer LOGIN;
