@@ -29,6 +29,7 @@
 #include "ticket.h"
 #include "monitor.h"
 #include "journey.h"
+#include "reengagement.h"
 
 PG_FUNCTION_INFO_V1(prm_run_due_jobs);
 PG_FUNCTION_INFO_V1(prm_next_deadline);
@@ -48,6 +49,7 @@ static int64 JobMonitorAlerts(void);
 static int64 JobMonitorReminders(void);
 static int64 JobMonitorSummaries(void);
 static int64 JobJourneySteps(void);
+static int64 JobPatientStatsDue(void);
 
 typedef struct JobStep
 {
@@ -72,6 +74,8 @@ static const JobStep job_steps[] = {
 	{"monitor_summaries", JobMonitorSummaries},
 	/* journeys: actions, waits and advances that are due (journey.c) */
 	{"journey_steps", JobJourneySteps},
+	/* reengagement: levels and risks the clock changes (reengagement_tally.c) */
+	{"patient_stats_due", JobPatientStatsDue},
 };
 
 /* When a step last ran (0 if never). */
@@ -219,6 +223,13 @@ static int64
 JobJourneySteps(void)
 {
 	return PrmJourneyDueStep(500);
+}
+
+/* Statistics rows whose level, risk or next appointment the clock changed. */
+static int64
+JobPatientStatsDue(void)
+{
+	return PrmAdvancePatientStats(500);
 }
 
 /* Conversations whose timer is due become inactive or closed. */
@@ -406,7 +417,10 @@ PrmNextDeadline(void)
 			   /* journeys: stage actions, waits, advances */
 			   "  (SELECT pg_catalog.min(i.due_at) FROM prm.journey_instance i"
 			   "    WHERE i.status = 'active' AND i.due_at IS NOT NULL),"
-			   "  (SELECT pg_catalog.min(p.retry_at) FROM prm.journey_pending_event p))",
+			   "  (SELECT pg_catalog.min(p.retry_at) FROM prm.journey_pending_event p),"
+			   /* reengagement: a level, risk or next appointment the clock changes */
+			   "  (SELECT s.changes_at FROM prm.patient_stats s WHERE s.changes_at IS NOT NULL"
+			   "    ORDER BY s.changes_at LIMIT 1))",
 			   0, NULL);
 	PrmExecute(plan, NULL, NULL, true, 1);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

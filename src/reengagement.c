@@ -59,6 +59,7 @@
 #include "utils/numeric.h"
 
 #include "prm.h"
+#include "reengagement.h"
 
 PG_FUNCTION_INFO_V1(prm_visit_rhythm_days);
 PG_FUNCTION_INFO_V1(prm_churn_risk);
@@ -79,23 +80,11 @@ typedef enum ChurnRisk
 	CHURN_CRITICAL
 } ChurnRisk;
 
-static const char *const churn_names[] = {"low", "medium", "high", "critical"};
+const char *const PrmChurnRiskNames[PRM_RISKS] = {"low", "medium", "high", "critical"};
+const char *const PrmEngagementLevelNames[PRM_LEVELS] = {
+	"highly_engaged", "moderately_engaged", "low_engagement", "disengaged"};
 static const double		 churn_retention[] = {0.9, 0.6, 0.3, 0.1};
 
-/* What the scoring functions know of one patient. */
-typedef struct PatientFacts
-{
-	int	   visits;	   /* completed visits */
-	bool   visited;	   /* days_since is known */
-	double days_since; /* days since the last visit */
-	bool   has_avg;
-	double avg_days; /* average days between visits */
-	bool   upcoming; /* has an upcoming appointment */
-	bool   has_missed;
-	double missed_rate; /* (cancellations + no-shows) / appointments */
-	bool   has_response;
-	double response_rate; /* replied / outbound */
-} PatientFacts;
 
 static void		 ReadFacts(FunctionCallInfo fcinfo, PatientFacts *f);
 static double	 ArgOrDefault(FunctionCallInfo fcinfo, int argno, double dflt);
@@ -250,7 +239,7 @@ prm_churn_risk(PG_FUNCTION_ARGS)
 				 errmsg("churn ratios must satisfy 0 < medium <= high <= critical"),
 				 errdetail("medium %g, high %g, critical %g.", medium, high, critical)));
 	ReadFacts(fcinfo, &f);
-	PG_RETURN_TEXT_P(cstring_to_text(churn_names[ComputeChurn(&f, critical, high,
+	PG_RETURN_TEXT_P(cstring_to_text(PrmChurnRiskNames[ComputeChurn(&f, critical, high,
 															  medium, dflt)]));
 }
 
@@ -328,18 +317,16 @@ prm_lifetime_value(PG_FUNCTION_ARGS)
 	double	dflt = ArgOrDefault(fcinfo, 5, 180);
 	char   *risk;
 	int		i;
-	double	future = 0;
-	Datum	d;
 
 	CheckPositive(horizon, "horizon_days");
 	CheckPositive(dflt, "default_interval_days");
 	if (PG_ARGISNULL(3))
 		PG_RETURN_NULL();
 	risk = text_to_cstring(PG_GETARG_TEXT_PP(3));
-	for (i = 0; i < (int) lengthof(churn_names); i++)
-		if (strcmp(risk, churn_names[i]) == 0)
+	for (i = 0; i < (int) lengthof(PrmChurnRiskNames); i++)
+		if (strcmp(risk, PrmChurnRiskNames[i]) == 0)
 			break;
-	if (i == (int) lengthof(churn_names))
+	if (i == (int) lengthof(PrmChurnRiskNames))
 	{
 		/* quote at most RISK_QUOTE_CHARS of it: the argument may be huge */
 		int clip = pg_mbcharcliplen(risk, strlen(risk), RISK_QUOTE_CHARS);
@@ -351,17 +338,144 @@ prm_lifetime_value(PG_FUNCTION_ARGS)
 				 errhint("Use critical, high, medium or low.")));
 	}
 	revenue = PG_ARGISNULL(0) ? int64_to_numeric(0) : PG_GETARG_NUMERIC(0);
+	PG_RETURN_DATUM(PrmLifetimeValue(NumericGetDatum(revenue), visits, !PG_ARGISNULL(2),
+									 PG_ARGISNULL(2) ? 0 : PG_GETARG_FLOAT8(2), i,
+									 horizon, dflt));
+}
+
+/*
+ * The lifetime value (see the header) of a patient with the churn risk
+ * risk (an index of PrmChurnRiskNames); revenue is numeric.
+ */
+Datum
+PrmLifetimeValue(Datum revenue, int visits, bool has_avg, double avg_days,
+				 int risk, double horizon, double default_interval)
+{
+	double future = 0;
+	Datum  d;
+
 	if (visits > 0)
 	{
-		double per_visit = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-															  NumericGetDatum(revenue))) /
+		double per_visit = DatumGetFloat8(DirectFunctionCall1(numeric_float8, revenue)) /
 						   visits;
-		double e = RhythmDays(visits, !PG_ARGISNULL(2),
-							  PG_ARGISNULL(2) ? 0 : PG_GETARG_FLOAT8(2), dflt);
+		double e = RhythmDays(visits, has_avg, avg_days, default_interval);
 
-		future = per_visit * (horizon / e) * churn_retention[i];
+		future = per_visit * (horizon / e) * churn_retention[risk];
 	}
 	d = DirectFunctionCall1(float8_numeric, Float8GetDatum(future));
-	d = DirectFunctionCall2(numeric_add, NumericGetDatum(revenue), d);
-	PG_RETURN_DATUM(DirectFunctionCall2(numeric_round, d, Int32GetDatum(2)));
+	d = DirectFunctionCall2(numeric_add, revenue, d);
+	return DirectFunctionCall2(numeric_round, d, Int32GetDatum(2));
+}
+
+/* RhythmDays, for the other rooms. */
+double
+PrmRhythmDays(int visits, bool has_avg, double avg_days, double default_interval)
+{
+	return RhythmDays(visits, has_avg, avg_days, default_interval);
+}
+
+/*
+ * Raise what the SQL scoring functions raise for thresholds they refuse,
+ * so the statistics triggers judge with the same rules as the view.
+ */
+void
+PrmCheckThresholds(const PrmThresholds *t)
+{
+	CheckPositive(t->critical, "critical_ratio");
+	CheckPositive(t->medium, "medium_ratio");
+	CheckPositive(t->default_interval, "default_interval_days");
+	CheckPositive(t->full_visits, "full_visits");
+	CheckPositive(t->horizon, "horizon_days");
+	if (!(t->medium <= t->high && t->high <= t->critical) || isinf(t->critical))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("churn ratios must satisfy 0 < medium <= high <= critical"),
+				 errdetail("medium %g, high %g, critical %g.", t->medium, t->high, t->critical)));
+	if (!(0 <= t->low_score && t->low_score <= t->moderate_score &&
+		  t->moderate_score <= t->high_score && t->high_score <= 100))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("engagement scores must satisfy 0 <= low <= moderate <= high <= 100"),
+				 errdetail("low %g, moderate %g, high %g.", t->low_score, t->moderate_score,
+						   t->high_score)));
+}
+
+/* The engagement level (an index of PrmEngagementLevelNames). */
+int
+PrmJudgeLevel(const PatientFacts *f, const PrmThresholds *t)
+{
+	double score = ComputeEngagement(f, t->critical, t->default_interval, t->full_visits);
+
+	if (score >= t->high_score)
+		return 0;
+	if (score >= t->moderate_score)
+		return 1;
+	if (score >= t->low_score)
+		return 2;
+	return 3;
+}
+
+/* The churn risk (an index of PrmChurnRiskNames). */
+int
+PrmJudgeRisk(const PatientFacts *f, const PrmThresholds *t)
+{
+	return (int) ComputeChurn(f, t->critical, t->high, t->medium, t->default_interval);
+}
+
+/*
+ * When, in days since the last visit, the level or the risk of a patient
+ * who visited and has nothing booked next changes with the clock alone;
+ * -1 when neither ever does.  Both move only with r = days / rhythm: the
+ * risk steps up at the next churn ratio above r; the score loses recency
+ * linearly, 40 x (1 - r / critical), and the level drops once the score is
+ * under the level's lower bound L, i.e. past r* = critical x (1 - (L - K) /
+ * 40), K being the rest of the score.
+ */
+double
+PrmJudgeChangeDays(const PatientFacts *f, const PrmThresholds *t)
+{
+	double e;
+	double r;
+	double best = -1;
+	double ratios[3];
+	double bounds[3];
+	int	   level;
+	int	   i;
+
+	if (f->upcoming || !f->visited)
+		return -1;
+	e = RhythmDays(f->visits, f->has_avg, f->avg_days, t->default_interval);
+	r = f->days_since / e;
+	ratios[0] = t->medium;
+	ratios[1] = t->high;
+	ratios[2] = t->critical;
+	for (i = 0; i < 3; i++)
+		if (ratios[i] > r)
+		{
+			best = ratios[i];
+			break;
+		}
+	level = PrmJudgeLevel(f, t);
+	bounds[0] = t->high_score;
+	bounds[1] = t->moderate_score;
+	bounds[2] = t->low_score;
+	if (level < 3 && r < t->critical)
+	{
+		PatientFacts rest = *f;
+		double		 k;
+		double		 star;
+
+		/* the score without recency: recency is 0 from r = critical on */
+		rest.days_since = t->critical * e;
+		k = ComputeEngagement(&rest, t->critical, t->default_interval, t->full_visits);
+		if (bounds[level] - k > 0)
+		{
+			star = t->critical * (1 - (bounds[level] - k) / 40);
+			if (star < r)
+				star = r;
+			if (best < 0 || star < best)
+				best = star;
+		}
+	}
+	return best < 0 ? -1 : best * e;
 }

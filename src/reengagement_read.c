@@ -23,6 +23,7 @@
 #include "utils/guc.h"
 
 #include "prm.h"
+#include "reengagement.h"
 
 PG_FUNCTION_INFO_V1(prm_reengagement_summary);
 PG_FUNCTION_INFO_V1(prm_outreach_performance);
@@ -52,34 +53,131 @@ prm_reengagement_summary(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
-	Datum			  values[1];
+	Datum			  values[1 + PRM_TALLY_COUNTS + PRM_TALLY_SUMS];
+	int64			  counts[PRM_TALLY_COUNTS];
+	Datum			  sums[PRM_TALLY_SUMS];
 	Datum			  result;
 	int				  save_nestlevel;
+	int				  i;
 
 	PrmSpiConnectReadOnly();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_READONLY);
+	if (!PrmStatsTallyInstalled())
+	{
+		/* a 0.2.0 schema until ALTER EXTENSION UPDATE: every patient through the view */
+		static SPIPlanPtr legacy_plan = NULL;
+
+		PrmPrepare(&legacy_plan,
+				   "SELECT pg_catalog.jsonb_build_object("
+				   "  'org_id', $1, 'patients', pg_catalog.count(*),"
+				   "  'engagement', pg_catalog.jsonb_build_object("
+				   "     'highly_engaged', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'highly_engaged'),"
+				   "     'moderately_engaged', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'moderately_engaged'),"
+				   "     'low_engagement', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'low_engagement'),"
+				   "     'disengaged', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'disengaged')),"
+				   "  'churn_risk', pg_catalog.jsonb_build_object("
+				   "     'critical', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'critical'),"
+				   "     'high', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'high'),"
+				   "     'medium', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'medium'),"
+				   "     'low', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'low')),"
+				   "  'no_upcoming_appointment', pg_catalog.count(*) FILTER (WHERE NOT v.has_upcoming_appointment),"
+				   "  'value_at_risk', coalesce(pg_catalog.sum(v.expected_horizon_value)"
+				   "       FILTER (WHERE v.churn_risk IN ('high', 'critical')), 0),"
+				   "  'estimated_lifetime_value', coalesce(pg_catalog.sum(v.estimated_lifetime_value), 0),"
+				   "  'total_revenue', coalesce(pg_catalog.sum(v.total_revenue), 0),"
+				   "  'generated_at', pg_catalog.now())"
+				   "  FROM prm.patient_profile v WHERE v.org_id = $1",
+				   1, (Oid[]){INT8OID});
+		values[0] = Int64GetDatum(org_id);
+		PrmExecute(legacy_plan, values, NULL, true, 1);
+		result = SpiJsonbResult();
+		PrmSpiFinish();
+		PG_RETURN_DATUM(result);
+	}
+
+	/*
+	 * The tally less the stored contributions of the rows due now (or
+	 * within PRM_STATS_DUE_SLACK, which covers the float arithmetic of
+	 * changes_at), plus those rows judged afresh by the view.
+	 */
 	PrmPrepare(&plan,
+			   "WITH due AS ("
+			   "  SELECT s.patient_id, s.engagement_level, s.churn_risk, s.next_appointment_at,"
+			   "         s.expected_horizon_value, s.lifetime_value, s.revenue"
+			   "    FROM prm.patient_stats s"
+			   "   WHERE s.changes_at <= pg_catalog.now() + interval '" PRM_STATS_DUE_SLACK "'"
+			   "     AND s.org_id = $1),"
+			   " parts AS ("
+			   "  SELECT pg_catalog.sum(t.patients) AS patients,"
+			   "         pg_catalog.sum(t.highly_engaged) AS highly_engaged,"
+			   "         pg_catalog.sum(t.moderately_engaged) AS moderately_engaged,"
+			   "         pg_catalog.sum(t.low_engagement) AS low_engagement,"
+			   "         pg_catalog.sum(t.disengaged) AS disengaged,"
+			   "         pg_catalog.sum(t.risk_critical) AS critical, pg_catalog.sum(t.risk_high) AS high,"
+			   "         pg_catalog.sum(t.risk_medium) AS medium, pg_catalog.sum(t.risk_low) AS low,"
+			   "         pg_catalog.sum(t.no_upcoming) AS no_upcoming,"
+			   "         pg_catalog.sum(t.value_at_risk) AS value_at_risk,"
+			   "         pg_catalog.sum(t.lifetime_value) AS lifetime_value,"
+			   "         pg_catalog.sum(t.revenue) AS revenue"
+			   "    FROM prm.reengagement_tally t WHERE t.org_id = $1"
+			   /* this transaction's own writes, not in the tally before it commits */
+			   "  UNION ALL SELECT $2, $3, $4, $5, $6, $10, $9, $8, $7, $11, $12, $13, $14"
+			   "  UNION ALL"
+			   "  SELECT -pg_catalog.count(*),"
+			   "         -pg_catalog.count(*) FILTER (WHERE d.engagement_level = 'highly_engaged'),"
+			   "         -pg_catalog.count(*) FILTER (WHERE d.engagement_level = 'moderately_engaged'),"
+			   "         -pg_catalog.count(*) FILTER (WHERE d.engagement_level = 'low_engagement'),"
+			   "         -pg_catalog.count(*) FILTER (WHERE d.engagement_level = 'disengaged'),"
+			   "         -pg_catalog.count(*) FILTER (WHERE d.churn_risk = 'critical'),"
+			   "         -pg_catalog.count(*) FILTER (WHERE d.churn_risk = 'high'),"
+			   "         -pg_catalog.count(*) FILTER (WHERE d.churn_risk = 'medium'),"
+			   "         -pg_catalog.count(*) FILTER (WHERE d.churn_risk = 'low'),"
+			   "         -pg_catalog.count(*) FILTER (WHERE d.next_appointment_at IS NULL),"
+			   "         -pg_catalog.sum(d.expected_horizon_value) FILTER (WHERE d.churn_risk IN ('high', 'critical')),"
+			   "         -pg_catalog.sum(d.lifetime_value), -pg_catalog.sum(d.revenue)"
+			   "    FROM due d"
+			   "  UNION ALL"
+			   "  SELECT pg_catalog.count(*),"
+			   "         pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'highly_engaged'),"
+			   "         pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'moderately_engaged'),"
+			   "         pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'low_engagement'),"
+			   "         pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'disengaged'),"
+			   "         pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'critical'),"
+			   "         pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'high'),"
+			   "         pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'medium'),"
+			   "         pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'low'),"
+			   "         pg_catalog.count(*) FILTER (WHERE NOT v.has_upcoming_appointment),"
+			   "         pg_catalog.sum(v.expected_horizon_value) FILTER (WHERE v.churn_risk IN ('high', 'critical')),"
+			   "         pg_catalog.sum(v.estimated_lifetime_value), pg_catalog.sum(v.total_revenue)"
+			   "    FROM prm.patient_profile v"
+			   "   WHERE v.org_id = $1 AND v.patient_id IN (SELECT d.patient_id FROM due d))"
 			   "SELECT pg_catalog.jsonb_build_object("
-			   "  'org_id', $1, 'patients', pg_catalog.count(*),"
+			   "  'org_id', $1, 'patients', coalesce(pg_catalog.sum(p.patients), 0),"
 			   "  'engagement', pg_catalog.jsonb_build_object("
-			   "     'highly_engaged', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'highly_engaged'),"
-			   "     'moderately_engaged', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'moderately_engaged'),"
-			   "     'low_engagement', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'low_engagement'),"
-			   "     'disengaged', pg_catalog.count(*) FILTER (WHERE v.engagement_level = 'disengaged')),"
+			   "     'highly_engaged', coalesce(pg_catalog.sum(p.highly_engaged), 0),"
+			   "     'moderately_engaged', coalesce(pg_catalog.sum(p.moderately_engaged), 0),"
+			   "     'low_engagement', coalesce(pg_catalog.sum(p.low_engagement), 0),"
+			   "     'disengaged', coalesce(pg_catalog.sum(p.disengaged), 0)),"
 			   "  'churn_risk', pg_catalog.jsonb_build_object("
-			   "     'critical', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'critical'),"
-			   "     'high', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'high'),"
-			   "     'medium', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'medium'),"
-			   "     'low', pg_catalog.count(*) FILTER (WHERE v.churn_risk = 'low')),"
-			   "  'no_upcoming_appointment', pg_catalog.count(*) FILTER (WHERE NOT v.has_upcoming_appointment),"
-			   "  'value_at_risk', coalesce(pg_catalog.sum(v.expected_horizon_value)"
-			   "       FILTER (WHERE v.churn_risk IN ('high', 'critical')), 0),"
-			   "  'estimated_lifetime_value', coalesce(pg_catalog.sum(v.estimated_lifetime_value), 0),"
-			   "  'total_revenue', coalesce(pg_catalog.sum(v.total_revenue), 0),"
+			   "     'critical', coalesce(pg_catalog.sum(p.critical), 0),"
+			   "     'high', coalesce(pg_catalog.sum(p.high), 0),"
+			   "     'medium', coalesce(pg_catalog.sum(p.medium), 0),"
+			   "     'low', coalesce(pg_catalog.sum(p.low), 0)),"
+			   "  'no_upcoming_appointment', coalesce(pg_catalog.sum(p.no_upcoming), 0),"
+			   "  'value_at_risk', coalesce(pg_catalog.sum(p.value_at_risk), 0),"
+			   "  'estimated_lifetime_value', coalesce(pg_catalog.sum(p.lifetime_value), 0),"
+			   "  'total_revenue', coalesce(pg_catalog.sum(p.revenue), 0),"
 			   "  'generated_at', pg_catalog.now())"
-			   "  FROM prm.patient_profile v WHERE v.org_id = $1",
-			   1, (Oid[]){INT8OID});
+			   "  FROM parts p",
+			   14,
+			   (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+					   INT8OID, INT8OID, INT8OID, NUMERICOID, NUMERICOID, NUMERICOID});
 	values[0] = Int64GetDatum(org_id);
+	PrmTallyPending(org_id, counts, sums);
+	for (i = 0; i < PRM_TALLY_COUNTS; i++)
+		values[1 + i] = Int64GetDatum(counts[i]);
+	for (i = 0; i < PRM_TALLY_SUMS; i++)
+		values[1 + PRM_TALLY_COUNTS + i] = sums[i];
 
 	/*
 	 * The estimate counts the view's look-up of passed next appointments for

@@ -1,37 +1,45 @@
 /*-------------------------------------------------------------------------
  *
  * reengagement_stats.c
- *	  Per-patient statistics (prm.patient_stats): the recompute, the
- *	  statement-level triggers that run it, and prm.rebuild_patient_stats.
+ *	  Per-patient statistics (prm.patient_stats): the statement-level
+ *	  triggers that apply each statement's difference to them, the
+ *	  recompute of a patient from their rows, and prm.rebuild_patient_stats.
  *
  * Statistics.  prm.patient_stats holds, per patient, the figures the
  * profile needs (visits, cancellations, no-shows, first, last and next
  * visit, revenue, messages in and out, replies).  Statement-level AFTER
  * triggers on prm.patient, prm.appointment, prm.outbound_message, its
- * history and prm.inbound_message collect the patients a statement touched
- * from its transition tables and recompute each one's row from that
- * patient's source rows (index scans on (org_id, patient_id)), then upsert
- * it.  Nothing is ever incremented: the row is a function of the source rows
- * alone, so the triggers are idempotent, a bulk statement costs one
- * recompute per patient, not per row, and replaying rows in any order (as
- * pg_restore does; patient_stats itself is not dumped) gives the same
- * result.  prm.rebuild_patient_stats() runs the same statement for every
- * patient of an organization.  Outbound messages never change patient or
- * creation time after they are queued, so only their inserts and deletes
- * are watched.  Archiving moves finished messages to the history table in
- * one statement (PrmArchiveMessages) that deletes and inserts the same rows
- * unchanged; the union of the two tables, and so every patient's figures,
- * stay as they were, and the trigger skips both halves of that statement
- * (PrmArchiveInProgress) rather than recompute each patient twice.
+ * history and prm.inbound_message read the rows a statement added and
+ * removed from its transition tables (an update is its old row removed and
+ * its new row added, unless nothing the statistics read changed), group
+ * them by patient and apply the difference: counts and sums move by what
+ * was added less what was removed, extremes take the added rows'.  Cost is
+ * the rows the statement touched, not the patient's history.  Replies (an
+ * outbound message answered within 48 hours) are counted from the 48 hours
+ * around the added rows only.  A removed row that was one of the patient's
+ * extremes (first or last visit, next appointment), or a stored next
+ * appointment that has passed, makes the trigger look the three extremes
+ * up again (index scans on (org_id, patient_id, starts_at)); a removed
+ * message makes it recompute that patient from all their rows (index scans
+ * on (org_id, patient_id)), which is also what prm.rebuild_patient_stats()
+ * does for every patient of an organization.  The rows are written, judged and
+ * tallied by reengagement_tally.c.
  *
- * patient_stats also stores the level and risk as of its last recompute;
- * when a recompute changes either, the transaction notifies channel
- * prm_patient_risk (once).  The profile view computes them afresh on read,
- * since they move with the clock.
+ * Outbound messages never change patient or creation time after they are
+ * queued, so only their inserts and deletes are watched.  Archiving moves
+ * finished messages to the history table in one statement
+ * (PrmArchiveMessages) that deletes and inserts the same rows unchanged;
+ * the union of the two tables, and so every patient's figures, stay as
+ * they were, and the trigger skips both halves of that statement
+ * (PrmArchiveInProgress).
  *
- * Locking: recomputes of one patient are serialised by a row lock on the
- * patient's statistics row (made first if missing), taken in (org_id,
- * patient_id) order by the trigger before any recompute.
+ * When a write changes a stored level or risk, the transaction notifies
+ * channel prm_patient_risk (once).
+ *
+ * Locking: writes of one patient's figures are serialised by a row lock on
+ * the patient's statistics row (made first if missing), taken in (org_id,
+ * patient_id) order by the trigger before it reads the stored figures: a
+ * difference is always applied to what the previous holder committed.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,12 +48,23 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/datum.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
+#include "utils/numeric.h"
 #include "utils/rel.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
 #include "prm.h"
+#include "reengagement.h"
 
 PG_FUNCTION_INFO_V1(prm_patient_stats_trigger);
 PG_FUNCTION_INFO_V1(prm_rebuild_patient_stats);
@@ -55,25 +74,61 @@ static const char *const stats_relations[] = {
 	"patient", "appointment", "outbound_message", "outbound_message_history",
 	"inbound_message"};
 
-/* one patient touched by a statement */
-typedef struct PatientKey
+/* a patient */
+typedef struct PatientKeyData
 {
 	int64 org_id;
 	int64 patient_id;
-} PatientKey;
+} PatientKeyData;
 
-static int		  StatsRecompute(int64 org_id, int64 patient_id, bool all);
-static int		  StatsCollect(Tuplestorestate *ts, TupleDesc desc, AttrNumber org_att,
-							   AttrNumber pat_att, PatientKey **keys, int n, int *cap);
-static int		  PatientKeyCmp(const void *a, const void *b);
-static void		  StatsCheckTrigger(FunctionCallInfo fcinfo);
-static bool		  StatsIsArchiveMove(TriggerData *trigdata);
-static AttrNumber StatsBigintColumn(Relation rel, const char *name);
+/* which of them a trigger fired for */
+typedef enum StatsTable
+{
+	STATS_PATIENT,
+	STATS_APPOINTMENT,
+	STATS_OUTBOUND,
+	STATS_INBOUND
+} StatsTable;
+
+/* how an appointment's status counts */
+typedef enum StatsStatus
+{
+	ST_OTHER,	 /* counted in total only */
+	ST_ERROR,	 /* entered-in-error: not counted */
+	ST_FULFILLED,
+	ST_CANCELLED,
+	ST_NOSHOW,
+	ST_ACTIVE /* proposed, pending, booked, arrived, checked-in */
+} StatsStatus;
+
+/* one row a statement added (sign 1) or removed (sign -1) */
+typedef struct StatsEntry
+{
+	int64		org_id;
+	int64		patient_id;
+	int			sign;
+	StatsStatus status;
+	TimestampTz at; /* starts_at, created_at or received_at */
+	bool		has_price;
+	Datum		price;
+	int64		id; /* inbound message id */
+} StatsEntry;
+
+/* the columns a trigger reads */
+typedef struct StatsColumns
+{
+	StatsTable table;
+	AttrNumber org;
+	AttrNumber patient;
+	AttrNumber status;
+	AttrNumber at;
+	AttrNumber price;
+	AttrNumber id;
+} StatsColumns;
 
 /*
- * The statement that recomputes patient_stats rows from the source rows.
- * The first %s restricts the patients (p), the second the old rows (s).
- * It returns how many existing rows changed level or risk.
+ * The facts of patients from their rows, in the order of the stored
+ * columns (PrmStatsReadFacts).  %s restricts the patients (p).
  */
 /* (capped and refused messages were never queued: they do not count) */
 #define STATS_OUTBOUND(cols)                                                   \
@@ -84,135 +139,87 @@ static AttrNumber StatsBigintColumn(Relation rel, const char *name);
 	"  WHERE m0.org_id = p.org_id AND m0.patient_id = p.id"                    \
 	"    AND m0.status NOT IN ('capped', 'refused'))"
 
-static const char *const stats_sql =
-	"WITH old AS ("
-	"  SELECT s.patient_id, s.engagement_level, s.churn_risk FROM prm.patient_stats s"
-	"   WHERE s.org_id = $1 AND %s),"
-	" fresh AS ("
-	"  SELECT p.org_id, p.id AS patient_id, a.total, a.completed, a.cancelled, a.noshow,"
-	"         a.first_visit, a.last_visit, a.next_at, a.revenue, g.avg_gap,"
-	"         o.n AS out_n, i.n AS in_n, r.n AS replied_n, o.last_at AS out_at, i.last_at AS in_at,"
-	"         prm.engagement_level(a.completed, d.days_since, g.avg_gap::float8, a.next_at IS NOT NULL,"
-	"           d.missed, CASE WHEN o.n > 0 THEN r.n::float8 / o.n END, t.churn_critical_ratio,"
-	"           t.default_visit_interval_days, t.engagement_full_visits, t.engagement_high_score,"
-	"           t.engagement_moderate_score, t.engagement_low_score) AS engagement_level,"
-	"         prm.churn_risk(a.completed, d.days_since, g.avg_gap::float8, a.next_at IS NOT NULL,"
-	"           d.missed, t.churn_critical_ratio, t.churn_high_ratio, t.churn_medium_ratio,"
-	"           t.default_visit_interval_days) AS churn_risk"
-	"    FROM prm.patient p"
-	"    JOIN prm.reengagement_settings t ON t.org_id = p.org_id"
-	"    CROSS JOIN LATERAL ("
-	"      SELECT pg_catalog.count(*) FILTER (WHERE x.status <> 'entered-in-error')::int AS total,"
-	"             pg_catalog.count(*) FILTER (WHERE x.status = 'fulfilled')::int AS completed,"
-	"             pg_catalog.count(*) FILTER (WHERE x.status = 'cancelled')::int AS cancelled,"
-	"             pg_catalog.count(*) FILTER (WHERE x.status = 'noshow')::int AS noshow,"
-	"             pg_catalog.min(x.starts_at) FILTER (WHERE x.status = 'fulfilled') AS first_visit,"
-	"             pg_catalog.max(x.starts_at) FILTER (WHERE x.status = 'fulfilled') AS last_visit,"
-	"             pg_catalog.min(x.starts_at) FILTER (WHERE x.status IN ('proposed', 'pending', 'booked',"
-	"                 'arrived', 'checked-in') AND x.starts_at > pg_catalog.now()) AS next_at,"
-	"             coalesce(pg_catalog.sum(x.price) FILTER (WHERE x.status = 'fulfilled'), 0) AS revenue"
-	"        FROM prm.appointment x WHERE x.org_id = p.org_id AND x.patient_id = p.id) a"
-	"    CROSS JOIN LATERAL ("
-	"      SELECT CASE WHEN a.completed >= 2 THEN pg_catalog.round(pg_catalog.date_part('epoch',"
-	"               a.last_visit - a.first_visit)::numeric / 86400 / (a.completed - 1), 2) END AS avg_gap) g"
-	"    CROSS JOIN LATERAL ("
-	"      SELECT pg_catalog.date_part('epoch', pg_catalog.now() - a.last_visit) / 86400 AS days_since,"
-	"             CASE WHEN a.total >= 3 THEN (a.cancelled + a.noshow)::float8 / a.total END AS missed) d"
-	"    CROSS JOIN LATERAL ("
-	"      SELECT pg_catalog.count(*)::int AS n, pg_catalog.max(m.created_at) AS last_at"
-	"        FROM " STATS_OUTBOUND("m0.created_at") " m) o"
-													"    CROSS JOIN LATERAL ("
-													"      SELECT pg_catalog.count(*)::int AS n, pg_catalog.max(y.received_at) AS last_at"
-													"        FROM prm.inbound_message y WHERE y.org_id = p.org_id AND y.patient_id = p.id) i"
-													"    CROSS JOIN LATERAL ("
-													"      SELECT pg_catalog.count(*)::int AS n FROM " STATS_OUTBOUND("m0.created_at") " m"
-																																	   "       WHERE i.n > 0 AND EXISTS (SELECT 1 FROM prm.inbound_message y"
-																																	   "               WHERE y.org_id = p.org_id AND y.patient_id = p.id"
-																																	   "                 AND y.received_at >= m.created_at"
-																																	   "                 AND y.received_at < m.created_at + interval '48 hours')) r"
-																																	   "   WHERE p.org_id = $1 AND %s),"
-																																	   " up AS ("
-																																	   "  INSERT INTO prm.patient_stats AS s (org_id, patient_id, total_appointments, completed_visits,"
-																																	   "         cancellations, no_shows, first_visit_at, last_visit_at, next_appointment_at, revenue,"
-																																	   "         avg_days_between_visits, messages_out, messages_in, replied_out, last_outbound_at,"
-																																	   "         last_inbound_at, engagement_level, churn_risk, computed_at)"
-																																	   "  SELECT org_id, patient_id, total, completed, cancelled, noshow, first_visit, last_visit, next_at,"
-																																	   "         revenue, avg_gap, out_n, in_n, replied_n, out_at, in_at, engagement_level, churn_risk,"
-																																	   "         pg_catalog.now()"
-																																	   "    FROM fresh"
-																																	   "  ON CONFLICT (org_id, patient_id) DO UPDATE SET"
-																																	   "         total_appointments = EXCLUDED.total_appointments, completed_visits = EXCLUDED.completed_visits,"
-																																	   "         cancellations = EXCLUDED.cancellations, no_shows = EXCLUDED.no_shows,"
-																																	   "         first_visit_at = EXCLUDED.first_visit_at, last_visit_at = EXCLUDED.last_visit_at,"
-																																	   "         next_appointment_at = EXCLUDED.next_appointment_at, revenue = EXCLUDED.revenue,"
-																																	   "         avg_days_between_visits = EXCLUDED.avg_days_between_visits,"
-																																	   "         messages_out = EXCLUDED.messages_out, messages_in = EXCLUDED.messages_in,"
-																																	   "         replied_out = EXCLUDED.replied_out, last_outbound_at = EXCLUDED.last_outbound_at,"
-																																	   "         last_inbound_at = EXCLUDED.last_inbound_at, engagement_level = EXCLUDED.engagement_level,"
-																																	   "         churn_risk = EXCLUDED.churn_risk, computed_at = EXCLUDED.computed_at"
-																																	   "   WHERE (s.total_appointments, s.completed_visits, s.cancellations, s.no_shows, s.first_visit_at,"
-																																	   "          s.last_visit_at, s.next_appointment_at, s.revenue, s.avg_days_between_visits,"
-																																	   "          s.messages_out, s.messages_in, s.replied_out, s.last_outbound_at, s.last_inbound_at,"
-																																	   "          s.engagement_level, s.churn_risk)"
-																																	   "         IS DISTINCT FROM"
-																																	   "         (EXCLUDED.total_appointments, EXCLUDED.completed_visits, EXCLUDED.cancellations,"
-																																	   "          EXCLUDED.no_shows, EXCLUDED.first_visit_at, EXCLUDED.last_visit_at,"
-																																	   "          EXCLUDED.next_appointment_at, EXCLUDED.revenue, EXCLUDED.avg_days_between_visits,"
-																																	   "          EXCLUDED.messages_out, EXCLUDED.messages_in, EXCLUDED.replied_out,"
-																																	   "          EXCLUDED.last_outbound_at, EXCLUDED.last_inbound_at, EXCLUDED.engagement_level,"
-																																	   "          EXCLUDED.churn_risk)"
-																																	   "  RETURNING s.patient_id, s.engagement_level, s.churn_risk)"
-																																	   "SELECT (SELECT pg_catalog.count(*) FROM fresh)::int,"
-																																	   "       (SELECT pg_catalog.count(*)::int FROM up JOIN old USING (patient_id)"
-																																	   "         WHERE (old.engagement_level, old.churn_risk) IS DISTINCT FROM"
-																																	   "               (up.engagement_level, up.churn_risk))";
+static const char *const facts_sql =
+	"SELECT p.id, a.total, a.completed, a.cancelled, a.noshow, a.first_visit, a.last_visit,"
+	"       a.next_at, a.revenue, o.n, i.n, r.n, o.last_at, i.last_at"
+	"  FROM prm.patient p"
+	PRM_STATS_APPOINTMENT_LATERAL
+	"  CROSS JOIN LATERAL ("
+	"    SELECT pg_catalog.count(*)::int AS n, pg_catalog.max(m.created_at) AS last_at"
+	"      FROM " STATS_OUTBOUND("m0.created_at") " m) o"
+	"  CROSS JOIN LATERAL ("
+	"    SELECT pg_catalog.count(*)::int AS n, pg_catalog.max(y.received_at) AS last_at"
+	"      FROM prm.inbound_message y WHERE y.org_id = p.org_id AND y.patient_id = p.id) i"
+	"  CROSS JOIN LATERAL ("
+	"    SELECT pg_catalog.count(*)::int AS n FROM " STATS_OUTBOUND("m0.created_at") " m"
+	"     WHERE i.n > 0 AND EXISTS (SELECT 1 FROM prm.inbound_message y"
+	"             WHERE y.org_id = p.org_id AND y.patient_id = p.id"
+	"               AND y.received_at >= m.created_at"
+	"               AND y.received_at < m.created_at + interval '48 hours')) r"
+	" WHERE p.org_id = $1 AND %s";
 
 /*
- * Recompute the statistics of one patient (or, with all, of every patient
- * of the organization) from their rows.  Returns the number of patients
- * whose stored level or risk changed; *patients (when not NULL) gets the
- * number of patients computed.  Must run inside SPI.
+ * A patient's facts recomputed from all their rows (zeros when the patient
+ * is gone).  Must run inside SPI.
  */
-static int
-StatsRecomputeCounting(int64 org_id, int64 patient_id, bool all, int *patients)
+void
+PrmStatsRecomputeFacts(int64 org_id, int64 patient_id, PrmStatsFacts *f)
 {
-	static SPIPlanPtr one_plan = NULL;
-	static SPIPlanPtr all_plan = NULL;
-	SPIPlanPtr		  plan;
+	static SPIPlanPtr plan = NULL;
 	Datum			  values[2];
-	bool			  isnull;
 
-	if (all)
-		plan = PrmPrepare(&all_plan, psprintf(stats_sql, "true", "true"),
-						  1, (Oid[]){INT8OID});
-	else
-		plan = PrmPrepare(&one_plan,
-						  psprintf(stats_sql, "s.patient_id = $2", "p.id = $2"),
-						  2, (Oid[]){INT8OID, INT8OID});
+	PrmPrepare(&plan, psprintf(facts_sql, "p.id = $2"), 2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(patient_id);
-	if (PrmExecute(plan, values, NULL, false, 0) != 1)
-		elog(ERROR, "patient statistics recompute returned no row");
-	if (patients)
-		*patients = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 1, &isnull));
-	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 2, &isnull));
+	memset(f, 0, sizeof(*f));
+	f->revenue = NumericGetDatum(int64_to_numeric(0));
+	if (PrmExecute(plan, values, NULL, false, 1) == 1)
+		PrmStatsReadFacts(0, 2, f);
 }
 
-/* Recompute one patient's statistics; the number of level/risk changes. */
-static int
-StatsRecompute(int64 org_id, int64 patient_id, bool all)
+/*
+ * Look a patient's appointment extremes up again (first and last visit,
+ * next appointment) when a removed row may have been one of them or the
+ * stored next appointment has passed: three index scans on (org_id,
+ * patient_id, starts_at), each stopping at its first match.
+ */
+static void
+StatsLookUpExtremes(int64 org_id, int64 patient_id, PrmStatsFacts *f)
 {
-	return StatsRecomputeCounting(org_id, patient_id, all, NULL);
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2];
+	bool			  isnull;
+	Datum			  d;
+
+	PrmPrepare(&plan,
+			   "SELECT (SELECT pg_catalog.min(x.starts_at) FROM prm.appointment x"
+			   "         WHERE x.org_id = $1 AND x.patient_id = $2 AND x.status = 'fulfilled'),"
+			   "       (SELECT pg_catalog.max(x.starts_at) FROM prm.appointment x"
+			   "         WHERE x.org_id = $1 AND x.patient_id = $2 AND x.status = 'fulfilled'),"
+			   "       (SELECT pg_catalog.min(x.starts_at) FROM prm.appointment x"
+			   "         WHERE x.org_id = $1 AND x.patient_id = $2 AND x.starts_at > pg_catalog.now()"
+			   "           AND x.status IN ('proposed', 'pending', 'booked', 'arrived', 'checked-in'))",
+			   2, (Oid[]){INT8OID, INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(patient_id);
+	PrmExecute(plan, values, NULL, false, 1);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	f->has_first = !isnull;
+	f->first = isnull ? 0 : DatumGetTimestampTz(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	f->has_last = !isnull;
+	f->last = isnull ? 0 : DatumGetTimestampTz(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	f->has_next = !isnull;
+	f->next = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-/* Order PatientKeys by organization, then patient. */
+/* Order entries by organization, then patient. */
 static int
-PatientKeyCmp(const void *a, const void *b)
+StatsEntryCmp(const void *a, const void *b)
 {
-	const PatientKey *x = (const PatientKey *) a;
-	const PatientKey *y = (const PatientKey *) b;
+	const StatsEntry *x = (const StatsEntry *) a;
+	const StatsEntry *y = (const StatsEntry *) b;
 
 	if (x->org_id != y->org_id)
 		return x->org_id < y->org_id ? -1 : 1;
@@ -221,41 +228,386 @@ PatientKeyCmp(const void *a, const void *b)
 	return 0;
 }
 
+/* How an appointment status counts. */
+static StatsStatus
+StatsStatusOf(const char *s)
+{
+	static const char *const active[] = {"proposed", "pending", "booked", "arrived", "checked-in"};
+	int						 i;
+
+	if (strcmp(s, "fulfilled") == 0)
+		return ST_FULFILLED;
+	if (strcmp(s, "cancelled") == 0)
+		return ST_CANCELLED;
+	if (strcmp(s, "noshow") == 0)
+		return ST_NOSHOW;
+	if (strcmp(s, "entered-in-error") == 0)
+		return ST_ERROR;
+	for (i = 0; i < (int) lengthof(active); i++)
+		if (strcmp(s, active[i]) == 0)
+			return ST_ACTIVE;
+	return ST_OTHER;
+}
+
+/* Read what the statistics need of one transition-table row; false without a patient. */
+static bool
+StatsReadEntry(TupleTableSlot *slot, const StatsColumns *c, int sign, StatsEntry *e)
+{
+	bool  isnull;
+	Datum d;
+
+	memset(e, 0, sizeof(*e));
+	d = slot_getattr(slot, c->org, &isnull);
+	if (isnull)
+		return false;
+	e->org_id = DatumGetInt64(d);
+	d = slot_getattr(slot, c->patient, &isnull);
+	if (isnull)
+		return false;
+	e->patient_id = DatumGetInt64(d);
+	e->sign = sign;
+	if (c->table == STATS_PATIENT)
+		return true;
+	d = slot_getattr(slot, c->at, &isnull);
+	e->at = isnull ? 0 : DatumGetTimestampTz(d);
+	if (c->table == STATS_APPOINTMENT)
+	{
+		d = slot_getattr(slot, c->status, &isnull);
+		e->status = isnull ? ST_OTHER : StatsStatusOf(TextDatumGetCString(d));
+		d = slot_getattr(slot, c->price, &isnull);
+		e->has_price = !isnull;
+		if (!isnull)
+			e->price = datumCopy(d, false, -1);
+	}
+	else if (c->table == STATS_INBOUND)
+	{
+		d = slot_getattr(slot, c->id, &isnull);
+		e->id = isnull ? 0 : DatumGetInt64(d);
+	}
+	else if (c->table == STATS_OUTBOUND)
+	{
+		char *status;
+
+		/* capped and refused messages were never queued: they do not count */
+		d = slot_getattr(slot, c->status, &isnull);
+		status = isnull ? "" : TextDatumGetCString(d);
+		if (strcmp(status, "capped") == 0 || strcmp(status, "refused") == 0)
+			return false;
+	}
+	return true;
+}
+
+/* Are the old and the new row of an update the same to the statistics? */
+static bool
+StatsSameEntry(const StatsEntry *a, const StatsEntry *b)
+{
+	if (a->org_id != b->org_id || a->patient_id != b->patient_id || a->at != b->at ||
+		a->status != b->status || a->has_price != b->has_price || a->id != b->id)
+		return false;
+	return !a->has_price ||
+		   DatumGetBool(DirectFunctionCall2(numeric_eq, a->price, b->price));
+}
+
+/* Append an entry to *entries (n used, *cap allocated); the new count. */
+static int
+StatsPush(StatsEntry **entries, int n, int *cap, const StatsEntry *e)
+{
+	if (n == *cap)
+	{
+		*cap *= 2;
+		*entries = repalloc(*entries, sizeof(StatsEntry) * *cap);
+	}
+	(*entries)[n] = *e;
+	return n + 1;
+}
+
 /*
- * Append the (org_id, patient) pairs of a transition table to *keys (n
- * used, *cap allocated); rows without a patient are skipped.  Returns the
- * new count.
+ * The entries of a statement: the rows of its old table removed, those of
+ * its new table added.  An update's old and new tables hold its rows in
+ * the same order; a pair the statistics cannot tell apart is left out.
  */
 static int
-StatsCollect(Tuplestorestate *ts, TupleDesc desc, AttrNumber org_att,
-			 AttrNumber pat_att, PatientKey **keys, int n, int *cap)
+StatsCollect(TriggerData *trigdata, const StatsColumns *c, StatsEntry **entries, int *cap)
 {
-	TupleTableSlot *slot;
+	TupleDesc		desc = RelationGetDescr(trigdata->tg_relation);
+	Tuplestorestate *olds = trigdata->tg_oldtable;
+	Tuplestorestate *news = trigdata->tg_newtable;
+	TupleTableSlot *oslot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TupleTableSlot *nslot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	int				n = 0;
 
-	if (ts == NULL)
-		return n;
-	slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-	tuplestore_rescan(ts);
-	while (tuplestore_gettupleslot(ts, true, false, slot))
+	if (olds)
+		tuplestore_rescan(olds);
+	if (news)
+		tuplestore_rescan(news);
+	for (;;)
 	{
-		bool  org_null;
-		bool  pat_null;
-		Datum org = slot_getattr(slot, org_att, &org_null);
-		Datum pat = slot_getattr(slot, pat_att, &pat_null);
+		bool	   has_old = olds && tuplestore_gettupleslot(olds, true, false, oslot);
+		bool	   has_new = news && tuplestore_gettupleslot(news, true, false, nslot);
+		StatsEntry o;
+		StatsEntry w;
+		bool	   ok_old;
+		bool	   ok_new;
 
-		if (org_null || pat_null)
+		CHECK_FOR_INTERRUPTS();
+		if (!has_old && !has_new)
+			break;
+		ok_old = has_old && StatsReadEntry(oslot, c, -1, &o);
+		ok_new = has_new && StatsReadEntry(nslot, c, 1, &w);
+		if (ok_old && ok_new && StatsSameEntry(&o, &w))
 			continue;
-		if (n == *cap)
-		{
-			*cap *= 2;
-			*keys = repalloc(*keys, sizeof(PatientKey) * *cap);
-		}
-		(*keys)[n].org_id = DatumGetInt64(org);
-		(*keys)[n].patient_id = DatumGetInt64(pat);
-		n++;
+		if (ok_old)
+			n = StatsPush(entries, n, cap, &o);
+		if (ok_new)
+			n = StatsPush(entries, n, cap, &w);
 	}
-	ExecDropSingleTupleTableSlot(slot);
+	ExecDropSingleTupleTableSlot(oslot);
+	ExecDropSingleTupleTableSlot(nslot);
 	return n;
+}
+
+/* An int8[] or timestamptz[] of n values. */
+static Datum
+StatsArray(Datum *values, int n, Oid type)
+{
+	return PointerGetDatum(construct_array(values, n, type, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * How many more outbound messages of the patient are answered now that
+ * inbound messages ids (received from lo to hi) were added: those sent in
+ * the 48 hours before one of them and answered by no other.
+ */
+static int32
+StatsRepliedByInbound(int64 org_id, int64 patient_id, TimestampTz lo, TimestampTz hi,
+					  Datum *ids, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[5];
+	bool			  isnull;
+
+#define STATS_REPLY_WINDOW(table)                                               \
+	"SELECT m0.created_at FROM " table " m0 WHERE m0.org_id = $1 AND m0.patient_id = $2" \
+	"   AND m0.created_at > $3 - interval '48 hours' AND m0.created_at <= $4"    \
+	"   AND m0.status NOT IN ('capped', 'refused')"
+#define STATS_ANSWERED(cond)                                                \
+	"(SELECT 1 FROM prm.inbound_message y WHERE y.org_id = $1 AND y.patient_id = $2" \
+	"   AND y.received_at >= m.created_at"                                      \
+	"   AND y.received_at < m.created_at + interval '48 hours' AND " cond ")"
+	PrmPrepare(&plan,
+			   "SELECT pg_catalog.count(*)::int FROM ("
+			   STATS_REPLY_WINDOW("prm.outbound_message")
+			   " UNION ALL " STATS_REPLY_WINDOW("prm.outbound_message_history") ") m"
+			   " WHERE EXISTS " STATS_ANSWERED("y.id = ANY ($5)")
+			   "   AND NOT EXISTS " STATS_ANSWERED("y.id <> ALL ($5)"),
+			   5, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8ARRAYOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(patient_id);
+	values[2] = TimestampTzGetDatum(lo);
+	values[3] = TimestampTzGetDatum(hi);
+	values[4] = StatsArray(ids, n, INT8OID);
+	PrmExecute(plan, values, NULL, false, 1);
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* How many of the added outbound messages (sent at times) are already answered. */
+static int32
+StatsRepliedOutbound(int64 org_id, int64 patient_id, Datum *times, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[3];
+	bool			  isnull;
+
+	PrmPrepare(&plan,
+			   "SELECT pg_catalog.count(*)::int FROM pg_catalog.unnest($3::timestamptz[]) m(created_at)"
+			   " WHERE EXISTS " STATS_ANSWERED("true"),
+			   3, (Oid[]){INT8OID, INT8OID, TIMESTAMPTZARRAYOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = Int64GetDatum(patient_id);
+	values[2] = StatsArray(times, n, TIMESTAMPTZOID);
+	PrmExecute(plan, values, NULL, false, 1);
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * The patients the triggers of one query applied.  Every trigger of a
+ * query sees all of that query's rows (a data-modifying WITH writes
+ * several tables, or one table twice, in one query), so after a recompute
+ * from all rows, a difference applied by a later trigger of the same query
+ * would count its rows twice, and two differences of messages would judge
+ * replies each without the other's rows.  Such a patient is recomputed
+ * instead.  A query is known by its transaction and the command id of its
+ * snapshot, which is the active one while its AFTER triggers fire.
+ */
+#define MEMO_RECOMPUTED 0x1
+#define MEMO_MESSAGES 0x2
+
+typedef struct StatsMemoEntry
+{
+	PatientKeyData key;
+	int			   flags;
+} StatsMemoEntry;
+
+static HTAB				 *stats_memo = NULL;
+static MemoryContext	  stats_memo_cxt = NULL;
+static LocalTransactionId stats_memo_lxid = InvalidLocalTransactionId;
+static CommandId		  stats_memo_cid = InvalidCommandId;
+
+/* The memo entry of a patient for the query whose triggers fire now. */
+static StatsMemoEntry *
+StatsMemo(int64 org_id, int64 patient_id)
+{
+	CommandId	   cid = ActiveSnapshotSet() ? GetActiveSnapshot()->curcid : InvalidCommandId;
+	PatientKeyData key;
+	bool		   found;
+	StatsMemoEntry *e;
+
+	if (stats_memo == NULL || stats_memo_lxid != MyProc->lxid || stats_memo_cid != cid)
+	{
+		HASHCTL ctl;
+
+		if (stats_memo_cxt == NULL)
+			stats_memo_cxt = AllocSetContextCreate(TopMemoryContext, "prm statistics memo",
+												   ALLOCSET_SMALL_SIZES);
+		MemoryContextReset(stats_memo_cxt);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(PatientKeyData);
+		ctl.entrysize = sizeof(StatsMemoEntry);
+		ctl.hcxt = stats_memo_cxt;
+		stats_memo = hash_create("prm statistics memo", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		stats_memo_lxid = MyProc->lxid;
+		stats_memo_cid = cid;
+	}
+	memset(&key, 0, sizeof(key));
+	key.org_id = org_id;
+	key.patient_id = patient_id;
+	e = hash_search(stats_memo, &key, HASH_ENTER, &found);
+	if (!found)
+		e->flags = 0;
+	return e;
+}
+
+/* Is ts the stored extreme has/at? */
+#define STATS_IS(has, at, ts) ((has) && (at) == (ts))
+
+/*
+ * Apply the n entries of one patient (all of table) to their row: lock it,
+ * add the difference (or recompute when a removed row may have been an
+ * extreme), write it.  Returns whether a stored level or risk changed.
+ */
+static bool
+StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t)
+{
+	TimestampTz	  now = GetCurrentTransactionStartTimestamp();
+	PrmStatsRow	  row;
+	PrmStatsFacts f;
+	bool		  full;
+	bool		  extremes = false;
+	StatsMemoEntry *memo;
+	Datum		 *keys = palloc(sizeof(Datum) * n);
+	int			  nkeys = 0;
+	TimestampTz	  lo = DT_NOEND;
+	TimestampTz	  hi = DT_NOBEGIN;
+	int			  i;
+
+	if (!PrmStatsLock(e->org_id, e->patient_id, &row, t))
+		return false;
+	f = row.f;
+	memo = StatsMemo(e->org_id, e->patient_id);
+	/* a new row of a patient who may already have rows; what the memo says */
+	full = (!row.exists && table != STATS_PATIENT) || (memo->flags & MEMO_RECOMPUTED) ||
+		   ((memo->flags & MEMO_MESSAGES) && table != STATS_APPOINTMENT && table != STATS_PATIENT);
+	for (i = 0; i < n && !full; i++)
+	{
+		const StatsEntry *x = &e[i];
+
+		CHECK_FOR_INTERRUPTS();
+		if (table == STATS_APPOINTMENT)
+		{
+			if (x->status != ST_ERROR)
+				f.total += x->sign;
+			if (x->status == ST_CANCELLED)
+				f.cancelled += x->sign;
+			if (x->status == ST_NOSHOW)
+				f.noshow += x->sign;
+			if (x->status == ST_FULFILLED)
+			{
+				f.completed += x->sign;
+				if (x->has_price)
+					f.revenue = DirectFunctionCall2(x->sign > 0 ? numeric_add : numeric_sub,
+													f.revenue, x->price);
+				if (x->sign < 0)
+					extremes |= STATS_IS(row.f.has_first, row.f.first, x->at) ||
+								STATS_IS(row.f.has_last, row.f.last, x->at);
+				else
+				{
+					if (!f.has_first || x->at < f.first)
+						f.first = x->at;
+					if (!f.has_last || x->at > f.last)
+						f.last = x->at;
+					f.has_first = f.has_last = true;
+				}
+			}
+			if (x->status == ST_ACTIVE && x->at > now)
+			{
+				if (x->sign < 0)
+					extremes |= STATS_IS(row.f.has_next, row.f.next, x->at);
+				else if (!f.has_next || x->at < f.next)
+				{
+					f.next = x->at;
+					f.has_next = true;
+				}
+			}
+		}
+		else if (table == STATS_OUTBOUND || table == STATS_INBOUND)
+		{
+			/* a removed message: its replies are not worth undoing by hand */
+			if (x->sign < 0)
+			{
+				full = true;
+				break;
+			}
+			if (table == STATS_OUTBOUND)
+			{
+				f.out_n++;
+				if (!f.has_out_at || x->at > f.out_at)
+					f.out_at = x->at;
+				f.has_out_at = true;
+				keys[nkeys++] = TimestampTzGetDatum(x->at);
+			}
+			else
+			{
+				f.in_n++;
+				if (!f.has_in_at || x->at > f.in_at)
+					f.in_at = x->at;
+				f.has_in_at = true;
+				keys[nkeys++] = Int64GetDatum(x->id);
+			}
+			lo = Min(lo, x->at);
+			hi = Max(hi, x->at);
+		}
+	}
+	if (full)
+		PrmStatsRecomputeFacts(e->org_id, e->patient_id, &f);
+	else
+	{
+		/* extremes are idempotent: a look-up may see rows still to be applied */
+		if (extremes || (f.has_next && f.next <= now))
+			StatsLookUpExtremes(e->org_id, e->patient_id, &f);
+		if (nkeys > 0 && table == STATS_OUTBOUND && row.f.in_n > 0 &&
+			row.f.has_in_at && row.f.in_at >= lo)
+			f.replied += StatsRepliedOutbound(e->org_id, e->patient_id, keys, nkeys);
+		else if (nkeys > 0 && table == STATS_INBOUND && f.out_n > 0 &&
+				 f.has_out_at && f.out_at > lo - 48 * USECS_PER_HOUR)
+			f.replied += StatsRepliedByInbound(e->org_id, e->patient_id, lo, hi, keys, nkeys);
+	}
+	pfree(keys);
+	if (full)
+		memo->flags |= MEMO_RECOMPUTED;
+	if (table == STATS_OUTBOUND || table == STATS_INBOUND)
+		memo->flags |= MEMO_MESSAGES;
+	return PrmStatsWrite(e->org_id, e->patient_id, &row, &f, t);
 }
 
 /*
@@ -347,101 +699,158 @@ StatsIsArchiveMove(TriggerData *trigdata)
 }
 
 /*
- * AFTER ... FOR EACH STATEMENT trigger with transition tables: recompute
- * the statistics of every patient the statement touched, once each.  The
- * trigger's argument names the column holding the patient's id.
+ * AFTER ... FOR EACH STATEMENT trigger with transition tables: apply the
+ * statement's difference to every patient it touched, once each, in
+ * (org_id, patient_id) order.  The trigger's argument names the column
+ * holding the patient's id.
  */
 Datum
 prm_patient_stats_trigger(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr lock_plan = NULL;
-	TriggerData		 *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc		  desc;
-	AttrNumber		  org_att;
-	AttrNumber		  pat_att;
-	PatientKey		 *keys;
-	int				  cap = 16;
-	int				  n = 0;
-	int				  i;
-	int				  changed = 0;
+	TriggerData	 *trigdata = (TriggerData *) fcinfo->context;
+	Relation	  rel;
+	const char	 *relname;
+	StatsColumns  c;
+	StatsEntry	 *entries;
+	PrmThresholds t;
+	int			  cap = 16;
+	int			  n;
+	int			  i;
+	int			  j;
+	int			  changed = 0;
 
 	StatsCheckTrigger(fcinfo);
 	if (StatsIsArchiveMove(trigdata))
 		return PointerGetDatum(NULL);
-	desc = RelationGetDescr(trigdata->tg_relation);
-	org_att = StatsBigintColumn(trigdata->tg_relation, "org_id");
-	pat_att = StatsBigintColumn(trigdata->tg_relation, trigdata->tg_trigger->tgargs[0]);
+	rel = trigdata->tg_relation;
+	relname = RelationGetRelationName(rel);
+	memset(&c, 0, sizeof(c));
+	c.org = StatsBigintColumn(rel, "org_id");
+	c.patient = StatsBigintColumn(rel, trigdata->tg_trigger->tgargs[0]);
+	if (strcmp(relname, "patient") == 0)
+		c.table = STATS_PATIENT;
+	else if (strcmp(relname, "appointment") == 0)
+	{
+		c.table = STATS_APPOINTMENT;
+		c.status = SPI_fnumber(RelationGetDescr(rel), "status");
+		c.at = SPI_fnumber(RelationGetDescr(rel), "starts_at");
+		c.price = SPI_fnumber(RelationGetDescr(rel), "price");
+	}
+	else if (strcmp(relname, "inbound_message") == 0)
+	{
+		c.table = STATS_INBOUND;
+		c.at = SPI_fnumber(RelationGetDescr(rel), "received_at");
+		c.id = StatsBigintColumn(rel, "id");
+	}
+	else
+	{
+		c.table = STATS_OUTBOUND;
+		c.at = SPI_fnumber(RelationGetDescr(rel), "created_at");
+		c.status = SPI_fnumber(RelationGetDescr(rel), "status");
+	}
 
-	keys = palloc(sizeof(PatientKey) * cap);
-	n = StatsCollect(trigdata->tg_oldtable, desc, org_att, pat_att, &keys, n, &cap);
-	n = StatsCollect(trigdata->tg_newtable, desc, org_att, pat_att, &keys, n, &cap);
+	entries = palloc(sizeof(StatsEntry) * cap);
+	n = StatsCollect(trigdata, &c, &entries, &cap);
 	if (n == 0)
 		return PointerGetDatum(NULL);
-	qsort(keys, n, sizeof(PatientKey), PatientKeyCmp);
+	qsort(entries, n, sizeof(StatsEntry), StatsEntryCmp);
 
 	PrmSpiConnect();
-
-	/*
-	 * Serialise recomputes of one patient: without a lock, two transactions
-	 * writing rows of the same patient would each compute from a snapshot
-	 * without the other's rows, and the later commit would store stale
-	 * figures.  The lock is the patient's statistics row (made first if
-	 * missing), taken in key order so these locks cannot deadlock among
-	 * themselves; row locks live in the tuples, so a bulk load of many
-	 * patients uses no lock-table memory.  Each recompute then runs with a
-	 * snapshot taken after the lock, which sees what the previous holder
-	 * committed.
-	 */
-	PrmPrepare(&lock_plan,
-			   "WITH made AS (INSERT INTO prm.patient_stats (org_id, patient_id, engagement_level, churn_risk)"
-			   "              SELECT $1, $2, 'disengaged', 'low'"
-			   "               WHERE EXISTS (SELECT 1 FROM prm.patient p WHERE p.org_id = $1 AND p.id = $2)"
-			   "              ON CONFLICT (org_id, patient_id) DO NOTHING RETURNING 1)"
-			   "SELECT (SELECT pg_catalog.count(*) FROM made),"
-			   "       (SELECT 1 FROM prm.patient_stats s WHERE s.org_id = $1 AND s.patient_id = $2 FOR UPDATE)",
-			   2, (Oid[]){INT8OID, INT8OID});
-	for (i = 0; i < n; i++)
+	if (!PrmStatsTallyInstalled())
 	{
-		Datum lv[2];
+		/* a 0.2.0 schema: recompute as 0.2.0 did until the update */
+		int64 *orgs = palloc(sizeof(int64) * n);
+		int64 *patients = palloc(sizeof(int64) * n);
 
-		if (i > 0 && PatientKeyCmp(&keys[i - 1], &keys[i]) == 0)
-			continue;
-		lv[0] = Int64GetDatum(keys[i].org_id);
-		lv[1] = Int64GetDatum(keys[i].patient_id);
-		PrmExecute(lock_plan, lv, NULL, false, 1);
+		for (i = 0; i < n; i++)
+		{
+			orgs[i] = entries[i].org_id;
+			patients[i] = entries[i].patient_id;
+		}
+		changed = PrmStatsLegacyRecompute(orgs, patients, n);
+		n = 0;
 	}
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i = j)
 	{
-		if (i > 0 && PatientKeyCmp(&keys[i - 1], &keys[i]) == 0)
-			continue;
-		changed += StatsRecompute(keys[i].org_id, keys[i].patient_id, false);
+		for (j = i + 1; j < n && StatsEntryCmp(&entries[i], &entries[j]) == 0; j++)
+			;
+		if (StatsApply(c.table, &entries[i], j - i, &t))
+			changed++;
 	}
 	PrmSpiFinish();
 	if (changed > 0)
 		PrmNotifyOnce("prm_patient_risk");
-	pfree(keys);
+	pfree(entries);
 	return PointerGetDatum(NULL);
 }
 
 /*
  * prm.rebuild_patient_stats(org_id) RETURNS bigint
- *	  Throw the organization's statistics away and compute them again.
+ *	  Throw the organization's statistics and tally away and compute them
+ *	  again from the rows.
  */
 Datum
 prm_rebuild_patient_stats(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr delete_plan = NULL;
+	static SPIPlanPtr tally_plan = NULL;
+	static SPIPlanPtr all_plan = NULL;
+	static SPIPlanPtr make_plan = NULL;
 	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
 	Datum			  values[1];
+	PrmThresholds	  t;
+	PrmStatsFacts	 *facts;
+	int64			 *ids;
 	int				  patients;
+	int				  i;
 
 	PrmSpiConnect();
 	PrmRequireOrgAccess(org_id, PRM_LEVEL_STAFF);
+	if (!PrmStatsTallyInstalled())
+	{
+		patients = PrmStatsLegacyRebuild(org_id);
+		PrmEmitEvent(org_id, "patient_stats_rebuilt", "organization", org_id,
+					 psprintf("{\"patients\": %d}", patients));
+		PrmSpiFinish();
+		PG_RETURN_INT64(patients);
+	}
 	PrmPrepare(&delete_plan, "DELETE FROM prm.patient_stats s WHERE s.org_id = $1",
+			   1, (Oid[]){INT8OID});
+	PrmPrepare(&tally_plan, "DELETE FROM prm.reengagement_tally t WHERE t.org_id = $1",
+			   1, (Oid[]){INT8OID});
+	PrmPrepare(&all_plan, psprintf(facts_sql, "true"), 1, (Oid[]){INT8OID});
+	PrmPrepare(&make_plan,
+			   "INSERT INTO prm.patient_stats (org_id, patient_id, engagement_level, churn_risk)"
+			   " SELECT p.org_id, p.id, 'disengaged', 'low' FROM prm.patient p WHERE p.org_id = $1"
+			   " ON CONFLICT (org_id, patient_id) DO NOTHING",
 			   1, (Oid[]){INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	PrmExecute(delete_plan, values, NULL, false, 0);
-	(void) StatsRecomputeCounting(org_id, 0, true, &patients);
+	PrmExecute(tally_plan, values, NULL, false, 0);
+	PrmTallyForget(org_id);
+	patients = PrmExecute(all_plan, values, NULL, false, 0);
+	facts = palloc(sizeof(PrmStatsFacts) * (patients + 1));
+	ids = palloc(sizeof(int64) * (patients + 1));
+	for (i = 0; i < patients; i++)
+	{
+		bool isnull;
+
+		ids[i] = PrmGetInt64(i, 1, &isnull);
+		PrmStatsReadFacts(i, 2, &facts[i]);
+	}
+	/* every row made at once, then each written as new (contributing nothing yet) */
+	PrmExecute(make_plan, values, NULL, false, 0);
+	PrmLoadThresholds(org_id, &t);
+	for (i = 0; i < patients; i++)
+	{
+		PrmStatsRow row;
+
+		CHECK_FOR_INTERRUPTS();
+		memset(&row, 0, sizeof(row));
+		row.f.revenue = row.horizon_value = row.lifetime_value =
+			NumericGetDatum(int64_to_numeric(0));
+		(void) PrmStatsWrite(org_id, ids[i], &row, &facts[i], &t);
+	}
 	PrmEmitEvent(org_id, "patient_stats_rebuilt", "organization", org_id,
 				 psprintf("{\"patients\": %d}", patients));
 	PrmSpiFinish();

@@ -24,20 +24,23 @@ SELECT array_agg(c.id) AS entries, array_agg(c.patient_id) AS patients, array_ag
                             WHERE o.org_id = w.org_id AND o.patient_id = w.patient_id AND o.status = 'open')
          ORDER BY w.priority_score DESC, w.joined_at, w.id
          LIMIT 3 FOR UPDATE OF w SKIP LOCKED) c \gset
-WITH o AS (INSERT INTO bench.c_offer (org_id, slot_id, patient_id, waitlist_entry_id, hold_until, batch_no, rank, score_breakdown)
-           VALUES (:org, :slot, (:patients::bigint[])[1], (:entries::bigint[])[1], now() + interval '7 minutes', 1, 1, '{}')
+WITH o AS (INSERT INTO bench.c_offer (org_id, slot_id, patient_id, waitlist_entry_id, hold_until, batch_no, rank, score_breakdown, token_hash)
+           SELECT :org, :slot, (:patients::bigint[])[1], (:entries::bigint[])[1], now() + interval '7 minutes', 1, 1, '{}', pg_catalog.sha256(pg_catalog.uuid_send(t.u))
+             FROM (SELECT gen_random_uuid() AS u) t
            RETURNING id, patient_id)
 INSERT INTO bench.c_outbound_message (org_id, channel, to_address, body, kind, patient_id, offer_id, dedup_key)
 SELECT :org, 'sms', (:phones::text[])[1], 'Bench Cancel: an earlier appointment is free on Mon 3 Mar at 09:00. Reply YES to book it or NO to pass. We hold it for you for 7 min.',
        'offer', o.patient_id, o.id, 'offer:' || o.id FROM o;
-WITH o AS (INSERT INTO bench.c_offer (org_id, slot_id, patient_id, waitlist_entry_id, hold_until, batch_no, rank, score_breakdown)
-           VALUES (:org, :slot, (:patients::bigint[])[2], (:entries::bigint[])[2], now() + interval '7 minutes', 1, 2, '{}')
+WITH o AS (INSERT INTO bench.c_offer (org_id, slot_id, patient_id, waitlist_entry_id, hold_until, batch_no, rank, score_breakdown, token_hash)
+           SELECT :org, :slot, (:patients::bigint[])[2], (:entries::bigint[])[2], now() + interval '7 minutes', 1, 2, '{}', pg_catalog.sha256(pg_catalog.uuid_send(t.u))
+             FROM (SELECT gen_random_uuid() AS u) t
            RETURNING id, patient_id)
 INSERT INTO bench.c_outbound_message (org_id, channel, to_address, body, kind, patient_id, offer_id, dedup_key)
 SELECT :org, 'sms', (:phones::text[])[2], 'Bench Cancel: an earlier appointment is free on Mon 3 Mar at 09:00. Reply YES to book it or NO to pass. We hold it for you for 7 min.',
        'offer', o.patient_id, o.id, 'offer:' || o.id FROM o;
-WITH o AS (INSERT INTO bench.c_offer (org_id, slot_id, patient_id, waitlist_entry_id, hold_until, batch_no, rank, score_breakdown)
-           VALUES (:org, :slot, (:patients::bigint[])[3], (:entries::bigint[])[3], now() + interval '7 minutes', 1, 3, '{}')
+WITH o AS (INSERT INTO bench.c_offer (org_id, slot_id, patient_id, waitlist_entry_id, hold_until, batch_no, rank, score_breakdown, token_hash)
+           SELECT :org, :slot, (:patients::bigint[])[3], (:entries::bigint[])[3], now() + interval '7 minutes', 1, 3, '{}', pg_catalog.sha256(pg_catalog.uuid_send(t.u))
+             FROM (SELECT gen_random_uuid() AS u) t
            RETURNING id, patient_id)
 INSERT INTO bench.c_outbound_message (org_id, channel, to_address, body, kind, patient_id, offer_id, dedup_key)
 SELECT :org, 'sms', (:phones::text[])[3], 'Bench Cancel: an earlier appointment is free on Mon 3 Mar at 09:00. Reply YES to book it or NO to pass. We hold it for you for 7 min.',

@@ -50,13 +50,15 @@ SELECT :org, pr.id,
 CREATE TEMP TABLE past_slot AS
 SELECT row_number() OVER (ORDER BY id) - 1 AS k, id FROM prm.slot WHERE org_id = :org;
 INSERT INTO prm.offer (org_id, slot_id, patient_id, waitlist_entry_id, status, hold_until, batch_no,
-                       rank, score_breakdown, created_at, responded_at)
+                       rank, score_breakdown, created_at, responded_at, token_hash)
 SELECT :org, s.id, w.patient_id, w.id, CASE WHEN w.k % 3 = 0 THEN 'declined' ELSE 'expired' END,
        now() - interval '30 days' + interval '7 minutes', 1 + w.k % 10, w.priority_score, '{}',
-       now() - interval '30 days', CASE WHEN w.k % 3 = 0 THEN now() - interval '30 days' + interval '2 minutes' END
+       now() - interval '30 days', CASE WHEN w.k % 3 = 0 THEN now() - interval '30 days' + interval '2 minutes' END,
+       pg_catalog.sha256(pg_catalog.uuid_send(t.token))
   FROM (SELECT x.id, x.patient_id, x.priority_score, row_number() OVER (ORDER BY random()) AS k
           FROM prm.waitlist_entry x WHERE x.org_id = :org) w
   JOIN past_slot s ON s.k = w.k % 100
+  CROSS JOIN LATERAL (SELECT gen_random_uuid() AS token, w.k AS for_row) t
  WHERE w.k <= 20000;
 
 -- the baseline's plain tables: same columns and indexes, same rows

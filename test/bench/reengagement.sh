@@ -170,11 +170,61 @@ SELECT :org, :first + (hashint4(i) & 2147483647) % (:last - :first + 1), :prov,
   FROM generate_series(1, 50000) i;
 \timing off
 
+-- inbound messages one at a time (a patient's reply), with and without the trigger
+CREATE FUNCTION pg_temp.inbound(what text, n int, org bigint, lo bigint, hi bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    t timestamptz;
+    p bigint;
+BEGIN
+    PERFORM setseed(0.75);
+    FOR i IN 1 .. n LOOP
+        p := lo + floor(random() * (hi - lo + 1))::bigint;
+        t := clock_timestamp();
+        INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword, patient_id)
+        VALUES (org, what || '-' || i, '+12120000000', 'YES', 'yes', p);
+        INSERT INTO timing VALUES (what, extract(epoch FROM clock_timestamp() - t) * 1000);
+    END LOOP;
+END $$;
+ALTER TABLE prm.inbound_message DISABLE TRIGGER patient_stats_insert;
+SELECT pg_temp.inbound('inbound insert without statistics triggers', 2000, :org, :first, :last);
+ALTER TABLE prm.inbound_message ENABLE TRIGGER patient_stats_insert;
+SELECT pg_temp.inbound('inbound insert with statistics triggers', 2000, :org, :first, :last);
+
 SELECT what, round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 3) AS median_ms,
        round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 3) AS p99_ms, count(*) AS runs
   FROM timing GROUP BY what ORDER BY 1 DESC;
 SELECT round(((SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FROM timing WHERE what LIKE 'insert with %')
             / (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FROM timing WHERE what LIKE 'insert without%'))::numeric, 2)
-       AS "single-row insert: with / without statistics triggers (median)";
+       AS "single-row insert: with / without statistics triggers (median)",
+       round(((SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FROM timing WHERE what LIKE 'inbound insert with %')
+            / (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FROM timing WHERE what LIKE 'inbound insert without%'))::numeric, 2)
+       AS "inbound message: with / without (median)";
+
+-- correctness: the summary equals the one computed from scratch through the view
+SELECT (prm.reengagement_summary(:org) - 'generated_at') = (
+SELECT jsonb_build_object(
+  'org_id', :org, 'patients', count(*),
+  'engagement', jsonb_build_object(
+     'highly_engaged', count(*) FILTER (WHERE v.engagement_level = 'highly_engaged'),
+     'moderately_engaged', count(*) FILTER (WHERE v.engagement_level = 'moderately_engaged'),
+     'low_engagement', count(*) FILTER (WHERE v.engagement_level = 'low_engagement'),
+     'disengaged', count(*) FILTER (WHERE v.engagement_level = 'disengaged')),
+  'churn_risk', jsonb_build_object(
+     'critical', count(*) FILTER (WHERE v.churn_risk = 'critical'),
+     'high', count(*) FILTER (WHERE v.churn_risk = 'high'),
+     'medium', count(*) FILTER (WHERE v.churn_risk = 'medium'),
+     'low', count(*) FILTER (WHERE v.churn_risk = 'low')),
+  'no_upcoming_appointment', count(*) FILTER (WHERE NOT v.has_upcoming_appointment),
+  'value_at_risk', coalesce(sum(v.expected_horizon_value) FILTER (WHERE v.churn_risk IN ('high', 'critical')), 0),
+  'estimated_lifetime_value', coalesce(sum(v.estimated_lifetime_value), 0),
+  'total_revenue', coalesce(sum(v.total_revenue), 0))
+  FROM prm.patient_profile v WHERE v.org_id = :org) AS summary_equals_recomputation \gset
+\echo summary equals the recomputation from scratch: :summary_equals_recomputation
+SELECT :'summary_equals_recomputation'::boolean AS ok \gset
+\if :ok
+\else
+\echo FAILED: the summary differs from the recomputation
+SELECT 1/0;
+\endif
 SQL
 echo "== total $(( $(date +%s) - started )) s; reproduce: PATIENTS=$PATIENTS APPOINTMENTS=$APPOINTMENTS MESSAGES=$MESSAGES bash test/bench/reengagement.sh"

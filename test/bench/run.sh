@@ -231,6 +231,18 @@ if want storm; then
         notify_rates+=("$(LC_ALL=C awk -v e="$ELAPSED" 'BEGIN { if (e > 0) print 3000 / e; else print 0 }')")
     done
     notify_rate=$(printf '%s\n' "${notify_rates[@]}" | sort -g | sed -n 2p)
+    # the design prm replaces: an ORM-backed webhook, one statement per step
+    cmd_orm="pgbench -n -c 64 -j 2 -t 47 --max-tries=20 -M prepared -D i=0 -D clients=64 -D org=$org -f $B/storm_orm.sql prm_bench"
+    # shellcheck disable=SC2086
+    pgb ${cmd_orm#pgbench }
+    orm_rate=$(LC_ALL=C awk -v e="$ELAPSED" 'BEGIN { if (e > 0) print 3000 / e; else print 0 }')
+    read -r orm_min orm_max orm_replies < <(sql -F' ' -c "
+        SELECT min(c), max(c), (SELECT count(*) FROM bench.o_inbound_message WHERE reply IS NOT NULL)
+          FROM (SELECT s.id, count(a.id) AS c FROM bench.o_slot s
+                  LEFT JOIN bench.o_appointment a ON a.org_id = s.org_id AND a.slot_id = s.id AND a.status = 'booked'
+                 WHERE s.org_id = $org GROUP BY s.id) x")
+    [ "$orm_min" = 1 ] && [ "$orm_max" = 1 ] && [ "$orm_replies" = 3000 ] ||
+        fail "the ORM baseline booked slots $orm_min..$orm_max times, answered $orm_replies of 3000"
     echo "prm:      $cmd_prm"
     echo "          (SELECT prm.handle_inbound_sms(:clinic, r.phone, 'YES', 'SMyes' || r.n) FROM bench.storm_reply r WHERE r.n = :n;"
     echo "           64 x 47 = 3008 transactions, replies 1..3000 once each in slot order, n > 3000 does nothing)"
@@ -242,7 +254,15 @@ if want storm; then
     echo "replies: $replies YES handled, $booked told booked, $gone told the slot was taken, $other other; busy slots: $busy"
     echo "claims/s = 3000 YES / pgbench's run time (connections excluded)"
     echo "baseline claims/s  $(fmt "$bare_rate")   (runs: $(for r in "${bare_rates[@]}"; do printf '%s ' "$(fmt "$r")"; done | sed 's/ $//'))"
-    echo "prm claims/s       $(fmt "$prm_rate")"
+    echo "ORM-style webhook: $cmd_orm"
+    echo "          (BEGIN; INSERT inbound; SELECT patient; SELECT offer; SELECT slot FOR UPDATE; SELECT offer FOR UPDATE;"
+    echo "           UPDATE slot ... AND status = 'free';"
+    echo "           INSERT appointment; UPDATE slot; UPDATE offer accepted; UPDATE other offers withdrawn;"
+    echo "           UPDATE old appointment; INSERT reply; UPDATE inbound; COMMIT — one round trip each, on plain copies;"
+    echo "           a deadlock would be retried, as a webhook would: --max-tries=20)"
+    echo "ORM-style bookings per slot: min $orm_min, max $orm_max; replies $orm_replies"
+    echo "ORM-style claims/s $(fmt "$orm_rate")"
+    echo "prm claims/s       $(fmt "$prm_rate")   prm / ORM-style webhook $(ratio "$prm_rate" "$orm_rate")"
     echo "ratio prm/baseline $(ratio "$prm_rate" "$bare_rate")"
     echo "for reference, the baseline with one NOTIFY per transaction, as prm's events send (median of 3):"
     echo "          $cmd_notify"

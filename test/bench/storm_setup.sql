@@ -44,6 +44,19 @@ CREATE TABLE bench.slot (LIKE prm.slot INCLUDING ALL);
 INSERT INTO bench.slot OVERRIDING SYSTEM VALUE SELECT * FROM prm.slot WHERE org_id = :org;
 INSERT INTO bench.setting
 SELECT 'storm_slot_base', min(id)::text FROM prm.slot WHERE org_id = :org;
+-- the ORM baseline's plain tables (storm_orm.sql): copies of the same rows
+CREATE TABLE bench.o_slot (LIKE prm.slot INCLUDING ALL);
+INSERT INTO bench.o_slot OVERRIDING SYSTEM VALUE SELECT * FROM prm.slot WHERE org_id = :org;
+CREATE TABLE bench.o_offer (LIKE prm.offer INCLUDING ALL);
+INSERT INTO bench.o_offer OVERRIDING SYSTEM VALUE SELECT * FROM prm.offer WHERE org_id = :org;
+CREATE TABLE bench.o_patient (LIKE prm.patient INCLUDING ALL);
+INSERT INTO bench.o_patient OVERRIDING SYSTEM VALUE SELECT * FROM prm.patient WHERE org_id = :org;
+CREATE TABLE bench.o_appointment (LIKE prm.appointment INCLUDING ALL);
+INSERT INTO bench.o_appointment OVERRIDING SYSTEM VALUE SELECT * FROM prm.appointment WHERE org_id = :org;
+SELECT setval(pg_get_serial_sequence('bench.o_appointment', 'id'), (SELECT max(id) FROM bench.o_appointment)) AS o_appt \gset
+CREATE TABLE bench.o_inbound_message (LIKE prm.inbound_message INCLUDING ALL);
+CREATE TABLE bench.o_outbound_message (LIKE prm.outbound_message INCLUDING ALL);
+ANALYZE bench.o_slot; ANALYZE bench.o_offer; ANALYZE bench.o_patient; ANALYZE bench.o_appointment;
 ANALYZE bench.storm_reply; ANALYZE bench.slot;
 \set QUIET off
 SELECT (SELECT count(*) FROM prm.slot WHERE org_id = :org AND status = 'free') AS free_slots,

@@ -1,0 +1,208 @@
+-- Reengagement that costs what changed: after a random workload of
+-- appointments and messages (inserts, updates, deletes, a move to the
+-- history in one statement), a change of thresholds, a rebuild and an
+-- erasure, prm.reengagement_summary() (the tally plus the rows due) equals
+-- the summary computed from scratch through prm.patient_profile; the
+-- stored judgement of every row that is not due equals the view's; and a
+-- risk that changes with the clock alone is advanced by the
+-- patient_stats_due step.  Not one transaction: the last part lets two
+-- seconds pass.  Cleans up after itself.
+CREATE EXTENSION IF NOT EXISTS pgtap;
+CREATE EXTENSION IF NOT EXISTS prm CASCADE;
+SET timezone = 'UTC';
+SELECT plan(31);
+
+DROP ROLE IF EXISTS regress_tally_b;
+CREATE ROLE regress_tally_b;
+SELECT prm.create_organization('Tally A', 'UTC', '+15558110001') AS org \gset
+SELECT prm.create_organization('Tally B', 'UTC', '+15558110002') AS org_b \gset
+SELECT prm.grant_access('regress_tally_b', :org_b, 'readonly');
+SELECT prm.add_provider(:org, 'Dr Tally') AS prov \gset
+SELECT prm.add_provider(:org, 'Dr Booker') AS prov_book \gset
+
+-- the summary from scratch: every patient through the view
+CREATE FUNCTION pg_temp.reference(org bigint) RETURNS jsonb LANGUAGE sql AS $$
+SELECT jsonb_build_object(
+  'org_id', org, 'patients', count(*),
+  'engagement', jsonb_build_object(
+     'highly_engaged', count(*) FILTER (WHERE v.engagement_level = 'highly_engaged'),
+     'moderately_engaged', count(*) FILTER (WHERE v.engagement_level = 'moderately_engaged'),
+     'low_engagement', count(*) FILTER (WHERE v.engagement_level = 'low_engagement'),
+     'disengaged', count(*) FILTER (WHERE v.engagement_level = 'disengaged')),
+  'churn_risk', jsonb_build_object(
+     'critical', count(*) FILTER (WHERE v.churn_risk = 'critical'),
+     'high', count(*) FILTER (WHERE v.churn_risk = 'high'),
+     'medium', count(*) FILTER (WHERE v.churn_risk = 'medium'),
+     'low', count(*) FILTER (WHERE v.churn_risk = 'low')),
+  'no_upcoming_appointment', count(*) FILTER (WHERE NOT v.has_upcoming_appointment),
+  'value_at_risk', coalesce(sum(v.expected_horizon_value) FILTER (WHERE v.churn_risk IN ('high', 'critical')), 0),
+  'estimated_lifetime_value', coalesce(sum(v.estimated_lifetime_value), 0),
+  'total_revenue', coalesce(sum(v.total_revenue), 0))
+  FROM prm.patient_profile v WHERE v.org_id = org $$;
+CREATE FUNCTION pg_temp.summary(org bigint) RETURNS jsonb LANGUAGE sql AS $$
+SELECT prm.reengagement_summary(org) - 'generated_at' $$;
+-- the tally against the stored contributions
+CREATE FUNCTION pg_temp.tally_drift(org bigint) RETURNS bigint LANGUAGE sql AS $$
+SELECT count(*) FROM (
+  SELECT sum(patients), sum(highly_engaged), sum(moderately_engaged), sum(low_engagement), sum(disengaged),
+         sum(risk_low), sum(risk_medium), sum(risk_high), sum(risk_critical), sum(no_upcoming),
+         sum(value_at_risk), sum(lifetime_value), sum(revenue)
+    FROM prm.reengagement_tally WHERE org_id = org
+  EXCEPT
+  SELECT count(*), count(*) FILTER (WHERE engagement_level = 'highly_engaged'),
+         count(*) FILTER (WHERE engagement_level = 'moderately_engaged'),
+         count(*) FILTER (WHERE engagement_level = 'low_engagement'),
+         count(*) FILTER (WHERE engagement_level = 'disengaged'),
+         count(*) FILTER (WHERE churn_risk = 'low'), count(*) FILTER (WHERE churn_risk = 'medium'),
+         count(*) FILTER (WHERE churn_risk = 'high'), count(*) FILTER (WHERE churn_risk = 'critical'),
+         count(*) FILTER (WHERE next_appointment_at IS NULL),
+         coalesce(sum(expected_horizon_value) FILTER (WHERE churn_risk IN ('high', 'critical')), 0),
+         sum(lifetime_value), sum(revenue)
+    FROM prm.patient_stats WHERE org_id = org) d $$;
+-- rows that are not due whose stored judgement differs from the view's
+CREATE FUNCTION pg_temp.misjudged(org bigint) RETURNS bigint LANGUAGE sql AS $$
+SELECT count(*) FROM prm.patient_stats s JOIN prm.patient_profile v
+    ON v.org_id = s.org_id AND v.patient_id = s.patient_id
+ WHERE s.org_id = org AND (s.changes_at IS NULL OR s.changes_at > now() + interval '5 seconds')
+   AND (s.engagement_level, s.churn_risk, s.expected_horizon_value, s.lifetime_value,
+        s.next_appointment_at IS NOT NULL)
+       IS DISTINCT FROM
+       (v.engagement_level, v.churn_risk, v.expected_horizon_value, v.estimated_lifetime_value,
+        v.has_upcoming_appointment) $$;
+
+-- a random workload
+SELECT setseed(0.17);
+SELECT prm.add_patient(:org, 'Tally' || i, 'Patient', format('+1212556%s', 1000 + i)) FROM generate_series(1, 60) i;
+INSERT INTO prm.appointment (org_id, patient_id, provider_id, starts_at, ends_at, status, price)
+SELECT :org, r.ids[1 + floor(random() * 60)::int], :prov,
+       now() - interval '700 days' + i * interval '9 hours', now() - interval '700 days' + i * interval '9 hours' + interval '30 minutes',
+       CASE WHEN i * interval '9 hours' > interval '700 days' THEN 'booked'
+            ELSE (ARRAY['fulfilled', 'fulfilled', 'fulfilled', 'cancelled', 'noshow', 'entered-in-error', 'booked'])[1 + floor(random() * 7)::int] END,
+       round((random() * 150)::numeric, 2)
+  FROM (SELECT array_agg(id ORDER BY id) AS ids FROM prm.patient WHERE org_id = :org) r, generate_series(1, 1950) i;
+-- one appointment at a time, as an application books them
+SELECT prm.book_appointment(:org, p.id, :prov_book, now() + interval '3 days' + g * interval '1 hour',
+                            now() + interval '3 days' + g * interval '1 hour' + interval '30 minutes') > 0
+  FROM (SELECT id, row_number() OVER (ORDER BY id) AS g FROM prm.patient WHERE org_id = :org ORDER BY id LIMIT 5) p;
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'after inserts: the summary equals the one from scratch');
+UPDATE prm.appointment SET status = 'fulfilled' WHERE org_id = :org AND status = 'booked' AND starts_at < now() AND random() < 0.5;
+UPDATE prm.appointment SET status = 'cancelled' WHERE org_id = :org AND status = 'booked' AND starts_at > now() AND random() < 0.3;
+UPDATE prm.appointment SET price = price + 1 WHERE org_id = :org AND random() < 0.1;
+UPDATE prm.appointment SET patient_id = (SELECT min(id) FROM prm.patient WHERE org_id = :org)
+ WHERE org_id = :org AND random() < 0.03;
+DELETE FROM prm.appointment WHERE org_id = :org AND random() < 0.1
+   AND NOT EXISTS (SELECT 1 FROM prm.slot s WHERE s.org_id = appointment.org_id
+                    AND (s.appointment_id = appointment.id OR s.booked_appointment_id = appointment.id));
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'after updates and deletes: the summary equals the one from scratch');
+INSERT INTO prm.outbound_message (org_id, channel, to_address, body, patient_id, created_at, status)
+SELECT :org, 'sms', '+12125560000', 'hello', p.id, now() - random() * interval '300 days', 'delivered'
+  FROM prm.patient p, generate_series(1, 3) g WHERE p.org_id = :org AND random() < 0.7;
+WITH moved AS (DELETE FROM prm.outbound_message m WHERE m.org_id = :org AND m.body = 'hello' AND random() < 0.4 RETURNING m.*)
+INSERT INTO prm.outbound_message_history (org_id, id, channel, to_address, body, status, created_at, patient_id)
+SELECT org_id, id, channel, to_address, body, status, created_at, patient_id FROM moved;
+INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword, received_at, patient_id)
+SELECT :org, 'SM-tally-' || g, '+12125560000', 'ok', 'other', now() - random() * interval '300 days',
+       (SELECT id FROM prm.patient WHERE org_id = :org ORDER BY id OFFSET g % 60 LIMIT 1)
+  FROM generate_series(1, 150) g;
+-- single inbound messages, as they arrive
+INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword, received_at, patient_id)
+SELECT :org, 'SM-one-' || p.id, '+12125560000', 'hi', 'other', m.created_at + interval '1 hour', p.id
+  FROM prm.patient p JOIN LATERAL (SELECT max(created_at) AS created_at FROM prm.outbound_message o
+                                    WHERE o.org_id = p.org_id AND o.patient_id = p.id) m ON m.created_at IS NOT NULL
+ WHERE p.org_id = :org LIMIT 1;
+DELETE FROM prm.inbound_message WHERE org_id = :org AND provider_message_id LIKE 'SM-tally-%' AND random() < 0.1;
+DELETE FROM prm.outbound_message_history WHERE org_id = :org AND random() < 0.1;
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'after messages: the summary equals the one from scratch');
+SELECT is(pg_temp.tally_drift(:org), 0::bigint, 'the tally is the sum of the stored contributions');
+SELECT is(pg_temp.misjudged(:org), 0::bigint, 'every row not due is judged as the view judges it');
+SELECT cmp_ok((SELECT count(DISTINCT churn_risk)::int FROM prm.patient_stats WHERE org_id = :org), '>=', 3,
+              'the workload produces several risks');
+SELECT cmp_ok((SELECT count(DISTINCT engagement_level)::int FROM prm.patient_stats WHERE org_id = :org), '>=', 2,
+              'and several levels');
+SELECT ok((SELECT sum(value_at_risk) FROM prm.reengagement_tally WHERE org_id = :org) > 0, 'some value is at risk');
+
+-- the differences equal a recomputation from the rows
+CREATE TEMP TABLE incremental AS
+SELECT patient_id, total_appointments, completed_visits, cancellations, no_shows, first_visit_at, last_visit_at,
+       next_appointment_at, revenue, avg_days_between_visits, messages_out, messages_in, replied_out,
+       last_outbound_at, last_inbound_at, engagement_level, churn_risk, changes_at, expected_horizon_value, lifetime_value
+  FROM prm.patient_stats WHERE org_id = :org;
+SELECT is(prm.rebuild_patient_stats(:org), 60::bigint, 'rebuild');
+SELECT set_eq(format($$SELECT patient_id, total_appointments, completed_visits, cancellations, no_shows, first_visit_at, last_visit_at,
+       next_appointment_at, revenue, avg_days_between_visits, messages_out, messages_in, replied_out,
+       last_outbound_at, last_inbound_at, engagement_level, churn_risk, changes_at, expected_horizon_value, lifetime_value
+  FROM prm.patient_stats WHERE org_id = %s$$, :org), 'SELECT * FROM incremental',
+              'the rows kept by differences equal the rebuilt ones, judgement and deadline included');
+SELECT is(pg_temp.tally_drift(:org), 0::bigint, 'the rebuilt tally is the sum of the stored contributions');
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'after the rebuild: the summary equals the one from scratch');
+
+-- new thresholds: every row is due until the step re-judges it
+UPDATE prm.organization SET settings = settings || '{"churn_medium_ratio": 1.0, "engagement_high_score": 60}' WHERE id = :org;
+SELECT is((SELECT count(*) FROM prm.patient_stats WHERE org_id = :org AND changes_at <= now()), 60::bigint,
+          'new thresholds make every row due');
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'the summary judges due rows afresh');
+UPDATE prm.organization SET settings = settings || '{"quiet_hours": false}' WHERE id = :org_b;
+SELECT is((SELECT count(*) FROM prm.patient_stats WHERE org_id = :org_b AND changes_at <= now()), 0::bigint,
+          'a setting that is not a threshold makes nothing due');
+SELECT is((prm.run_due_jobs() ->> 'patient_stats_due')::int, 60, 'the step re-judges the sixty rows');
+SELECT is((SELECT count(*) FROM prm.patient_stats WHERE org_id = :org AND changes_at <= now()), 0::bigint, 'none is due after it');
+SELECT is(pg_temp.misjudged(:org), 0::bigint, 'and each is judged with the new thresholds');
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'the summary still equals the one from scratch');
+
+-- erasure leaves the tally
+SELECT is(prm.erase_patient(:org, (SELECT min(id) FROM prm.patient WHERE org_id = :org)) IS NOT NULL, true, 'a patient erased');
+SELECT is(pg_temp.tally_drift(:org), 0::bigint, 'the erased patient left the tally');
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'after the erasure: the summary equals the one from scratch');
+
+-- a transaction's differences reach the tally at commit; until then the
+-- summary adds them; a rolled back subtransaction's never do
+BEGIN;
+INSERT INTO prm.appointment (org_id, patient_id, provider_id, starts_at, ends_at, status, price)
+SELECT :org, max(id), :prov_book, now() - interval '3 days', now() - interval '3 days' + interval '30 minutes', 'fulfilled', 75
+  FROM prm.patient WHERE org_id = :org;
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'inside a transaction the summary counts its own writes');
+SAVEPOINT before_more;
+INSERT INTO prm.appointment (org_id, patient_id, provider_id, starts_at, ends_at, status, price)
+SELECT :org, min(id), :prov_book, now() - interval '4 days', now() - interval '4 days' + interval '30 minutes', 'fulfilled', 500
+  FROM prm.patient WHERE org_id = :org;
+ROLLBACK TO SAVEPOINT before_more;
+DO $$ BEGIN
+  INSERT INTO prm.appointment (org_id, patient_id, provider_id, starts_at, ends_at, status, price)
+  SELECT p.org_id, p.id, v.id, now() - interval '5 days', now() - interval '5 days' + interval '30 minutes', 'fulfilled', 900
+    FROM prm.patient p JOIN prm.provider v ON v.org_id = p.org_id
+   WHERE p.given_name = 'Tally7' AND v.name = 'Dr Booker';
+  RAISE EXCEPTION 'undo';
+EXCEPTION WHEN raise_exception THEN NULL;
+END $$;
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'rolled back subtransactions are not counted');
+COMMIT;
+SELECT is(pg_temp.tally_drift(:org), 0::bigint, 'after commit the tally holds the transaction''s differences, and only its own');
+
+-- tenancy and no direct writes
+SET ROLE regress_tally_b;
+SELECT is((SELECT count(*) FROM prm.reengagement_tally WHERE org_id = :org), 0::bigint, 'B reads none of A''s tally');
+SELECT throws_ok(format('UPDATE prm.reengagement_tally SET patients = 0 WHERE org_id = %s', :org_b), '42501', NULL,
+                 'no direct writes to the tally');
+RESET ROLE;
+SELECT throws_ok('SELECT prm.patient_stats_tally_trigger()', '39P01', NULL, 'the tally trigger is not called directly');
+
+-- the clock alone: a patient whose risk turns medium in about a second
+-- (225 days = 1.25 x the default rhythm of 180 days since the only visit)
+UPDATE prm.organization SET settings = '{}' WHERE id = :org;
+SELECT prm.run_due_jobs() IS NOT NULL AS ok \gset
+SELECT prm.add_patient(:org, 'Clock', 'Patient', '+12125569999') AS clock \gset
+INSERT INTO prm.appointment (org_id, patient_id, provider_id, starts_at, ends_at, status, price)
+VALUES (:org, :clock, :prov, now() - interval '225 days' + interval '1.5 seconds',
+        now() - interval '225 days' + interval '1.5 seconds' + interval '30 minutes', 'fulfilled', 90);
+SELECT pg_sleep(2);
+SELECT is((SELECT (churn_risk, changes_at <= now()) FROM prm.patient_stats WHERE org_id = :org AND patient_id = :clock)::text,
+          '(low,t)', 'two seconds on, the stored risk is the old one and the row is due');
+SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'the summary counts it as the view does, medium');
+SELECT prm.run_due_jobs() IS NOT NULL AS ok \gset
+SELECT is((SELECT churn_risk FROM prm.patient_stats WHERE org_id = :org AND patient_id = :clock), 'medium',
+          'the step advanced the stored risk');
+
+SELECT * FROM finish();
+SELECT prm.revoke_access('regress_tally_b', :org_b) IS NOT NULL AS gone \gset
+DELETE FROM prm.organization WHERE id IN (:org, :org_b);
+DROP ROLE regress_tally_b;
