@@ -22,15 +22,20 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "storage/backendid.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "prm.h"
 #include "reengagement.h"
@@ -144,6 +149,24 @@ PrmTallyForget(int64 org_id)
 	npending = n;
 }
 
+/* The owner of prm.reengagement_tally (the extension's owner). */
+static Oid
+TallyOwner(void)
+{
+	Oid		  rel = get_relname_relid("reengagement_tally", get_namespace_oid("prm", false));
+	HeapTuple tp;
+	Oid		  owner;
+
+	if (!OidIsValid(rel))
+		elog(ERROR, "prm.reengagement_tally does not exist");
+	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for relation %u", rel);
+	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	return owner;
+}
+
 /*
  * Write the pending sums, one upsert per organization into this backend's
  * slot; organizations deleted meanwhile are skipped (their tally went with
@@ -157,6 +180,8 @@ TallyFlush(void)
 	int				  norgs = 0;
 	int				  i;
 	int				  j;
+	Oid				  save_userid;
+	int				  save_sec;
 
 	if (npending == 0)
 		return;
@@ -168,13 +193,19 @@ TallyFlush(void)
 		if (j == norgs)
 			orgs[norgs++] = pending[i].org_id;
 	}
+	/*
+	 * At commit the current user is the session's again, not the owner of
+	 * the SECURITY DEFINER function whose writes made these sums (a webhook
+	 * role may not write the tally): write as the tally's owner.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(TallyOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PrmSpiConnect();
 	PrmPrepare(&plan,
 			   PRM_TALLY_INSERT
 			   " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15"
-			   "  WHERE EXISTS (SELECT 1 FROM prm.organization g WHERE g.id = $1)"
-			   PRM_TALLY_ADD,
+			   "  WHERE EXISTS (SELECT 1 FROM prm.organization g WHERE g.id = $1)" PRM_TALLY_ADD,
 			   15,
 			   (Oid[]){INT8OID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 					   INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, NUMERICOID,
@@ -197,6 +228,7 @@ TallyFlush(void)
 	}
 	PrmSpiFinish();
 	PopActiveSnapshot();
+	SetUserIdAndSecContext(save_userid, save_sec);
 	npending = 0;
 }
 
