@@ -93,7 +93,6 @@ typedef struct JourneyRow
 	TimestampTz entered_at;
 	bool		awaiting; /* awaiting_event still set */
 	char	   *tz;		  /* the patient's time zone */
-	char	   *language;
 	/* the stage */
 	Jsonb	  *actions;
 	bool	   has_after;
@@ -165,7 +164,6 @@ JourneyLoad(int64 org_id, int64 instance_id, JourneyRow *r)
 	r->entered_at = isnull ? GetCurrentTransactionStartTimestamp() : DatumGetTimestampTz(d);
 	r->awaiting = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 	r->tz = SPI_getvalue(tup, desc, 9);
-	r->language = SPI_getvalue(tup, desc, 10);
 	d = SPI_getbinval(tup, desc, 14, &isnull);
 	if (r->stage_id && !isnull && DatumGetBool(d))
 		r->stage_id = 0; /* a retired stage: nothing more to do in it */
@@ -191,25 +189,23 @@ JourneyLoadCurrent(int64 org_id, int64 instance_id, JourneyRow *r)
 	return JourneyLoad(org_id, instance_id, r);
 }
 
-/* Store where an instance is: its action cursor, deadline and awaiting flag. */
+/* Store where an instance is: its action cursor and its deadline (0: none). */
 static void
-JourneySave(JourneyRow *r, TimestampTz due, bool keep_awaiting)
+JourneySave(JourneyRow *r, TimestampTz due)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum			  values[5];
-	char			  nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum			  values[4];
+	char			  nulls[4] = {' ', ' ', ' ', ' '};
 
 	PrmPrepare(&plan,
-			   "UPDATE prm.journey_instance i SET next_action = $3, due_at = $4,"
-			   "       awaiting_event = CASE WHEN $5 THEN i.awaiting_event END, updated_at = pg_catalog.now()"
+			   "UPDATE prm.journey_instance i SET next_action = $3, due_at = $4, updated_at = pg_catalog.now()"
 			   " WHERE i.org_id = $1 AND i.id = $2",
-			   5, (Oid[]){INT8OID, INT8OID, INT4OID, TIMESTAMPTZOID, BOOLOID});
+			   4, (Oid[]){INT8OID, INT8OID, INT4OID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(r->org_id);
 	values[1] = Int64GetDatum(r->id);
 	values[2] = Int32GetDatum(r->next_action);
 	values[3] = TimestampTzGetDatum(due);
 	nulls[3] = due ? ' ' : 'n';
-	values[4] = BoolGetDatum(keep_awaiting);
 	PrmExecute(plan, values, nulls, false, 0);
 }
 
@@ -449,7 +445,7 @@ JourneyRun(JourneyRow *r, bool force)
 					JourneyStep(r->org_id, r->id, r->stage_id, "waiting",
 								psprintf("{\"action\": %d, \"until\": %s}", k,
 										 PrmJsonTimestamp(until)));
-					JourneySave(r, until, true);
+					JourneySave(r, until);
 					return true;
 				}
 				JourneyStep(r->org_id, r->id, r->stage_id, "waiting",
@@ -480,8 +476,7 @@ JourneyRun(JourneyRow *r, bool force)
 		}
 		else
 		{
-			JourneySave(r, r->has_after ? PrmTimestampPlusUsecs(r->entered_at, r->after_usecs) : 0,
-						true);
+			JourneySave(r, r->has_after ? PrmTimestampPlusUsecs(r->entered_at, r->after_usecs) : 0);
 			return true;
 		}
 	}

@@ -350,6 +350,20 @@ JourneyErasePatient(int64 org_id, int64 patient_id)
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 }
 
+/* Move the retry time of an instance's held events that far on. */
+static void
+JourneyHeldLater(Datum org_id, Datum instance_id, const char *after)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[3] = {org_id, instance_id, CStringGetTextDatum(after)};
+
+	PrmPrepare(&plan,
+			   "UPDATE prm.journey_pending_event p SET retry_at = pg_catalog.now() + $3::interval"
+			   " WHERE p.org_id = $1 AND p.instance_id = $2",
+			   3, (Oid[]){INT8OID, INT8OID, TEXTOID});
+	PrmExecute(plan, values, NULL, false, 0);
+}
+
 /*
  * The instances with events held back (JourneyReact) whose retry time has
  * come: each one not locked by someone else gets its events applied; one
@@ -359,7 +373,6 @@ static int64
 JourneyHeldItem(void *ctx, int i)
 {
 	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr later_plan = NULL;
 	JourneyBatch	 *b = (JourneyBatch *) ctx;
 	bool			  isnull;
 	Datum			  values[2];
@@ -373,12 +386,19 @@ JourneyHeldItem(void *ctx, int i)
 	if (PrmExecute(lock_plan, values, NULL, false, 1) == 1)
 		return JourneyApplyHeld(DatumGetInt64(values[0]), DatumGetInt64(values[1]),
 								PrmGetInt64(0, 1, &isnull));
-	PrmPrepare(&later_plan,
-			   "UPDATE prm.journey_pending_event p SET retry_at = pg_catalog.now() + interval '1 second'"
-			   " WHERE p.org_id = $1 AND p.instance_id = $2",
-			   2, (Oid[]){INT8OID, INT8OID});
-	PrmExecute(later_plan, values, NULL, false, 0);
+	JourneyHeldLater(values[0], values[1], "1 second");
 	return 0;
+}
+
+/* Applying an instance's held events failed: try again in a minute, not at once. */
+static void
+JourneyHeldFailed(void *ctx, int i, ErrorData *edata)
+{
+	JourneyBatch *b = (JourneyBatch *) ctx;
+	bool		  isnull;
+
+	JourneyHeldLater(SPI_getbinval(b->rows->vals[i], b->rows->tupdesc, 1, &isnull),
+					 SPI_getbinval(b->rows->vals[i], b->rows->tupdesc, 2, &isnull), "1 minute");
 }
 
 int64
@@ -400,6 +420,7 @@ JourneyHeldStep(int limit)
 		return 0;
 	b.rows = SPI_tuptable;
 	loop.run = JourneyHeldItem;
+	loop.failed = JourneyHeldFailed;
 	loop.ctx = &b;
 	(void) PrmRunItems(&loop, n);
 	return loop.done;
