@@ -374,11 +374,13 @@ BEGIN ATOMIC
        AND a.occurred_at >= patient_activity.since
        AND (patient_activity.until IS NULL OR a.occurred_at < patient_activity.until)
        AND (patient_activity.after IS NULL OR a.occurred_at > patient_activity.after)
+       -- a caller without the readonly level on the organization gets 42501, not an empty page
+       AND prm.settings(patient_activity.org_id) IS NOT NULL
      ORDER BY a.occurred_at
      LIMIT least(greatest(patient_activity.page_size, 1), 1000);
 END;
 COMMENT ON FUNCTION prm.patient_activity(bigint, bigint, timestamptz, timestamptz, integer, timestamptz) IS
-    'A patient''s heartbeats and activity in [since, until), oldest first, a page at a time (after: the last occurred_at of the previous page). Runs as the caller, so row-level security applies. Needs readonly.';
+    'A patient''s heartbeats and activity in [since, until), oldest first, a page at a time (after: the last occurred_at of the previous page). Runs as the caller, so row-level security applies. Needs readonly on the organization (42501 otherwise).';
 
 INSERT INTO prm.function_level (signature, level) VALUES
     ('prm.add_caregiver(bigint,text,text,text,text)', 'staff'),

@@ -7,7 +7,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(137);
+SELECT plan(138);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_mon_a;
@@ -325,6 +325,8 @@ SELECT is_empty('SELECT 1 FROM prm.care_link UNION ALL SELECT 1 FROM prm.patient
 SELECT throws_ok(format('SELECT prm.set_caregiver_preferences(%s, %s, %L)', :org, :carl, '{}'), '42501', NULL, 'B cannot change A''s caregivers');
 SELECT throws_ok(format('SELECT prm.acknowledge_alert(%s, %s)', :org, :a2), '42501', NULL, 'B cannot acknowledge A''s alerts');
 SELECT throws_ok(format('SELECT prm.set_caregiver_preferences(%s, %s, %L)', :org_b, :carl, '{}'), 'P0002', NULL, 'A''s caregiver is unknown in B');
+SELECT throws_ok(format($$SELECT * FROM prm.patient_activity(%s, %s, now() - interval '1 day')$$, :org, :mia), '42501', NULL,
+                 'B asking for A''s activity gets 42501, not an empty page');
 RESET ROLE;
 SET LOCAL ROLE regress_mon_hook;
 SELECT lives_ok(format('SELECT prm.record_heartbeat(%s, %s)', :org, :nils), 'the webhook level records heartbeats');
