@@ -12,7 +12,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(144);
+SELECT plan(151);
 
 SELECT prm.create_organization('Journey Clinic A', 'America/New_York', '+15558090000') AS org \gset
 SELECT prm.create_organization('Journey Clinic B', 'UTC', '+15558090001') AS org_b \gset
@@ -225,6 +225,11 @@ SELECT is((SELECT array_agg(id ORDER BY position) FROM prm.journey_stage WHERE j
 SELECT is((SELECT stage_position FROM prm.journey_instance WHERE journey_id = :j2 AND patient_id = :pat3), 2,
           'move: the instance shows its stage''s new position');
 SELECT throws_ok(format('SELECT prm.update_journey_stage(%s, %s, ''X'', ''[{"type": "nope"}]'')', :org, :j2s2), '22023', NULL, 'update stage: malformed actions');
+SELECT throws_ok(format('SELECT prm.update_journey_stage(%s, %s, ''X'', ''[]'')', :org_b, :j2s2), 'P0002', NULL, 'update stage: another org''s stage');
+SELECT throws_ok(format('SELECT prm.update_journey_stage(%s, 999999, ''X'', ''[]'')', :org), 'P0002', NULL, 'update stage: unknown stage');
+SELECT throws_ok(format('SELECT prm.update_journey_stage(%s, %s, NULL, ''[]'')', :org, :j2s2), '22004', NULL, 'update stage: NULL name');
+SELECT throws_ok(format('SELECT prm.move_journey_stage(%s, %s, NULL)', :org, :j2s2), '22004', NULL, 'move: NULL position');
+SELECT throws_ok(format('SELECT prm.retire_journey_stage(%s, %s)', :org_b, :j2s2), 'P0002', NULL, 'retire stage: another org''s stage');
 SELECT lives_ok(format('SELECT prm.update_journey_stage(%s, %s, ''Second, renamed'', ''[]'', ''1 hour'')', :org, :j2s2), 'update stage');
 SELECT is((SELECT name || '/' || advance_after FROM prm.journey_stage WHERE id = :j2s2), 'Second, renamed/01:00:00', 'update stage: replaced');
 -- retire the instance's stage: it moves on to the next one
@@ -255,6 +260,8 @@ SELECT is((SELECT count(*)::int FROM prm.journey_instance WHERE journey_id = :j3
 SELECT throws_ok(format('SELECT prm.add_journey_stage(%s, %s, ''Late'')', :org, :j3), '55000', NULL, 'retire: no more stages');
 SELECT throws_ok(format('SELECT prm.update_journey(%s, %s, ''{"active": true}'')', :org, :j3), '55000', NULL, 'retire: cannot be reactivated');
 SELECT throws_ok(format('SELECT prm.retire_journey(%s, %s)', :org_b, :j3), 'P0002', NULL, 'retire: through another org');
+SELECT throws_ok(format('SELECT prm.retire_journey(%s, 999999)', :org), 'P0002', NULL, 'retire: unknown journey');
+SELECT throws_ok(format('SELECT prm.cancel_journey_instance(%s, NULL)', :org), '22004', NULL, 'cancel: NULL instance');
 
 -- ---------- export and erasure ----------
 SELECT ok(jsonb_array_length(prm.export_patient(:org, :pat)->'journeys') = 3, 'export: the patient''s journeys with their history');
