@@ -555,6 +555,32 @@ prm_record_call_transcript(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Raise 23505 when another organization already routes by this WhatsApp
+ * number or e-mail address (the unique constraint backs it against a race;
+ * this says which address, in words, instead of the constraint's name).
+ */
+static void
+InboundAddressCheckFree(int64 org_id, bool email, const char *address)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[3];
+
+	PrmPrepare(&plan,
+			   "SELECT 1 FROM prm.organization o"
+			   " WHERE o.id <> $1 AND CASE WHEN $2 THEN o.email_address ELSE o.whatsapp_number END = $3",
+			   3, (Oid[]){INT8OID, BOOLOID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = BoolGetDatum(email);
+	values[2] = CStringGetTextDatum(address);
+	if (PrmExecute(plan, values, NULL, true, 1) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("%s %s already belongs to another organization",
+						email ? "e-mail address" : "WhatsApp number", address),
+				 errdetail("Inbound messages are routed by the clinic's address, so each address has one organization.")));
+}
+
+/*
  * prm.set_inbound_address(org_id, channel, address) RETURNS text
  *	  The clinic's WhatsApp number or e-mail address inbound traffic is
  *	  routed by (SMS: the organization's sms_number); NULL removes it.
@@ -588,6 +614,8 @@ prm_set_inbound_address(PG_FUNCTION_ARGS)
 	else if (raw != NULL)
 		address = PrmNormalizePhone(pg_strncasecmp(raw, "whatsapp:", 9) == 0 ? raw + 9 : raw,
 									PrmOrgPhoneRegion(org_id));
+	if (address != NULL)
+		InboundAddressCheckFree(org_id, email, address);
 	PrmPrepare(&plan,
 			   "UPDATE prm.organization o"
 			   "   SET whatsapp_number = CASE WHEN $2 THEN o.whatsapp_number ELSE $3 END,"

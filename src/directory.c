@@ -200,7 +200,7 @@ prm_add_provider(PG_FUNCTION_ARGS)
 
 /*
  * Raise unless e164 (normalised) may be a patient's phone in org_id: the
- * clinic's own SMS number may not -- messages to it would go to the clinic,
+ * clinic's own SMS or WhatsApp number may not -- messages to it would go to the clinic,
  * and its own messages would be read as that patient's replies.  Patients
  * sharing a phone (a family) are allowed.  Inside SPI.
  */
@@ -211,14 +211,15 @@ PrmCheckPatientPhone(int64 org_id, const char *e164)
 	Datum			  values[2];
 
 	PrmPrepare(&plan,
-			   "SELECT 1 FROM prm.organization o WHERE o.id = $1 AND o.sms_number = $2",
+			   "SELECT 1 FROM prm.organization o"
+			   " WHERE o.id = $1 AND $2 IN (o.sms_number, o.whatsapp_number)",
 			   2, (Oid[]){INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(e164);
 	if (PrmExecute(plan, values, NULL, true, 1) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("phone number %s is the organization's own SMS number", e164),
+				 errmsg("phone number %s is the organization's own SMS or WhatsApp number", e164),
 				 errdetail("Messages to the patient would go to the clinic, and the clinic's own messages would be read as the patient's replies."),
 				 errhint("Give the patient's own number.")));
 }

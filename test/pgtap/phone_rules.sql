@@ -9,7 +9,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(57);
+SELECT plan(62);
 
 -- the detail of the error normalize_phone raises (NULL: no error)
 CREATE FUNCTION pg_temp.phone_detail(phone text, region text DEFAULT NULL) RETURNS text
@@ -83,10 +83,17 @@ SELECT is(prm.normalize_phone('+81 3 1234 5678'), '+81312345678', 'a Tokyo numbe
 SELECT prm.create_organization('Own', 'America/New_York', '+1 212 555 0150') AS org \gset
 SELECT prm.create_organization('Other', 'America/New_York', '+1 212 555 0160') AS other \gset
 SELECT throws_ok(format($$SELECT prm.add_patient(%s, 'Ann', 'Own', '+12125550150')$$, :org), '22023',
-                 'phone number +12125550150 is the organization''s own SMS number', 'a patient with the clinic''s own number is refused');
+                 'phone number +12125550150 is the organization''s own SMS or WhatsApp number', 'a patient with the clinic''s own number is refused');
 SELECT throws_ok(format($$SELECT prm.add_patient(%s, 'Ann', 'Own', '(212) 555-0150')$$, :org), '22023', NULL,
                  'in national form too');
 SELECT is((SELECT count(*)::int FROM prm.patient WHERE org_id = :org), 0, 'and no patient was added');
+SELECT is(prm.set_inbound_address(:org, 'whatsapp', '+1 212 555 0159'), '+12125550159', 'the clinic has a WhatsApp number');
+SELECT throws_ok(format($$SELECT prm.add_patient(%s, 'Ann', 'Own', '+12125550159')$$, :org), '22023',
+                 'phone number +12125550159 is the organization''s own SMS or WhatsApp number', 'a patient with the clinic''s WhatsApp number is refused');
+SELECT throws_ok(format($$SELECT prm.set_inbound_address(%s, 'whatsapp', '+12125550159')$$, :other), '23505',
+                 'WhatsApp number +12125550159 already belongs to another organization', 'another clinic''s WhatsApp number: 23505 in words');
+SELECT is((SELECT whatsapp_number FROM prm.organization WHERE id = :other), NULL, 'and the other clinic was not changed');
+SELECT is(prm.set_inbound_address(:org, 'whatsapp', '+1 212 555 0159'), '+12125550159', 'setting one''s own number again is no conflict');
 SELECT lives_ok(format($$SELECT prm.add_patient(%s, 'Ann', 'Other', '+12125550150')$$, :other),
                 'another organization''s patient may have that number (it is not that clinic''s)');
 SELECT prm.add_patient(:org, 'Pat', 'Family', '+1 212 555 0151') AS p1 \gset
@@ -99,7 +106,7 @@ SELECT prm.sync_patients(:org, 'cliniko', jsonb_build_array(
     jsonb_build_object('external_id', 's3', 'given_name', 'Max', 'family_name', 'Sync', 'phone', '+1 212 555 0152'))) AS r1 \gset
 SELECT is((:'r1'::jsonb ->> 'inserted')::int, 1, 'sync: one record inserted');
 SELECT alike((SELECT x ->> 'reason' FROM jsonb_array_elements(:'r1'::jsonb -> 'rejections') x WHERE x ->> 'index' = '0'),
-             '%own SMS number%', 'sync: the clinic''s own number is rejected');
+             '%own SMS or WhatsApp number%', 'sync: the clinic''s own number is rejected');
 SELECT alike((SELECT x ->> 'detail' FROM jsonb_array_elements(:'r1'::jsonb -> 'rejections') x WHERE x ->> 'index' = '1'),
              '%area code cannot start with 0 or 1%', 'sync: an impossible number is rejected with the rule in "detail"');
 SELECT prm.sync_patients(:org, 'cliniko', jsonb_build_array(
