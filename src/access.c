@@ -61,6 +61,9 @@ AccessLevelsSatisfy(int levels, const char *needed)
 		return levels != 0;
 	if (strcmp(needed, "relay") == 0)
 		return AccessLevelsSatisfy(levels, "sender") || AccessLevelsSatisfy(levels, "webhook");
+	/* the outbox's table: senders claim from it, readers see delivery status */
+	if (strcmp(needed, "outbox") == 0)
+		return AccessLevelsSatisfy(levels, "sender") || AccessLevelsSatisfy(levels, "readonly");
 	for (l = PRM_LEVEL_SENDER; l <= PRM_LEVEL_ADMIN; l++)
 		if ((levels & (1 << l)) &&
 			PrmLevelSatisfies((PrmAccessLevel) l, PrmParseLevel(needed)))
@@ -124,7 +127,8 @@ AccessSyncLegacy(Oid roleid, int levels)
 
 /*
  * Recompute the privileges of roleid from its rows in prm.org_access: SELECT
- * on prm's tables and views (readers all, senders the outbox) and EXECUTE on
+ * on prm's tables and views (readers all, senders the outbox: readers see it
+ * too, as its tenant_read policy and prm.conversation_thread do) and EXECUTE on
  * the functions its levels satisfy (prm.function_level).  A privilege is
  * granted and recorded in prm.access_privilege when the role lacks it, and
  * revoked only when that table says prm granted it: privileges a DBA gave by
@@ -182,7 +186,7 @@ AccessSyncPrivileges(Oid roleid)
 			   " objects AS ("
 			   "  SELECT 'table ' || pg_catalog.format('%I.%I', n.nspname, c.relname) AS object,"
 			   "         pg_catalog.format('TABLE %I.%I', n.nspname, c.relname) AS name,"
-			   "         CASE c.relname WHEN 'outbound_message' THEN 'sender'"
+			   "         CASE c.relname WHEN 'outbound_message' THEN 'outbox'"
 			   "                        WHEN 'channel_credential' THEN 'admin'"
 			   "                        WHEN 'metrics' THEN 'none' ELSE 'readonly' END AS needs,"
 			   "         'SELECT' AS privilege, c.relacl AS acl, c.relowner AS owner"

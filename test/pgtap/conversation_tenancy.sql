@@ -3,8 +3,8 @@
 --    conversations, messages, inbox or thread rows, inbound messages or
 --    inbound addresses (organization.whatsapp_number / email_address: there
 --    is no table of its own), and changes none of them through any function
---    (readonly has no SELECT on the outbox, which conversation_thread joins,
---    so the thread is read by staff and admin here);
+--    (readonly reads the outbox's rows of its own organization, so the
+--    thread with its delivery status works for a dashboard role);
 --    each read is checked against the role's own organization first, so an
 --    empty answer is not a broken query.
 --  * Bad input for business_time_between and record_call_transcript.
@@ -13,7 +13,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(89);
+SELECT plan(92);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_ct_a_staff;
@@ -79,6 +79,10 @@ SELECT is_empty(format('SELECT 1 FROM prm.conversation_inbox WHERE org_id = %s',
 SELECT is_empty(format('SELECT 1 FROM prm.inbound_message WHERE org_id = %s', :org_a), 'B readonly: no inbound message of A');
 SELECT is_empty($$SELECT 1 FROM prm.organization WHERE whatsapp_number = '+15558061009' OR email_address = 'desk@a.example'$$,
                 'B readonly: A''s inbound addresses are not visible');
+SELECT ok((SELECT count(*) FROM prm.conversation_thread) > 0,
+          'B readonly reads B''s threads (the view joins the outbox for delivery status)');
+SELECT is_empty(format('SELECT 1 FROM prm.conversation_thread WHERE org_id = %s', :org_a), 'B readonly: A''s thread is empty');
+SELECT is_empty(format('SELECT 1 FROM prm.outbound_message WHERE org_id = %s', :org_a), 'B readonly: no outbound message of A');
 RESET ROLE;
 SET LOCAL ROLE regress_ct_b_staff;
 SELECT ok((SELECT count(*) FROM prm.conversation_inbox) > 0 AND (SELECT count(*) FROM prm.conversation_thread) > 0,
