@@ -315,21 +315,32 @@ ActionSend(JourneyRow *r, JsonbContainer *obj, int action)
 	static SPIPlanPtr plan = NULL;
 	char			 *channel = ActionField(obj, "channel");
 	int64			  id;
-	Datum			  values[2];
+	Datum			  values[1];
+	char			 *status = "unknown";
 
 	id = PrmSendToPatient(r->org_id, r->patient_id, ActionField(obj, "template"),
 						  channel ? channel : "sms", 0,
 						  psprintf("journey:%lld:%lld:%d", (long long) r->id,
 								   (long long) r->stage_id, action));
-	PrmPrepare(&plan, "SELECT m.status FROM prm.outbound_message m WHERE m.org_id = $1 AND m.id = $2",
-			   2, (Oid[]){INT8OID, INT8OID});
-	values[0] = Int64GetDatum(r->org_id);
-	values[1] = Int64GetDatum(id);
-	PrmExecute(plan, values, NULL, true, 1);
+
+	/*
+	 * By id alone (ids are unique across organizations), the organization
+	 * checked here: with (org_id, id) in the WHERE, the plan cached while the
+	 * outbox had no statistics yet (a new install) went through its patient
+	 * index and read every message of the organization.
+	 */
+	PrmPrepare(&plan, "SELECT m.status, m.org_id FROM prm.outbound_message m WHERE m.id = $1",
+			   1, (Oid[]){INT8OID});
+	values[0] = Int64GetDatum(id);
+	if (PrmExecute(plan, values, NULL, true, 1) == 1)
+	{
+		bool isnull PG_USED_FOR_ASSERTS_ONLY;
+
+		Assert(PrmGetInt64(0, 2, &isnull) == r->org_id);
+		status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	}
 	return psprintf("{\"action\": %d, \"type\": \"send\", \"message_id\": %lld, \"status\": %s}", action,
-					(long long) id,
-					PrmJsonString(SPI_processed == 1 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)
-													 : "unknown"));
+					(long long) id, PrmJsonString(status));
 }
 
 /* Open a ticket for the patient; its id. */
