@@ -237,7 +237,7 @@ if want storm; then
     pgb ${cmd_orm#pgbench }
     orm_rate=$(LC_ALL=C awk -v e="$ELAPSED" 'BEGIN { if (e > 0) print 3000 / e; else print 0 }')
     read -r orm_min orm_max orm_replies < <(sql -F' ' -c "
-        SELECT min(c), max(c), (SELECT count(*) FROM bench.o_inbound_message WHERE reply IS NOT NULL)
+        SELECT min(c), max(c), (SELECT count(*) FROM bench.o_inbound_message WHERE reply IS NOT NULL AND provider_message_id NOT LIKE 'SMhist%')
           FROM (SELECT s.id, count(a.id) AS c FROM bench.o_slot s
                   LEFT JOIN bench.o_appointment a ON a.org_id = s.org_id AND a.slot_id = s.id AND a.status = 'booked'
                  WHERE s.org_id = $org GROUP BY s.id) x")

@@ -21,7 +21,7 @@ replies AS (
   SELECT count(*) AS n,
          count(*) FILTER (WHERE reply LIKE '%you are booked%') AS booked,
          count(*) FILTER (WHERE reply LIKE '%has just been taken%') AS gone
-    FROM prm.inbound_message WHERE org_id = :org)
+    FROM prm.inbound_message WHERE org_id = :org AND provider_message_id NOT LIKE 'SMhist%')
 SELECT (SELECT min(c) FROM per_slot), (SELECT max(c) FROM per_slot),
        (SELECT count(*) FILTER (WHERE c <> 1) FROM per_slot),
        (SELECT n FROM double),

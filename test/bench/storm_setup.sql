@@ -31,6 +31,14 @@ SELECT q FROM (
   UNION ALL
   SELECT a.n, 2, 'ANALYZE prm.offer' FROM bench.storm_appointment a WHERE a.n % 100 = 0) x
  ORDER BY n, k \gexec
+-- a running clinic's history: each patient texted once a week ago, so the
+-- inbound table is planned with statistics of rows, not analysed empty (a
+-- plan cached on an analysed-empty table scans it as the storm fills it;
+-- the ORM baseline's copy gets the same rows below)
+INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword, patient_id, reply, received_at)
+SELECT :org, 'SMhist' || p.n, '+15552' || lpad(p.n::text, 6, '0'), 'Thanks', 'THANKS', p.id, 'ok',
+       now() - interval '7 days'
+  FROM bench.storm_patient p;
 ANALYZE;
 -- who replies: every patient holding an open offer, ordered by slot, so the
 -- 3 patients of a slot reply at about the same time (replies n = 3s-2..3s)
@@ -55,9 +63,11 @@ CREATE TABLE bench.o_appointment (LIKE prm.appointment INCLUDING ALL);
 INSERT INTO bench.o_appointment OVERRIDING SYSTEM VALUE SELECT * FROM prm.appointment WHERE org_id = :org;
 SELECT setval(pg_get_serial_sequence('bench.o_appointment', 'id'), (SELECT max(id) FROM bench.o_appointment)) AS o_appt \gset
 CREATE TABLE bench.o_inbound_message (LIKE prm.inbound_message INCLUDING ALL);
+INSERT INTO bench.o_inbound_message OVERRIDING SYSTEM VALUE SELECT * FROM prm.inbound_message WHERE org_id = :org;
+SELECT setval(pg_get_serial_sequence('bench.o_inbound_message', 'id'), (SELECT max(id) FROM bench.o_inbound_message)) AS o_inbound \gset
 CREATE TABLE bench.o_outbound_message (LIKE prm.outbound_message INCLUDING ALL);
 ANALYZE bench.o_slot; ANALYZE bench.o_offer; ANALYZE bench.o_patient; ANALYZE bench.o_appointment;
-ANALYZE bench.storm_reply; ANALYZE bench.slot;
+ANALYZE bench.storm_reply; ANALYZE bench.slot; ANALYZE bench.o_inbound_message;
 \set QUIET off
 SELECT (SELECT count(*) FROM prm.slot WHERE org_id = :org AND status = 'free') AS free_slots,
        (SELECT max(id) - min(id) + 1 FROM prm.slot WHERE org_id = :org) AS slot_id_span,
