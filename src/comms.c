@@ -158,7 +158,7 @@ PrmSendToPatient(int64 org_id, int64 patient_id, const char *kind, const char *c
 		char *date;
 		char *time;
 
-		FillFormatLocal(p.next_at, p.tz, &date, &time);
+		FillFormatAppointment(PrmGetSettings(org_id), p.next_at, p.tz, &date, &time);
 		vars[0].name = "date";
 		vars[0].value = date;
 		vars[1].name = "time";

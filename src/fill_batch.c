@@ -22,7 +22,24 @@
  * quiet hours), and the slot must start at least min_notice after it ends.
  * The scan stops once the pool is full and no later row can outrank it (a
  * later row's rank is at most its score).  A patient with two entries is
- * ranked once.  Offers are
+ * ranked once.
+ *
+ * Reachable first (setting offer_reachable_first, on by default).  A
+ * patient in their quiet hours would read the offer only when they end (at
+ * 08:00 in their time zone), and their hold starts then: given a batch
+ * place, they keep the slot waiting for hours while patients who could
+ * answer now are not asked.  So the places go first to the patients whose
+ * SMS can go out now, in rank order, and only the places left to patients
+ * in their quiet hours, in rank order (their holds start when their quiet
+ * hours end, as before).  We rank rather than leave held patients out of
+ * the count: a batch of held patients alone still goes out (the slot is
+ * not left unoffered overnight), and when the awake patients pass, the
+ * next batch reaches the best of the held ones.  The scan runs in two
+ * passes, each in score order: reachable-now patients, then -- only when
+ * they do not fill the pool -- the others; the quiet-hours test is in the
+ * query (cheap, before the offer look-ups), the same arithmetic as
+ * PrmQuietRelease.  Every other rule and the order within each group are
+ * unchanged.  Offers are
  * inserted with ON CONFLICT DO NOTHING on offer_one_open_per_patient, so a
  * patient reached through two entries at once still gets one open offer.
  *
@@ -38,6 +55,7 @@
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
 #include "utils/timestamp.h"
 
 #include "fill.h"
@@ -66,6 +84,14 @@ typedef struct FillCandidate
 	char		 *tz;
 	char		 *language;
 } FillCandidate;
+
+/* Which patients one pass of the candidate scan reads (FillScanCandidates). */
+typedef enum FillReach
+{
+	FILL_REACH_ANY = 0, /* everyone: offer_reachable_first off, or no quiet hours */
+	FILL_REACH_NOW = 1, /* those whose SMS may go out now */
+	FILL_REACH_HELD = 2 /* those in their quiet hours */
+} FillReach;
 
 /* Insert candidate c's offer with its SMS; false if the patient got one meanwhile. */
 static bool
@@ -126,7 +152,7 @@ FillMakeOffer(const PrmSettings *s, FillSlot *slot, FillCandidate *c, int batch_
 	offer_id = PrmGetInt64(0, 1, &isnull);
 	token = PrmGetText(0, 2);
 
-	FillFormatLocal(slot->starts_at, c->tz, &date, &time);
+	FillFormatAppointment(s, slot->starts_at, c->tz, &date, &time);
 	vars[0].name = "date";
 	vars[0].value = date;
 	vars[1].name = "time";
@@ -155,6 +181,7 @@ typedef struct FillBatch
 	FillCandidate	  *chosen; /* the pool, best rank first */
 	int				   pool_size;
 	int				   nchosen;
+	int				   nfirst; /* the pool's first entries, from an earlier pass */
 	int				   scanned;
 	int				   made;
 	int				   busy;
@@ -202,23 +229,24 @@ FillBatchMayStart(int64 org_id, int64 slot_id, FillBatch *b)
 }
 
 /*
- * Read the eligible entries in score order and keep the best pool_size by
- * rank (see the file header), stopping once no later row can outrank the
- * pool.
+ * Read the eligible entries of one reach (FillReach) in score order into
+ * the pool after its first b->nfirst entries, keeping the best by rank
+ * (see the file header), stopping once no later row can outrank the pool.
  */
 static void
-FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
+FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 {
 	static SPIPlanPtr  cand_plan = NULL;
 	const PrmSettings *s = b->s;
 	FillSlot		  *slotp = &b->slot;
-	Datum			   values[10];
-	char			   nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum			   values[13];
+	char			   nulls[13] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	Portal			   portal;
-	FillCandidate	  *chosen;
-	int				   nchosen = 0;
-	int				   scanned = 0;
-	int				   pool_size;
+	FillCandidate	  *chosen = b->chosen;
+	int				   nchosen = b->nchosen;
+	int				   first = b->nfirst;
+	int				   scanned = b->scanned;
+	int				   pool_size = b->pool_size;
 	bool			   done = false;
 	TimestampTz		   now = b->now;
 
@@ -250,9 +278,15 @@ FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
 					 "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
 					 "          AND o.patient_id = w.patient_id"
 					 "          AND o.created_at > pg_catalog.now() - interval '7 days') < $10"
+					 /* the reach: in quiet hours ($12 to $13) now, as PrmQuietRelease reads them */
+					 "   AND ($11 = 0 OR ($11 = 2) ="
+					 "        (SELECT CASE WHEN $12 > $13 THEN t.tod >= $12 OR t.tod < $13"
+					 "                     ELSE t.tod >= $12 AND t.tod < $13 END"
+					 "           FROM (SELECT (pg_catalog.now() AT TIME ZONE coalesce(p.timezone, $7))::time AS tod) t))"
 					 " ORDER BY w.priority_score DESC, w.joined_at, w.id"
 					 " LIMIT " CppAsString2(FILL_MAX_SCAN),
-					 10, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID},
+					 13, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID,
+								 INT4OID, TIMEOID, TIMEOID},
 					 CURSOR_OPT_FAST_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slotp->provider_id);
@@ -266,9 +300,10 @@ FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
 	values[7] = IntervalPGetDatum(&s->recent_offer_window);
 	values[8] = Int32GetDatum(s->offer_daily_cap);
 	values[9] = Int32GetDatum(s->offer_weekly_cap);
+	values[10] = Int32GetDatum((int32) reach);
+	values[11] = TimeADTGetDatum(s->quiet_start);
+	values[12] = TimeADTGetDatum(s->quiet_end);
 
-	pool_size = Min(s->batch_size * FILL_POOL_FACTOR, FILL_MAX_SCAN);
-	chosen = palloc0(sizeof(FillCandidate) * (pool_size + 1));
 	portal = SPI_cursor_open(NULL, cand_plan, values, nulls, false);
 	while (!done && scanned < FILL_MAX_SCAN)
 	{
@@ -330,9 +365,12 @@ FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
 			if (pos < nchosen)
 				continue;
 
-			/* insert by rank; equal ranks keep scan order (score, then seniority) */
+			/*
+			 * insert by rank after an earlier pass's entries; equal ranks
+			 * keep scan order (score, then seniority)
+			 */
 			pos = nchosen;
-			while (pos > 0 && chosen[pos - 1].rank < c.rank)
+			while (pos > first && chosen[pos - 1].rank < c.rank)
 				pos--;
 			if (pos >= pool_size)
 				continue;
@@ -346,10 +384,32 @@ FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
 	}
 	SPI_cursor_close(portal);
 
-	b->chosen = chosen;
 	b->nchosen = nchosen;
-	b->pool_size = pool_size;
 	b->scanned = scanned;
+}
+
+/*
+ * Fill the pool: by rank alone, or, with offer_reachable_first, the
+ * patients reachable now first and the others after them (file header).
+ */
+static void
+FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
+{
+	const PrmSettings *s = b->s;
+
+	b->pool_size = Min(s->batch_size * FILL_POOL_FACTOR, FILL_MAX_SCAN);
+	b->chosen = palloc0(sizeof(FillCandidate) * (b->pool_size + 1));
+	if (!s->offer_reachable_first || !s->quiet_hours || s->quiet_start == s->quiet_end)
+	{
+		FillScanCandidates(org_id, slot_id, b, FILL_REACH_ANY);
+		return;
+	}
+	FillScanCandidates(org_id, slot_id, b, FILL_REACH_NOW);
+	if (b->nchosen < b->pool_size && b->scanned < FILL_MAX_SCAN)
+	{
+		b->nfirst = b->nchosen;
+		FillScanCandidates(org_id, slot_id, b, FILL_REACH_HELD);
+	}
 }
 
 /*
