@@ -172,11 +172,11 @@ void
 FillFormatAppointment(const PrmSettings *s, TimestampTz ts, const char *patient_tz,
 					  char **date, char **time)
 {
-	pg_tz	   *clinic;
-	pg_tz	   *own;
+	pg_tz		*clinic;
+	pg_tz		*own;
 	struct pg_tm tm;
-	fsec_t		fsec;
-	int			clinic_off,
+	fsec_t		 fsec;
+	int			 clinic_off,
 		own_off;
 	const char *abbrev = NULL;
 
@@ -235,9 +235,9 @@ FillCancelClosedOfferMessages(int64 org_id, int64 slot_id)
 int
 FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason)
 {
-	static SPIPlanPtr  plan = NULL;
-	Datum			   values[2];
-	int				   n,
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2];
+	int				  n,
 		i,
 		ntell = 0;
 	int64			  *tell_offer;

@@ -285,8 +285,7 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 					 "           FROM (SELECT (pg_catalog.now() AT TIME ZONE coalesce(p.timezone, $7))::time AS tod) t))"
 					 " ORDER BY w.priority_score DESC, w.joined_at, w.id"
 					 " LIMIT " CppAsString2(FILL_MAX_SCAN),
-					 13, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID,
-								 INT4OID, TIMEOID, TIMEOID},
+					 13, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID, INT4OID, TIMEOID, TIMEOID},
 					 CURSOR_OPT_FAST_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slotp->provider_id);
