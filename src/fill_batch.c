@@ -34,12 +34,16 @@
  * hours end, as before).  We rank rather than leave held patients out of
  * the count: a batch of held patients alone still goes out (the slot is
  * not left unoffered overnight), and when the awake patients pass, the
- * next batch reaches the best of the held ones.  The scan runs in two
- * passes, each in score order: reachable-now patients, then -- only when
- * they do not fill the pool -- the others; the quiet-hours test is in the
- * query (cheap, before the offer look-ups), the same arithmetic as
- * PrmQuietRelease.  Every other rule and the order within each group are
- * unchanged.  Offers are
+ * next batch reaches the best of the held ones.  Whether a patient is
+ * reachable now depends on their time zone alone, so the organization's
+ * patients' distinct zones are read first (a skip scan of
+ * patient_timezone_idx: a few index probes) and each is judged by
+ * PrmQuietRelease.  When every zone is awake, or none is (the whole clinic
+ * asleep at night), reachable-first changes nothing and the scan is the
+ * single one above.  Otherwise it runs in two passes, each in score order:
+ * the patients of the awake zones, then -- only when they do not fill the
+ * pool -- the others.  Every other rule and the order within each group
+ * are unchanged.  Offers are
  * inserted with ON CONFLICT DO NOTHING on offer_one_open_per_patient, so a
  * patient reached through two entries at once still gets one open offer.
  *
@@ -54,8 +58,8 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/date.h"
 #include "utils/timestamp.h"
 
 #include "fill.h"
@@ -88,10 +92,13 @@ typedef struct FillCandidate
 /* Which patients one pass of the candidate scan reads (FillScanCandidates). */
 typedef enum FillReach
 {
-	FILL_REACH_ANY = 0, /* everyone: offer_reachable_first off, or no quiet hours */
-	FILL_REACH_NOW = 1, /* those whose SMS may go out now */
-	FILL_REACH_HELD = 2 /* those in their quiet hours */
+	FILL_REACH_ANY,	 /* everyone: one pass */
+	FILL_REACH_NOW,	 /* those in a zone of b->awake_zones: their SMS may go out now */
+	FILL_REACH_HELD	 /* the others, in their quiet hours */
 } FillReach;
+
+/* zones read at most when judging who is reachable (there are ~600 IANA zones) */
+#define FILL_MAX_ZONES 2000
 
 /* Insert candidate c's offer with its SMS; false if the patient got one meanwhile. */
 static bool
@@ -181,7 +188,8 @@ typedef struct FillBatch
 	FillCandidate	  *chosen; /* the pool, best rank first */
 	int				   pool_size;
 	int				   nchosen;
-	int				   nfirst; /* the pool's first entries, from an earlier pass */
+	int				   nfirst;		/* the pool's first entries, from an earlier pass */
+	Datum			   awake_zones; /* text[]: zones out of quiet hours now */
 	int				   scanned;
 	int				   made;
 	int				   busy;
@@ -239,8 +247,8 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 	static SPIPlanPtr  cand_plan = NULL;
 	const PrmSettings *s = b->s;
 	FillSlot		  *slotp = &b->slot;
-	Datum			   values[13];
-	char			   nulls[13] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum			   values[12];
+	char			   nulls[12] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	Portal			   portal;
 	FillCandidate	  *chosen = b->chosen;
 	int				   nchosen = b->nchosen;
@@ -278,14 +286,11 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 					 "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
 					 "          AND o.patient_id = w.patient_id"
 					 "          AND o.created_at > pg_catalog.now() - interval '7 days') < $10"
-					 /* the reach: in quiet hours ($12 to $13) now, as PrmQuietRelease reads them */
-					 "   AND ($11 = 0 OR ($11 = 2) ="
-					 "        (SELECT CASE WHEN $12 > $13 THEN t.tod >= $12 OR t.tod < $13"
-					 "                     ELSE t.tod >= $12 AND t.tod < $13 END"
-					 "           FROM (SELECT (pg_catalog.now() AT TIME ZONE coalesce(p.timezone, $7))::time AS tod) t))"
+					 /* the reach: in an awake zone ($12) or not ($11 null: everyone) */
+					 "   AND ($11 IS NULL OR (coalesce(p.timezone, $7) = ANY ($11)) = $12)"
 					 " ORDER BY w.priority_score DESC, w.joined_at, w.id"
 					 " LIMIT " CppAsString2(FILL_MAX_SCAN),
-					 13, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID, INT4OID, TIMEOID, TIMEOID},
+					 12, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID, TEXTARRAYOID, BOOLOID},
 					 CURSOR_OPT_FAST_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slotp->provider_id);
@@ -299,9 +304,10 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 	values[7] = IntervalPGetDatum(&s->recent_offer_window);
 	values[8] = Int32GetDatum(s->offer_daily_cap);
 	values[9] = Int32GetDatum(s->offer_weekly_cap);
-	values[10] = Int32GetDatum((int32) reach);
-	values[11] = TimeADTGetDatum(s->quiet_start);
-	values[12] = TimeADTGetDatum(s->quiet_end);
+	values[10] = b->awake_zones;
+	if (reach == FILL_REACH_ANY)
+		nulls[10] = 'n';
+	values[11] = BoolGetDatum(reach == FILL_REACH_NOW);
 
 	portal = SPI_cursor_open(NULL, cand_plan, values, nulls, false);
 	while (!done && scanned < FILL_MAX_SCAN)
@@ -388,6 +394,50 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 }
 
 /*
+ * Whether the organization's patients are in time zones some of which are
+ * out of quiet hours now and some in them; if so, b->awake_zones gets the
+ * awake ones.  The distinct zones come from a skip scan of
+ * patient_timezone_idx; patients without a zone are in the clinic's.
+ */
+static bool
+FillZonesDiffer(int64 org_id, FillBatch *b)
+{
+	static SPIPlanPtr  plan = NULL;
+	const PrmSettings *s = b->s;
+	Datum			   values[1];
+	Datum			  *awake;
+	int				   n,
+		i,
+		nawake = 0;
+
+	PrmPrepare(&plan,
+			   "WITH RECURSIVE z(tz) AS ("
+			   "  SELECT (SELECT p.timezone FROM prm.patient p WHERE p.org_id = $1 AND p.timezone IS NOT NULL"
+			   "           ORDER BY p.timezone LIMIT 1)"
+			   "  UNION ALL"
+			   "  SELECT (SELECT p.timezone FROM prm.patient p WHERE p.org_id = $1 AND p.timezone > z.tz"
+			   "           ORDER BY p.timezone LIMIT 1)"
+			   "    FROM z WHERE z.tz IS NOT NULL)"
+			   "SELECT z.tz FROM z WHERE z.tz IS NOT NULL LIMIT " CppAsString2(FILL_MAX_ZONES),
+			   1, (Oid[]){INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	n = PrmExecute(plan, values, NULL, true, 0);
+	awake = palloc(sizeof(Datum) * (n + 1));
+	for (i = 0; i <= n; i++)
+	{
+		const char *tz = i < n ? PrmGetText(i, 1) : s->timezone;
+
+		CHECK_FOR_INTERRUPTS();
+		if (PrmQuietRelease(s, tz, b->now) <= b->now)
+			awake[nawake++] = CStringGetTextDatum(tz);
+	}
+	if (nawake == 0 || nawake == n + 1)
+		return false; /* all asleep, or all awake: the rank alone decides */
+	b->awake_zones = PointerGetDatum(construct_array(awake, nawake, TEXTOID, -1, false, TYPALIGN_INT));
+	return true;
+}
+
+/*
  * Fill the pool: by rank alone, or, with offer_reachable_first, the
  * patients reachable now first and the others after them (file header).
  */
@@ -398,7 +448,8 @@ FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
 
 	b->pool_size = Min(s->batch_size * FILL_POOL_FACTOR, FILL_MAX_SCAN);
 	b->chosen = palloc0(sizeof(FillCandidate) * (b->pool_size + 1));
-	if (!s->offer_reachable_first || !s->quiet_hours || s->quiet_start == s->quiet_end)
+	if (!s->offer_reachable_first || !s->quiet_hours || s->quiet_start == s->quiet_end ||
+		!FillZonesDiffer(org_id, b))
 	{
 		FillScanCandidates(org_id, slot_id, b, FILL_REACH_ANY);
 		return;

@@ -11,7 +11,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(50);
+SELECT plan(51);
 SET LOCAL timezone = 'UTC';
 
 -- Two fixed-offset zones: one where it is 03:xx now (quiet hours 21-08 hold
@@ -75,6 +75,13 @@ SELECT prm.configure(:org, '{"quiet_hours": false}') IS NOT NULL AS ok \gset
 SELECT prm.cancel_appointment(:org, :appt) AS slot \gset
 SELECT is(ARRAY(SELECT patient_id FROM prm.offer WHERE slot_id = :slot ORDER BY rank DESC),
           ARRAY[:h1, :h2]::bigint[], 'no quiet hours: nobody is held, the rank decides');
+ROLLBACK TO ranking;
+
+-- everyone asleep (the whole clinic at night): the batch still goes out, by rank
+UPDATE prm.patient SET timezone = :'held_tz' WHERE org_id = :org AND id IN (:a1, :a2, :a3);
+SELECT prm.cancel_appointment(:org, :appt) AS slot \gset
+SELECT is(ARRAY(SELECT patient_id FROM prm.offer WHERE slot_id = :slot ORDER BY rank DESC),
+          ARRAY[:h1, :h2]::bigint[], 'nobody reachable now: the slot is still offered, by rank, for the morning');
 ROLLBACK TO ranking;
 
 -- a held patient still obeys every rule: an opted-out awake patient is not offered
