@@ -21,7 +21,7 @@
  *
  * What a message may say: the placeholders of every template ({clinic},
  * {clinic_phone}), and {date} and {time} of the patient's next active
- * appointment; a template that needs a value the patient does not have
+ * appointment, at the clinic (FillFormatAppointment); a template that needs a value the patient does not have
  * keeps the message as refused, with the placeholder named.
  *
  *-------------------------------------------------------------------------

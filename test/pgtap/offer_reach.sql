@@ -11,7 +11,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(51);
+SELECT plan(53);
 SET LOCAL timezone = 'UTC';
 
 -- Two fixed-offset zones: one where it is 03:xx now (quiet hours 21-08 hold
@@ -166,6 +166,12 @@ SELECT prm.book_appointment(:torg, :tcan, :tdr, date_trunc('hour', now()) + inte
                             date_trunc('hour', now()) + interval '3 days 30 minutes') IS NOT NULL AS ok \gset
 SELECT is(ARRAY(SELECT patient_id FROM prm.outbound_message WHERE org_id = :torg AND kind = 'slot_taken' ORDER BY patient_id),
           ARRAY[:win, :lou]::bigint[], 'a booking by the clinic: every patient who saw an open offer is told');
+ROLLBACK TO taken;
+
+-- the cancellation is undone: the slot is gone for them too
+SELECT ok(prm.undo_cancellation(:torg, :tappt), 'the cancellation is undone');
+SELECT is(ARRAY(SELECT patient_id FROM prm.outbound_message WHERE org_id = :torg AND kind = 'slot_taken' ORDER BY patient_id),
+          ARRAY[:win, :lou]::bigint[], 'an undone cancellation: those who saw an open offer are told');
 ROLLBACK TO taken;
 
 -- a template of its own for the kind
