@@ -26,7 +26,9 @@
  * whose offer SMS was still queued: it is cancelled, they never saw the
  * offer.  A patient who answers YES meanwhile is told "gone" in the reply,
  * and the slot_taken text, if not yet claimed by a sender, is cancelled
- * (FillCancelSlotTakenText), so they are not told twice.
+ * (FillCancelSlotTakenText), so they are not told twice; a patient whose
+ * reply is being handled at that very moment (their row locked) is left to
+ * that reply, never waited for (see FillWithdrawSlotOffers).
  *
  * Lock order, everywhere: provider (taken by bookings, and by a YES before
  * it claims), slot, then its offers, then waitlist entries.
@@ -236,6 +238,7 @@ int
 FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
 	Datum			  values[2];
 	int				  n,
 		i,
@@ -285,9 +288,26 @@ FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason)
 	PrmEmitEvent(org_id, "offers_withdrawn", "slot", slot_id,
 				 psprintf("{\"offers\": %d, \"reason\": %s}", n, PrmJsonString(reason)));
 	s = PrmGetSettings(org_id);
-	for (i = 0; i < ntell && s->notify_slot_taken; i++)
-		(void) PrmSendToPatient(org_id, tell_patient[i], "slot_taken", "sms", 0,
-								psprintf("slot_taken:%lld", (long long) tell_offer[i]));
+	if (!s->notify_slot_taken)
+		return n;
+
+	/*
+	 * The patient's row is claimed first, never waited for (SKIP LOCKED): a
+	 * reply of theirs in flight holds it, and has threaded into their
+	 * conversation, which the text would wait on while that reply waits on
+	 * this slot -- a deadlock.  Such a patient is answered by that reply
+	 * ("gone", if a YES), so is not texted.
+	 */
+	PrmPrepare(&lock_plan,
+			   "SELECT 1 FROM prm.patient p WHERE p.org_id = $1 AND p.id = $2 FOR NO KEY UPDATE SKIP LOCKED",
+			   2, (Oid[]){INT8OID, INT8OID});
+	for (i = 0; i < ntell; i++)
+	{
+		values[1] = Int64GetDatum(tell_patient[i]);
+		if (PrmExecute(lock_plan, values, NULL, false, 1) == 1)
+			(void) PrmSendToPatient(org_id, tell_patient[i], "slot_taken", "sms", 0,
+									psprintf("slot_taken:%lld", (long long) tell_offer[i]));
+	}
 	return n;
 }
 
