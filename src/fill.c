@@ -263,6 +263,12 @@ FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason)
 			   "            OR EXISTS (SELECT 1 FROM prm.outbound_message_history h"
 			   "                        WHERE h.org_id = $1 AND h.dedup_key = 'offer:' || w.id"
 			   "                          AND h.status IN ('sent', 'delivered', 'read')))"
+			   /* not the patient the slot was just booked for (by the clinic, or undone) */
+			   "       AND NOT EXISTS (SELECT 1 FROM prm.slot s JOIN prm.appointment a"
+			   "                         ON a.org_id = s.org_id AND a.provider_id = s.provider_id"
+			   "                        AND a.starts_at < s.ends_at AND a.ends_at > s.starts_at"
+			   "                      WHERE s.org_id = $1 AND s.id = $2 AND a.patient_id = w.patient_id"
+			   "                        AND a.status IN ('proposed', 'pending', 'booked', 'arrived', 'checked-in'))"
 			   "  FROM w JOIN prm.patient p ON p.org_id = $1 AND p.id = w.patient_id"
 			   " ORDER BY w.id",
 			   2, (Oid[]){INT8OID, INT8OID});

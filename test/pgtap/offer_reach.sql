@@ -11,7 +11,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(53);
+SELECT plan(54);
 SET LOCAL timezone = 'UTC';
 
 -- Two fixed-offset zones: one where it is 03:xx now (quiet hours 21-08 hold
@@ -166,6 +166,13 @@ SELECT prm.book_appointment(:torg, :tcan, :tdr, date_trunc('hour', now()) + inte
                             date_trunc('hour', now()) + interval '3 days 30 minutes') IS NOT NULL AS ok \gset
 SELECT is(ARRAY(SELECT patient_id FROM prm.outbound_message WHERE org_id = :torg AND kind = 'slot_taken' ORDER BY patient_id),
           ARRAY[:win, :lou]::bigint[], 'a booking by the clinic: every patient who saw an open offer is told');
+ROLLBACK TO taken;
+
+-- the clinic books the slot for one of the patients offered it: not told it is taken
+SELECT prm.book_appointment(:torg, :lou, :tdr, date_trunc('hour', now()) + interval '3 days',
+                            date_trunc('hour', now()) + interval '3 days 30 minutes') IS NOT NULL AS ok \gset
+SELECT is(ARRAY(SELECT patient_id FROM prm.outbound_message WHERE org_id = :torg AND kind = 'slot_taken' ORDER BY patient_id),
+          ARRAY[:win]::bigint[], 'booked by the clinic for Lou: Win is told, Lou is not');
 ROLLBACK TO taken;
 
 -- the cancellation is undone: the slot is gone for them too
