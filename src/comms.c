@@ -21,7 +21,7 @@
  *
  * What a message may say: the placeholders of every template ({clinic},
  * {clinic_phone}), and {date} and {time} of the patient's next active
- * appointment; a template that needs a value the patient does not have
+ * appointment, at the clinic (FillFormatAppointment); a template that needs a value the patient does not have
  * keeps the message as refused, with the placeholder named.
  *
  *-------------------------------------------------------------------------
@@ -158,7 +158,7 @@ PrmSendToPatient(int64 org_id, int64 patient_id, const char *kind, const char *c
 		char *date;
 		char *time;
 
-		FillFormatLocal(p.next_at, p.tz, &date, &time);
+		FillFormatAppointment(PrmGetSettings(org_id), p.next_at, p.tz, &date, &time);
 		vars[0].name = "date";
 		vars[0].value = date;
 		vars[1].name = "time";

@@ -13,6 +13,23 @@
  * KEY UPDATE); closing offers cancels their SMS not sent yet, and then the
  * slot moves on to its next batch (FillAdvance).
  *
+ * Slot taken.  When a slot's open offers are withdrawn because it is no
+ * longer free for them -- another patient's YES or link, a booking by the
+ * clinic, an undone cancellation -- each patient who could have read the
+ * offer (its SMS was handed to a sender) gets one short text saying the
+ * appointment was taken (kind slot_taken, setting notify_slot_taken; a
+ * built-in kind, so exempt from the promotional caps, as replies are).  It
+ * goes through PrmSendToPatient, so opt-outs, consent and quiet hours hold
+ * as for any message; its dedup key (slot_taken:<offer>) makes it once per
+ * offer.  Not to the winner (their offer is accepted, not withdrawn), not
+ * for offers already declined or expired (not open), and not to a patient
+ * whose offer SMS was still queued: it is cancelled, they never saw the
+ * offer.  A patient who answers YES meanwhile is told "gone" in the reply,
+ * and the slot_taken text, if not yet claimed by a sender, is cancelled
+ * (FillCancelSlotTakenText), so they are not told twice; a patient whose
+ * reply is being handled at that very moment (their row locked) is left to
+ * that reply, never waited for (see FillWithdrawSlotOffers).
+ *
  * Lock order, everywhere: provider (taken by bookings, and by a YES before
  * it claims), slot, then its offers, then waitlist entries.
  *
@@ -26,9 +43,11 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "pgtime.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "comms.h"
 #include "fill.h"
 
 PG_FUNCTION_INFO_V1(prm_undo_cancellation);
@@ -144,6 +163,47 @@ FillFormatLocal(TimestampTz ts, const char *tz, char **date, char **time)
 }
 
 /*
+ * An appointment's time as a patient reads it: date and time at the clinic
+ * (the organization's time zone -- the appointment happens there), and,
+ * when the patient's own time zone (patient_tz, NULL: the clinic's) is at
+ * another UTC offset then, the clinic zone's abbreviation after the time
+ * ("14:30 EST"; a zone with no letters gets "UTC+04").  The same offset
+ * under another name (Toronto and New York) reads alike, so gets none.
+ */
+void
+FillFormatAppointment(const PrmSettings *s, TimestampTz ts, const char *patient_tz,
+					  char **date, char **time)
+{
+	pg_tz		*clinic;
+	pg_tz		*own;
+	struct pg_tm tm;
+	fsec_t		 fsec;
+	int			 clinic_off,
+		own_off;
+	const char *abbrev = NULL;
+
+	FillFormatLocal(ts, s->timezone, date, time);
+	if (patient_tz == NULL || strcmp(patient_tz, s->timezone) == 0)
+		return;
+	clinic = pg_tzset(s->timezone);
+	own = pg_tzset(patient_tz);
+	if (clinic == NULL || own == NULL ||
+		timestamp2tm(ts, &clinic_off, &tm, &fsec, &abbrev, clinic) != 0)
+		return; /* not reached for the IANA names prm stores */
+	abbrev = abbrev ? pstrdup(abbrev) : NULL;
+	if (timestamp2tm(ts, &own_off, &tm, &fsec, NULL, own) != 0)
+		return;
+	if (clinic_off == own_off)
+		return;
+	if (abbrev == NULL || abbrev[0] == '\0')
+		*time = psprintf("%s %s", *time, s->timezone);
+	else if (abbrev[0] == '+' || abbrev[0] == '-')
+		*time = psprintf("%s UTC%s", *time, abbrev);
+	else
+		*time = psprintf("%s %s", *time, abbrev);
+}
+
+/*
  * Cancel the offer SMS of a slot that have not gone out yet while their
  * offers are closed (withdrawn or expired): nobody is to be told about a
  * slot they can no longer take.  Messages already claimed by a sender are
@@ -169,28 +229,114 @@ FillCancelClosedOfferMessages(int64 org_id, int64 slot_id)
 	PrmExecute(plan, values, NULL, false, 0);
 }
 
-/* Withdraw the open offers of a slot (whose lock the caller holds). */
+/*
+ * Withdraw the open offers of a slot (whose lock the caller holds): the
+ * slot is no longer free for them, and those who saw their offer are told
+ * (file header, "Slot taken").
+ */
 int
 FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
 	Datum			  values[2];
-	int				  n;
+	int				  n,
+		i,
+		ntell = 0;
+	int64			  *tell_offer;
+	int64			  *tell_patient;
+	const PrmSettings *s;
 
+	/*
+	 * An offer's SMS went out once a sender claimed it (or it was archived,
+	 * being finished); still queued, it is cancelled below: never seen.
+	 */
 	PrmPrepare(&plan,
-			   "UPDATE prm.offer o SET status = 'withdrawn', responded_at = pg_catalog.now()"
-			   " WHERE o.org_id = $1 AND o.slot_id = $2 AND o.status = 'open'",
+			   "WITH w AS (UPDATE prm.offer o SET status = 'withdrawn', responded_at = pg_catalog.now()"
+			   "            WHERE o.org_id = $1 AND o.slot_id = $2 AND o.status = 'open'"
+			   "            RETURNING o.id, o.patient_id)"
+			   "SELECT w.id, w.patient_id,"
+			   "       NOT p.sms_opt_out AND p.erased_at IS NULL"
+			   "       AND (EXISTS (SELECT 1 FROM prm.outbound_message m"
+			   "                     WHERE m.org_id = $1 AND m.dedup_key = 'offer:' || w.id"
+			   "                       AND m.status IN ('sending', 'sent', 'delivered', 'read'))"
+			   "            OR EXISTS (SELECT 1 FROM prm.outbound_message_history h"
+			   "                        WHERE h.org_id = $1 AND h.dedup_key = 'offer:' || w.id"
+			   "                          AND h.status IN ('sent', 'delivered', 'read')))"
+			   /* not the patient the slot was just booked for (by the clinic, or undone) */
+			   "       AND NOT EXISTS (SELECT 1 FROM prm.slot s JOIN prm.appointment a"
+			   "                         ON a.org_id = s.org_id AND a.provider_id = s.provider_id"
+			   "                        AND a.starts_at < s.ends_at AND a.ends_at > s.starts_at"
+			   "                      WHERE s.org_id = $1 AND s.id = $2 AND a.patient_id = w.patient_id"
+			   "                        AND a.status IN ('proposed', 'pending', 'booked', 'arrived', 'checked-in'))"
+			   "  FROM w JOIN prm.patient p ON p.org_id = $1 AND p.id = w.patient_id"
+			   " ORDER BY w.id",
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot_id);
 	n = PrmExecute(plan, values, NULL, false, 0);
-	if (n > 0)
+	if (n == 0)
+		return 0;
+	tell_offer = palloc(sizeof(int64) * n);
+	tell_patient = palloc(sizeof(int64) * n);
+	for (i = 0; i < n; i++)
 	{
-		FillCancelClosedOfferMessages(org_id, slot_id);
-		PrmEmitEvent(org_id, "offers_withdrawn", "slot", slot_id,
-					 psprintf("{\"offers\": %d, \"reason\": %s}", n, PrmJsonString(reason)));
+		bool isnull;
+		bool seen = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+
+		if (!isnull && seen)
+		{
+			tell_offer[ntell] = PrmGetInt64(i, 1, &isnull);
+			tell_patient[ntell++] = PrmGetInt64(i, 2, &isnull);
+		}
+	}
+	FillCancelClosedOfferMessages(org_id, slot_id);
+	PrmEmitEvent(org_id, "offers_withdrawn", "slot", slot_id,
+				 psprintf("{\"offers\": %d, \"reason\": %s}", n, PrmJsonString(reason)));
+	s = PrmGetSettings(org_id);
+	if (!s->notify_slot_taken)
+		return n;
+
+	/*
+	 * The patient's row is claimed first, never waited for (SKIP LOCKED): a
+	 * reply of theirs in flight holds it, and has threaded into their
+	 * conversation, which the text would wait on while that reply waits on
+	 * this slot -- a deadlock.  Such a patient is answered by that reply
+	 * ("gone", if a YES), so is not texted.
+	 */
+	PrmPrepare(&lock_plan,
+			   "SELECT 1 FROM prm.patient p WHERE p.org_id = $1 AND p.id = $2 FOR NO KEY UPDATE SKIP LOCKED",
+			   2, (Oid[]){INT8OID, INT8OID});
+	for (i = 0; i < ntell; i++)
+	{
+		values[1] = Int64GetDatum(tell_patient[i]);
+		if (PrmExecute(lock_plan, values, NULL, false, 1) == 1)
+			(void) PrmSendToPatient(org_id, tell_patient[i], "slot_taken", "sms", 0,
+									psprintf("slot_taken:%lld", (long long) tell_offer[i]));
 	}
 	return n;
+}
+
+/*
+ * A patient whose withdrawn offer is answered (YES, or its link) gets the
+ * reply "gone": the slot_taken text of that offer, if no sender has it yet,
+ * would tell them twice, and is cancelled.
+ */
+void
+FillCancelSlotTakenText(int64 org_id, int64 offer_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum			  values[2];
+
+	PrmPrepare(&plan,
+			   "UPDATE prm.outbound_message m"
+			   "   SET status = 'cancelled', last_error = 'the patient was told in a reply',"
+			   "       updated_at = pg_catalog.now()"
+			   " WHERE m.org_id = $1 AND m.dedup_key = $2 AND m.status = 'queued'",
+			   2, (Oid[]){INT8OID, TEXTOID});
+	values[0] = Int64GetDatum(org_id);
+	values[1] = CStringGetTextDatum(psprintf("slot_taken:%lld", (long long) offer_id));
+	PrmExecute(plan, values, NULL, false, 0);
 }
 
 /* A slot was freed: start filling it, now or after first_batch_delay. */

@@ -42,6 +42,9 @@ extern bool FillLockSlot(int64 org_id, int64 slot_id, bool skip_locked, FillSlot
 extern void FillSetStatus(int64 org_id, int64 slot_id, const char *fill_status, bool new_batch);
 extern void FillRetryLater(int64 org_id, int64 slot_id, TimestampTz at);
 extern void FillFormatLocal(TimestampTz ts, const char *tz, char **date, char **time);
+extern void FillFormatAppointment(const PrmSettings *s, TimestampTz ts, const char *patient_tz,
+								  char **date, char **time);
+extern void FillCancelSlotTakenText(int64 org_id, int64 offer_id);
 extern void FillCancelClosedOfferMessages(int64 org_id, int64 slot_id);
 extern int	FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason);
 extern void FillWithdrawOpenOffers(int64 org_id, const char *where, int64 key,

@@ -22,7 +22,28 @@
  * quiet hours), and the slot must start at least min_notice after it ends.
  * The scan stops once the pool is full and no later row can outrank it (a
  * later row's rank is at most its score).  A patient with two entries is
- * ranked once.  Offers are
+ * ranked once.
+ *
+ * Reachable first (setting offer_reachable_first, on by default).  A
+ * patient in their quiet hours would read the offer only when they end (at
+ * 08:00 in their time zone), and their hold starts then: given a batch
+ * place, they keep the slot waiting for hours while patients who could
+ * answer now are not asked.  So the places go first to the patients whose
+ * SMS can go out now, in rank order, and only the places left to patients
+ * in their quiet hours, in rank order (their holds start when their quiet
+ * hours end, as before).  We rank rather than leave held patients out of
+ * the count: a batch of held patients alone still goes out (the slot is
+ * not left unoffered overnight), and when the awake patients pass, the
+ * next batch reaches the best of the held ones.  Whether a patient is
+ * reachable now depends on their time zone alone, so the organization's
+ * patients' distinct zones are read first (a skip scan of
+ * patient_timezone_idx: a few index probes) and each is judged by
+ * PrmQuietRelease.  When every zone is awake, or none is (the whole clinic
+ * asleep at night), reachable-first changes nothing and the scan is the
+ * single one above.  Otherwise it runs in two passes, each in score order:
+ * the patients of the awake zones, then -- only when they do not fill the
+ * pool -- the others.  Every other rule and the order within each group
+ * are unchanged.  Offers are
  * inserted with ON CONFLICT DO NOTHING on offer_one_open_per_patient, so a
  * patient reached through two entries at once still gets one open offer.
  *
@@ -37,6 +58,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -66,6 +88,17 @@ typedef struct FillCandidate
 	char		 *tz;
 	char		 *language;
 } FillCandidate;
+
+/* Which patients one pass of the candidate scan reads (FillScanCandidates). */
+typedef enum FillReach
+{
+	FILL_REACH_ANY,	 /* everyone: one pass */
+	FILL_REACH_NOW,	 /* those in a zone of b->awake_zones: their SMS may go out now */
+	FILL_REACH_HELD	 /* the others, in their quiet hours */
+} FillReach;
+
+/* zones read at most when judging who is reachable (there are ~600 IANA zones) */
+#define FILL_MAX_ZONES 2000
 
 /* Insert candidate c's offer with its SMS; false if the patient got one meanwhile. */
 static bool
@@ -126,7 +159,7 @@ FillMakeOffer(const PrmSettings *s, FillSlot *slot, FillCandidate *c, int batch_
 	offer_id = PrmGetInt64(0, 1, &isnull);
 	token = PrmGetText(0, 2);
 
-	FillFormatLocal(slot->starts_at, c->tz, &date, &time);
+	FillFormatAppointment(s, slot->starts_at, c->tz, &date, &time);
 	vars[0].name = "date";
 	vars[0].value = date;
 	vars[1].name = "time";
@@ -155,6 +188,8 @@ typedef struct FillBatch
 	FillCandidate	  *chosen; /* the pool, best rank first */
 	int				   pool_size;
 	int				   nchosen;
+	int				   nfirst;		/* the pool's first entries, from an earlier pass */
+	Datum			   awake_zones; /* text[]: zones out of quiet hours now */
 	int				   scanned;
 	int				   made;
 	int				   busy;
@@ -202,23 +237,24 @@ FillBatchMayStart(int64 org_id, int64 slot_id, FillBatch *b)
 }
 
 /*
- * Read the eligible entries in score order and keep the best pool_size by
- * rank (see the file header), stopping once no later row can outrank the
- * pool.
+ * Read the eligible entries of one reach (FillReach) in score order into
+ * the pool after its first b->nfirst entries, keeping the best by rank
+ * (see the file header), stopping once no later row can outrank the pool.
  */
 static void
-FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
+FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 {
 	static SPIPlanPtr  cand_plan = NULL;
 	const PrmSettings *s = b->s;
 	FillSlot		  *slotp = &b->slot;
-	Datum			   values[10];
-	char			   nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum			   values[12];
+	char			   nulls[12] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	Portal			   portal;
-	FillCandidate	  *chosen;
-	int				   nchosen = 0;
-	int				   scanned = 0;
-	int				   pool_size;
+	FillCandidate	  *chosen = b->chosen;
+	int				   nchosen = b->nchosen;
+	int				   first = b->nfirst;
+	int				   scanned = b->scanned;
+	int				   pool_size = b->pool_size;
 	bool			   done = false;
 	TimestampTz		   now = b->now;
 
@@ -250,9 +286,11 @@ FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
 					 "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
 					 "          AND o.patient_id = w.patient_id"
 					 "          AND o.created_at > pg_catalog.now() - interval '7 days') < $10"
+					 /* the reach: in an awake zone ($12) or not ($11 null: everyone) */
+					 "   AND ($11 IS NULL OR (coalesce(p.timezone, $7) = ANY ($11)) = $12)"
 					 " ORDER BY w.priority_score DESC, w.joined_at, w.id"
 					 " LIMIT " CppAsString2(FILL_MAX_SCAN),
-					 10, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID},
+					 12, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID, TEXTARRAYOID, BOOLOID},
 					 CURSOR_OPT_FAST_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slotp->provider_id);
@@ -266,9 +304,11 @@ FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
 	values[7] = IntervalPGetDatum(&s->recent_offer_window);
 	values[8] = Int32GetDatum(s->offer_daily_cap);
 	values[9] = Int32GetDatum(s->offer_weekly_cap);
+	values[10] = b->awake_zones;
+	if (reach == FILL_REACH_ANY)
+		nulls[10] = 'n';
+	values[11] = BoolGetDatum(reach == FILL_REACH_NOW);
 
-	pool_size = Min(s->batch_size * FILL_POOL_FACTOR, FILL_MAX_SCAN);
-	chosen = palloc0(sizeof(FillCandidate) * (pool_size + 1));
 	portal = SPI_cursor_open(NULL, cand_plan, values, nulls, false);
 	while (!done && scanned < FILL_MAX_SCAN)
 	{
@@ -330,9 +370,12 @@ FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
 			if (pos < nchosen)
 				continue;
 
-			/* insert by rank; equal ranks keep scan order (score, then seniority) */
+			/*
+			 * insert by rank after an earlier pass's entries; equal ranks
+			 * keep scan order (score, then seniority)
+			 */
 			pos = nchosen;
-			while (pos > 0 && chosen[pos - 1].rank < c.rank)
+			while (pos > first && chosen[pos - 1].rank < c.rank)
 				pos--;
 			if (pos >= pool_size)
 				continue;
@@ -346,10 +389,77 @@ FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
 	}
 	SPI_cursor_close(portal);
 
-	b->chosen = chosen;
 	b->nchosen = nchosen;
-	b->pool_size = pool_size;
 	b->scanned = scanned;
+}
+
+/*
+ * Whether the organization's patients are in time zones some of which are
+ * out of quiet hours now and some in them; if so, b->awake_zones gets the
+ * awake ones.  The distinct zones come from a skip scan of
+ * patient_timezone_idx; patients without a zone are in the clinic's.
+ */
+static bool
+FillZonesDiffer(int64 org_id, FillBatch *b)
+{
+	static SPIPlanPtr  plan = NULL;
+	const PrmSettings *s = b->s;
+	Datum			   values[1];
+	Datum			  *awake;
+	int				   n,
+		i,
+		nawake = 0;
+
+	PrmPrepare(&plan,
+			   "WITH RECURSIVE z(tz) AS ("
+			   "  SELECT (SELECT p.timezone FROM prm.patient p WHERE p.org_id = $1 AND p.timezone IS NOT NULL"
+			   "           ORDER BY p.timezone LIMIT 1)"
+			   "  UNION ALL"
+			   "  SELECT (SELECT p.timezone FROM prm.patient p WHERE p.org_id = $1 AND p.timezone > z.tz"
+			   "           ORDER BY p.timezone LIMIT 1)"
+			   "    FROM z WHERE z.tz IS NOT NULL)"
+			   "SELECT z.tz FROM z WHERE z.tz IS NOT NULL LIMIT " CppAsString2(FILL_MAX_ZONES),
+			   1, (Oid[]){INT8OID});
+	values[0] = Int64GetDatum(org_id);
+	n = PrmExecute(plan, values, NULL, true, 0);
+	awake = palloc(sizeof(Datum) * (n + 1));
+	for (i = 0; i <= n; i++)
+	{
+		const char *tz = i < n ? PrmGetText(i, 1) : s->timezone;
+
+		CHECK_FOR_INTERRUPTS();
+		if (PrmQuietRelease(s, tz, b->now) <= b->now)
+			awake[nawake++] = CStringGetTextDatum(tz);
+	}
+	if (nawake == 0 || nawake == n + 1)
+		return false; /* all asleep, or all awake: the rank alone decides */
+	b->awake_zones = PointerGetDatum(construct_array(awake, nawake, TEXTOID, -1, false, TYPALIGN_INT));
+	return true;
+}
+
+/*
+ * Fill the pool: by rank alone, or, with offer_reachable_first, the
+ * patients reachable now first and the others after them (file header).
+ */
+static void
+FillRankCandidates(int64 org_id, int64 slot_id, FillBatch *b)
+{
+	const PrmSettings *s = b->s;
+
+	b->pool_size = Min(s->batch_size * FILL_POOL_FACTOR, FILL_MAX_SCAN);
+	b->chosen = palloc0(sizeof(FillCandidate) * (b->pool_size + 1));
+	if (!s->offer_reachable_first || !s->quiet_hours || s->quiet_start == s->quiet_end ||
+		!FillZonesDiffer(org_id, b))
+	{
+		FillScanCandidates(org_id, slot_id, b, FILL_REACH_ANY);
+		return;
+	}
+	FillScanCandidates(org_id, slot_id, b, FILL_REACH_NOW);
+	if (b->nchosen < b->pool_size && b->scanned < FILL_MAX_SCAN)
+	{
+		b->nfirst = b->nchosen;
+		FillScanCandidates(org_id, slot_id, b, FILL_REACH_HELD);
+	}
 }
 
 /*

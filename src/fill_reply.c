@@ -44,7 +44,7 @@ typedef enum FillOutcome
 static FillOutcome FillAccept(int64 org_id, int64 offer_id, const char *channel,
 							  char **reply);
 
-/* The reply confirming a booking at starts_at, in the patient's time zone. */
+/* The reply confirming a booking at starts_at (FillFormatAppointment). */
 static char *
 FillBookedReply(int64 org_id, const char *tz, const char *language, TimestampTz starts_at)
 {
@@ -52,7 +52,7 @@ FillBookedReply(int64 org_id, const char *tz, const char *language, TimestampTz 
 	char		  *date;
 	char		  *time;
 
-	FillFormatLocal(starts_at, tz, &date, &time);
+	FillFormatAppointment(PrmGetSettings(org_id), starts_at, tz, &date, &time);
 	vars[0].name = "date";
 	vars[0].value = date;
 	vars[1].name = "time";
@@ -152,6 +152,8 @@ FillAcceptRefusal(FillAcceptance *a, char **reply)
 		bool gone = strcmp(a->status, "withdrawn") == 0;
 
 		*reply = PrmRender(a->org_id, gone ? "gone" : "no_offer", "sms", a->language, NULL, 0);
+		if (gone)
+			FillCancelSlotTakenText(a->org_id, a->offer_id);
 		return gone ? FILL_GONE : FILL_NO_OFFER;
 	}
 	if (!a->entry_waiting || (strcmp(a->status, "expired") == 0 && !a->late_ok))
@@ -290,6 +292,7 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 			return FILL_BOOKED;
 		}
 		*reply = PrmRender(org_id, "gone", "sms", a.language, NULL, 0);
+		FillCancelSlotTakenText(org_id, offer_id);
 		PrmEmitEvent(org_id, "offer_too_late", "offer", offer_id, NULL);
 		return FILL_GONE;
 	}

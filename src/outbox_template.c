@@ -41,6 +41,8 @@ static const TemplateDefault template_defaults[] = {
 	{"offer", "{clinic}: an earlier appointment is free on {date} at {time}. Reply YES to book it or NO to pass. We hold it for you for {hold_minutes} min.{link}"},
 	{"booked", "{clinic}: you are booked for {date} at {time}. Reply HELP for help."},
 	{"gone", "{clinic}: sorry, that appointment has just been taken. You stay on our waitlist."},
+	/* to patients whose open offer was withdrawn when the slot was taken (fill.c) */
+	{"slot_taken", "{clinic}: the earlier appointment we offered you has been taken. You stay on our waitlist."},
 	{"declined", "{clinic}: no problem, you stay on our waitlist."},
 	{"no_offer", "{clinic}: you have no open offer right now. We will text you when an earlier time is free."},
 	{"help", "{clinic}: offers of earlier appointments and reminders, up to 3 msgs/week. Reply STOP to opt out, HELP for help. Msg & data rates may apply."},
@@ -118,7 +120,7 @@ OutboxCheckKind(const char *kind)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("message kind \"%s\" is not valid", kind),
 					 errdetail("A kind of its own is 1 to 30 lower-case letters, digits and underscores, starting with a letter."),
-					 errhint("The built-in kinds are offer, booked, gone, declined, no_offer, help, stop, start, hint, handoff, contact_single, contact_several, reminder, reminder_confirmed and reminder_cancelled.")));
+					 errhint("The built-in kinds are offer, booked, gone, slot_taken, declined, no_offer, help, stop, start, hint, handoff, contact_single, contact_several, reminder, reminder_confirmed and reminder_cancelled.")));
 	if (*kind == '\0' || strlen(kind) > 30)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

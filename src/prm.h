@@ -251,6 +251,9 @@ typedef struct PrmSettings
 	int32 promotional_daily_cap;
 	int32 promotional_weekly_cap;
 	char  consent_required[160]; /* null: "" */
+	/* offers reaching the right people at the right time */
+	bool offer_reachable_first;
+	bool notify_slot_taken;
 } PrmSettings;
 
 extern void				  PrmLoadSettings(int64 org_id, PrmSettings *s);

@@ -330,7 +330,7 @@ ReminderQueue(const ReminderAppt *a, const char *channel, int64 before, const ch
 	return true;
 }
 
-/* A message kind about the appointment at starts_at, in time zone tz. */
+/* A message kind about the appointment at starts_at (FillFormatAppointment). */
 static char *
 ReminderRender(int64 org_id, const char *kind, const char *channel, const char *language,
 			   const char *tz, TimestampTz starts_at)
@@ -339,7 +339,7 @@ ReminderRender(int64 org_id, const char *kind, const char *channel, const char *
 	char		  *date;
 	char		  *time;
 
-	FillFormatLocal(starts_at, tz, &date, &time);
+	FillFormatAppointment(PrmGetSettings(org_id), starts_at, tz, &date, &time);
 	vars[0].name = "date";
 	vars[0].value = date;
 	vars[1].name = "time";

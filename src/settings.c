@@ -153,6 +153,9 @@ static const SettingDef setting_defs[] = {
 	SETTING(promotional_daily_cap, SETTING_INT, "1", 0, 100, NULL, NULL, "promotional messages per patient per day (the patient's local calendar day, by send time); exempt messages are never capped"),
 	SETTING(promotional_weekly_cap, SETTING_INT, "3", 0, 500, NULL, NULL, "promotional messages per patient per week (Monday to Sunday in the patient's time zone, by send time)"),
 	SETTING(consent_required, SETTING_TEXT, "null", 0, 0, SettingCheckConsentRequired, NULL, "comma-separated channel:purpose pairs (channel sms, whatsapp, email, voice, push or *; purpose promotional, exempt or *) whose messages need the patient's consent (null: none)"),
+	/* offers reaching the right people at the right time (fill_batch.c, fill.c) */
+	SETTING(offer_reachable_first, SETTING_BOOL, "true", 0, 0, NULL, NULL, "a batch goes first to patients whose offer SMS can go out now; patients in their quiet hours get the places left (false: by rank alone)"),
+	SETTING(notify_slot_taken, SETTING_BOOL, "true", 0, 0, NULL, NULL, "patients whose offer was withdrawn because someone else took the slot get one short text saying so (only those whose offer SMS went out)"),
 };
 
 /* one-organization cache of PrmLoadSettings, valid for one transaction */

@@ -62,6 +62,9 @@ SELECT count(*) AS "inbound messages recorded (not the forged one)" FROM prm.inb
 \echo '=== Offers now: one winner, the others withdrawn or declined'
 SELECT o.id AS offer, p.given_name AS patient, o.status, o.response_channel AS via
   FROM prm.offer o JOIN prm.patient p ON p.org_id = o.org_id AND p.id = o.patient_id WHERE o.slot_id = :slot ORDER BY o.id;
+\echo '=== Bob had seen his offer: Cy''s YES queued him a "slot taken" text; his own late YES was answered, so it was cancelled'
+SELECT m.id AS msg, p.given_name AS patient, m.body, m.status, m.last_error
+  FROM prm.outbound_message m JOIN prm.patient p ON p.org_id = m.org_id AND p.id = m.patient_id WHERE m.kind = 'slot_taken' ORDER BY m.id;
 \echo '=== Appointments: Cy moved earlier; his old appointment in 20 days was released'
 SELECT a.id, p.given_name AS patient, to_char(a.starts_at, 'Dy DD Mon HH24:MI') AS starts, a.status, a.cancel_reason
   FROM prm.appointment a JOIN prm.patient p ON p.org_id = a.org_id AND p.id = a.patient_id ORDER BY a.id;

@@ -19,7 +19,7 @@ SELECT id AS entry FROM prm.waitlist_entry WHERE patient_id = (SELECT id FROM pr
 SELECT prm.settings(:org) AS defaults \gset
 SELECT is(prm.configure(:org, (SELECT jsonb_object_agg(key, value) FROM jsonb_each(:'defaults'::jsonb) WHERE value <> 'null')),
           :'defaults'::jsonb, 'every default, set explicitly, is valid and canonical');
-SELECT is((SELECT count(*)::int FROM jsonb_object_keys(prm.settings(:org))), 47, 'prm.settings lists the 47 settings');
+SELECT is((SELECT count(*)::int FROM jsonb_object_keys(prm.settings(:org))), 49, 'prm.settings lists the 49 settings');
 
 -- the loader decodes each type into its field
 SELECT prm.configure(:org, '{"weight_urgent": 44, "recent_offer_window": "3 days 4 hours"}') IS NOT NULL AS ok \gset
