@@ -12,6 +12,9 @@
 
 #include "prm.h"
 
+/* the batch acknowledgement's plan: generic, planned once per backend */
+#define OUTBOX_GENERIC CURSOR_OPT_GENERIC_PLAN
+
 extern void	  OutboxCheckChannel(const char *channel);
 extern bool	  OutboxHasFromAddress(void);
 extern Datum *OutboxCallerOrgs(PrmAccessLevel level, int *norgs);

@@ -8,6 +8,19 @@ ALTER TABLE prm.outbound_message_history ADD COLUMN from_address text;
 COMMENT ON COLUMN prm.outbound_message.from_address IS 'The organization''s address to send from, set when the message is claimed: sms_number for sms and voice, whatsapp_number for whatsapp, email_address for email (NULL for push, or when the organization has none). A sender role reads it here, not in prm.organization.';
 COMMENT ON COLUMN prm.outbound_message_history.from_address IS 'As prm.outbound_message.from_address.';
 
+-- Fewer index entries per claim and acknowledgement.  Each writes a new
+-- version of the row (its status is in the partial indexes' predicates, so
+-- neither is a HOT update), and every index gets an entry for it: the
+-- dedup key and patient indexes now hold only the messages that have one
+-- (ON CONFLICT (org_id, dedup_key) WHERE dedup_key IS NOT NULL infers the
+-- partial index; lookups by a patient or a key imply the predicate).
+ALTER TABLE prm.outbound_message DROP CONSTRAINT outbound_message_org_id_dedup_key_key;
+CREATE UNIQUE INDEX outbound_message_dedup_idx ON prm.outbound_message (org_id, dedup_key)
+    WHERE dedup_key IS NOT NULL;
+DROP INDEX prm.outbound_message_patient_idx;
+CREATE INDEX outbound_message_patient_idx ON prm.outbound_message (org_id, patient_id, created_at)
+    WHERE patient_id IS NOT NULL;
+
 CREATE FUNCTION prm.mark_messages_sent(message_ids bigint[], provider_message_ids text[],
                                        lease_tokens uuid[])
 RETURNS SETOF bigint
