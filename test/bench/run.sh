@@ -6,12 +6,17 @@
 # run fails (exit 1) only when a benchmark errors or a correctness check
 # does not hold (a slot booked twice, a queue drained mid-run...).
 #
-#   bash test/bench/run.sh [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement]
+#   bash test/bench/run.sh [durable] [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement]
 #                          [monitor] [inbound] [journeys] [comms] (default: all)
 #
-#   1. outbox  claim + ack through prm.claim_messages / mark_message_sent
-#              vs a bare SKIP LOCKED queue UPDATE, 1/8/32 clients, batch 1/10,
-#              then again while another session holds a snapshot open
+#   durable    outbox and storm again in a cluster with fsync = on and
+#              synchronous_commit = on (in a full run too; labelled "durable")
+#   1. outbox  the sender protocol, claim then ack in two transactions:
+#              prm.claim_messages + mark_messages_sent vs pgmq 1.5.1 read +
+#              delete (when ../shared/anchors/pgmq or PGMQ_DIR is there) and
+#              a bare SKIP LOCKED queue UPDATE, 1/8/32 clients, batch 1/10,
+#              then again while another session holds a snapshot open;
+#              enqueue_message vs pgmq.send at 1 and 8 clients
 #   2. storm   1,000 slots, 3 open offers each, 64 clients replying YES
 #              vs bare conditional UPDATEs of a slot table
 #   3. cancel  cancel -> first batch of offers queued, p50/p99, with 100,000
@@ -47,9 +52,22 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 if [ -z "${PRM_BENCH_IN_CLUSTER:-}" ]; then
     started=$(date +%s)
-    PRM_BENCH_IN_CLUSTER=1 pg_virtualenv -t -o shared_preload_libraries=pg_cron,prm \
-        -o max_connections=200 bash "$here/run.sh" "$@"
-    rc=$?
+    # durable: the outbox and storm blocks again, in a cluster of their own
+    # that syncs every commit (pg_virtualenv's clusters run with fsync = off)
+    durable=no rest=()
+    [ $# -eq 0 ] && durable=yes
+    for s in "$@"; do if [ "$s" = durable ]; then durable=yes; else rest+=("$s"); fi; done
+    rc=0
+    if [ $# -eq 0 ] || [ ${#rest[@]} -gt 0 ]; then
+        PRM_BENCH_IN_CLUSTER=1 pg_virtualenv -t -o shared_preload_libraries=pg_cron,prm \
+            -o max_connections=200 bash "$here/run.sh" "${rest[@]}" || rc=1
+    fi
+    if [ $durable = yes ]; then
+        echo
+        echo "== durable: the outbox and storm blocks again with fsync = on, synchronous_commit = on"
+        PRM_BENCH_IN_CLUSTER=1 PRM_BENCH_LABEL=durable pg_virtualenv -t -o shared_preload_libraries=pg_cron,prm \
+            -o max_connections=200 -o fsync=on -o synchronous_commit=on bash "$here/run.sh" outbox storm || rc=1
+    fi
     echo "run time with cluster start and stop (not a figure): $(($(date +%s) - started)) s"
     exit $rc
 fi
@@ -72,9 +90,16 @@ want() {                        # is benchmark $1 selected?
     return 1
 }
 SELECTED=("$@")
+LABEL=${PRM_BENCH_LABEL:-}
+for s in "${SELECTED[@]}"; do
+    case $s in durable)
+        # inside a cluster already (PRM_BENCH_IN_CLUSTER): outbox and storm, labelled
+        LABEL=durable SELECTED=(outbox storm) ;;
+    esac
+done
 for s in "${SELECTED[@]}"; do
     case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement | monitor | inbound | journeys | comms) ;;
-    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement, monitor, inbound, journeys, comms)" >&2; exit 2 ;;
+    *) echo "unknown benchmark \"$s\" (use durable, outbox, storm, cancel, recalc, deadline, worker, matching, reengagement, monitor, inbound, journeys, comms)" >&2; exit 2 ;;
     esac
 done
 
@@ -145,6 +170,9 @@ sql -c "SET client_min_messages = warning; CREATE EXTENSION prm CASCADE; CREATE 
 echo "server: $(sql -c "SELECT split_part(version(), ' (', 1)"), prm $(sql -c "SELECT extversion FROM pg_extension WHERE extname = 'prm'");" \
     "$(sql -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
                WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'max_wal_size', 'jit', 'work_mem')")"
+if [ "$LABEL" = durable ] && [ "$(sql -c "SELECT current_setting('fsync') = 'on' AND current_setting('synchronous_commit') = 'on'")" != t ]; then
+    echo "durable: this cluster runs with fsync = $(sql -c "SHOW fsync"), synchronous_commit = $(sql -c "SHOW synchronous_commit"): these figures are not durable ones (the outer run.sh starts a cluster with both on)"
+fi
 echo "database prm_bench in a pg_virtualenv cluster (shared_preload_libraries=pg_cron,prm, max_connections=200)"
 echo "reproduce one benchmark with its block: bash $B/run.sh outbox|storm|cancel|recalc|deadline|worker|matching|reengagement|monitor|inbound|journeys|comms"
 
