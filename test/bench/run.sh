@@ -46,7 +46,8 @@
 # Benchmarks run in their own database, prm_bench, where the prm worker
 # (prm.databases = postgres) does not run jobs behind the measurements.
 # Knobs (environment): BENCH_SECONDS (10), OUTBOX_ROWS (250000),
-# CANCEL_N (200), CANCEL_ENTRIES (100000).
+# CANCEL_N (200), CANCEL_ENTRIES (100000), OUTBOX_HELD ("no yes": the outbox runs without
+# and with a held snapshot), PGMQ_DIR (pgmq's SQL, default ../shared/anchors/pgmq).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
