@@ -27,6 +27,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "funcapi.h"
@@ -38,6 +39,7 @@
 #include "utils/datetime.h"
 #include "utils/formatting.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -55,9 +57,27 @@ PG_FUNCTION_INFO_V1(prm_health);
 /* push: companion apps (monitoring), addressed patient:<id> or caregiver:<id> */
 static const char *const channels[] = {"sms", "whatsapp", "email", "voice", "push"};
 
-static Datum *OutboxCallerOrgs(PrmAccessLevel level, int *norgs);
 static void	  OutboxLoadMessage(int64 message_id, PrmAccessLevel level,
 								int64 *org_id, char **status, char **lease);
+
+/*
+ * Has prm.outbound_message the from_address column (0.3.0 on)?  Syscache
+ * lookups; once it is there it stays, so a yes is remembered.
+ */
+bool
+OutboxHasFromAddress(void)
+{
+	static bool has = false;
+	Oid			nsp;
+	Oid			rel;
+
+	if (has)
+		return true;
+	nsp = get_namespace_oid("prm", true);
+	rel = OidIsValid(nsp) ? get_relname_relid("outbound_message", nsp) : InvalidOid;
+	has = OidIsValid(rel) && get_attnum(rel, "from_address") != InvalidAttrNumber;
+	return has;
+}
 
 /* Raise 22023 unless channel is one prm knows. */
 void
@@ -177,7 +197,8 @@ PrmEnqueueOrRefuse(int64 org_id, const char *channel, const char *to, const char
 			   "  (org_id, channel, to_address, body, kind, patient_id, offer_id, dedup_key, not_before,"
 			   "   status, last_error, message_class)"
 			   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, pg_catalog.now()), $10, $11, $12)"
-			   " ON CONFLICT (org_id, dedup_key) DO NOTHING RETURNING id",
+			   /* the partial unique index of 0.3.0, the constraint before */
+			   " ON CONFLICT (org_id, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING RETURNING id",
 			   12, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID,
 						   TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
@@ -241,7 +262,7 @@ PrmEnqueueOrRefuse(int64 org_id, const char *channel, const char *to, const char
  * The organizations where the calling role holds level (NULL for a
  * privileged caller: all of them).  Raises 42501 when there are none.
  */
-static Datum *
+Datum *
 OutboxCallerOrgs(PrmAccessLevel level, int *norgs)
 {
 	static SPIPlanPtr plan = NULL;
@@ -479,30 +500,65 @@ prm_enqueue_message(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The plan of a statement a sender runs on every round, for one LIMIT.
+ * sql is a format whose one %s is its LIMIT.  Planned generically with the
+ * limit written in, a plan is made once per backend and limit (a sender
+ * keeps one batch size) and costed for that many rows: with LIMIT $n, a
+ * generic plan is costed for a tenth of the table (a merge join over the
+ * whole id index), and a custom plan is planned again on every call (a
+ * quarter of a claim's time).  After OUTBOX_LIMIT_PLANS limits, the plan
+ * with the limit as the parameter limit_param, custom-planned.
+ */
+#define OUTBOX_LIMIT_PLANS 4
+typedef struct OutboxLimitPlans
+{
+	int32	   limits[OUTBOX_LIMIT_PLANS];
+	SPIPlanPtr plans[OUTBOX_LIMIT_PLANS];
+	SPIPlanPtr fallback;
+} OutboxLimitPlans;
+
+static SPIPlanPtr
+OutboxLimitPlan(OutboxLimitPlans *cache, const char *sql, int32 limit,
+				const char *limit_param, int nargs, Oid *argtypes)
+{
+	int i;
+
+	for (i = 0; i < OUTBOX_LIMIT_PLANS && cache->plans[i] != NULL; i++)
+		if (cache->limits[i] == limit)
+			return cache->plans[i];
+	if (i == OUTBOX_LIMIT_PLANS)
+		return PrmPrepare(&cache->fallback, psprintf(sql, limit_param), nargs, argtypes);
+	PrmPrepareCursor(&cache->plans[i], psprintf(sql, psprintf("%d", limit)), nargs, argtypes,
+					 CURSOR_OPT_GENERIC_PLAN);
+	cache->limits[i] = limit;
+	return cache->plans[i];
+}
+
+/*
  * Put messages whose lease ran out back in the queue (or to dead when they
  * used up their attempts); at most limit of them.  Returns how many.
  */
 int
 PrmReleaseExpiredLeases(int limit)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum			  values[1];
+	static OutboxLimitPlans plans;
+	Datum					values[1];
 
-	PrmPrepare(&plan,
-			   "WITH x AS MATERIALIZED ("
-			   "  SELECT m.org_id, m.id FROM prm.outbound_message m"
-			   "   WHERE m.status = 'sending' AND m.lease_expires_at < pg_catalog.clock_timestamp()"
-			   "   ORDER BY m.lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-			   "UPDATE prm.outbound_message m"
-			   "   SET status = CASE WHEN m.attempts >= coalesce((o.settings ->> 'max_attempts')::int, 5)"
-			   "                     THEN 'dead' ELSE 'queued' END,"
-			   "       last_error = coalesce(m.last_error, 'lease expired'),"
-			   "       lease_token = NULL, lease_expires_at = NULL, updated_at = pg_catalog.now()"
-			   "  FROM x, prm.organization o"
-			   " WHERE m.org_id = x.org_id AND m.id = x.id AND o.id = m.org_id",
-			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
-	return PrmExecute(plan, values, NULL, false, 0);
+	return PrmExecute(OutboxLimitPlan(&plans,
+									  "WITH x AS MATERIALIZED ("
+									  "  SELECT m.org_id, m.id FROM prm.outbound_message m"
+									  "   WHERE m.status = 'sending' AND m.lease_expires_at < pg_catalog.clock_timestamp()"
+									  "   ORDER BY m.lease_expires_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+									  "UPDATE prm.outbound_message m"
+									  "   SET status = CASE WHEN m.attempts >= coalesce((o.settings ->> 'max_attempts')::int, 5)"
+									  "                     THEN 'dead' ELSE 'queued' END,"
+									  "       last_error = coalesce(m.last_error, 'lease expired'),"
+									  "       lease_token = NULL, lease_expires_at = NULL, updated_at = pg_catalog.now()"
+									  "  FROM x, prm.organization o"
+									  " WHERE m.org_id = x.org_id AND m.id = x.id AND o.id = m.org_id",
+									  limit, "$1", 1, (Oid[]){INT4OID}),
+					  values, NULL, false, 0);
 }
 
 /*
@@ -511,7 +567,9 @@ PrmReleaseExpiredLeases(int limit)
 Datum
 prm_claim_messages(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
+	static OutboxLimitPlans plans[2];
+	SPIPlanPtr		  plan;
+	bool			  has_from;
 	ReturnSetInfo	 *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char			 *channel = PrmTextArg(fcinfo, 0, "channel", 10);
 	int32			  max_count = PRM_GETARG_INT32_NOTNULL(1, "max_count");
@@ -547,22 +605,37 @@ prm_claim_messages(PG_FUNCTION_ARGS)
 	orgs = OutboxCallerOrgs(PRM_LEVEL_SENDER, &norgs);
 	PrmReleaseExpiredLeases(100);
 
-	PrmPrepare(&plan,
-			   "WITH c AS MATERIALIZED ("
-			   "  SELECT m.org_id, m.id FROM prm.outbound_message m"
-			   "   WHERE m.status = 'queued' AND m.channel = $1"
-			   "     AND m.not_before <= pg_catalog.now()"
-			   "     AND ($4::bigint[] IS NULL OR m.org_id = ANY ($4::bigint[]))"
-			   "   ORDER BY m.not_before, m.id"
-			   "   LIMIT $2 FOR UPDATE SKIP LOCKED)"
-			   "UPDATE prm.outbound_message m"
-			   "   SET status = 'sending', attempts = m.attempts + 1,"
-			   "       lease_token = pg_catalog.gen_random_uuid(),"
-			   "       lease_expires_at = pg_catalog.clock_timestamp() + $3,"
-			   "       updated_at = pg_catalog.now()"
-			   "  FROM c WHERE m.org_id = c.org_id AND m.id = c.id"
-			   " RETURNING m.*",
-			   4, (Oid[]){TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID});
+	/*
+	 * The From address is written now, not at enqueue: the row is rewritten
+	 * here anyway, so it costs the claim one lookup of the organization
+	 * (cached, one row) and costs queueing nothing; and a message that
+	 * waited (quiet hours, a retry) goes out from the number the clinic has
+	 * when it is sent, not the one it had when the message was queued.
+	 * Schemas before 0.3.0 have no from_address column.
+	 */
+	has_from = OutboxHasFromAddress();
+	plan = OutboxLimitPlan(&plans[has_from],
+						   psprintf("WITH c AS MATERIALIZED ("
+									"  SELECT m.org_id, m.id FROM prm.outbound_message m"
+									"   WHERE m.status = 'queued' AND m.channel = $1"
+									"     AND m.not_before <= pg_catalog.now()"
+									"     AND ($4::bigint[] IS NULL OR m.org_id = ANY ($4::bigint[]))"
+									"   ORDER BY m.not_before, m.id"
+									"   LIMIT %%s FOR UPDATE SKIP LOCKED)"
+									"UPDATE prm.outbound_message m"
+									"   SET status = 'sending', attempts = m.attempts + 1,"
+									"       lease_token = pg_catalog.gen_random_uuid(),"
+									"       lease_expires_at = pg_catalog.clock_timestamp() + $3,"
+									"       %s"
+									"       updated_at = pg_catalog.now()"
+									"  FROM c WHERE m.org_id = c.org_id AND m.id = c.id"
+									" RETURNING m.*",
+									has_from
+										? "from_address = (SELECT CASE m.channel WHEN 'whatsapp' THEN o.whatsapp_number"
+										  "   WHEN 'email' THEN o.email_address WHEN 'push' THEN NULL"
+										  "   ELSE o.sms_number END FROM prm.organization o WHERE o.id = m.org_id),"
+										: ""),
+						   max_count, "$2", 4, (Oid[]){TEXTOID, INT4OID, INTERVALOID, INT8ARRAYOID});
 	values[0] = CStringGetTextDatum(channel);
 	values[1] = Int32GetDatum(max_count);
 	values[2] = IntervalPGetDatum(lease);
@@ -848,12 +921,16 @@ PrmArchiveInProgress(void)
 int
 PrmArchiveMessages(int limit)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
+	bool			  has_from = OutboxHasFromAddress();
+	const char		 *from = has_from ? ", from_address" : "";
 	Datum			  values[1];
 	int				  moved;
 
-	PrmPrepare(&plan,
-			   "WITH moved AS ("
+	/* the plan of the schema's columns (from_address from 0.3.0 on) */
+	if (plans[has_from] == NULL)
+		PrmPrepare(&plans[has_from],
+			   psprintf("WITH moved AS ("
 			   "  DELETE FROM prm.outbound_message m"
 			   "   WHERE (m.org_id, m.id) IN ("
 			   "     SELECT x.org_id, x.id FROM prm.outbound_message x"
@@ -865,18 +942,20 @@ PrmArchiveMessages(int limit)
 			   "INSERT INTO prm.outbound_message_history"
 			   "  (org_id, id, channel, to_address, body, status, attempts, created_at, lease_token,"
 			   "   lease_expires_at, not_before, kind, patient_id, offer_id, dedup_key,"
-			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign, message_class)"
+			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign, message_class"
+			   "   %s)"
 			   "SELECT org_id, id, channel, to_address, body, status, attempts, created_at, lease_token,"
 			   "   lease_expires_at, not_before, kind, patient_id, offer_id, dedup_key,"
 			   "   provider_message_id, last_error, sent_at, delivered_at, updated_at, campaign, message_class"
-			   "  FROM moved",
+			   "   %s"
+			   "  FROM moved", from, from),
 			   1, (Oid[]){INT4OID});
 	values[0] = Int32GetDatum(limit);
 	/* the statement's AFTER triggers fire before PrmExecute returns */
 	archive_in_progress = true;
 	PG_TRY();
 	{
-		moved = PrmExecute(plan, values, NULL, false, 0);
+		moved = PrmExecute(plans[has_from], values, NULL, false, 0);
 	}
 	PG_FINALLY();
 	{

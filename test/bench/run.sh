@@ -6,12 +6,17 @@
 # run fails (exit 1) only when a benchmark errors or a correctness check
 # does not hold (a slot booked twice, a queue drained mid-run...).
 #
-#   bash test/bench/run.sh [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement]
+#   bash test/bench/run.sh [durable] [outbox] [storm] [cancel] [recalc] [deadline] [worker] [matching] [reengagement]
 #                          [monitor] [inbound] [journeys] [comms] (default: all)
 #
-#   1. outbox  claim + ack through prm.claim_messages / mark_message_sent
-#              vs a bare SKIP LOCKED queue UPDATE, 1/8/32 clients, batch 1/10,
-#              then again while another session holds a snapshot open
+#   durable    outbox and storm again in a cluster with fsync = on and
+#              synchronous_commit = on (in a full run too; labelled "durable")
+#   1. outbox  the sender protocol, claim then ack in two transactions:
+#              prm.claim_messages + mark_messages_sent vs pgmq 1.5.1 read +
+#              delete (when ../shared/anchors/pgmq or PGMQ_DIR is there) and
+#              a bare SKIP LOCKED queue UPDATE, 1/8/32 clients, batch 1/10,
+#              then again while another session holds a snapshot open;
+#              enqueue_message vs pgmq.send at 1 and 8 clients
 #   2. storm   1,000 slots, 3 open offers each, 64 clients replying YES
 #              vs bare conditional UPDATEs of a slot table
 #   3. cancel  cancel -> first batch of offers queued, p50/p99, with 100,000
@@ -41,15 +46,29 @@
 # Benchmarks run in their own database, prm_bench, where the prm worker
 # (prm.databases = postgres) does not run jobs behind the measurements.
 # Knobs (environment): BENCH_SECONDS (10), OUTBOX_ROWS (250000),
-# CANCEL_N (200), CANCEL_ENTRIES (100000).
+# CANCEL_N (200), CANCEL_ENTRIES (100000), OUTBOX_HELD ("no yes": the outbox runs without
+# and with a held snapshot), PGMQ_DIR (pgmq's SQL, default ../shared/anchors/pgmq).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 if [ -z "${PRM_BENCH_IN_CLUSTER:-}" ]; then
     started=$(date +%s)
-    PRM_BENCH_IN_CLUSTER=1 pg_virtualenv -t -o shared_preload_libraries=pg_cron,prm \
-        -o max_connections=200 bash "$here/run.sh" "$@"
-    rc=$?
+    # durable: the outbox and storm blocks again, in a cluster of their own
+    # that syncs every commit (pg_virtualenv's clusters run with fsync = off)
+    durable=no rest=()
+    [ $# -eq 0 ] && durable=yes
+    for s in "$@"; do if [ "$s" = durable ]; then durable=yes; else rest+=("$s"); fi; done
+    rc=0
+    if [ $# -eq 0 ] || [ ${#rest[@]} -gt 0 ]; then
+        PRM_BENCH_IN_CLUSTER=1 pg_virtualenv -t -o shared_preload_libraries=pg_cron,prm \
+            -o max_connections=200 bash "$here/run.sh" "${rest[@]}" || rc=1
+    fi
+    if [ $durable = yes ]; then
+        echo
+        echo "== durable: the outbox and storm blocks again with fsync = on, synchronous_commit = on"
+        PRM_BENCH_IN_CLUSTER=1 PRM_BENCH_LABEL=durable pg_virtualenv -t -o shared_preload_libraries=pg_cron,prm \
+            -o max_connections=200 -o fsync=on -o synchronous_commit=on bash "$here/run.sh" outbox storm || rc=1
+    fi
     echo "run time with cluster start and stop (not a figure): $(($(date +%s) - started)) s"
     exit $rc
 fi
@@ -72,9 +91,16 @@ want() {                        # is benchmark $1 selected?
     return 1
 }
 SELECTED=("$@")
+LABEL=${PRM_BENCH_LABEL:-}
+for s in "${SELECTED[@]}"; do
+    case $s in durable)
+        # inside a cluster already (PRM_BENCH_IN_CLUSTER): outbox and storm, labelled
+        LABEL=durable SELECTED=(outbox storm) ;;
+    esac
+done
 for s in "${SELECTED[@]}"; do
     case $s in outbox | storm | cancel | recalc | deadline | worker | matching | reengagement | monitor | inbound | journeys | comms) ;;
-    *) echo "unknown benchmark \"$s\" (use outbox, storm, cancel, recalc, deadline, worker, matching, reengagement, monitor, inbound, journeys, comms)" >&2; exit 2 ;;
+    *) echo "unknown benchmark \"$s\" (use durable, outbox, storm, cancel, recalc, deadline, worker, matching, reengagement, monitor, inbound, journeys, comms)" >&2; exit 2 ;;
     esac
 done
 
@@ -145,50 +171,110 @@ sql -c "SET client_min_messages = warning; CREATE EXTENSION prm CASCADE; CREATE 
 echo "server: $(sql -c "SELECT split_part(version(), ' (', 1)"), prm $(sql -c "SELECT extversion FROM pg_extension WHERE extname = 'prm'");" \
     "$(sql -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
                WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'max_wal_size', 'jit', 'work_mem')")"
+if [ "$LABEL" = durable ] && [ "$(sql -c "SELECT current_setting('fsync') = 'on' AND current_setting('synchronous_commit') = 'on'")" != t ]; then
+    echo "durable: this cluster runs with fsync = $(sql -c "SHOW fsync"), synchronous_commit = $(sql -c "SHOW synchronous_commit"): these figures are not durable ones (the outer run.sh starts a cluster with both on)"
+fi
 echo "database prm_bench in a pg_virtualenv cluster (shared_preload_libraries=pg_cron,prm, max_connections=200)"
 echo "reproduce one benchmark with its block: bash $B/run.sh outbox|storm|cancel|recalc|deadline|worker|matching|reengagement|monitor|inbound|journeys|comms"
 
 # --------------------------------------------------------------------------
 if want outbox; then
     echo
-    echo "== 1. Outbox: claim + ack, prm vs the bare SQL it replaces (messages/s)"
+    echo "== 1. Outbox${LABEL:+ ($LABEL)}: claim + ack, prm vs pgmq 1.5.1 and the bare SQL it replaces (messages/s)"
     sql -f $B/outbox_setup.sql > /dev/null || exit 1
-    echo "set-up: psql -d prm_bench -f $B/outbox_setup.sql"
+    # pgmq, when its SQL is at hand (../shared/anchors/pgmq from the repo root, or PGMQ_DIR)
+    pgmq_dir=${PGMQ_DIR:-$(pwd)/../shared/anchors/pgmq}
+    PGMQ=
+    if [ -f "$pgmq_dir/pgmq.control" ] && [ -f "$pgmq_dir/pgmq--1.5.1.sql" ]; then
+        ext_dir="$(${PG_CONFIG:-pg_config} --sharedir)/extension"
+        if cp "$pgmq_dir/pgmq.control" "$pgmq_dir/pgmq--1.5.1.sql" "$ext_dir/" 2> "$TMP/pgmq.err" &&
+            sql -c "SET client_min_messages = warning; CREATE EXTENSION pgmq VERSION '1.5.1'; SELECT pgmq.create('bench')" > /dev/null 2>> "$TMP/pgmq.err"; then
+            PGMQ=yes
+            echo "pgmq:     $(sql -c "SELECT extversion FROM pg_extension WHERE extname = 'pgmq'") from $pgmq_dir (PostgreSQL License, its LICENSE there), installed into $ext_dir"
+        else
+            echo "pgmq comparison skipped: installing pgmq from $pgmq_dir failed: $(head -1 "$TMP/pgmq.err")"
+        fi
+    else
+        echo "pgmq comparison skipped: no pgmq 1.5.1 SQL in $pgmq_dir (set PGMQ_DIR to a folder with pgmq.control and pgmq--1.5.1.sql)"
+    fi
+    echo "set-up: psql -d prm_bench -f $B/outbox_setup.sql${PGMQ:+; CREATE EXTENSION pgmq; SELECT pgmq.create('bench')}"
+    echo "The sender protocol, two transactions per round on both sides (the claim, then the ack of the whole batch):"
     echo "prm:      pgbench -n -c C -j J -T $SECS -M prepared -D batch=N -f $B/outbox_prm.sql prm_bench"
-    echo "          (SELECT prm.mark_message_sent(c.id, 'SM' || c.id, c.lease_token)"
-    echo "             FROM prm.claim_messages('sms', :batch, '60 seconds') c)"
+    echo "          (prm.claim_messages('sms', :batch, '60 seconds') \\gset; then prm.mark_messages_sent(ids, provider ids, lease tokens))"
+    [ -n "$PGMQ" ] && {
+    echo "pgmq:     pgbench -n -c C -j J -T $SECS -M prepared -D batch=N -f $B/outbox_pgmq.sql prm_bench"
+    echo "          (pgmq.read('bench', 60, :batch) \\gset; then pgmq.delete('bench', msg_ids))"; }
     echo "baseline: pgbench -n -c C -j J -T $SECS -M prepared -D batch=N -f $B/outbox_bare.sql prm_bench"
-    echo "          (WITH c AS MATERIALIZED (SELECT ... LIMIT :batch FOR UPDATE SKIP LOCKED) UPDATE ... SET status = 'sent')"
-    echo "J = min(C, 2).  Before every run its table is refilled with $(fmt "$OUTBOX_ROWS") due SMS and vacuumed:"
+    echo "          (one transaction: WITH c AS MATERIALIZED (SELECT ... LIMIT :batch FOR UPDATE SKIP LOCKED) UPDATE ... SET status = 'sent')"
+    echo "J = min(C, 2).  Before every run its queue is refilled with $(fmt "$OUTBOX_ROWS") due messages and vacuumed:"
     echo "          psql -d prm_bench -v tbl=prm.outbound_message -v n=$OUTBOX_ROWS -f $B/outbox_refill.sql   (bench.outbound_message for the baseline)"
+    [ -n "$PGMQ" ] && echo "          psql -d prm_bench -v n=$OUTBOX_ROWS -f $B/outbox_pgmq_refill.sql   (pgmq's queue table pgmq.q_bench)"
     echo "held snapshot: another session runs BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT txid_current(); SELECT pg_sleep(3600)"
     echo "          for the whole run (started after the refill, terminated after the run)."
-    echo "msg/s = messages marked sent / pgbench's run time (connections excluded).  prm writes each message"
-    echo "twice (the claim with its lease, then the ack that checks it); the baseline writes it once."
+    echo "msg/s = messages acknowledged / pgbench's run time (connections excluded).  Checked after each run: the queue"
+    echo "was not drained, every message sent was claimed once (attempts = 1), none is left claimed but not acknowledged."
     echo
-    printf '%-14s %7s %5s %16s %12s %13s\n' "held snapshot" clients batch "baseline msg/s" "prm msg/s" "prm/baseline"
-    for held in no yes; do
+    sides="bare${PGMQ:+ pgmq} prm"
+    pgmq_fmt() { if [ -n "$PGMQ" ]; then fmt "$1"; else echo skipped; fi; }
+    pgmq_ratio() { if [ -n "$PGMQ" ]; then ratio "$1" "$2"; else echo n/a; fi; }
+    printf '%-14s %7s %5s %15s %11s %10s %9s %9s\n' "held snapshot" clients batch "baseline msg/s" "pgmq msg/s" "prm msg/s" "prm/pgmq" "prm/bare"
+    for held in ${OUTBOX_HELD:-no yes}; do
         for clients in 1 8 32; do
             for batch in 1 10; do
-                declare -A rate=()
-                for side in bare prm; do
-                    if [ $side = prm ]; then tbl=prm.outbound_message; else tbl=bench.outbound_message; fi
-                    sql -v tbl=$tbl -v n="$OUTBOX_ROWS" -f $B/outbox_refill.sql > /dev/null || fail "refill $tbl"
+                declare -A rate=([pgmq]=0)
+                for side in $sides; do
+                    case $side in
+                        prm) sql -v tbl=prm.outbound_message -v n="$OUTBOX_ROWS" -f $B/outbox_refill.sql > /dev/null || fail "refill prm" ;;
+                        bare) sql -v tbl=bench.outbound_message -v n="$OUTBOX_ROWS" -f $B/outbox_refill.sql > /dev/null || fail "refill bare" ;;
+                        pgmq) sql -v n="$OUTBOX_ROWS" -f $B/outbox_pgmq_refill.sql > /dev/null || fail "refill pgmq" ;;
+                    esac
                     [ $held = yes ] && hold_snapshot
                     pgb -n -c $clients -j "$(min "$clients" 2)" -T "$SECS" -M prepared -D batch=$batch \
                         -f $B/outbox_$side.sql prm_bench
                     release_snapshot
-                    read -r sent queued < <(sql -F' ' -c "SELECT count(*) FILTER (WHERE status = 'sent'),
-                                                   count(*) FILTER (WHERE status = 'queued') FROM $tbl")
-                    [ "$queued" -gt 0 ] || fail "$tbl drained during the run ($clients clients, batch $batch): raise OUTBOX_ROWS"
+                    case $side in
+                        pgmq)
+                            # left: messages not deleted; read: those read but not deleted
+                            read -r left unacked < <(sql -F' ' -c "SELECT count(*), count(*) FILTER (WHERE read_ct > 0) FROM pgmq.q_bench")
+                            sent=$((OUTBOX_ROWS - left)) queued=$((left - unacked)) twice=0 ;;
+                        *)
+                            [ $side = prm ] && tbl=prm.outbound_message || tbl=bench.outbound_message
+                            read -r sent queued unacked twice < <(sql -F' ' -c "SELECT count(*) FILTER (WHERE status = 'sent'),
+                                count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'sending'),
+                                count(*) FILTER (WHERE status = 'sent' AND attempts <> 1) FROM $tbl") ;;
+                    esac
+                    [ "$queued" -gt 0 ] || fail "$side: the queue drained during the run ($clients clients, batch $batch): raise OUTBOX_ROWS"
+                    [ "$unacked" = 0 ] || fail "$side: $unacked messages claimed and not acknowledged after the run ($clients clients, batch $batch)"
+                    [ "$twice" = 0 ] || fail "$side: $twice messages sent were claimed more than once ($clients clients, batch $batch)"
                     rate[$side]=$(LC_ALL=C awk -v s="$sent" -v e="$ELAPSED" 'BEGIN { if (e > 0) print s / e; else print 0 }')
                 done
-                printf '%-14s %7s %5s %16s %12s %13s\n' $held $clients $batch "$(fmt "${rate[bare]}")" \
-                    "$(fmt "${rate[prm]}")" "$(ratio "${rate[prm]}" "${rate[bare]}")"
+                printf '%-14s %7s %5s %15s %11s %10s %9s %9s\n' $held $clients $batch "$(fmt "${rate[bare]}")" \
+                    "$(pgmq_fmt "${rate[pgmq]}")" "$(fmt "${rate[prm]}")" \
+                    "$(pgmq_ratio "${rate[prm]}" "${rate[pgmq]}")" "$(ratio "${rate[prm]}" "${rate[bare]}")"
             done
         done
     done
-    sql -c "TRUNCATE prm.outbound_message, bench.outbound_message"
+    # enqueue: one message per transaction, prm.enqueue_message vs pgmq.send
+    org=$(setting outbox_org)
+    echo
+    echo "enqueue, one message a transaction (messages/s; the queue emptied first):"
+    echo "prm:      pgbench -n -c C -j J -T $SECS -M prepared -D org=$org -f $B/outbox_enqueue_prm.sql prm_bench"
+    [ -n "$PGMQ" ] && echo "pgmq:     pgbench -n -c C -j J -T $SECS -M prepared -f $B/outbox_enqueue_pgmq.sql prm_bench"
+    printf '%7s %11s %10s %9s\n' clients "pgmq msg/s" "prm msg/s" "prm/pgmq"
+    for clients in 1 8; do
+        declare -A rate=([pgmq]=0)
+        for side in ${PGMQ:+pgmq} prm; do
+            sql -c "TRUNCATE prm.outbound_message${PGMQ:+, pgmq.q_bench}" > /dev/null
+            pgb -n -c $clients -j "$(min "$clients" 2)" -T "$SECS" -M prepared -D org="$org" \
+                -f $B/outbox_enqueue_$side.sql prm_bench
+            rate[$side]=$TPS
+        done
+        queued=$(sql -c "SELECT count(*) FROM prm.outbound_message WHERE status = 'queued'")
+        [ "$queued" = "$TXNS" ] || fail "prm enqueue: $TXNS transactions but $queued messages queued"
+        printf '%7s %11s %10s %9s\n' $clients "$(pgmq_fmt "${rate[pgmq]}")" "$(fmt "${rate[prm]}")" \
+            "$(pgmq_ratio "${rate[prm]}" "${rate[pgmq]}")"
+    done
+    sql -c "TRUNCATE prm.outbound_message, bench.outbound_message${PGMQ:+, pgmq.q_bench}"
 fi
 
 # --------------------------------------------------------------------------
