@@ -208,15 +208,21 @@ void
 PrmCheckPatientPhone(int64 org_id, const char *e164)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr sms_plan = NULL;
 	Datum			  values[2];
+	bool			  whatsapp = PrmHasColumn("organization", "whatsapp_number"); /* 0.3.0 on */
 
-	PrmPrepare(&plan,
-			   "SELECT 1 FROM prm.organization o"
-			   " WHERE o.id = $1 AND $2 IN (o.sms_number, o.whatsapp_number)",
-			   2, (Oid[]){INT8OID, TEXTOID});
+	if (whatsapp)
+		PrmPrepare(&plan,
+				   "SELECT 1 FROM prm.organization o"
+				   " WHERE o.id = $1 AND $2 IN (o.sms_number, o.whatsapp_number)",
+				   2, (Oid[]){INT8OID, TEXTOID});
+	else
+		PrmPrepare(&sms_plan, "SELECT 1 FROM prm.organization o WHERE o.id = $1 AND o.sms_number = $2",
+				   2, (Oid[]){INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(e164);
-	if (PrmExecute(plan, values, NULL, true, 1) > 0)
+	if (PrmExecute(whatsapp ? plan : sms_plan, values, NULL, true, 1) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("phone number %s is the organization's own SMS or WhatsApp number", e164),

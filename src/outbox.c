@@ -68,14 +68,9 @@ bool
 OutboxHasFromAddress(void)
 {
 	static bool has = false;
-	Oid			nsp;
-	Oid			rel;
 
-	if (has)
-		return true;
-	nsp = get_namespace_oid("prm", true);
-	rel = OidIsValid(nsp) ? get_relname_relid("outbound_message", nsp) : InvalidOid;
-	has = OidIsValid(rel) && get_attnum(rel, "from_address") != InvalidAttrNumber;
+	if (!has)
+		has = PrmHasColumn("outbound_message", "from_address");
 	return has;
 }
 

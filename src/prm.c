@@ -628,14 +628,25 @@ typedef struct EventEntity
 	SPIPlanPtr	plan;
 } EventEntity;
 
-/* Has prm.event the patient_id column (0.3.0 on)?  Syscache lookups only. */
+/*
+ * Has table prm.relname the column?  Syscache lookups only: how the library
+ * tells a later release's schema from an older one's (the library is
+ * updated before ALTER EXTENSION UPDATE runs).
+ */
+bool
+PrmHasColumn(const char *relname, const char *column)
+{
+	Oid nsp = get_namespace_oid("prm", true);
+	Oid rel = OidIsValid(nsp) ? get_relname_relid(relname, nsp) : InvalidOid;
+
+	return OidIsValid(rel) && get_attnum(rel, column) != InvalidAttrNumber;
+}
+
+/* Has prm.event the patient_id column (0.3.0 on)? */
 static bool
 EventHasPatient(void)
 {
-	Oid nsp = get_namespace_oid("prm", true);
-	Oid rel = OidIsValid(nsp) ? get_relname_relid("event", nsp) : InvalidOid;
-
-	return OidIsValid(rel) && get_attnum(rel, "patient_id") != InvalidAttrNumber;
+	return PrmHasColumn("event", "patient_id");
 }
 
 static int64

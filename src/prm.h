@@ -82,6 +82,7 @@ extern SPIPlanPtr PrmPrepareCursor(SPIPlanPtr *cache, const char *sql, int nargs
 extern int		  PrmExecute(SPIPlanPtr plan, Datum *values, const char *nulls,
 							 bool read_only, long count);
 extern int64	  PrmGetInt64(int row, int col, bool *isnull);
+extern bool	  PrmHasColumn(const char *relname, const char *column);
 extern char		 *PrmGetText(int row, int col);
 extern void		  PrmSpiConnect(void);
 extern void		  PrmSpiConnectReadOnly(void);
