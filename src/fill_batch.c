@@ -258,14 +258,28 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 	bool			   done = false;
 	TimestampTz		   now = b->now;
 
+	/*
+	 * The patient's offers are read once per row, in one probe of
+	 * offer_patient_idx (the LATERAL aggregate): an open one, one of this
+	 * slot, the day's and the week's counts for the caps, and a recent one
+	 * for the penalty.  As five subqueries the planner hashed the recent
+	 * ones (every offer of the week read before the first row) and joined
+	 * the open ones as a list scanned per row.  A generic plan: the custom
+	 * ones cost a planning per batch and were never cheaper.
+	 */
 	PrmPrepareCursor(&cand_plan,
 					 "SELECT w.id, w.patient_id, w.priority_score, w.urgent, w.manual_boost,"
 					 "       w.current_appointment_at, w.joined_at, p.phone,"
-					 "       coalesce(p.timezone, $7), p.language,"
-					 "       EXISTS (SELECT 1 FROM prm.offer o WHERE o.org_id = w.org_id"
-					 "                 AND o.patient_id = w.patient_id AND o.created_at > pg_catalog.now() - $8)"
+					 "       coalesce(p.timezone, $7), p.language, coalesce(x.recent, false)"
 					 "  FROM prm.waitlist_entry w"
 					 "  JOIN prm.patient p ON p.org_id = w.org_id AND p.id = w.patient_id"
+					 " CROSS JOIN LATERAL"
+					 "       (SELECT pg_catalog.bool_or(o.status = 'open') AS open,"
+					 "               pg_catalog.bool_or(o.slot_id = $6) AS this_slot,"
+					 "               pg_catalog.count(*) FILTER (WHERE o.created_at > pg_catalog.now() - interval '1 day') AS day,"
+					 "               pg_catalog.count(*) FILTER (WHERE o.created_at > pg_catalog.now() - interval '7 days') AS week,"
+					 "               pg_catalog.bool_or(o.created_at > pg_catalog.now() - $8) AS recent"
+					 "          FROM prm.offer o WHERE o.org_id = w.org_id AND o.patient_id = w.patient_id) x"
 					 " WHERE w.org_id = $1 AND w.status = 'waiting'"
 					 "   AND (w.provider_id IS NULL OR w.provider_id = $2)"
 					 "   AND (w.location_ids IS NULL OR $3 = ANY (w.location_ids))"
@@ -276,22 +290,14 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 					 "   AND (w.earliest_time IS NULL OR ($4 AT TIME ZONE coalesce(p.timezone, $7))::time >= w.earliest_time)"
 					 "   AND (w.latest_time IS NULL OR ($5 AT TIME ZONE coalesce(p.timezone, $7))::time <= w.latest_time)"
 					 "   AND p.phone IS NOT NULL AND NOT p.sms_opt_out"
-					 "   AND NOT EXISTS (SELECT 1 FROM prm.offer o WHERE o.org_id = w.org_id"
-					 "                     AND o.patient_id = w.patient_id AND o.status = 'open')"
-					 "   AND NOT EXISTS (SELECT 1 FROM prm.offer o WHERE o.org_id = w.org_id"
-					 "                     AND o.slot_id = $6 AND o.patient_id = w.patient_id)"
-					 "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
-					 "          AND o.patient_id = w.patient_id"
-					 "          AND o.created_at > pg_catalog.now() - interval '1 day') < $9"
-					 "   AND (SELECT pg_catalog.count(*) FROM prm.offer o WHERE o.org_id = w.org_id"
-					 "          AND o.patient_id = w.patient_id"
-					 "          AND o.created_at > pg_catalog.now() - interval '7 days') < $10"
+					 "   AND x.open IS NOT TRUE AND x.this_slot IS NOT TRUE"
+					 "   AND x.day < $9 AND x.week < $10"
 					 /* the reach: in an awake zone ($12) or not ($11 null: everyone) */
 					 "   AND ($11 IS NULL OR (coalesce(p.timezone, $7) = ANY ($11)) = $12)"
 					 " ORDER BY w.priority_score DESC, w.joined_at, w.id"
 					 " LIMIT " CppAsString2(FILL_MAX_SCAN),
 					 12, (Oid[]){INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, TEXTOID, INTERVALOID, INT4OID, INT4OID, TEXTARRAYOID, BOOLOID},
-					 CURSOR_OPT_FAST_PLAN);
+					 CURSOR_OPT_FAST_PLAN | CURSOR_OPT_GENERIC_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slotp->provider_id);
 	values[2] = Int64GetDatum(slotp->location_id);

@@ -518,7 +518,12 @@ FillCurrentOffer(int64 org_id, Datum patients, bool open_only)
 	Datum			  values[3];
 	bool			  isnull;
 
-	PrmPrepare(&plan,
+	/*
+	 * A generic plan: the custom plans of this query never looked cheaper
+	 * than it, so it was planned again on every YES (0.3 ms, more than its
+	 * run).
+	 */
+	PrmPrepareCursor(&plan,
 			   "SELECT o.id FROM prm.offer o"
 			   " WHERE o.org_id = $1 AND o.patient_id = ANY ($2)"
 			   "   AND (o.status = 'open' OR (NOT $3 AND o.status IN ('expired', 'withdrawn', 'accepted')"
@@ -526,7 +531,7 @@ FillCurrentOffer(int64 org_id, Datum patients, bool open_only)
 			   " ORDER BY o.status = 'open' DESC, o.status = 'accepted' DESC, o.status = 'expired' DESC,"
 			   "          o.created_at DESC, o.id DESC"
 			   " LIMIT 1",
-			   3, (Oid[]){INT8OID, INT8ARRAYOID, BOOLOID});
+			   3, (Oid[]){INT8OID, INT8ARRAYOID, BOOLOID}, CURSOR_OPT_GENERIC_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = patients;
 	values[2] = BoolGetDatum(open_only);
@@ -812,8 +817,7 @@ FillHandleSms(const char *to_raw, const char *from_raw, const char *body,
 										  in.kind == KW_UNKNOWN, body, inbound_id, 0);
 	FillAnswerGuarded(&in, inbound_id);
 	if (in.reply != NULL)
-		(void) PrmThreadMessage(in.org_id, "sms", in.address, in.first_patient, false, false,
-								in.reply, 0, 0);
+		PrmThreadAppend(in.org_id, in.conversation_id, in.reply);
 	FillCloseInbound(&in, inbound_id, keyword);
 	return in.reply;
 }

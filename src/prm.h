@@ -159,6 +159,7 @@ extern int64 PrmThreadMessage(int64 org_id, const char *channel,
 							  const char *address, int64 patient_id,
 							  bool inbound, bool unread, const char *body,
 							  int64 inbound_id, int64 outbound_id);
+extern void PrmThreadAppend(int64 org_id, int64 conversation_id, const char *body);
 extern int64 PrmConversationTimers(int limit);
 
 /* conversation_inbound.c: inbound traffic of every channel */

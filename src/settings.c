@@ -158,9 +158,19 @@ static const SettingDef setting_defs[] = {
 	SETTING(notify_slot_taken, SETTING_BOOL, "true", 0, 0, NULL, NULL, "patients whose offer was withdrawn because someone else took the slot get one short text saying so (only those whose offer SMS went out)"),
 };
 
-/* one-organization cache of PrmLoadSettings, valid for one transaction */
+/*
+ * one-organization cache of PrmLoadSettings, valid for one transaction; a
+ * later transaction keeps it when the organization's row is still the
+ * version it was loaded from (same xmin and ctid: prm.configure and every
+ * other change of the row write a new version) and prm.default_region,
+ * which a null phone_region loads as, is unchanged
+ */
 static PrmSettings		  cached_settings;
 static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+static bool				  cached_version_valid = false;
+static TransactionId	  cached_xmin = InvalidTransactionId;
+static ItemPointerData	  cached_ctid;
+static char				  cached_default_region[16];
 static bool				  subxact_callback_registered = false;
 
 static const SettingDef *SettingLookup(const char *name);
@@ -631,7 +641,8 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 	int				  i;
 
 	PrmPrepare(&plan,
-			   "SELECT o.timezone, o.name, o.sms_number, $2::pg_catalog.jsonb || o.settings"
+			   "SELECT o.timezone, o.name, o.sms_number, $2::pg_catalog.jsonb || o.settings,"
+			   "       o.xmin, o.ctid"
 			   "  FROM prm.organization o WHERE o.id = $1",
 			   2, (Oid[]){INT8OID, TEXTOID});
 	values[0] = Int64GetDatum(org_id);
@@ -640,6 +651,14 @@ PrmLoadSettings(int64 org_id, PrmSettings *s)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("organization %lld does not exist", (long long) org_id)));
+
+	/* the row version read, for PrmGetSettings's next transactions */
+	cached_version_valid = false;
+	cached_xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc, 5, &isnull));
+	ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc, 6, &isnull)),
+					&cached_ctid);
 
 	memset(s, 0, sizeof(*s));
 	s->org_id = org_id;
@@ -672,7 +691,35 @@ SettingsSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 						SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
 		cached_lxid = InvalidLocalTransactionId;
+		cached_version_valid = false;
+	}
+}
+
+/*
+ * Is the cached organization's row still the version the cache was loaded
+ * from, and prm.default_region what it was?  One index probe instead of
+ * merging and decoding every setting again.  Inside SPI.
+ */
+static bool
+SettingsCacheCurrent(int64 org_id)
+{
+	static SPIPlanPtr plan = NULL;
+	bool			  isnull;
+
+	if (!cached_version_valid || cached_settings.org_id != org_id ||
+		strcmp(cached_default_region, prm_default_region ? prm_default_region : "") != 0)
+		return false;
+	PrmPrepare(&plan, "SELECT o.xmin, o.ctid FROM prm.organization o WHERE o.id = $1",
+			   1, (Oid[]){INT8OID});
+	if (PrmExecute(plan, (Datum[]){Int64GetDatum(org_id)}, NULL, true, 1) != 1)
+		return false;
+	return DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+											   &isnull)) == cached_xmin &&
+		ItemPointerEquals((ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 2, &isnull)),
+						  &cached_ctid);
 }
 
 /*
@@ -691,7 +738,13 @@ PrmGetSettings(int64 org_id)
 	if (cached_lxid != PrmCurrentLxid() || cached_settings.org_id != org_id)
 	{
 		cached_lxid = InvalidLocalTransactionId;
-		PrmLoadSettings(org_id, &cached_settings);
+		if (!SettingsCacheCurrent(org_id))
+		{
+			PrmLoadSettings(org_id, &cached_settings);
+			strlcpy(cached_default_region, prm_default_region ? prm_default_region : "",
+					sizeof(cached_default_region));
+			cached_version_valid = true;
+		}
 		cached_lxid = PrmCurrentLxid();
 	}
 	return &cached_settings;
@@ -799,6 +852,7 @@ prm_configure(PG_FUNCTION_ARGS)
 	values[2] = makeArrayResult(astate, CurrentMemoryContext);
 	PrmExecute(update_plan, values, NULL, false, 0);
 	cached_lxid = InvalidLocalTransactionId;
+	cached_version_valid = false;
 	SettingsCheckOrder(org_id);
 	PrmEmitEvent(org_id, "settings_changed", "organization", org_id,
 				 psprintf("{\"set\": %s, \"reset\": %s}", set.data,
