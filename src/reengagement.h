@@ -52,6 +52,7 @@ typedef struct PatientFacts
 extern void	  PrmCheckThresholds(const PrmThresholds *t);
 extern int	  PrmJudgeLevel(const PatientFacts *f, const PrmThresholds *t);
 extern int	  PrmJudgeRisk(const PatientFacts *f, const PrmThresholds *t);
+extern double PrmEngagementScore(const PatientFacts *f, const PrmThresholds *t);
 extern double PrmJudgeChangeDays(const PatientFacts *f, const PrmThresholds *t);
 extern double PrmRhythmDays(int visits, bool has_avg, double avg_days,
 							double default_interval);
