@@ -11,6 +11,7 @@
 #ifndef PRM_REENGAGEMENT_H
 #define PRM_REENGAGEMENT_H
 
+#include "access/htup.h"
 #include "datatype/timestamp.h"
 
 /* engagement levels, best first, and churn risks, lowest first */
@@ -94,6 +95,7 @@ typedef struct PrmStatsRow
 	TimestampTz	  changes_at;
 	Datum		  horizon_value; /* numeric */
 	Datum		  lifetime_value;	 /* numeric */
+	HeapTuple	  tuple; /* the locked row as read (NULL: write through SQL) */
 } PrmStatsRow;
 
 /*
