@@ -10,7 +10,7 @@
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SET timezone = 'UTC';
-SELECT plan(41);
+SELECT plan(43);
 
 DROP ROLE IF EXISTS regress_tally_b;
 CREATE ROLE regress_tally_b;
@@ -198,6 +198,23 @@ SELECT :org, 'SM-one-' || p.id, '+12125560000', 'hi', 'other', m.created_at + in
   FROM prm.patient p JOIN LATERAL (SELECT max(created_at) AS created_at FROM prm.outbound_message o
                                     WHERE o.org_id = p.org_id AND o.patient_id = p.id) m ON m.created_at IS NOT NULL
  WHERE p.org_id = :org LIMIT 1;
+-- replies one at a time: the first answers the message, the second finds it
+-- answered already, the third answers the later one (the first stays one reply)
+SELECT prm.add_patient(:org, 'Replies', 'Patient', '+12125568888') AS replier \gset
+INSERT INTO prm.outbound_message (org_id, channel, to_address, body, patient_id, created_at, status)
+VALUES (:org, 'sms', '+12125568888', 'hello', :replier, now() - interval '30 hours', 'delivered'),
+       (:org, 'sms', '+12125568888', 'hello', :replier, now() - interval '20 hours', 'delivered'),
+       (:org, 'sms', '+12125568888', 'hello', :replier, now() - interval '3 hours', 'capped');
+INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword, received_at, patient_id)
+VALUES (:org, 'SM-reply-1', '+12125568888', 'ok', 'other', now() - interval '29 hours', :replier);
+INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword, received_at, patient_id)
+VALUES (:org, 'SM-reply-2', '+12125568888', 'ok', 'other', now() - interval '28 hours', :replier);
+SELECT is((SELECT replied_out FROM prm.patient_stats WHERE org_id = :org AND patient_id = :replier), 1,
+          'a reply to a message already answered adds no reply');
+INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword, received_at, patient_id)
+VALUES (:org, 'SM-reply-3', '+12125568888', 'ok', 'other', now() - interval '1 hour', :replier);
+SELECT is((SELECT (replied_out, messages_out) FROM prm.patient_stats WHERE org_id = :org AND patient_id = :replier)::text, '(2,2)',
+          'a reply answers the later message (not the capped one)');
 DELETE FROM prm.inbound_message WHERE org_id = :org AND provider_message_id LIKE 'SM-tally-%' AND random() < 0.1;
 DELETE FROM prm.outbound_message_history WHERE org_id = :org AND random() < 0.1;
 SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'after messages: the summary equals the one from scratch');
@@ -232,7 +249,7 @@ SELECT patient_id, total_appointments, completed_visits, cancellations, no_shows
        next_appointment_at, revenue, avg_days_between_visits, messages_out, messages_in, replied_out,
        last_outbound_at, last_inbound_at, engagement_level, churn_risk, changes_at, expected_horizon_value, lifetime_value
   FROM prm.patient_stats WHERE org_id = :org;
-SELECT is(prm.rebuild_patient_stats(:org), 60::bigint, 'rebuild');
+SELECT is(prm.rebuild_patient_stats(:org), 61::bigint, 'rebuild');
 SELECT set_eq(format($$SELECT patient_id, total_appointments, completed_visits, cancellations, no_shows, first_visit_at, last_visit_at,
        next_appointment_at, revenue, avg_days_between_visits, messages_out, messages_in, replied_out,
        last_outbound_at, last_inbound_at, engagement_level, churn_risk, changes_at, expected_horizon_value, lifetime_value
@@ -243,13 +260,13 @@ SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'after the rebuild: th
 
 -- new thresholds: every row is due until the step re-judges it
 UPDATE prm.organization SET settings = settings || '{"churn_medium_ratio": 1.0, "engagement_high_score": 60}' WHERE id = :org;
-SELECT is((SELECT count(*) FROM prm.patient_stats WHERE org_id = :org AND changes_at <= now()), 60::bigint,
+SELECT is((SELECT count(*) FROM prm.patient_stats WHERE org_id = :org AND changes_at <= now()), 61::bigint,
           'new thresholds make every row due');
 SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'the summary judges due rows afresh');
 UPDATE prm.organization SET settings = settings || '{"quiet_hours": false}' WHERE id = :org_b;
 SELECT is((SELECT count(*) FROM prm.patient_stats WHERE org_id = :org_b AND changes_at <= now()), 0::bigint,
           'a setting that is not a threshold makes nothing due');
-SELECT is((prm.run_due_jobs() ->> 'patient_stats_due')::int, 60, 'the step re-judges the sixty rows');
+SELECT is((prm.run_due_jobs() ->> 'patient_stats_due')::int, 61, 'the step re-judges the sixty-one rows');
 SELECT is((SELECT count(*) FROM prm.patient_stats WHERE org_id = :org AND changes_at <= now()), 0::bigint, 'none is due after it');
 SELECT is(pg_temp.misjudged(:org), 0::bigint, 'and each is judged with the new thresholds');
 SELECT is(pg_temp.summary(:org), pg_temp.reference(:org), 'the summary still equals the one from scratch');
