@@ -16,16 +16,17 @@
  * was added less what was removed, extremes take the added rows'.  Cost is
  * the rows the statement touched, not the patient's history.  Replies (an
  * outbound message answered within 48 hours) are counted from the 48 hours
- * around the added rows only (for added inbound messages by direct scans of
- * the three (org_id, patient_id, time) indexes, not a statement: a patient's
- * reply arriving is the commonest write).  A removed row that was one of the patient's
- * extremes (first or last visit, next appointment), or a stored next
- * appointment that has passed, makes the trigger look the three extremes
- * up again (index scans on (org_id, patient_id, starts_at)); a removed
+ * around the added rows only (for added inbound messages by direct scans
+ * of the three (org_id, patient_id, time) indexes, not a statement: a
+ * patient's reply arriving is the commonest write).  A removed row that was
+ * one of the patient's extremes (first or last visit, next appointment), or
+ * a stored next appointment that has passed, makes the trigger look the
+ * three extremes up again (index scans on (org_id, patient_id, starts_at)); a removed
  * message makes it recompute that patient from all their rows (index scans
  * on (org_id, patient_id)), which is also what prm.rebuild_patient_stats()
- * does for every patient of an organization.  The rows are written, judged and
- * tallied by reengagement_tally.c.
+ * does for every patient of an organization.  The rows are locked,
+ * written (through their primary key, not statements), judged and tallied
+ * by reengagement_tally.c.
  *
  * Outbound messages never change patient or creation time after they are
  * queued, so only their inserts and deletes are watched.  Archiving moves
@@ -680,6 +681,7 @@ StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t)
 	bool		  full;
 	bool		  extremes = false;
 	StatsMemoEntry *memo;
+	bool		  changed;
 	Datum		 *keys = palloc(sizeof(Datum) * n);
 	TimestampTz	 *times = palloc(sizeof(TimestampTz) * n);
 	int			  nkeys = 0;
@@ -792,7 +794,11 @@ StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t)
 		memo->flags |= MEMO_RECOMPUTED;
 	if (table == STATS_OUTBOUND || table == STATS_INBOUND)
 		memo->flags |= MEMO_MESSAGES;
-	return PrmStatsWrite(e->org_id, e->patient_id, &row, &f, t);
+	changed = PrmStatsWrite(e->org_id, e->patient_id, &row, &f, t);
+	/* a statement may touch many patients: their rows' copies go now */
+	if (row.tuple != NULL)
+		heap_freetuple(row.tuple);
+	return changed;
 }
 
 /*
