@@ -117,7 +117,7 @@ CREATE FUNCTION prm.patient_judgement(
     OUT days_since_last_contact numeric, OUT engagement_score numeric,
     OUT engagement_level text, OUT churn_risk text)
 RETURNS record
-LANGUAGE C STABLE PARALLEL RESTRICTED
+LANGUAGE C STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'prm_patient_judgement';
 COMMENT ON FUNCTION prm.patient_judgement(bigint, bigint, int, int, int, int, timestamptz, numeric, numeric, int, int, timestamptz, timestamptz, timestamptz, float8, float8, float8, float8, float8, float8, float8, float8, float8, timestamptz) IS
