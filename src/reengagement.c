@@ -415,6 +415,13 @@ PrmJudgeLevel(const PatientFacts *f, const PrmThresholds *t)
 	return 3;
 }
 
+/* The engagement score, 0 to 100. */
+double
+PrmEngagementScore(const PatientFacts *f, const PrmThresholds *t)
+{
+	return ComputeEngagement(f, t->critical, t->default_interval, t->full_visits);
+}
+
 /* The churn risk (an index of PrmChurnRiskNames). */
 int
 PrmJudgeRisk(const PatientFacts *f, const PrmThresholds *t)

@@ -11,6 +11,7 @@
 #ifndef PRM_REENGAGEMENT_H
 #define PRM_REENGAGEMENT_H
 
+#include "access/htup.h"
 #include "datatype/timestamp.h"
 
 /* engagement levels, best first, and churn risks, lowest first */
@@ -52,6 +53,7 @@ typedef struct PatientFacts
 extern void	  PrmCheckThresholds(const PrmThresholds *t);
 extern int	  PrmJudgeLevel(const PatientFacts *f, const PrmThresholds *t);
 extern int	  PrmJudgeRisk(const PatientFacts *f, const PrmThresholds *t);
+extern double PrmEngagementScore(const PatientFacts *f, const PrmThresholds *t);
 extern double PrmJudgeChangeDays(const PatientFacts *f, const PrmThresholds *t);
 extern double PrmRhythmDays(int visits, bool has_avg, double avg_days,
 							double default_interval);
@@ -93,6 +95,7 @@ typedef struct PrmStatsRow
 	TimestampTz	  changes_at;
 	Datum		  horizon_value; /* numeric */
 	Datum		  lifetime_value;	 /* numeric */
+	HeapTuple	  tuple; /* the locked row as read (NULL: write through SQL) */
 } PrmStatsRow;
 
 /*

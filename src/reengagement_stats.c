@@ -16,14 +16,17 @@
  * was added less what was removed, extremes take the added rows'.  Cost is
  * the rows the statement touched, not the patient's history.  Replies (an
  * outbound message answered within 48 hours) are counted from the 48 hours
- * around the added rows only.  A removed row that was one of the patient's
- * extremes (first or last visit, next appointment), or a stored next
- * appointment that has passed, makes the trigger look the three extremes
- * up again (index scans on (org_id, patient_id, starts_at)); a removed
+ * around the added rows only (for added inbound messages by direct scans
+ * of the three (org_id, patient_id, time) indexes, not a statement: a
+ * patient's reply arriving is the commonest write).  A removed row that was
+ * one of the patient's extremes (first or last visit, next appointment), or
+ * a stored next appointment that has passed, makes the trigger look the
+ * three extremes up again (index scans on (org_id, patient_id, starts_at)); a removed
  * message makes it recompute that patient from all their rows (index scans
  * on (org_id, patient_id)), which is also what prm.rebuild_patient_stats()
- * does for every patient of an organization.  The rows are written, judged and
- * tallied by reengagement_tally.c.
+ * does for every patient of an organization.  The rows are locked,
+ * written (through their primary key, not statements), judged and tallied
+ * by reengagement_tally.c.
  *
  * Outbound messages never change patient or creation time after they are
  * queued, so only their inserts and deletes are watched.  Archiving moves
@@ -45,6 +48,12 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/tuptable.h"
@@ -56,6 +65,7 @@
 #include "utils/datum.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
@@ -410,6 +420,172 @@ StatsRepliedByInbound(int64 org_id, int64 patient_id, TimestampTz lo, TimestampT
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/*
+ * StatsRepliedByInbound without statements: the same count from direct
+ * scans of the (org_id, patient_id, time) indexes of the two outbound
+ * tables and prm.inbound_message, for the single-row inserts of inbound
+ * messages that arrive one at a time (through SQL, the reply check cost
+ * more than the rest of the trigger).  The n new messages (ids, received
+ * at times) answer an outbound message sent at m when one of them came in
+ * [m, m + 48 hours); it becomes replied when no other inbound message of
+ * the patient did.  Returns -1 when an index is missing (an older schema):
+ * the caller asks SQL.
+ */
+#define REPLY_WINDOW_USECS (48 * USECS_PER_HOUR)
+#define REPLY_MAX_CANDIDATES 64
+
+/*
+ * Open prm.<table> and find prm.<index>, with the heap column numbers of
+ * org_id, patient_id and the time column (keys[0..2].sk_attno, for the
+ * caller's scan keys); NULL when either is missing.
+ */
+static Relation
+StatsScanOpen(const char *table, const char *index, const char *time_column, Oid *idx,
+			  AttrNumber *att)
+{
+	Oid		  nsp = get_namespace_oid("prm", false);
+	Oid		  relid = get_relname_relid(table, nsp);
+	Relation  rel;
+	TupleDesc desc;
+
+	*idx = get_relname_relid(index, nsp);
+	if (!OidIsValid(relid) || !OidIsValid(*idx))
+		return NULL;
+	rel = table_open(relid, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	att[0] = SPI_fnumber(desc, "org_id");
+	att[1] = SPI_fnumber(desc, "patient_id");
+	att[2] = SPI_fnumber(desc, time_column);
+	att[3] = SPI_fnumber(desc, strcmp(table, "inbound_message") == 0 ? "id" : "status");
+	return rel;
+}
+
+static int32
+StatsRepliedByInboundDirect(int64 org_id, int64 patient_id, TimestampTz lo, TimestampTz hi,
+							const Datum *ids, const TimestampTz *times, int n)
+{
+	static const char *const outbound[2][2] = {
+		{"outbound_message", "outbound_message_patient_idx"},
+		{"outbound_message_history", "outbound_message_history_patient_idx"}};
+	TimestampTz candidates[REPLY_MAX_CANDIDATES];
+	bool		answered[REPLY_MAX_CANDIDATES];
+	int			ncand = 0;
+	int32		replied = 0;
+	Snapshot	snap;
+	ScanKeyData keys[4];
+	SysScanDesc scan;
+	Relation	rel;
+	Oid			idx;
+	AttrNumber	att[4];
+	HeapTuple	tup;
+	TimestampTz first = DT_NOEND;
+	TimestampTz last = DT_NOBEGIN;
+	bool		isnull;
+	int			k;
+	int			i;
+	int			j;
+
+	/* see the rows of this statement, as a statement of it would */
+	CommandCounterIncrement();
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+	/* the outbound messages sent in the 48 hours before a new message */
+	for (k = 0; k < 2; k++)
+	{
+		rel = StatsScanOpen(outbound[k][0], outbound[k][1], "created_at", &idx, att);
+		if (rel == NULL)
+		{
+			UnregisterSnapshot(snap);
+			return -1;
+		}
+		ScanKeyInit(&keys[0], att[0], BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(org_id));
+		ScanKeyInit(&keys[1], att[1], BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(patient_id));
+		ScanKeyInit(&keys[2], att[2], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT,
+					TimestampTzGetDatum(lo - REPLY_WINDOW_USECS));
+		ScanKeyInit(&keys[3], att[2], BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
+					TimestampTzGetDatum(hi));
+		scan = systable_beginscan(rel, idx, true, snap, 4, keys);
+		while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		{
+			Datum		d = heap_getattr(tup, att[3], RelationGetDescr(rel), &isnull);
+			char	   *status = isnull ? "" : TextDatumGetCString(d);
+			TimestampTz m;
+			bool		by_new = false;
+
+			CHECK_FOR_INTERRUPTS();
+			/* capped and refused messages were never queued: they do not count */
+			if (strcmp(status, "capped") == 0 || strcmp(status, "refused") == 0)
+				continue;
+			d = heap_getattr(tup, att[2], RelationGetDescr(rel), &isnull);
+			if (isnull)
+				continue;
+			m = DatumGetTimestampTz(d);
+			for (i = 0; i < n && !by_new; i++)
+				by_new = times[i] >= m && times[i] < m + REPLY_WINDOW_USECS;
+			if (!by_new)
+				continue;
+			if (ncand == REPLY_MAX_CANDIDATES)
+			{
+				/* unusually many: SQL counts them */
+				systable_endscan(scan);
+				table_close(rel, NoLock);
+				UnregisterSnapshot(snap);
+				return -1;
+			}
+			answered[ncand] = false;
+			candidates[ncand++] = m;
+			first = Min(first, m);
+			last = Max(last, m);
+		}
+		systable_endscan(scan);
+		table_close(rel, NoLock);
+	}
+	if (ncand > 0)
+	{
+		/* which of them another inbound message of the patient answered already */
+		rel = StatsScanOpen("inbound_message", "inbound_message_patient_idx", "received_at", &idx,
+							att);
+		if (rel == NULL)
+		{
+			UnregisterSnapshot(snap);
+			return -1;
+		}
+		ScanKeyInit(&keys[0], att[0], BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(org_id));
+		ScanKeyInit(&keys[1], att[1], BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(patient_id));
+		ScanKeyInit(&keys[2], att[2], BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE,
+					TimestampTzGetDatum(first));
+		ScanKeyInit(&keys[3], att[2], BTLessStrategyNumber, F_TIMESTAMPTZ_LT,
+					TimestampTzGetDatum(last + REPLY_WINDOW_USECS));
+		scan = systable_beginscan(rel, idx, true, snap, 4, keys);
+		while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		{
+			Datum		d = heap_getattr(tup, att[3], RelationGetDescr(rel), &isnull);
+			int64		id = isnull ? 0 : DatumGetInt64(d);
+			TimestampTz y;
+			bool		is_new = false;
+
+			CHECK_FOR_INTERRUPTS();
+			d = heap_getattr(tup, att[2], RelationGetDescr(rel), &isnull);
+			if (isnull)
+				continue;
+			y = DatumGetTimestampTz(d);
+			for (i = 0; i < n && !is_new; i++)
+				is_new = DatumGetInt64(ids[i]) == id;
+			if (is_new)
+				continue;
+			for (j = 0; j < ncand; j++)
+				if (y >= candidates[j] && y < candidates[j] + REPLY_WINDOW_USECS)
+					answered[j] = true;
+		}
+		systable_endscan(scan);
+		table_close(rel, NoLock);
+		for (j = 0; j < ncand; j++)
+			if (!answered[j])
+				replied++;
+	}
+	UnregisterSnapshot(snap);
+	return replied;
+}
+
 /* How many of the added outbound messages (sent at times) are already answered. */
 static int32
 StatsRepliedOutbound(int64 org_id, int64 patient_id, Datum *times, int n)
@@ -505,7 +681,9 @@ StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t)
 	bool		  full;
 	bool		  extremes = false;
 	StatsMemoEntry *memo;
+	bool		  changed;
 	Datum		 *keys = palloc(sizeof(Datum) * n);
+	TimestampTz	 *times = palloc(sizeof(TimestampTz) * n);
 	int			  nkeys = 0;
 	TimestampTz	  lo = DT_NOEND;
 	TimestampTz	  hi = DT_NOBEGIN;
@@ -582,6 +760,7 @@ StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t)
 				if (!f.has_in_at || x->at > f.in_at)
 					f.in_at = x->at;
 				f.has_in_at = true;
+				times[nkeys] = x->at;
 				keys[nkeys++] = Int64GetDatum(x->id);
 			}
 			lo = Min(lo, x->at);
@@ -600,14 +779,26 @@ StatsApply(StatsTable table, const StatsEntry *e, int n, PrmThresholds *t)
 			f.replied += StatsRepliedOutbound(e->org_id, e->patient_id, keys, nkeys);
 		else if (nkeys > 0 && table == STATS_INBOUND && f.out_n > 0 &&
 				 f.has_out_at && f.out_at > lo - 48 * USECS_PER_HOUR)
-			f.replied += StatsRepliedByInbound(e->org_id, e->patient_id, lo, hi, keys, nkeys);
+		{
+			int32 more = StatsRepliedByInboundDirect(e->org_id, e->patient_id, lo, hi, keys,
+													 times, nkeys);
+
+			f.replied += more >= 0 ? more
+								   : StatsRepliedByInbound(e->org_id, e->patient_id, lo, hi,
+														   keys, nkeys);
+		}
 	}
 	pfree(keys);
+	pfree(times);
 	if (full)
 		memo->flags |= MEMO_RECOMPUTED;
 	if (table == STATS_OUTBOUND || table == STATS_INBOUND)
 		memo->flags |= MEMO_MESSAGES;
-	return PrmStatsWrite(e->org_id, e->patient_id, &row, &f, t);
+	changed = PrmStatsWrite(e->org_id, e->patient_id, &row, &f, t);
+	/* a statement may touch many patients: their rows' copies go now */
+	if (row.tuple != NULL)
+		heap_freetuple(row.tuple);
+	return changed;
 }
 
 /*

@@ -34,16 +34,29 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
 #include "miscadmin.h"
 #include "storage/backendid.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "prm.h"
@@ -51,13 +64,6 @@
 
 PG_FUNCTION_INFO_V1(prm_patient_stats_tally_trigger);
 PG_FUNCTION_INFO_V1(prm_reengagement_settings_trigger);
-
-/* the columns of a row's facts, in PrmStatsReadFacts' order */
-#define STATS_FACT_COLUMNS                                                     \
-	"s.total_appointments, s.completed_visits, s.cancellations, s.no_shows,"   \
-	" s.first_visit_at, s.last_visit_at, s.next_appointment_at, s.revenue,"    \
-	" s.messages_out, s.messages_in, s.replied_out, s.last_outbound_at,"       \
-	" s.last_inbound_at"
 
 /* a judgement that the float arithmetic puts at or before now moves on by this */
 #define STATS_RECHECK_USECS USECS_PER_SEC
@@ -123,13 +129,92 @@ ReadThresholds(int col, PrmThresholds *t)
 	PrmCheckThresholds(t);
 }
 
+/*
+ * The last thresholds read, with the version of the organization row they
+ * were read from (its tid and xmin: every update makes a new version, and
+ * a version's content never changes) and the user who read them (row
+ * security decides whether the row is seen).  A write of statistics reads
+ * the thresholds every time; when the row's version is the cached one, a
+ * probe of the organization's primary key replaces the statement.  Any
+ * relcache invalidation (prm.reengagement_settings redefined, say)
+ * forgets them.
+ */
+typedef struct ThresholdCache
+{
+	bool			valid;
+	int64			org_id;
+	Oid				user_id;
+	ItemPointerData tid;
+	TransactionId	xmin;
+	PrmThresholds	t;
+} ThresholdCache;
+
+static ThresholdCache threshold_cache;
+static bool			  threshold_callback = false;
+
+static void
+ThresholdCacheForget(Datum arg, Oid relid)
+{
+	threshold_cache.valid = false;
+}
+
+/*
+ * The version (tid, xmin) of organization org_id's row that a statement
+ * starting now would see; false when there is none.
+ */
+static bool
+OrgRowVersion(int64 org_id, ItemPointer tid, TransactionId *xmin)
+{
+	Oid			relid = get_relname_relid("organization", get_namespace_oid("prm", false));
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Snapshot	snap;
+	bool		found;
+
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, AccessShareLock);
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(org_id));
+	scan = systable_beginscan(rel, RelationGetPrimaryKeyIndex(rel), true, snap, 1, &key);
+	tup = systable_getnext(scan);
+	found = HeapTupleIsValid(tup);
+	if (found)
+	{
+		*tid = tup->t_self;
+		*xmin = HeapTupleHeaderGetXmin(tup->t_data);
+	}
+	systable_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, NoLock);
+	return found;
+}
+
 /* The thresholds of an organization (prm.reengagement_settings), checked. */
 void
 PrmLoadThresholds(int64 org_id, PrmThresholds *t)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum			  values[1];
+	ItemPointerData	  tid;
+	TransactionId	  xmin = InvalidTransactionId;
+	bool			  versioned;
 
+	if (!threshold_callback)
+	{
+		CacheRegisterRelcacheCallback(ThresholdCacheForget, (Datum) 0);
+		threshold_callback = true;
+	}
+	versioned = OrgRowVersion(org_id, &tid, &xmin);
+	if (versioned && threshold_cache.valid && threshold_cache.org_id == org_id &&
+		threshold_cache.user_id == GetUserId() && ItemPointerEquals(&threshold_cache.tid, &tid) &&
+		TransactionIdEquals(threshold_cache.xmin, xmin))
+	{
+		*t = threshold_cache.t;
+		return;
+	}
 	PrmPrepare(&plan,
 			   "SELECT " THRESHOLD_COLUMNS " FROM prm.reengagement_settings t WHERE t.org_id = $1",
 			   1, (Oid[]){INT8OID});
@@ -139,6 +224,12 @@ PrmLoadThresholds(int64 org_id, PrmThresholds *t)
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("organization %lld does not exist", (long long) org_id)));
 	ReadThresholds(1, t);
+	threshold_cache.valid = versioned;
+	threshold_cache.org_id = org_id;
+	threshold_cache.user_id = GetUserId();
+	threshold_cache.tid = tid;
+	threshold_cache.xmin = xmin;
+	threshold_cache.t = *t;
 }
 
 /* A timestamptz column of the last result, or false when NULL. */
@@ -172,7 +263,10 @@ GetNumeric(int row, int col)
 
 /*
  * The facts of row `row` of the last result, from column col on, in the
- * order of STATS_FACT_COLUMNS.
+ * order of prm.patient_stats' columns: total_appointments, completed_visits,
+ * cancellations, no_shows, first_visit_at, last_visit_at,
+ * next_appointment_at, revenue, messages_out, messages_in, replied_out,
+ * last_outbound_at, last_inbound_at.
  */
 void
 PrmStatsReadFacts(int row, int col, PrmStatsFacts *f)
@@ -193,6 +287,223 @@ PrmStatsReadFacts(int row, int col, PrmStatsFacts *f)
 }
 
 /*
+ * The direct path.  A statistics write is a locked read and an update of
+ * one row by its primary key; through SPI each is a statement to start,
+ * run and end, which cost a single-row appointment insert more than its
+ * own work did.  So the row is found and locked through its primary-key
+ * index (RelationFindReplTupleByIndex, as logical replication applies a
+ * row) and updated in place (ExecSimpleRelationUpdate: constraints,
+ * indexes and row triggers as an UPDATE would, no statement).  Statistics
+ * are derived data kept by prm's own code: the caller's privileges and row
+ * security were checked on the write that made them change.
+ *
+ * The columns, by name: the key, then what PrmStatsWrite writes, in the
+ * order of its SQL statement's parameters $3 on, then computed_at.
+ */
+static const char *const stats_columns[] = {
+	"org_id", "patient_id",
+	"total_appointments", "completed_visits", "cancellations", "no_shows",
+	"first_visit_at", "last_visit_at", "next_appointment_at", "revenue",
+	"avg_days_between_visits", "messages_out", "messages_in", "replied_out",
+	"last_outbound_at", "last_inbound_at", "engagement_level", "churn_risk",
+	"changes_at", "expected_horizon_value", "lifetime_value", "computed_at"};
+
+#define SC_COUNT ((int) lengthof(stats_columns))
+#define SC_WRITTEN (SC_COUNT - 3) /* between the key and computed_at */
+
+/* prm.patient_stats, opened for writing, and the numbers of its columns. */
+static Relation
+StatsOpen(AttrNumber *att)
+{
+	Oid		  relid = get_relname_relid("patient_stats", get_namespace_oid("prm", false));
+	Relation  rel;
+	TupleDesc desc;
+	int		  i;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "prm.patient_stats does not exist");
+	rel = table_open(relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	for (i = 0; i < SC_COUNT; i++)
+	{
+		att[i] = SPI_fnumber(desc, stats_columns[i]);
+		if (att[i] <= 0)
+			elog(ERROR, "column \"%s\" of prm.patient_stats does not exist", stats_columns[i]);
+	}
+	return rel;
+}
+
+/* A column of a slot, copied into the current memory context. */
+static Datum
+SlotCopy(TupleTableSlot *slot, AttrNumber att, bool *isnull)
+{
+	Datum			  d = slot_getattr(slot, att, isnull);
+	Form_pg_attribute a = TupleDescAttr(slot->tts_tupleDescriptor, att - 1);
+
+	return *isnull ? (Datum) 0 : datumCopy(d, a->attbyval, a->attlen);
+}
+
+static bool
+SlotTs(TupleTableSlot *slot, AttrNumber att, TimestampTz *ts)
+{
+	bool isnull;
+	Datum d = slot_getattr(slot, att, &isnull);
+
+	*ts = isnull ? 0 : DatumGetTimestampTz(d);
+	return !isnull;
+}
+
+static int32
+SlotInt32(TupleTableSlot *slot, AttrNumber att)
+{
+	bool isnull;
+	Datum d = slot_getattr(slot, att, &isnull);
+
+	return isnull ? 0 : DatumGetInt32(d);
+}
+
+static Datum
+SlotNumeric(TupleTableSlot *slot, AttrNumber att)
+{
+	bool  isnull;
+	Datum d = SlotCopy(slot, att, &isnull);
+
+	return isnull ? NumericZero() : d;
+}
+
+/*
+ * Find and lock (FOR UPDATE) a patient's statistics row through the
+ * primary key and read it into *row; false when there is none.  Rows this
+ * transaction wrote, even in the current command, are found: the lookup
+ * follows the row to its latest version.
+ */
+static bool
+StatsLockDirect(int64 org_id, int64 patient_id, PrmStatsRow *row)
+{
+	AttrNumber		att[SC_COUNT];
+	Relation		rel = StatsOpen(att);
+	TupleTableSlot *search = table_slot_create(rel, NULL);
+	TupleTableSlot *found = table_slot_create(rel, NULL);
+	bool			isnull;
+	bool			ok;
+	int				i;
+
+	/* make the writes of this command so far lockable */
+	CommandCounterIncrement();
+	ExecClearTuple(search);
+	for (i = 0; i < search->tts_tupleDescriptor->natts; i++)
+		search->tts_isnull[i] = true;
+	search->tts_values[att[0] - 1] = Int64GetDatum(org_id);
+	search->tts_isnull[att[0] - 1] = false;
+	search->tts_values[att[1] - 1] = Int64GetDatum(patient_id);
+	search->tts_isnull[att[1] - 1] = false;
+	ExecStoreVirtualTuple(search);
+	ok = RelationFindReplTupleByIndex(rel, RelationGetPrimaryKeyIndex(rel), LockTupleExclusive,
+									  search, found);
+	if (ok)
+	{
+		PrmStatsFacts *f = &row->f;
+		Datum		   d;
+
+		f->total = SlotInt32(found, att[2]);
+		f->completed = SlotInt32(found, att[3]);
+		f->cancelled = SlotInt32(found, att[4]);
+		f->noshow = SlotInt32(found, att[5]);
+		f->has_first = SlotTs(found, att[6], &f->first);
+		f->has_last = SlotTs(found, att[7], &f->last);
+		f->has_next = SlotTs(found, att[8], &f->next);
+		f->revenue = SlotNumeric(found, att[9]);
+		f->out_n = SlotInt32(found, att[11]);
+		f->in_n = SlotInt32(found, att[12]);
+		f->replied = SlotInt32(found, att[13]);
+		f->has_out_at = SlotTs(found, att[14], &f->out_at);
+		f->has_in_at = SlotTs(found, att[15], &f->in_at);
+		d = slot_getattr(found, att[16], &isnull);
+		row->level = isnull ? 0 : NameIndex(TextDatumGetCString(d), PrmEngagementLevelNames, PRM_LEVELS);
+		d = slot_getattr(found, att[17], &isnull);
+		row->risk = isnull ? 0 : NameIndex(TextDatumGetCString(d), PrmChurnRiskNames, PRM_RISKS);
+		row->has_changes_at = SlotTs(found, att[18], &row->changes_at);
+		row->horizon_value = SlotNumeric(found, att[19]);
+		row->lifetime_value = SlotNumeric(found, att[20]);
+		row->exists = true;
+		row->tuple = ExecCopySlotHeapTuple(found);
+		row->tuple->t_self = found->tts_tid;
+	}
+	ExecDropSingleTupleTableSlot(search);
+	ExecDropSingleTupleTableSlot(found);
+	table_close(rel, NoLock);
+	return ok;
+}
+
+/*
+ * Update the row locked by StatsLockDirect (old) with the values of
+ * PrmStatsWrite's statement (v, n: its parameters, $1 and $2 the key),
+ * computed_at now; each value coerced to its column's type modifier as
+ * the statement would.
+ */
+static void
+StatsUpdateDirect(HeapTuple old, const Datum *v, const char *n)
+{
+	AttrNumber		att[SC_COUNT];
+	Relation		rel = StatsOpen(att);
+	TupleDesc		desc = RelationGetDescr(rel);
+	EState		   *estate = CreateExecutorState();
+	RangeTblEntry  *rte = makeNode(RangeTblEntry);
+	ResultRelInfo  *rri = makeNode(ResultRelInfo);
+	EPQState		epq;
+	TupleTableSlot *search;
+	TupleTableSlot *slot;
+	int				i;
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(rel);
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(estate, list_make1(rte));
+	ExecInitResultRelation(estate, rri, 1);
+	estate->es_output_cid = GetCurrentCommandId(true);
+	AfterTriggerBeginQuery();
+	ExecOpenIndices(rri, false);
+	EvalPlanQualInit(&epq, estate, NULL, NIL, -1);
+
+	search = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
+	ExecClearTuple(search);
+	ExecStoreVirtualTuple(search);
+	search->tts_tid = old->t_self;
+	slot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	heap_deform_tuple(old, desc, slot->tts_values, slot->tts_isnull);
+	for (i = 0; i <= SC_WRITTEN; i++)
+	{
+		int				  a = att[2 + i] - 1;
+		Form_pg_attribute attr = TupleDescAttr(desc, a);
+
+		if (i == SC_WRITTEN)
+		{
+			/* computed_at = now() */
+			slot->tts_values[a] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+			slot->tts_isnull[a] = false;
+			break;
+		}
+		slot->tts_isnull[a] = n[2 + i] == 'n';
+		slot->tts_values[a] = v[2 + i];
+		if (!slot->tts_isnull[a] && attr->atttypid == NUMERICOID && attr->atttypmod >= 0)
+			slot->tts_values[a] = DirectFunctionCall2(numeric, v[2 + i],
+													  Int32GetDatum(attr->atttypmod));
+	}
+	ExecStoreVirtualTuple(slot);
+	ExecSimpleRelationUpdate(rri, estate, &epq, search, slot);
+
+	EvalPlanQualEnd(&epq);
+	AfterTriggerEndQuery(estate);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	ExecCloseResultRelations(estate); /* and its indexes */
+	ExecCloseRangeTableRelations(estate);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+}
+
+/*
  * Lock a patient's statistics row (made first if missing) and read it,
  * with the organization's thresholds (*t).  This is the lock that
  * serialises every write of one patient's figures: the row returned is the
@@ -202,17 +513,10 @@ PrmStatsReadFacts(int row, int col, PrmStatsFacts *f)
 bool
 PrmStatsLock(int64 org_id, int64 patient_id, PrmStatsRow *row, PrmThresholds *t)
 {
-	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr make_plan = NULL;
 	Datum			  values[2];
 	int				  attempt;
 
-	PrmPrepare(&lock_plan,
-			   "SELECT " STATS_FACT_COLUMNS ", s.engagement_level, s.churn_risk,"
-			   "       s.changes_at, s.expected_horizon_value, s.lifetime_value, " THRESHOLD_COLUMNS
-			   "  FROM prm.patient_stats s JOIN prm.reengagement_settings t ON t.org_id = s.org_id"
-			   " WHERE s.org_id = $1 AND s.patient_id = $2 FOR UPDATE OF s",
-			   2, (Oid[]){INT8OID, INT8OID});
 	PrmPrepare(&make_plan,
 			   "INSERT INTO prm.patient_stats (org_id, patient_id, engagement_level, churn_risk)"
 			   " SELECT $1, $2, 'disengaged', 'low'"
@@ -225,20 +529,17 @@ PrmStatsLock(int64 org_id, int64 patient_id, PrmStatsRow *row, PrmThresholds *t)
 	/* found, or made by us, or made by another transaction since: then found */
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		if (PrmExecute(lock_plan, values, NULL, false, 1) == 1)
+		if (StatsLockDirect(org_id, patient_id, row))
 		{
-			PrmStatsReadFacts(0, 1, &row->f);
-			row->exists = true;
-			row->level = NameIndex(PrmGetText(0, 14), PrmEngagementLevelNames, PRM_LEVELS);
-			row->risk = NameIndex(PrmGetText(0, 15), PrmChurnRiskNames, PRM_RISKS);
-			row->has_changes_at = GetTs(0, 16, &row->changes_at);
-			row->horizon_value = GetNumeric(0, 17);
-			row->lifetime_value = GetNumeric(0, 18);
-			ReadThresholds(19, t);
+			PrmLoadThresholds(org_id, t);
 			return true;
 		}
 		if (attempt == 0 && PrmExecute(make_plan, values, NULL, false, 0) == 1)
 		{
+			/* just made: written as new, contributing nothing yet */
+			if (!StatsLockDirect(org_id, patient_id, row))
+				elog(ERROR, "the statistics row just made for patient %lld is gone",
+					 (long long) patient_id);
 			row->exists = false;
 			row->f.revenue = NumericZero();
 			row->horizon_value = NumericZero();
@@ -449,7 +750,9 @@ PrmStatsWrite(int64 org_id, int64 patient_id, const PrmStatsRow *old,
 	v[19] = j.horizon_value;
 	v[20] = j.lifetime_value;
 
-	if (PrmExecute(plan, v, n, false, 0) != 1)
+	if (old->tuple != NULL)
+		StatsUpdateDirect(old->tuple, v, n);
+	else if (PrmExecute(plan, v, n, false, 0) != 1)
 		return false;
 
 	/* the tally: new contributions less the old ones */

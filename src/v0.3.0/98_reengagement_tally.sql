@@ -94,9 +94,35 @@ CREATE TRIGGER reengagement_settings_changed AFTER UPDATE OF settings ON prm.org
 
 COMMENT ON TABLE prm.patient_stats IS 'Per-patient figures behind prm.patient_profile, kept by statement triggers that apply each statement''s difference (a removed first, last or next visit is looked up again; a patient is recomputed from their own rows only when a message was removed). Derived data: not dumped, rebuilt by those triggers on restore and by prm.rebuild_patient_stats(). engagement_level, churn_risk, expected_horizon_value and lifetime_value are as of computed_at and stay right until changes_at.';
 
--- The profile as in 0.2.0, with the next appointment computed once per row
--- (OFFSET 0 keeps the planner from copying its look-up into every column
--- that reads it: planning a single profile took most of its time).
+-- The profile as in 0.2.0, planned as two index lookups and one call: the
+-- derived columns come from prm.patient_judgement() (the same arithmetic
+-- as 0.2.0's expressions, in C), which looks the next appointment up again
+-- only when the stored one has passed.  Planning 0.2.0's view for one
+-- patient cost several times executing it.
+CREATE FUNCTION prm.patient_judgement(
+    org_id bigint, patient_id bigint, completed_visits int, total_appointments int, cancellations int, no_shows int,
+    last_visit_at timestamptz, avg_days_between_visits numeric, revenue numeric,
+    messages_out int, replied_out int, last_outbound_at timestamptz, last_inbound_at timestamptz,
+    next_appointment_at timestamptz,
+    churn_critical_ratio float8, churn_high_ratio float8, churn_medium_ratio float8,
+    default_visit_interval_days float8, engagement_full_visits float8,
+    engagement_high_score float8, engagement_moderate_score float8, engagement_low_score float8,
+    ltv_horizon_days float8, as_of timestamptz,
+    OUT next_appointment_time timestamptz,
+    OUT days_since_last_visit float8, OUT days_until_next_appointment numeric,
+    OUT visit_rhythm_days numeric, OUT visit_rhythm_ratio numeric,
+    OUT cancellation_rate numeric, OUT no_show_rate numeric, OUT attendance_rate numeric,
+    OUT average_visit_value numeric, OUT expected_horizon_value numeric,
+    OUT estimated_lifetime_value numeric, OUT response_rate numeric,
+    OUT days_since_last_contact numeric, OUT engagement_score numeric,
+    OUT engagement_level text, OUT churn_risk text)
+RETURNS record
+LANGUAGE C STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'prm_patient_judgement';
+COMMENT ON FUNCTION prm.patient_judgement(bigint, bigint, int, int, int, int, timestamptz, numeric, numeric, int, int, timestamptz, timestamptz, timestamptz, float8, float8, float8, float8, float8, float8, float8, float8, float8, timestamptz) IS
+    'The columns prm.patient_profile derives from a patient''s statistics (NULLs: no statistics row), stored next appointment and thresholds (as in prm.reengagement_settings), judged at as_of: the next appointment (the stored one, or when it has passed the next active one the caller may see), days since the last visit and until the next, rhythm and its ratio, cancellation, no-show and attendance rates, average visit value, expected horizon value, lifetime value, response rate, days since the last contact, engagement score and level, churn risk.';
+
 CREATE OR REPLACE VIEW prm.patient_profile WITH (security_invoker = true) AS
 SELECT p.org_id,
        p.id AS patient_id,
@@ -118,42 +144,30 @@ SELECT p.org_id,
        coalesce(s.no_shows, 0) AS no_show_count,
        s.first_visit_at AS first_visit_time,
        s.last_visit_at AS last_visit_time,
-       n.next_at AS next_appointment_time,
-       n.next_at IS NOT NULL AS has_upcoming_appointment,
-       d.days_since_last_visit,
-       round((extract(epoch FROM n.next_at - now()) / 86400)::numeric, 1) AS days_until_next_appointment,
+       j.next_appointment_time,
+       j.next_appointment_time IS NOT NULL AS has_upcoming_appointment,
+       j.days_since_last_visit,
+       j.days_until_next_appointment,
        s.avg_days_between_visits AS average_days_between_visits,
-       round(d.rhythm::numeric, 1) AS visit_rhythm_days,
-       round((d.days_since_last_visit / d.rhythm)::numeric, 2) AS visit_rhythm_ratio,
-       CASE WHEN s.total_appointments > 0 THEN round(s.cancellations::numeric / s.total_appointments, 3) END AS cancellation_rate,
-       CASE WHEN s.total_appointments > 0 THEN round(s.no_shows::numeric / s.total_appointments, 3) END AS no_show_rate,
-       CASE WHEN s.completed_visits + s.no_shows + s.cancellations > 0
-            THEN round(s.completed_visits::numeric / (s.completed_visits + s.no_shows + s.cancellations), 3) END AS attendance_rate,
+       j.visit_rhythm_days,
+       j.visit_rhythm_ratio,
+       j.cancellation_rate,
+       j.no_show_rate,
+       j.attendance_rate,
        coalesce(s.revenue, 0) AS total_revenue,
-       CASE WHEN s.completed_visits > 0 THEN round(s.revenue / s.completed_visits, 2) END AS average_visit_value,
-       round(CASE WHEN s.completed_visits > 0 THEN s.revenue / s.completed_visits ELSE 0 END
-             * (t.ltv_horizon_days / d.rhythm)::numeric, 2) AS expected_horizon_value,
-       prm.lifetime_value(coalesce(s.revenue, 0), coalesce(s.completed_visits, 0),
-                          s.avg_days_between_visits::float8, r.churn_risk,
-                          t.ltv_horizon_days, t.default_visit_interval_days) AS estimated_lifetime_value,
+       j.average_visit_value,
+       j.expected_horizon_value,
+       j.estimated_lifetime_value,
        coalesce(s.messages_out, 0) AS messages_out_count,
        coalesce(s.messages_in, 0) AS messages_in_count,
        coalesce(s.replied_out, 0) AS replied_message_count,
        s.last_outbound_at AS last_outbound_message_time,
        s.last_inbound_at AS last_inbound_message_time,
-       round(d.response_rate::numeric, 3) AS response_rate,
-       round((extract(epoch FROM now() - greatest(s.last_outbound_at, s.last_inbound_at)) / 86400)::numeric, 1) AS days_since_last_contact,
-       round(prm.engagement_score(coalesce(s.completed_visits, 0), d.days_since_last_visit,
-                                  s.avg_days_between_visits::float8, n.next_at IS NOT NULL,
-                                  d.missed_rate, d.response_rate, t.churn_critical_ratio,
-                                  t.default_visit_interval_days, t.engagement_full_visits)::numeric, 1) AS engagement_score,
-       prm.engagement_level(coalesce(s.completed_visits, 0), d.days_since_last_visit,
-                            s.avg_days_between_visits::float8, n.next_at IS NOT NULL,
-                            d.missed_rate, d.response_rate, t.churn_critical_ratio,
-                            t.default_visit_interval_days, t.engagement_full_visits,
-                            t.engagement_high_score, t.engagement_moderate_score,
-                            t.engagement_low_score) AS engagement_level,
-       r.churn_risk,
+       j.response_rate,
+       j.days_since_last_contact,
+       j.engagement_score,
+       j.engagement_level,
+       j.churn_risk,
        s.engagement_level AS stored_engagement_level,
        s.churn_risk AS stored_churn_risk,
        s.computed_at AS stats_computed_at,
@@ -161,27 +175,14 @@ SELECT p.org_id,
   FROM prm.patient p
   JOIN prm.reengagement_settings t ON t.org_id = p.org_id
   LEFT JOIN prm.patient_stats s ON s.org_id = p.org_id AND s.patient_id = p.id
-  CROSS JOIN LATERAL (
-       -- the stored next appointment, unless it has passed since
-       SELECT CASE WHEN s.next_appointment_at IS NULL OR s.next_appointment_at > now()
-                   THEN s.next_appointment_at
-                   ELSE (SELECT min(a.starts_at) FROM prm.appointment a
-                          WHERE a.org_id = p.org_id AND a.patient_id = p.id
-                            AND a.status IN ('proposed', 'pending', 'booked', 'arrived', 'checked-in')
-                            AND a.starts_at > now()) END AS next_at
-        OFFSET 0) n
-  CROSS JOIN LATERAL (
-       SELECT date_part('epoch', now() - s.last_visit_at) / 86400 AS days_since_last_visit,
-              prm.visit_rhythm_days(coalesce(s.completed_visits, 0), s.avg_days_between_visits::float8,
-                                    t.default_visit_interval_days) AS rhythm,
-              CASE WHEN s.total_appointments >= 3
-                   THEN (s.cancellations + s.no_shows)::float8 / s.total_appointments END AS missed_rate,
-              CASE WHEN s.messages_out > 0 THEN s.replied_out::float8 / s.messages_out END AS response_rate) d
-  CROSS JOIN LATERAL (
-       SELECT prm.churn_risk(coalesce(s.completed_visits, 0), d.days_since_last_visit,
-                             s.avg_days_between_visits::float8, n.next_at IS NOT NULL, d.missed_rate,
-                             t.churn_critical_ratio, t.churn_high_ratio, t.churn_medium_ratio,
-                             t.default_visit_interval_days) AS churn_risk) r;
+  CROSS JOIN LATERAL prm.patient_judgement(
+       p.org_id, p.id, s.completed_visits, s.total_appointments, s.cancellations, s.no_shows,
+       s.last_visit_at, s.avg_days_between_visits, s.revenue, s.messages_out, s.replied_out,
+       s.last_outbound_at, s.last_inbound_at, s.next_appointment_at,
+       t.churn_critical_ratio, t.churn_high_ratio, t.churn_medium_ratio,
+       t.default_visit_interval_days, t.engagement_full_visits, t.engagement_high_score,
+       t.engagement_moderate_score, t.engagement_low_score, t.ltv_horizon_days, now()) j;
 INSERT INTO prm.function_level (signature, level) VALUES
+    ('prm.patient_judgement(bigint,bigint,integer,integer,integer,integer,timestamp with time zone,numeric,numeric,integer,integer,timestamp with time zone,timestamp with time zone,timestamp with time zone,double precision,double precision,double precision,double precision,double precision,double precision,double precision,double precision,double precision,timestamp with time zone)', 'any'),
     ('prm.patient_stats_tally_trigger()', 'none'),
     ('prm.reengagement_settings_trigger()', 'none');
