@@ -302,7 +302,7 @@ extern char		  *PrmJsonTimestamp(TimestampTz ts);
 #define PRM_GETARG_TIMESTAMPTZ_NOTNULL(n, name) \
 	(PrmArgNotNull(fcinfo, (n), (name)), PG_GETARG_TIMESTAMPTZ(n))
 
-/* outbox.c */
+/* outbox.c, outbox_recipient.c (quiet hours and recipient rules) */
 typedef struct PrmTemplateVar
 {
 	const char *name;

@@ -4,7 +4,8 @@
  *	  What the rooms of reengagement share: the judgement of a patient
  *	  (reengagement.c), the stored statistics row and its write
  *	  (reengagement_tally.c), and the recompute from source rows
- *	  (reengagement_stats.c).
+ *	  (reengagement_stats.c; the replies an inbound message answers:
+ *	  reengagement_replies.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -170,5 +171,19 @@ extern int	PrmStatsLegacyRebuild(int64 org_id);
 
 /* reengagement_stats.c */
 extern void PrmStatsRecomputeFacts(int64 org_id, int64 patient_id, PrmStatsFacts *f);
+
+/*
+ * reengagement_replies.c: the outbound messages of a patient newly answered
+ * by inbound messages ids (received from lo to hi), by a statement or by
+ * direct index scans (-1: an index is missing, or more than 64 candidate
+ * messages: use the statement), and
+ * those answered among outbound messages sent at times.  Inside SPI.
+ */
+extern int32 PrmStatsRepliedByInbound(int64 org_id, int64 patient_id, TimestampTz lo,
+									  TimestampTz hi, Datum *ids, int n);
+extern int32 PrmStatsRepliedByInboundDirect(int64 org_id, int64 patient_id, TimestampTz lo,
+											TimestampTz hi, const Datum *ids,
+											const TimestampTz *times, int n);
+extern int32 PrmStatsRepliedOutbound(int64 org_id, int64 patient_id, Datum *times, int n);
 
 #endif
