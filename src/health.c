@@ -6,7 +6,8 @@
  * The outbox reports its queue, its table's dead tuples, the oldest open
  * transaction and a claim probe (prm_health in outbox.c); the worker
  * reports, under key "worker", whether a prm worker runs for this database
- * and when it last ran (PrmWorkerStatusJson in worker.c).  This file only
+ * and when it last ran (PrmWorkerStatusJson in worker.c), and under key
+ * "notifier" whether its notifier relays (notify_relay.c).  This file only
  * puts the two together, so neither room needs to know the other.
  *
  *-------------------------------------------------------------------------
@@ -39,7 +40,8 @@ prm_health_report(PG_FUNCTION_ARGS)
 	PrmSpiConnect();
 	worker_json = PrmWorkerStatusJson();
 	worker = DirectFunctionCall1(jsonb_in,
-								 CStringGetDatum(psprintf("{\"worker\": %s}", worker_json)));
+								 CStringGetDatum(psprintf("{\"worker\": %s, \"notifier\": %s}",
+														  worker_json, PrmNotifierStatusJson())));
 	worker = SPI_datumTransfer(DirectFunctionCall2(jsonb_concat, outbox, worker),
 							   false, -1);
 	PrmSpiFinish();

@@ -12,8 +12,8 @@
  * organization through prm.grant_access (table prm.org_access).
  *
  * Events: PrmEmitEvent writes a row to prm.event and wakes listeners of the
- * "prm_event" channel.  PrmNotifyOnce sends at most one NOTIFY per transaction
- * and channel, whatever the number of state changes.
+ * "prm_event" channel (PrmNotifyOnce, notify_relay.c: at most one
+ * notification per transaction and channel, whatever the number of changes).
  *
  *-------------------------------------------------------------------------
  */
@@ -23,7 +23,6 @@
 #include "utils/resowner.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "commands/async.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "utils/lsyscache.h"
@@ -57,9 +56,6 @@ bool  prm_grant_table_access = true;
  */
 static int spi_read_only_depth = 0;
 
-static List *notified_channels = NIL;
-static bool	 xact_callback_registered = false;
-
 static void PrmXactCallback(XactEvent event, void *arg);
 static void PrmSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 							   SubTransactionId parentSubid, void *arg);
@@ -78,7 +74,7 @@ _PG_init(void)
 	 */
 	RegisterXactCallback(PrmXactCallback, NULL);
 	RegisterSubXactCallback(PrmSubXactCallback, NULL);
-	xact_callback_registered = true;
+	PrmRelayInit();
 
 	DefineCustomStringVariable("prm.default_region",
 							   "Region (ISO 3166 alpha-2) used to read national phone numbers.",
@@ -91,9 +87,9 @@ _PG_init(void)
 
 	DefineCustomBoolVariable("prm.notify_events",
 							 "Whether state changes send NOTIFY prm_event.",
-							 "Every NOTIFYing transaction commits behind one cluster-wide lock; "
-							 "turn this off when nobody listens to prm_event and commit throughput matters. "
-							 "Outbox notifications (prm_outbox_<channel>) are always sent.",
+							 "Turn this off when nobody listens to prm_event.  Without a notifier "
+							 "(prm.notify_relay), every NOTIFYing transaction commits behind one "
+							 "cluster-wide lock.  Outbox notifications (prm_outbox_<channel>) are always sent.",
 							 &prm_notify_events, true, PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 
@@ -567,8 +563,6 @@ PrmXactCallback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			/* the list lived in TopTransactionContext, which is going away */
-			notified_channels = NIL;
 			spi_read_only_depth = 0;
 			break;
 		default:
@@ -576,43 +570,13 @@ PrmXactCallback(XactEvent event, void *arg)
 	}
 }
 
-/*
- * A rolled back subtransaction takes its queued notifications with it:
- * forget what was noted, so the next change notifies again.  Async_Notify
- * itself drops a repeat of a notification still queued, so no channel is
- * notified twice.
- */
+/* A rolled back subtransaction may have left the read-only depth unbalanced. */
 static void
 PrmSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 				   SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		notified_channels = NIL;
 		spi_read_only_depth = 0; /* an error left it unbalanced: be less strict */
-	}
-}
-
-/* NOTIFY channel, at most once in the current transaction. */
-void
-PrmNotifyOnce(const char *channel)
-{
-	ListCell	 *lc;
-	MemoryContext old;
-
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(PrmXactCallback, NULL);
-		RegisterSubXactCallback(PrmSubXactCallback, NULL);
-		xact_callback_registered = true;
-	}
-	foreach (lc, notified_channels)
-		if (strcmp((const char *) lfirst(lc), channel) == 0)
-			return;
-	Async_Notify(channel, NULL);
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	notified_channels = lappend(notified_channels, pstrdup(channel));
-	MemoryContextSwitchTo(old);
 }
 
 /*

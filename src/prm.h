@@ -118,7 +118,12 @@ extern bool		  PrmErrorIsTransient(const ErrorData *edata);
 /* prm.c: events and notifications */
 extern void	 PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 						  int64 entity_id, const char *payload_json);
+/* notify_relay.c: NOTIFY at most once per transaction, relayed at commit */
 extern void	 PrmNotifyOnce(const char *channel);
+extern void	 PrmRelayInit(void);
+extern Size	 PrmRelayShmemSize(void);
+extern void	 PrmRelayShmemStartup(void);
+extern char *PrmNotifierStatusJson(void);
 /* journey.c: journeys react to events about a patient (inside SPI) */
 extern void	 PrmJourneyOnEvent(int64 org_id, int64 event_id, const char *kind,
 							   int64 patient_id, const char *payload);
@@ -373,7 +378,8 @@ extern int	PrmScheduleReminders(int64 org_id, int64 appointment_id);
 extern bool PrmReminderReply(int64 org_id, Datum patients, const char *keyword,
 							 const char *language, char **reply);
 
-/* worker.c */
+/* worker.c; the launcher runs a worker and a notifier per database */
+#define PRM_MAX_DATABASES 32
 extern void PrmWorkerInit(void);
 extern void PrmWakeWorker(TimestampTz deadline);
 extern char *PrmWorkerStatusJson(void);

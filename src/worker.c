@@ -4,9 +4,10 @@
  *	  The prm launcher and its per-database workers.
  *
  * With prm in shared_preload_libraries, a static "prm launcher" starts one
- * dynamic "prm worker" for each database named in prm.databases, notices
- * when one exits (bgw_notify_pid) and starts it again, and reports a lack
- * of worker slots (max_worker_processes) with a hint.  A worker is started
+ * dynamic "prm worker" and one "prm notifier" (notify_relay.c) for each
+ * database named in prm.databases, notices when one exits (bgw_notify_pid)
+ * and starts it again, and reports a lack of worker slots
+ * (max_worker_processes) with a hint.  A worker is started
  * at most once every PRM_WORKER_RESTART_MS, so one that cannot start (a
  * database that does not exist) does not make the launcher spin.
  *
@@ -56,7 +57,7 @@
 PGDLLEXPORT void prm_launcher_main(Datum main_arg);
 PGDLLEXPORT void prm_worker_main(Datum main_arg);
 
-#define PRM_MAX_WORKERS 32
+#define PRM_MAX_WORKERS PRM_MAX_DATABASES
 /* longest pause after a round that could not move overdue work */
 #define PRM_WORKER_MAX_BACKOFF_MS 10000L
 
@@ -71,7 +72,7 @@ typedef struct PrmWorkerSlot
 	Latch	   *latch;
 	TimestampTz sleep_until; /* 0 while running steps */
 	TimestampTz started_at;
-	TimestampTz last_round_at; /* when its last round of steps ended */
+	TimestampTz last_round_at;	   /* when its last round of steps ended */
 	bool		last_round_failed; /* a step of that round failed */
 } PrmWorkerSlot;
 
@@ -105,8 +106,6 @@ static void PrmShmemStartup(void);
 static void PrmWakeCallback(XactEvent event, void *arg);
 static void PrmWorkerSigterm(SIGNAL_ARGS);
 static void PrmWorkerDetach(int code, Datum arg);
-static int	PrmLauncherStopUnlisted(char **names, BackgroundWorkerHandle **handles,
-									TimestampTz *started, int nnames, List *dblist);
 
 /*
  * Define the worker's settings and, when preloaded, ask for shared memory
@@ -172,6 +171,7 @@ PrmShmemRequest(void)
 		prev_shmem_request_hook();
 #endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(PrmShared)));
+	RequestAddinShmemSpace(PrmRelayShmemSize());
 }
 
 /* Create or attach to the shared state. */
@@ -189,6 +189,7 @@ PrmShmemStartup(void)
 		memset(prm_shared, 0, sizeof(PrmShared));
 		SpinLockInit(&prm_shared->mutex);
 	}
+	PrmRelayShmemStartup();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -275,14 +276,14 @@ char *
 PrmWorkerStatusJson(void)
 {
 	static SPIPlanPtr plan = NULL;
-	char	   *dbname = get_database_name(MyDatabaseId);
-	bool		preloaded = prm_shared != NULL;
-	bool		listed = PrmDatabaseListed(dbname);
-	PrmWorkerSlot slot;
-	const char *problem = NULL;
-	Datum		values[9];
-	char		nulls[9];
-	int			i;
+	char			 *dbname = get_database_name(MyDatabaseId);
+	bool			  preloaded = prm_shared != NULL;
+	bool			  listed = PrmDatabaseListed(dbname);
+	PrmWorkerSlot	  slot;
+	const char		 *problem = NULL;
+	Datum			  values[9];
+	char			  nulls[9];
+	int				  i;
 
 	memset(&slot, 0, sizeof(slot));
 	if (preloaded)
@@ -318,8 +319,7 @@ PrmWorkerStatusJson(void)
 			   " 'failed_steps', (SELECT coalesce(pg_catalog.jsonb_agg(j.job ORDER BY j.job), '[]')"
 			   "                    FROM prm.job_run j WHERE j.last_error IS NOT NULL),"
 			   " 'max_sleep_seconds', $8, 'problem', $9)::text",
-			   9, (Oid[]){BOOLOID, BOOLOID, BOOLOID, INT4OID, TIMESTAMPTZOID,
-						  TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TEXTOID});
+			   9, (Oid[]){BOOLOID, BOOLOID, BOOLOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TEXTOID});
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = BoolGetDatum(preloaded);
 	values[1] = BoolGetDatum(listed);
@@ -371,9 +371,26 @@ PrmWorkerDetach(int code, Datum arg)
 	SpinLockRelease(&prm_shared->mutex);
 }
 
-/* Start the worker for one database; NULL when no worker slot is free. */
+/*
+ * What the launcher runs for each database: the worker (this file) and the
+ * notifier (notify_relay.c), each restarted on its own.
+ */
+#define PRM_PROCESS_KINDS 2
+static const char *const prm_process_function[PRM_PROCESS_KINDS] = {
+	"prm_worker_main", "prm_notifier_main"};
+static const char *const prm_process_type[PRM_PROCESS_KINDS] = {"prm worker", "prm notifier"};
+
+/* the launcher's record of one database of prm.databases */
+typedef struct LauncherDb
+{
+	char				   *name;
+	BackgroundWorkerHandle *handle[PRM_PROCESS_KINDS];
+	TimestampTz				started[PRM_PROCESS_KINDS];
+} LauncherDb;
+
+/* Start one process of a database; NULL when no worker slot is free. */
 static BackgroundWorkerHandle *
-PrmStartWorker(const char *dbname)
+PrmStartProcess(const char *dbname, int kind)
 {
 	BackgroundWorker		bgw;
 	BackgroundWorkerHandle *handle;
@@ -384,9 +401,9 @@ PrmStartWorker(const char *dbname)
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	strlcpy(bgw.bgw_library_name, "prm", BGW_MAXLEN);
-	strlcpy(bgw.bgw_function_name, "prm_worker_main", BGW_MAXLEN);
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "prm worker for database %s", dbname);
-	strlcpy(bgw.bgw_type, "prm worker", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, prm_process_function[kind], BGW_MAXLEN);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "%s for database %s", prm_process_type[kind], dbname);
+	strlcpy(bgw.bgw_type, prm_process_type[kind], BGW_MAXLEN);
 	strlcpy(bgw.bgw_extra, dbname, BGW_EXTRALEN);
 	bgw.bgw_notify_pid = MyProcPid;
 
@@ -394,83 +411,110 @@ PrmStartWorker(const char *dbname)
 	{
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("could not start a prm worker for database \"%s\"", dbname),
-				 errhint("Raise max_worker_processes; the launcher tries again.")));
+				 errmsg("could not start a %s for database \"%s\"", prm_process_type[kind], dbname),
+				 errhint("Raise max_worker_processes (prm needs two for each database of "
+						 "prm.databases, and one for its launcher); the launcher tries again.")));
 		return NULL;
 	}
 	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
 	{
 		ereport(WARNING,
-				(errmsg("prm worker for database \"%s\" did not start", dbname)));
+				(errmsg("%s for database \"%s\" did not start", prm_process_type[kind], dbname)));
 		return NULL;
 	}
 	return handle;
 }
 
 /*
- * Stop the workers of databases no longer in prm.databases (dblist) and
- * forget them, so that the database can be dropped; return how many names
- * are left.  The launcher waits for each to exit: it is the one that would
+ * Stop the processes of databases no longer in prm.databases (dblist) and
+ * forget them, so that the database can be dropped; return how many are
+ * left.  The launcher waits for each to exit: it is the one that would
  * otherwise start it again.
  */
 static int
-PrmLauncherStopUnlisted(char **names, BackgroundWorkerHandle **handles,
-						TimestampTz *started, int nnames, List *dblist)
+PrmLauncherStopUnlisted(LauncherDb *dbs, int ndbs, List *dblist)
 {
 	int i = 0;
 
-	while (i < nnames)
+	while (i < ndbs)
 	{
 		ListCell *lc;
 		bool	  listed = false;
+		int		  kind;
 
 		foreach (lc, dblist)
-			if (strcmp((char *) lfirst(lc), names[i]) == 0)
+			if (strcmp((char *) lfirst(lc), dbs[i].name) == 0)
 				listed = true;
 		if (listed)
 		{
 			i++;
 			continue;
 		}
-		if (handles[i] != NULL)
+		for (kind = 0; kind < PRM_PROCESS_KINDS; kind++)
 		{
-			pid_t pid;
+			BackgroundWorkerHandle *handle = dbs[i].handle[kind];
+			pid_t					pid;
 
-			if (GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STARTED)
+			if (handle == NULL)
+				continue;
+			if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STARTED)
 			{
 				ereport(LOG,
-						(errmsg("prm launcher: stopping the worker for database \"%s\", no longer in prm.databases",
-								names[i])));
-				TerminateBackgroundWorker(handles[i]);
-				(void) WaitForBackgroundWorkerShutdown(handles[i]);
+						(errmsg("prm launcher: stopping the %s for database \"%s\", no longer in prm.databases",
+								prm_process_type[kind] + strlen("prm "), dbs[i].name)));
+				TerminateBackgroundWorker(handle);
+				(void) WaitForBackgroundWorkerShutdown(handle);
 			}
-			pfree(handles[i]);
+			pfree(handle);
 		}
-		pfree(names[i]);
-		/* keep the arrays dense: the last entry takes this one's place */
-		nnames--;
-		names[i] = names[nnames];
-		handles[i] = handles[nnames];
-		started[i] = started[nnames];
+		pfree(dbs[i].name);
+		/* keep the array dense: the last entry takes this one's place */
+		dbs[i] = dbs[--ndbs];
 	}
-	return nnames;
+	return ndbs;
 }
 
 /*
- * The launcher: keep one worker running for each database in prm.databases,
- * and none for a database taken out of it.
+ * Start a database's process of one kind unless it runs, at most once every
+ * PRM_WORKER_RESTART_MS; lower *timeout_ms to when it may be tried again.
+ */
+static void
+PrmLauncherKeep(LauncherDb *db, int kind, long *timeout_ms)
+{
+	pid_t pid;
+
+	if (db->handle[kind] != NULL && GetBackgroundWorkerPid(db->handle[kind], &pid) == BGWH_STARTED)
+		return;
+	if (db->started[kind] != 0)
+	{
+		TimestampTz next = TimestampTzPlusMilliseconds(db->started[kind], PRM_WORKER_RESTART_MS);
+		long		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next);
+
+		/* it stopped soon after it started: try again later */
+		if (wait_ms > 0)
+		{
+			*timeout_ms = Min(*timeout_ms, wait_ms);
+			return;
+		}
+	}
+	if (db->handle[kind] != NULL)
+		pfree(db->handle[kind]);
+	db->started[kind] = GetCurrentTimestamp();
+	db->handle[kind] = PrmStartProcess(db->name, kind);
+}
+
+/*
+ * The launcher: keep one worker and one notifier running for each database
+ * in prm.databases, and none for a database taken out of it.
  */
 void
 prm_launcher_main(Datum main_arg)
 {
-	char				   *names[PRM_MAX_WORKERS];
-	BackgroundWorkerHandle *handles[PRM_MAX_WORKERS];
-	TimestampTz				started[PRM_MAX_WORKERS];
-	int						nnames = 0;
-	int						i;
+	LauncherDb dbs[PRM_MAX_WORKERS];
+	int		   ndbs = 0;
+	int		   i;
 
-	memset(handles, 0, sizeof(handles));
-	memset(started, 0, sizeof(started));
+	memset(dbs, 0, sizeof(dbs));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -499,51 +543,31 @@ prm_launcher_main(Datum main_arg)
 					 errmsg("prm.databases is not a valid list of database names")));
 		foreach (lc, dblist)
 		{
-			char *db = (char *) lfirst(lc);
+			char *name = (char *) lfirst(lc);
 			int	  found = -1;
-			pid_t pid;
+			int	  kind;
 
-			for (i = 0; i < nnames; i++)
-				if (strcmp(names[i], db) == 0)
+			for (i = 0; i < ndbs; i++)
+				if (strcmp(dbs[i].name, name) == 0)
 					found = i;
 			if (found < 0)
 			{
-				if (nnames == PRM_MAX_WORKERS)
+				if (ndbs == PRM_MAX_WORKERS)
 				{
 					ereport(WARNING,
 							(errmsg("prm runs workers for at most %d databases", PRM_MAX_WORKERS)));
 					continue;
 				}
-				names[nnames] = MemoryContextStrdup(TopMemoryContext, db);
-				handles[nnames] = NULL;
-				started[nnames] = 0;
-				found = nnames++;
+				memset(&dbs[ndbs], 0, sizeof(LauncherDb));
+				dbs[ndbs].name = MemoryContextStrdup(TopMemoryContext, name);
+				found = ndbs++;
 			}
-			if (handles[found] != NULL &&
-				GetBackgroundWorkerPid(handles[found], &pid) == BGWH_STARTED)
-				continue;
-			if (started[found] != 0)
-			{
-				TimestampTz next = TimestampTzPlusMilliseconds(started[found],
-															   PRM_WORKER_RESTART_MS);
-				long		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-																	  next);
-
-				/* it stopped soon after it started: try again later */
-				if (wait_ms > 0)
-				{
-					timeout_ms = Min(timeout_ms, wait_ms);
-					continue;
-				}
-			}
-			if (handles[found] != NULL)
-				pfree(handles[found]);
-			started[found] = GetCurrentTimestamp();
-			handles[found] = PrmStartWorker(db);
+			for (kind = 0; kind < PRM_PROCESS_KINDS; kind++)
+				PrmLauncherKeep(&dbs[found], kind, &timeout_ms);
 		}
 		/* a list that cannot be read stops nobody */
 		if (listed)
-			nnames = PrmLauncherStopUnlisted(names, handles, started, nnames, dblist);
+			ndbs = PrmLauncherStopUnlisted(dbs, ndbs, dblist);
 		list_free(dblist);
 		pfree(raw);
 

@@ -43,8 +43,10 @@
 #              checked) vs the bare INSERT of the row
 #
 # The cluster is pg_virtualenv's (as root), with pg_cron and prm preloaded.
-# Benchmarks run in their own database, prm_bench, where the prm worker
-# (prm.databases = postgres) does not run jobs behind the measurements.
+# Benchmarks run in their own database, prm_bench, which is in prm.databases
+# as a clinic's database would be, so that its notifier relays the NOTIFYs
+# (notify_relay.c); prm.worker_enabled is off, so that no worker runs jobs
+# behind the measurements (the worker block turns it on for itself).
 # Knobs (environment): BENCH_SECONDS (10), OUTBOX_ROWS (250000),
 # CANCEL_N (200), CANCEL_ENTRIES (100000), OUTBOX_HELD ("no yes": the outbox runs without
 # and with a held snapshot), PGMQ_DIR (pgmq's SQL, default ../shared/anchors/pgmq).
@@ -56,18 +58,19 @@ if [ -z "${PRM_BENCH_IN_CLUSTER:-}" ]; then
     # durable: the outbox and storm blocks again, in a cluster of their own
     # that syncs every commit (pg_virtualenv's clusters run with fsync = off)
     durable=no rest=()
+    CLUSTER_OPTS="-o prm.databases=postgres,prm_bench -o prm.worker_enabled=off -o max_worker_processes=16"
     [ $# -eq 0 ] && durable=yes
     for s in "$@"; do if [ "$s" = durable ]; then durable=yes; else rest+=("$s"); fi; done
     rc=0
     if [ $# -eq 0 ] || [ ${#rest[@]} -gt 0 ]; then
         PRM_BENCH_IN_CLUSTER=1 pg_virtualenv -t -o shared_preload_libraries=pg_cron,prm \
-            -o max_connections=200 bash "$here/run.sh" "${rest[@]}" || rc=1
+            -o max_connections=200 $CLUSTER_OPTS bash "$here/run.sh" "${rest[@]}" || rc=1
     fi
     if [ $durable = yes ]; then
         echo
         echo "== durable: the outbox and storm blocks again with fsync = on, synchronous_commit = on"
         PRM_BENCH_IN_CLUSTER=1 PRM_BENCH_LABEL=durable pg_virtualenv -t -o shared_preload_libraries=pg_cron,prm \
-            -o max_connections=200 -o fsync=on -o synchronous_commit=on bash "$here/run.sh" outbox storm || rc=1
+            -o max_connections=200 $CLUSTER_OPTS -o fsync=on -o synchronous_commit=on bash "$here/run.sh" outbox storm || rc=1
     fi
     echo "run time with cluster start and stop (not a figure): $(($(date +%s) - started)) s"
     exit $rc
@@ -175,6 +178,16 @@ if [ "$LABEL" = durable ] && [ "$(sql -c "SELECT current_setting('fsync') = 'on'
     echo "durable: this cluster runs with fsync = $(sql -c "SHOW fsync"), synchronous_commit = $(sql -c "SHOW synchronous_commit"): these figures are not durable ones (the outer run.sh starts a cluster with both on)"
 fi
 echo "database prm_bench in a pg_virtualenv cluster (shared_preload_libraries=pg_cron,prm, max_connections=200)"
+# the launcher starts prm_bench's notifier within its nap (10 s) of the database's creation
+for _ in $(seq 300); do
+    [ "$(sql -c "SELECT prm.health()->'notifier'->>'running'")" = true ] && break
+    sleep 0.1
+done
+if [ "$(sql -c "SELECT prm.health()->'notifier'->>'running'")" = true ]; then
+    echo "notifications: relayed by prm_bench's notifier (prm.notify_relay), pid $(sql -c "SELECT prm.health()->'notifier'->>'pid'")"
+else
+    echo "notifications: NOTIFY at commit, no notifier runs for prm_bench (prm.databases = $(sql -c "SHOW prm.databases"))"
+fi
 echo "reproduce one benchmark with its block: bash $B/run.sh outbox|storm|cancel|recalc|deadline|worker|matching|reengagement|monitor|inbound|journeys|comms"
 
 # --------------------------------------------------------------------------
@@ -260,20 +273,27 @@ if want outbox; then
     echo "enqueue, one message a transaction (messages/s; the queue emptied first):"
     echo "prm:      pgbench -n -c C -j J -T $SECS -M prepared -D org=$org -f $B/outbox_enqueue_prm.sql prm_bench"
     [ -n "$PGMQ" ] && echo "pgmq:     pgbench -n -c C -j J -T $SECS -M prepared -f $B/outbox_enqueue_pgmq.sql prm_bench"
-    printf '%7s %11s %10s %9s\n' clients "pgmq msg/s" "prm msg/s" "prm/pgmq"
+    echo "prm, NOTIFY in the transaction: the same with PGOPTIONS='-c prm.notify_relay=off' (what the notifier saves)"
+    printf '%7s %11s %10s %9s %18s\n' clients "pgmq msg/s" "prm msg/s" "prm/pgmq" "prm NOTIFY msg/s"
+    relayed0=$(sql -c "SELECT coalesce(prm.health()->'notifier'->>'relayed_commits', '0')")
+    rounds0=$(sql -c "SELECT coalesce(prm.health()->'notifier'->>'notify_rounds', '0')")
     for clients in 1 8; do
         declare -A rate=([pgmq]=0)
-        for side in ${PGMQ:+pgmq} prm; do
+        for side in ${PGMQ:+pgmq} prm_notify prm; do
             sql -c "TRUNCATE prm.outbound_message${PGMQ:+, pgmq.q_bench}" > /dev/null
-            pgb -n -c $clients -j "$(min "$clients" 2)" -T "$SECS" -M prepared -D org="$org" \
-                -f $B/outbox_enqueue_$side.sql prm_bench
+            opts=; [ $side = prm_notify ] && opts="-c prm.notify_relay=off"
+            PGOPTIONS="$opts" pgb -n -c $clients -j "$(min "$clients" 2)" -T "$SECS" -M prepared -D org="$org" \
+                -f $B/outbox_enqueue_${side%_notify}.sql prm_bench
             rate[$side]=$TPS
         done
         queued=$(sql -c "SELECT count(*) FROM prm.outbound_message WHERE status = 'queued'")
         [ "$queued" = "$TXNS" ] || fail "prm enqueue: $TXNS transactions but $queued messages queued"
-        printf '%7s %11s %10s %9s\n' $clients "$(pgmq_fmt "${rate[pgmq]}")" "$(fmt "${rate[prm]}")" \
-            "$(pgmq_ratio "${rate[prm]}" "${rate[pgmq]}")"
+        printf '%7s %11s %10s %9s %18s\n' $clients "$(pgmq_fmt "${rate[pgmq]}")" "$(fmt "${rate[prm]}")" \
+            "$(pgmq_ratio "${rate[prm]}" "${rate[pgmq]}")" "$(fmt "${rate[prm_notify]}")"
     done
+    relayed=$(($(sql -c "SELECT coalesce(prm.health()->'notifier'->>'relayed_commits', '0')") - relayed0))
+    rounds=$(($(sql -c "SELECT coalesce(prm.health()->'notifier'->>'notify_rounds', '0')") - rounds0))
+    [ "$relayed" -gt 0 ] && echo "the notifier relayed $(fmt "$relayed") commits in $(fmt "$rounds") NOTIFY transactions (prm.health()->'notifier')"
     sql -c "TRUNCATE prm.outbound_message, bench.outbound_message${PGMQ:+, pgmq.q_bench}"
 fi
 

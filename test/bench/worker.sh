@@ -93,6 +93,7 @@ echo "  ${POLL}-second poller:  $pn slots, p50 ${p50} ms, p99 ${p99} ms, max ${p
 awk -v a="$w50" -v b="$p50" -v c="$w99" -v d="$p99" 'BEGIN {
     if (a > 0 && c > 0) printf "  ratio poller/worker: p50 %.0fx, p99 %.0fx\n", b / a, d / c }'
 $PSQL -c "ALTER SYSTEM SET prm.worker_enabled = on" -c "SELECT pg_reload_conf()" > /dev/null
+sleep 1
 
 echo "== worker CPU time over ${IDLE} idle seconds"
 $PSQL -c "DROP EXTENSION prm CASCADE" -c "CREATE EXTENSION prm CASCADE" > /dev/null
@@ -112,3 +113,5 @@ awk -v w=$((w1 - w0)) -v p=$((p1 - p0)) -v s=$((IDLE - 2)) 'BEGIN {
     if (w > 0) printf "  ratio poller/worker: %.1fx\n", p / w }'
 echo "  reproduce: PGDATABASE=postgres bash test/bench/worker.sh (inside test/bench/run.sh's cluster)"
 $PSQL -c "DROP EXTENSION prm CASCADE" > /dev/null
+# back to the cluster's own setting (run.sh's cluster: off, for the other blocks)
+$PSQL -c "ALTER SYSTEM RESET prm.worker_enabled" -c "SELECT pg_reload_conf()" > /dev/null

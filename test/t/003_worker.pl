@@ -9,6 +9,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::Bin;
+use PrmTest;
 use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('worker');
@@ -18,20 +21,8 @@ $node->append_conf('postgresql.conf',
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION prm CASCADE');
 
-# Poll a query (every 100 ms, for up to 30 s) until it returns true.
-sub wait_until
-{
-	my ($query, $what) = @_;
-
-	for (1 .. 300)
-	{
-		my ($rc, $out) = $node->psql('postgres', $query);
-		return 1 if $rc == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	diag "timed out after 30 s waiting for $what";
-	return 0;
-}
+# Poll a query until it returns true, for up to 30 s (PrmTest.pm).
+sub wait_until { PrmTest::wait_until($node, 'postgres', @_) }
 
 # The pid of the prm worker of database postgres ('' when there is none).
 sub worker_pid

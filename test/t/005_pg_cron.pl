@@ -7,7 +7,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use FindBin;
+use lib $FindBin::Bin;
+use PrmTest;
 
 my $node = PostgreSQL::Test::Cluster->new('cron');
 $node->init;
@@ -20,21 +22,8 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_cron');
 $node->safe_psql('postgres', 'CREATE EXTENSION prm CASCADE');
 
-# Poll a query (every 100 ms, for up to $seconds) until it returns true.
-sub wait_until
-{
-	my ($query, $what, $seconds) = @_;
-
-	$seconds //= 30;
-	for (1 .. 10 * $seconds)
-	{
-		my ($rc, $out) = $node->psql('postgres', $query);
-		return 1 if $rc == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	diag "timed out after $seconds s waiting for $what";
-	return 0;
-}
+# Poll a query until it returns true, for up to $seconds (30) (PrmTest.pm).
+sub wait_until { my ($query, $what, $seconds) = @_; PrmTest::wait_until($node, 'postgres', $query, $what, $seconds) }
 
 is( $node->safe_psql('postgres', q{
 		SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('prm worker', 'prm launcher')}),

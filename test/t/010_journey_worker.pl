@@ -11,7 +11,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use FindBin;
+use lib $FindBin::Bin;
+use PrmTest;
 
 my $node = PostgreSQL::Test::Cluster->new('journey_worker');
 $node->init;
@@ -20,20 +22,8 @@ $node->append_conf('postgresql.conf',
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION prm CASCADE');
 
-# Poll a query (every 100 ms, for up to 60 s) until it returns true.
-sub wait_until
-{
-	my ($query, $what) = @_;
-
-	for (1 .. 600)
-	{
-		my ($rc, $out) = $node->psql('postgres', $query);
-		return 1 if $rc == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	diag "timed out after 60 s waiting for $what";
-	return 0;
-}
+# Poll a query until it returns true, for up to 60 s (PrmTest.pm).
+sub wait_until { PrmTest::wait_until($node, 'postgres', @_, 60) }
 
 my $org = $node->safe_psql('postgres',
 	q{SELECT prm.create_organization('Journeys', 'UTC', '+15558095000')});

@@ -11,7 +11,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use FindBin;
+use lib $FindBin::Bin;
+use PrmTest;
 
 my $node = PostgreSQL::Test::Cluster->new('databases');
 $node->init;
@@ -22,20 +24,8 @@ $node->safe_psql('postgres', 'CREATE DATABASE clinic');
 $node->safe_psql('postgres', 'CREATE DATABASE other');
 $node->safe_psql($_, 'CREATE EXTENSION prm CASCADE') for qw(postgres clinic other);
 
-# Poll a query in $db (every 100 ms, for up to 30 s) until it returns true.
-sub wait_until
-{
-	my ($db, $query, $what) = @_;
-
-	for (1 .. 300)
-	{
-		my ($rc, $out) = $node->psql($db, $query);
-		return 1 if $rc == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	diag "timed out after 30 s waiting for $what";
-	return 0;
-}
+# Poll a query in $db until it returns true (PrmTest.pm).
+sub wait_until { PrmTest::wait_until($node, @_) }
 
 # The pids of the prm workers of database $db, as pg_stat_activity shows them.
 sub worker_pids
