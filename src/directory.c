@@ -422,9 +422,9 @@ PrmBookAppointment(int64 org_id, int64 patient_id, int64 provider_id,
 	PrmTakeCoveredSlots(org_id, provider_id, starts_at, ends_at, id, slot_id);
 	(void) PrmScheduleReminders(org_id, id);
 
-	PrmEmitEvent(org_id, "appointment_booked", "appointment", id,
-				 psprintf("{\"patient_id\": %lld, \"provider_id\": %lld}",
-						  (long long) patient_id, (long long) provider_id));
+	PrmEmitPatientEvent(org_id, "appointment_booked", "appointment", id, patient_id,
+						psprintf("{\"patient_id\": %lld, \"provider_id\": %lld}",
+								 (long long) patient_id, (long long) provider_id));
 	return id;
 }
 

@@ -341,10 +341,10 @@ FillAccept(int64 org_id, int64 offer_id, const char *channel, char **reply)
 	/* a patient books once: an offer of another slot they still hold is void */
 	FillWithdrawOpenOffers(org_id, "o.patient_id = $2", a.patient_id, offer_id,
 						   "patient booked another slot");
-	PrmEmitEvent(org_id, "offer_accepted", "offer", offer_id,
-				 psprintf("{\"slot_id\": %lld, \"patient_id\": %lld, \"appointment_id\": %lld, \"channel\": %s}",
-						  (long long) a.slot_id, (long long) a.patient_id, (long long) appt_id,
-						  PrmJsonString(channel)));
+	PrmEmitPatientEvent(org_id, "offer_accepted", "offer", offer_id, a.patient_id,
+						psprintf("{\"slot_id\": %lld, \"patient_id\": %lld, \"appointment_id\": %lld, \"channel\": %s}",
+								 (long long) a.slot_id, (long long) a.patient_id, (long long) appt_id,
+								 PrmJsonString(channel)));
 
 	FillReleaseScoredAppointment(&a, appt_id, starts_at);
 	*reply = FillBookedReply(org_id, a.tz, a.language, starts_at);
@@ -524,14 +524,14 @@ FillCurrentOffer(int64 org_id, Datum patients, bool open_only)
 	 * run).
 	 */
 	PrmPrepareCursor(&plan,
-			   "SELECT o.id FROM prm.offer o"
-			   " WHERE o.org_id = $1 AND o.patient_id = ANY ($2)"
-			   "   AND (o.status = 'open' OR (NOT $3 AND o.status IN ('expired', 'withdrawn', 'accepted')"
-			   "        AND o.created_at > pg_catalog.now() - interval '1 day'))"
-			   " ORDER BY o.status = 'open' DESC, o.status = 'accepted' DESC, o.status = 'expired' DESC,"
-			   "          o.created_at DESC, o.id DESC"
-			   " LIMIT 1",
-			   3, (Oid[]){INT8OID, INT8ARRAYOID, BOOLOID}, CURSOR_OPT_GENERIC_PLAN);
+					 "SELECT o.id FROM prm.offer o"
+					 " WHERE o.org_id = $1 AND o.patient_id = ANY ($2)"
+					 "   AND (o.status = 'open' OR (NOT $3 AND o.status IN ('expired', 'withdrawn', 'accepted')"
+					 "        AND o.created_at > pg_catalog.now() - interval '1 day'))"
+					 " ORDER BY o.status = 'open' DESC, o.status = 'accepted' DESC, o.status = 'expired' DESC,"
+					 "          o.created_at DESC, o.id DESC"
+					 " LIMIT 1",
+					 3, (Oid[]){INT8OID, INT8ARRAYOID, BOOLOID}, CURSOR_OPT_GENERIC_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = patients;
 	values[2] = BoolGetDatum(open_only);
@@ -580,12 +580,12 @@ typedef struct FillInbound
 	int				nopted;
 	int64			first_patient;
 	const char	   *language;
-	const char	   *address;		 /* the sender's number, as threaded */
+	const char	   *address; /* the sender's number, as threaded */
 	int64			inbound_id;
 	int64			conversation_id; /* the sender's conversation */
 	int64			offer_id;		 /* out: the offer answered, or 0 */
-	char		   *reply;	  /* out: the reply, or NULL */
-	MemoryContext	cxt;	  /* where the reply is kept */
+	char		   *reply;			 /* out: the reply, or NULL */
+	MemoryContext	cxt;			 /* where the reply is kept */
 } FillInbound;
 
 /*
@@ -892,7 +892,8 @@ prm_handle_inbound_message(PG_FUNCTION_ARGS)
 				 errmsg("inbound channel \"%s\" is not recognized", channel),
 				 errhint("Use sms, whatsapp or email; voice calls are recorded with prm.record_call_transcript().")));
 	/* SMS: 1,600 characters as for handle_inbound_sms; WhatsApp: 4,096; e-mail: 100,000 */
-	FillInboundArgs(fcinfo, 1, "to_address", "from_address", sms ? 1600 : email ? 100000 : 4096,
+	FillInboundArgs(fcinfo, 1, "to_address", "from_address", sms ? 1600 : email ? 100000
+																				: 4096,
 					&to_raw, &from_raw, &body, &pmid);
 	if (!email && strlen(from_raw) > 64)
 		from_raw[pg_mbcliplen(from_raw, strlen(from_raw), 64)] = '\0';

@@ -370,7 +370,7 @@ prm_enqueue_message(PG_FUNCTION_ARGS)
 	not_before = PrmRecipientRules(org_id, channel, to, patient_id, not_before);
 	id = PrmEnqueue(org_id, channel, to, body, "other", patient_id, 0, dedup,
 					not_before);
-	PrmEmitEvent(org_id, "message_queued", "outbound_message", id, NULL);
+	PrmEmitPatientEvent(org_id, "message_queued", "outbound_message", id, patient_id, NULL);
 	PrmSpiFinish();
 	PG_RETURN_INT64(id);
 }

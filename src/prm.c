@@ -662,11 +662,21 @@ void
 PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 			 int64 entity_id, const char *payload_json)
 {
+	PrmEmitPatientEvent(org_id, kind, entity, entity_id, -1, payload_json);
+}
+
+/*
+ * PrmEmitEvent for a caller that knows the patient the entity is about
+ * (0: none), which spares the look-up; -1: look it up.
+ */
+void
+PrmEmitPatientEvent(int64 org_id, const char *kind, const char *entity, int64 entity_id,
+					int64 patient_id, const char *payload_json)
+{
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr old_plan = NULL;
 	Datum			  values[7];
 	char			  nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int64			  patient_id = 0;
 	bool			  isnull;
 
 	values[0] = Int64GetDatum(org_id);
@@ -690,10 +700,12 @@ PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 				   " VALUES ($1, $2, $3, $4, coalesce($5::pg_catalog.jsonb, '{}'), $6)",
 				   6, (Oid[]){INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID});
 		PrmExecute(old_plan, values, nulls, false, 0);
+		patient_id = 0;
 	}
 	else
 	{
-		patient_id = EventPatient(org_id, entity, entity_id);
+		if (patient_id < 0)
+			patient_id = EventPatient(org_id, entity, entity_id);
 		PrmPrepare(&plan,
 				   "INSERT INTO prm.event (org_id, kind, entity, entity_id, payload, actor, patient_id)"
 				   " VALUES ($1, $2, $3, $4, coalesce($5::pg_catalog.jsonb, '{}'), $6, $7) RETURNING id",

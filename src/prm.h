@@ -118,6 +118,8 @@ extern bool		  PrmErrorIsTransient(const ErrorData *edata);
 /* prm.c: events and notifications */
 extern void	 PrmEmitEvent(int64 org_id, const char *kind, const char *entity,
 						  int64 entity_id, const char *payload_json);
+extern void	 PrmEmitPatientEvent(int64 org_id, const char *kind, const char *entity,
+								 int64 entity_id, int64 patient_id, const char *payload_json);
 /* notify_relay.c: NOTIFY at most once per transaction, relayed at commit */
 extern void	 PrmNotifyOnce(const char *channel);
 extern void	 PrmRelayInit(void);
