@@ -17,15 +17,26 @@
  * started beside the worker by the launcher of worker.c) takes the mask
  * and sends one NOTIFY per channel in one transaction of its own, for any
  * number of commits: the lock is taken once a round, not once a commit.
+ * * The hand-over.  At pre-commit a transaction that noted channels looks
+ * for its database's notifier and, when it finds one that is not closing,
+ * counts itself in flight there; at commit (or abort) it ORs its channels
+ * into that slot and leaves the count.  A notifier told to stop (SIGTERM:
+ * its database left prm.databases, or the server stops) first marks itself
+ * closing, so that later commits NOTIFY themselves, waits for the ones in
+ * flight, sends what they handed over, and only then gives up its slot: no
+ * commit that counted on it is left unnotified.
  *
  * What a listener sees.  The payload is empty as before, the channel names
  * what changed, and the rows are committed before the notification is sent;
  * one notification may stand for many commits, and, rarely, for none (the
- * notifier sends every channel once when it starts, which covers commits
- * that noted a notifier that then stopped).  Listeners therefore read what
- * is due and never count notifications.  The notification comes from the
- * notifier's process id, not the writer's.
- *
+ * notifier sends every channel once when it starts, for any commit lost to
+ * a notifier that ended abruptly).  Listeners therefore read what is due and
+ * never count notifications.  The notification comes from the notifier's
+ * process id, not the writer's, so a listener cannot tell its own
+ * notifications by their pid.  The notifier's NOTIFY transactions use a
+ * transaction id each, at most one a RELAY_ROUND_MS, and commit with
+ * synchronous_commit off: they carry no data.
+*
  * Without a notifier (prm not preloaded, a database outside prm.databases,
  * the notifier restarting, or prm.notify_relay off) the channels are
  * NOTIFYed at pre-commit, in the transaction, as PostgreSQL does it.  A
@@ -70,6 +81,7 @@ static const char *const relay_channels[] = {
 	"prm_ticket",
 };
 #define RELAY_NCHANNELS lengthof(relay_channels)
+StaticAssertDecl(lengthof(relay_channels) < 32, "a channel is a bit of a uint32");
 #define RELAY_ALL ((uint32) ((1U << RELAY_NCHANNELS) - 1))
 
 /*
@@ -78,6 +90,8 @@ static const char *const relay_channels[] = {
  * writers it saves from the lock.  A listener hears at most this much later.
  */
 #define RELAY_ROUND_MS 1L
+/* how long a stopping notifier waits for the commits counting on it */
+#define RELAY_CLOSE_WAIT_MS 5000
 
 /* one per notifier, that is per database served */
 typedef struct RelaySlot
@@ -86,14 +100,16 @@ typedef struct RelaySlot
 	pid_t			 pid; /* 0: free */
 	Latch			*latch;
 	TimestampTz		 started_at;
-	pg_atomic_uint32 pending; /* channels committed, not yet NOTIFYed */
-	pg_atomic_uint64 commits; /* commits that handed it channels */
-	pg_atomic_uint64 rounds;  /* its NOTIFY transactions */
+	bool			 closing;  /* stopping: takes no more commits */
+	int				 inflight; /* commits between pre-commit and commit */
+	pg_atomic_uint32 pending;  /* channels committed, not yet NOTIFYed */
+	pg_atomic_uint64 commits;  /* commits that handed it channels */
+	pg_atomic_uint64 rounds;   /* its NOTIFY transactions */
 } RelaySlot;
 
 typedef struct RelayShared
 {
-	slock_t	  mutex; /* guards dboid, pid, latch, started_at */
+	slock_t	  mutex; /* guards all but the atomics */
 	RelaySlot slots[PRM_MAX_DATABASES];
 } RelayShared;
 
@@ -108,12 +124,16 @@ static bool prm_notify_relay = true;
  */
 static uint32 noted_mask = 0;
 static int	  noted_level[RELAY_NCHANNELS];
-/* decided at pre-commit: hand the channels to the notifier at commit */
-static bool relay_at_commit = false;
-
+/*
+ * Decided at pre-commit: the notifier's slot to hand the channels to at
+ * commit (this transaction is counted in its inflight), or none: NOTIFY.
+ */
+static bool		  decided = false;
+static RelaySlot *relay_slot = NULL;
 static int		  RelayChannelIndex(const char *channel);
 static RelaySlot *RelayFindSlot(void);
 static void		  RelayNotifyNow(uint32 mask);
+static void		  RelayHandOver(bool committed);
 static void		  RelayXactCallback(XactEvent event, void *arg);
 static void		  RelaySubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 									   SubTransactionId parentSubid, void *arg);
@@ -182,10 +202,13 @@ RelayChannelIndex(const char *channel)
 void
 PrmNotifyOnce(const char *channel)
 {
-	int ch = RelayChannelIndex(channel);
-
-	/* a name outside the table (none today): PostgreSQL's NOTIFY, which dedups */
-	if (ch < 0 || IsParallelWorker())
+	int ch = RelayChannelIndex(channel); /*
+	 * A name outside the table (none today), or a change made after this
+	 * transaction decided at pre-commit not to relay (by a later pre-commit
+	 * callback): PostgreSQL's NOTIFY, which dedups, and whose own pre-commit
+	 * step comes after the callbacks.
+	 */
+	if (ch < 0 || IsParallelWorker() || (decided && relay_slot == NULL))
 	{
 		Async_Notify(channel, NULL);
 		return;
@@ -198,8 +221,8 @@ PrmNotifyOnce(const char *channel)
 }
 
 /*
- * The slot of this database's notifier, NULL when none runs.  The caller
- * holds relay_shared->mutex.
+ * The slot of this database's notifier, NULL when none runs (or its
+ * notifier is closing).  The caller holds relay_shared->mutex.
  */
 static RelaySlot *
 RelayFindSlot(void)
@@ -207,7 +230,8 @@ RelayFindSlot(void)
 	int i;
 
 	for (i = 0; i < PRM_MAX_DATABASES; i++)
-		if (relay_shared->slots[i].pid != 0 && relay_shared->slots[i].dboid == MyDatabaseId)
+		if (relay_shared->slots[i].pid != 0 && relay_shared->slots[i].dboid == MyDatabaseId &&
+			!relay_shared->slots[i].closing)
 			return &relay_shared->slots[i];
 	return NULL;
 }
@@ -224,10 +248,37 @@ RelayNotifyNow(uint32 mask)
 }
 
 /*
+ * Commit or abort of a transaction counted in relay_slot's inflight: hand
+ * over the channels when it committed (waking the notifier if its mask was
+ * empty: else it was woken already and has not taken the mask yet), and
+ * leave the count.  Spinlock, atomics and a latch: nothing that can fail.
+ */
+static void
+RelayHandOver(bool committed)
+{
+	Latch *latch = NULL;
+
+	SpinLockAcquire(&relay_shared->mutex);
+	if (committed && noted_mask != 0)
+	{
+		if (pg_atomic_fetch_or_u32(&relay_slot->pending, noted_mask) == 0)
+			latch = relay_slot->latch;
+		pg_atomic_fetch_add_u64(&relay_slot->commits, 1);
+	}
+	Assert(relay_slot->inflight > 0);
+	relay_slot->inflight--;
+	/* a closing notifier waits for the last one */
+	if (relay_slot->closing && relay_slot->inflight == 0)
+		latch = relay_slot->latch;
+	SpinLockRelease(&relay_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
  * Pre-commit: relay when a notifier serves the database, else NOTIFY now
- * (PreCommit_Notify runs after this).  Commit: hand the channels over and
- * wake the notifier if its mask was empty (else it was woken already and
- * has not taken the mask yet).  No error may be raised after the commit.
+ * (PreCommit_Notify runs after the callbacks).  Commit and abort: see
+ * RelayHandOver.  No error may be raised after the commit.
  */
 static void
 RelayXactCallback(XactEvent event, void *arg)
@@ -235,16 +286,19 @@ RelayXactCallback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			relay_at_commit = false;
+			Assert(relay_slot == NULL);
+			decided = true;
 			if (noted_mask == 0)
 				break;
 			if (prm_notify_relay && relay_shared != NULL)
 			{
 				SpinLockAcquire(&relay_shared->mutex);
-				relay_at_commit = RelayFindSlot() != NULL;
+				relay_slot = RelayFindSlot();
+				if (relay_slot != NULL)
+					relay_slot->inflight++;
 				SpinLockRelease(&relay_shared->mutex);
 			}
-			if (!relay_at_commit)
+			if (relay_slot == NULL)
 			{
 				RelayNotifyNow(noted_mask);
 				noted_mask = 0;
@@ -256,33 +310,15 @@ RelayXactCallback(XactEvent event, void *arg)
 			noted_mask = 0;
 			break;
 		case XACT_EVENT_COMMIT:
-			if (relay_at_commit && noted_mask != 0)
-			{
-				RelaySlot *slot;
-				Latch	  *latch = NULL;
-
-				SpinLockAcquire(&relay_shared->mutex);
-				slot = RelayFindSlot();
-				if (slot != NULL)
-				{
-					if (pg_atomic_fetch_or_u32(&slot->pending, noted_mask) == 0)
-						latch = slot->latch;
-					pg_atomic_fetch_add_u64(&slot->commits, 1);
-				}
-				SpinLockRelease(&relay_shared->mutex);
-				/* no slot: the notifier stopped, and sends every channel when it starts */
-				if (latch != NULL)
-					SetLatch(latch);
-			}
-			noted_mask = 0;
-			relay_at_commit = false;
-			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			if (relay_slot != NULL)
+				RelayHandOver(event == XACT_EVENT_COMMIT);
+			relay_slot = NULL;
+			decided = false;
 			noted_mask = 0;
-			relay_at_commit = false;
 			break;
 		default:
 			break;
@@ -357,24 +393,76 @@ RelayDetach(int code, Datum arg)
 
 	SpinLockAcquire(&relay_shared->mutex);
 	if (slot->pid == MyProcPid)
+	{
 		slot->pid = 0;
+		slot->closing = false;
+		slot->inflight = 0;
+	}
 	SpinLockRelease(&relay_shared->mutex);
+}
+
+/* NOTIFY the channels of mask in a transaction of the notifier's own. */
+static void
+RelayRound(RelaySlot *slot, uint32 mask)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	pgstat_report_activity(STATE_RUNNING, "NOTIFY");
+	RelayNotifyNow(mask);
+	CommitTransactionCommand();
+	pg_atomic_fetch_add_u64(&slot->rounds, 1);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Take no more commits, wait for those in flight (their commit record is
+ * being written: milliseconds), at most RELAY_CLOSE_WAIT_MS, and send what
+ * they handed over.
+ */
+static void
+RelayClose(RelaySlot *slot)
+{
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RELAY_CLOSE_WAIT_MS);
+	uint32		mask;
+
+	SpinLockAcquire(&relay_shared->mutex);
+	slot->closing = true;
+	SpinLockRelease(&relay_shared->mutex);
+	for (;;)
+	{
+		int inflight;
+
+		SpinLockAcquire(&relay_shared->mutex);
+		inflight = slot->inflight;
+		SpinLockRelease(&relay_shared->mutex);
+		if (inflight == 0 || GetCurrentTimestamp() >= give_up)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10L,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	mask = pg_atomic_exchange_u32(&slot->pending, 0);
+	if (mask != 0)
+		RelayRound(slot, mask);
 }
 
 /*
  * The notifier of one database (bgw_extra): take the mask, NOTIFY its
- * channels in one transaction, sleep on the latch until a commit hands it
- * more.  Its first round sends every channel (see the heading).  SIGTERM:
- * a last round for what is pending, then exit.  An error (the NOTIFY queue
- * full) ends the process; the launcher starts it again, and meanwhile
- * writers NOTIFY themselves.
+ * channels in one transaction, pause RELAY_ROUND_MS, and sleep on the latch
+ * until a commit hands it more.  Its first round sends every channel (see
+ * the heading).  SIGTERM: RelayClose, then exit.  An error (the NOTIFY
+ * queue full) ends the process; the launcher starts it again, and
+ * meanwhile writers NOTIFY themselves.
  */
 void
 prm_notifier_main(Datum main_arg)
 {
-	char	   dbname[BGW_EXTRALEN];
-	RelaySlot *slot = NULL;
-	int		   i;
+	char		dbname[BGW_EXTRALEN];
+	RelaySlot  *slot = NULL;
+	TimestampTz now;
+	bool		duplicate = false;
+	int			i;
 
 	strlcpy(dbname, MyBgworkerEntry->bgw_extra, sizeof(dbname));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -382,29 +470,43 @@ prm_notifier_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
 	pgstat_report_appname("prm notifier");
+	/* a NOTIFY carries no data: its commit need not wait for the disk */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	if (relay_shared == NULL)
 		elog(ERROR, "prm notifier started without prm's shared memory");
+	now = GetCurrentTimestamp();
 	SpinLockAcquire(&relay_shared->mutex);
-	for (i = 0; i < PRM_MAX_DATABASES && slot == NULL; i++)
+	for (i = 0; i < PRM_MAX_DATABASES; i++)
+		if (relay_shared->slots[i].pid != 0 && relay_shared->slots[i].dboid == MyDatabaseId)
+			duplicate = true;
+	for (i = 0; i < PRM_MAX_DATABASES && slot == NULL && !duplicate; i++)
 		if (relay_shared->slots[i].pid == 0)
 		{
 			slot = &relay_shared->slots[i];
 			slot->dboid = MyDatabaseId;
 			slot->pid = MyProcPid;
 			slot->latch = MyLatch;
-			slot->started_at = GetCurrentTimestamp();
+			slot->started_at = now;
+			slot->closing = false;
+			slot->inflight = 0;
 			pg_atomic_write_u32(&slot->pending, RELAY_ALL);
 			pg_atomic_write_u64(&slot->commits, 0);
 			pg_atomic_write_u64(&slot->rounds, 0);
 		}
 	SpinLockRelease(&relay_shared->mutex);
+	/* a launcher started again after an error does not know the one running */
+	if (duplicate)
+	{
+		ereport(LOG, (errmsg("prm notifier for database \"%s\" runs already: this one exits", dbname)));
+		proc_exit(0);
+	}
 	if (slot == NULL)
 		elog(ERROR, "no free prm notifier slot");
 	before_shmem_exit(RelayDetach, PointerGetDatum(slot));
 	ereport(LOG, (errmsg("prm notifier started for database \"%s\"", dbname)));
 
-	for (;;)
+	while (!ShutdownRequestPending)
 	{
 		uint32 mask;
 
@@ -417,22 +519,16 @@ prm_notifier_main(Datum main_arg)
 		mask = pg_atomic_exchange_u32(&slot->pending, 0);
 		if (mask != 0)
 		{
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			RelayNotifyNow(mask);
-			CommitTransactionCommand();
-			pg_atomic_fetch_add_u64(&slot->rounds, 1);
-			pgstat_report_activity(STATE_IDLE, NULL);
+			RelayRound(slot, mask);
 			/* let commits gather: at most one round a RELAY_ROUND_MS */
-			if (!ShutdownRequestPending)
-				(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, RELAY_ROUND_MS,
-								 PG_WAIT_EXTENSION);
+			(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, RELAY_ROUND_MS,
+							 PG_WAIT_EXTENSION);
+			continue;
 		}
-		if (ShutdownRequestPending)
-			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+	RelayClose(slot);
 	ereport(LOG, (errmsg("prm notifier for database \"%s\" shutting down", dbname)));
 	proc_exit(0);
 }

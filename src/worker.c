@@ -418,6 +418,7 @@ PrmStartProcess(const char *dbname, int kind)
 	}
 	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
 	{
+		pfree(handle);
 		ereport(WARNING,
 				(errmsg("%s for database \"%s\" did not start", prm_process_type[kind], dbname)));
 		return NULL;

@@ -5,7 +5,8 @@
 # commits; with prm.notify_relay off, or in a database without a notifier,
 # the writer NOTIFYs itself; PREPARE TRANSACTION is refused as for NOTIFY;
 # a notifier that is stopped is started again by the launcher, and its
-# first round notifies every channel (for commits nobody relayed).
+# first round notifies every channel (for commits nobody relayed); one
+# whose database leaves prm.databases exits, and writers NOTIFY again.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -168,6 +169,22 @@ is_deeply($pids, [$new_notifier], 'whose first round notified prm_ticket, though
 	SELECT pg_sleep(0.5);
 	SELECT 'end';});
 is_deeply($pids, [$new_notifier], 'and which relays the next commit');
+
+#
+# 5. A database taken out of prm.databases: its notifier sends what is
+#    pending and exits, and the writers NOTIFY themselves again.
+#
+$node->append_conf('postgresql.conf', "prm.databases = 'other'\n");
+$node->reload;
+ok(wait_until('postgres', q{SELECT prm.health()->'notifier'->>'running' = 'false'}, 'the notifier to stop'),
+	'taken out of prm.databases, the notifier of postgres stops');
+like(slurp_file($node->logfile), qr/prm notifier for database "postgres" shutting down/,
+	'and says so in the log');
+($pids, $last) = notifications('postgres', 'prm_outbox_sms', qq{
+	LISTEN prm_outbox_sms;
+	$enqueue
+	SELECT pg_backend_pid();});
+is_deeply($pids, [$last], 'a commit after that NOTIFYs itself');
 
 $node->stop;
 done_testing();
