@@ -47,7 +47,7 @@
 # as a clinic's database would be, so that its notifier relays the NOTIFYs
 # (notify_relay.c); prm.worker_enabled is off, so that no worker runs jobs
 # behind the measurements (the worker block turns it on for itself).
-# Knobs (environment): BENCH_SECONDS (10), OUTBOX_ROWS (250000),
+# Knobs (environment): BENCH_SECONDS (10), OUTBOX_ROWS (600000),
 # CANCEL_N (200), CANCEL_ENTRIES (100000), OUTBOX_HELD ("no yes": the outbox runs without
 # and with a held snapshot), PGMQ_DIR (pgmq's SQL, default ../shared/anchors/pgmq).
 set -uo pipefail
@@ -77,7 +77,7 @@ if [ -z "${PRM_BENCH_IN_CLUSTER:-}" ]; then
 fi
 
 SECS=${BENCH_SECONDS:-10}
-OUTBOX_ROWS=${OUTBOX_ROWS:-250000}
+OUTBOX_ROWS=${OUTBOX_ROWS:-600000}
 CANCEL_N=${CANCEL_N:-200}
 CANCEL_ENTRIES=${CANCEL_ENTRIES:-100000}
 export PGDATABASE=prm_bench
