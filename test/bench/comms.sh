@@ -13,8 +13,8 @@ SECS=${BENCH_SECONDS:-10}
 export PGDATABASE=${PGDATABASE:-prm_bench}
 psql -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS prm CASCADE' >/dev/null
 psql -X -q -f "$here/comms_setup.sql" >/dev/null
-org=$(psql -X -Atc "SELECT value FROM bench.setting WHERE key = 'comms_org'")
-first=$(psql -X -Atc "SELECT value FROM bench.setting WHERE key = 'comms_first'")
+org=$(psql -X -Atc "SELECT value FROM bench.setting WHERE name = 'comms_org'")
+first=$(psql -X -Atc "SELECT value FROM bench.setting WHERE name = 'comms_first'")
 tps() {
     pgbench -n -c 1 -T "$SECS" -D org="$org" -D first="$first" -f "$here/$1" 2>/dev/null |
         sed -n 's/^tps = \([0-9.]*\).*/\1/p'

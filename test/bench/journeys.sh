@@ -91,11 +91,13 @@ echo "bare SQL sweep every 30 s, same $bare_n rows: the sweep takes $(LC_ALL=C a
 # 2. enrolment cost per booking
 cat > /tmp/jb_book.sql <<EOF2
 \set p random(1, $N)
-\set d random(1, 50000000)
 \set pr random(1, 100)
-SELECT prm.book_appointment(1, :p, :pr, timestamptz '2030-01-01 00:00+00' + :d * interval '10 minutes',
-                            timestamptz '2030-01-01 00:10+00' + :d * interval '10 minutes');
+SELECT prm.book_appointment(1, :p, :pr, timestamptz '2030-01-01 00:00+00' + d * interval '10 minutes',
+                            timestamptz '2030-01-01 00:10+00' + d * interval '10 minutes')
+  FROM nextval('bench_booking_slot') d;
 EOF2
+# each booking its own 10 minutes: random times collided once runs got long enough
+$P -c "CREATE SEQUENCE bench_booking_slot" >/dev/null
 $P -c "INSERT INTO prm.provider (org_id, name) SELECT 1, 'Dr ' || i FROM generate_series(1, 100) i" >/dev/null
 tps() { pgbench -n -M prepared -c 1 -T "$SECS" -f /tmp/jb_book.sql "$DB" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p'; }
 add_journeys() {   # $1 more journeys on appointment_booked whose filter never matches
