@@ -24,7 +24,10 @@
  * its database left prm.databases, or the server stops) first marks itself
  * closing, so that later commits NOTIFY themselves, waits for the ones in
  * flight, sends what they handed over, and only then gives up its slot: no
- * commit that counted on it is left unnotified.
+ * commit that counted on it is left unnotified.  One that ends on an error
+ * gives up its slot at once; the commits it had counted see that the slot's
+ * generation changed and leave it alone, and its successor's first round
+ * (below) covers them.
  *
  * What a listener sees.  The payload is empty as before, the channel names
  * what changed, and the rows are committed before the notification is sent;
@@ -100,16 +103,18 @@ typedef struct RelaySlot
 	pid_t			 pid; /* 0: free */
 	Latch			*latch;
 	TimestampTz		 started_at;
-	bool			 closing;  /* stopping: takes no more commits */
-	int				 inflight; /* commits between pre-commit and commit */
-	pg_atomic_uint32 pending;  /* channels committed, not yet NOTIFYed */
-	pg_atomic_uint64 commits;  /* commits that handed it channels */
-	pg_atomic_uint64 rounds;   /* its NOTIFY transactions */
+	bool			 closing;	 /* stopping: takes no more commits */
+	int				 inflight;	 /* commits between pre-commit and commit */
+	uint64			 generation; /* which notifier holds the slot */
+	pg_atomic_uint32 pending;	 /* channels committed, not yet NOTIFYed */
+	pg_atomic_uint64 commits;	 /* commits that handed it channels */
+	pg_atomic_uint64 rounds;	 /* its NOTIFY transactions */
 } RelaySlot;
 
 typedef struct RelayShared
 {
-	slock_t	  mutex; /* guards all but the atomics */
+	slock_t	  mutex;	   /* guards all but the atomics */
+	uint64	  generations; /* slot holders so far */
 	RelaySlot slots[PRM_MAX_DATABASES];
 } RelayShared;
 
@@ -130,6 +135,8 @@ static int	  noted_level[RELAY_NCHANNELS];
  */
 static bool		  decided = false;
 static RelaySlot *relay_slot = NULL;
+/* the generation of relay_slot's holder when it counted us */
+static uint64	  relay_generation = 0;
 static int		  RelayChannelIndex(const char *channel);
 static RelaySlot *RelayFindSlot(void);
 static void		  RelayNotifyNow(uint32 mask);
@@ -259,6 +266,16 @@ RelayHandOver(bool committed)
 	Latch *latch = NULL;
 
 	SpinLockAcquire(&relay_shared->mutex);
+	/*
+	 * The notifier that counted us ended meanwhile (an error: it gave up
+	 * the slot without waiting): its successor's first round notifies every
+	 * channel, and the slot's count is no longer ours to touch.
+	 */
+	if (relay_slot->pid == 0 || relay_slot->generation != relay_generation)
+	{
+		SpinLockRelease(&relay_shared->mutex);
+		return;
+	}
 	if (committed && noted_mask != 0)
 	{
 		if (pg_atomic_fetch_or_u32(&relay_slot->pending, noted_mask) == 0)
@@ -295,7 +312,10 @@ RelayXactCallback(XactEvent event, void *arg)
 				SpinLockAcquire(&relay_shared->mutex);
 				relay_slot = RelayFindSlot();
 				if (relay_slot != NULL)
+				{
 					relay_slot->inflight++;
+					relay_generation = relay_slot->generation;
+				}
 				SpinLockRelease(&relay_shared->mutex);
 			}
 			if (relay_slot == NULL)
@@ -490,6 +510,7 @@ prm_notifier_main(Datum main_arg)
 			slot->started_at = now;
 			slot->closing = false;
 			slot->inflight = 0;
+			slot->generation = ++relay_shared->generations;
 			pg_atomic_write_u32(&slot->pending, RELAY_ALL);
 			pg_atomic_write_u64(&slot->commits, 0);
 			pg_atomic_write_u64(&slot->rounds, 0);
