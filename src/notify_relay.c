@@ -209,7 +209,9 @@ RelayChannelIndex(const char *channel)
 void
 PrmNotifyOnce(const char *channel)
 {
-	int ch = RelayChannelIndex(channel); /*
+	int ch = RelayChannelIndex(channel);
+
+	/*
 	 * A name outside the table (none today), or a change made after this
 	 * transaction decided at pre-commit not to relay (by a later pre-commit
 	 * callback): PostgreSQL's NOTIFY, which dedups, and whose own pre-commit
