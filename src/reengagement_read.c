@@ -32,6 +32,14 @@ PG_FUNCTION_INFO_V1(prm_search_patients);
 /* lowest word similarity a name search returns */
 #define SEARCH_MIN_SCORE "0.3"
 
+/*
+ * A name search looks first for rows scoring at least this: when a page of
+ * them is found, it is the page the full search would return (rows come
+ * best first), and far fewer candidates are scored (bench reengagement:
+ * "elizabeht taylorson" at 100,000 patients, 5,277 rows >= 0.3, 64 >= 0.5).
+ */
+#define SEARCH_FIRST_SCORE "0.5"
+
 static Datum SpiJsonbResult(void);
 
 /* The jsonb in column 1 of the single result row, copied out of SPI. */
@@ -281,6 +289,21 @@ SearchTrgmSchema(void)
 	return pstrdup(quote_identifier(PrmGetText(0, 1)));
 }
 
+/* Run the name search plan with word_similarity_threshold at threshold. */
+static int
+SearchByName(SPIPlanPtr plan, Datum *values, const char *nulls, const char *threshold)
+{
+	int save_nestlevel = NewGUCNestLevel();
+	int n;
+
+	(void) set_config_option("pg_trgm.word_similarity_threshold", threshold,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	n = PrmExecute(plan, values, nulls, true, 0);
+	AtEOXact_GUC(true, save_nestlevel);
+	return n;
+}
+
 /*
  * prm.search_patients(org_id, query, page_size, cursor) RETURNS jsonb
  *	  Name, e-mail or phone, decided by the query's shape.  Results are
@@ -374,8 +397,6 @@ prm_search_patients(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		int save_nestlevel;
-
 		kind = "name";
 		if (name_plan == NULL)
 		{
@@ -396,13 +417,16 @@ prm_search_patients(PG_FUNCTION_ARGS)
 					   5, (Oid[]){INT8OID, TEXTOID, FLOAT4OID, INT8OID, INT4OID});
 		}
 		values[1] = CStringGetTextDatum(query);
-		/* the index condition <% uses this threshold */
-		save_nestlevel = NewGUCNestLevel();
-		(void) set_config_option("pg_trgm.word_similarity_threshold", SEARCH_MIN_SCORE,
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
-		n = PrmExecute(name_plan, values, nulls, true, 0);
-		AtEOXact_GUC(true, save_nestlevel);
+		/*
+		 * The index condition <% uses the threshold.  The first pass finds
+		 * the rows >= SEARCH_FIRST_SCORE; only a page it cannot fill (or a
+		 * cursor below that score) needs the full search.
+		 */
+		n = 0;
+		if (!cursor || after_score >= (float4) atof(SEARCH_FIRST_SCORE))
+			n = SearchByName(name_plan, values, nulls, SEARCH_FIRST_SCORE);
+		if (n <= page_size)
+			n = SearchByName(name_plan, values, nulls, SEARCH_MIN_SCORE);
 	}
 
 	{

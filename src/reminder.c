@@ -202,7 +202,10 @@ ReminderBeforeQuiet(const PrmSettings *s, const char *tz, TimestampTz t)
 
 /*
  * Lock and read an appointment with its patient's address on channel; false
- * when there is no such appointment.  Inside SPI.
+ * when there is no such appointment.  Inside SPI.  The patient is read by
+ * its key for the one appointment (OFFSET 0 keeps the subquery apart): as a
+ * plain join, the planner could merge-join the organization's patients in
+ * key order, 2.4 ms at 3,000 patients (the YES storm) and linear in them.
  */
 static bool
 ReminderLoad(int64 org_id, int64 appointment_id, const char *channel, ReminderAppt *a)
@@ -217,7 +220,9 @@ ReminderLoad(int64 org_id, int64 appointment_id, const char *channel, ReminderAp
 			   "            WHEN NOT p.sms_opt_out THEN p.phone END,"
 			   "       coalesce(p.timezone, o.timezone), p.language"
 			   "  FROM prm.appointment a"
-			   "  JOIN prm.patient p ON p.org_id = a.org_id AND p.id = a.patient_id"
+			   "  CROSS JOIN LATERAL (SELECT p.email, p.phone, p.sms_opt_out, p.timezone, p.language"
+			   "                        FROM prm.patient p"
+			   "                       WHERE p.org_id = a.org_id AND p.id = a.patient_id OFFSET 0) p"
 			   "  JOIN prm.organization o ON o.id = a.org_id"
 			   " WHERE a.org_id = $1 AND a.id = $2"
 			   "   FOR NO KEY UPDATE OF a",

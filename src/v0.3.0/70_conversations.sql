@@ -136,6 +136,7 @@ RETURNS text
 LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
+SET plan_cache_mode = force_generic_plan -- as handle_inbound_sms (10_fill.sql)
 AS 'MODULE_PATHNAME', 'prm_handle_inbound_message';
 COMMENT ON FUNCTION prm.handle_inbound_message(text, text, text, text, text) IS
     'Process an inbound message on channel sms, whatsapp or email, routed by the clinic''s address it was sent to (sms_number, whatsapp_number, email_address): SMS exactly as handle_inbound_sms; every message is threaded into the sender''s conversation (unknown senders too); a message that is one of the handoff_keywords asks for a person. Returns the reply to send, or NULL. Idempotent on provider_message_id. Needs webhook.';

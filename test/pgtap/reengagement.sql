@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(91);
+SELECT plan(100);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_reeng_a;
@@ -264,6 +264,39 @@ SELECT x FROM (SELECT jsonb_array_elements(:'page1'::jsonb -> 'results') x
 SELECT is((SELECT count(DISTINCT x ->> 'patient_id') FROM paged), (SELECT count(*) FROM paged), 'pages never overlap');
 SELECT is((SELECT count(*)::int FROM paged WHERE x ->> 'family_name' LIKE 'Smithson%'), 25, 'the pages hold all 25 Smithsons');
 SELECT ok(:'page3'::jsonb -> 'next_cursor' = 'null'::jsonb, 'the last page has no cursor');
+-- a name search first looks among rows scoring >= 0.5 and searches fully
+-- only when they do not fill the page: every page, paged through with
+-- cursors, equals the full ordering recomputed here (rows on both sides of
+-- 0.5, pages that cross it)
+SELECT prm.add_patient(:org_a, 'Alexa', 'Smit' || i, format('+1212555%s', 3100 + i)) FROM generate_series(1, 6) i;
+CREATE FUNCTION pg_temp.search_ids(org bigint, q text, page int) RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    ids bigint[] := '{}';
+    r jsonb;
+    c text;
+BEGIN
+    LOOP
+        r := prm.search_patients(org, q, page, c);
+        ids := ids || ARRAY(SELECT (x ->> 'patient_id')::bigint FROM jsonb_array_elements(r -> 'results') x);
+        c := r ->> 'next_cursor';
+        EXIT WHEN c IS NULL;
+    END LOOP;
+    RETURN ids;
+END $$;
+CREATE TEMP VIEW search_reference AS
+SELECT q.q, p.id, word_similarity(lower(q.q), lower(p.given_name || ' ' || p.family_name)) AS score
+  FROM prm.patient p, (VALUES ('alex smithson'), ('alexa smit')) q(q)
+ WHERE p.org_id = :org_a AND word_similarity(lower(q.q), lower(p.given_name || ' ' || p.family_name)) >= 0.3;
+SELECT ok((SELECT bool_and(n_high > 3 AND n_low > 0) FROM (
+             SELECT q, count(*) FILTER (WHERE score >= 0.5) AS n_high, count(*) FILTER (WHERE score < 0.5) AS n_low
+               FROM search_reference GROUP BY q) x)
+          AND (SELECT count(DISTINCT q) FROM search_reference) = 2,
+          'the search property below has rows on both sides of 0.5');
+SELECT is(pg_temp.search_ids(:org_a, q.q, page.n),
+          ARRAY(SELECT r.id FROM search_reference r WHERE r.q = q.q ORDER BY r.score DESC, r.id),
+          format('name search %L in pages of %s equals the full ordering', q.q, page.n))
+  FROM (VALUES ('alex smithson'), ('alexa smit')) q(q), (VALUES (1), (3), (10), (100)) page(n);
 SELECT throws_ok(format('SELECT prm.search_patients(%s, %L, 10, %L)', :org_a, 'alex', 'garbage'), '22023', NULL, 'bad cursor refused');
 SELECT throws_ok(format('SELECT prm.search_patients(%s, %L, 0)', :org_a, 'alex'), '22023', NULL, 'page size 0 refused');
 SELECT throws_ok(format('SELECT prm.search_patients(%s, %L)', :org_a, repeat('a', 201)), '22001', NULL, 'oversized query refused');
