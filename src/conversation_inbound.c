@@ -139,33 +139,37 @@ PrmRouteInbound(const char *channel, const char *to_raw)
 }
 
 /*
- * Record an inbound message once per provider message id; returns its id,
- * or 0 for a replay, with *replay the reply first given (or NULL).  Inside
- * SPI.
+ * Record an inbound message once per provider message id, with the
+ * patient who sent it (patient_id, 0 for none); returns its id, or 0 for a
+ * replay, with *replay the reply first given (or NULL).  Inside SPI.
  */
 int64
 PrmRecordInbound(int64 org_id, const char *channel, const char *pmid,
 				 const char *from, const char *body, const char *keyword,
-				 char **replay)
+				 int64 patient_id, char **replay)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr replay_plan = NULL;
-	Datum			  values[6];
+	Datum			  values[7];
+	char			  nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool			  isnull;
 
 	PrmPrepare(&insert_plan,
-			   "INSERT INTO prm.inbound_message (org_id, provider_message_id, from_address, body, keyword, channel)"
-			   " VALUES ($1, $2, $3, $4, $5, $6)"
+			   "INSERT INTO prm.inbound_message"
+			   "  (org_id, provider_message_id, from_address, body, keyword, channel, patient_id)"
+			   " VALUES ($1, $2, $3, $4, $5, $6, $7)"
 			   " ON CONFLICT (org_id, provider_message_id) DO NOTHING RETURNING id",
-			   6, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+			   7, (Oid[]){INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(pmid);
 	values[2] = CStringGetTextDatum(from);
 	values[3] = CStringGetTextDatum(body);
 	values[4] = CStringGetTextDatum(keyword);
 	values[5] = CStringGetTextDatum(channel);
+	values[6] = Int64GetDatum(patient_id);
+	nulls[6] = patient_id ? ' ' : 'n';
 	*replay = NULL;
-	if (PrmExecute(insert_plan, values, NULL, false, 0) == 1)
+	if (PrmExecute(insert_plan, values, nulls, false, 0) == 1)
 		return PrmGetInt64(0, 1, &isnull);
 	PrmPrepare(&replay_plan,
 			   "SELECT i.reply FROM prm.inbound_message i"
@@ -325,15 +329,15 @@ PrmHandleInboundOther(const char *channel, const char *to_raw,
 	if (org_id == 0)
 		return NULL; /* an address no organization owns (privileged caller) */
 	from = PrmInboundAddress(channel, from_raw, PrmOrgPhoneRegion(org_id));
+	act.patient_id = InboundPatient(org_id, channel, from, &language);
 	act.inbound_id = PrmRecordInbound(org_id, channel, pmid, from ? from : from_raw, body,
-									  PrmKeyword(body), &replay);
+									  PrmKeyword(body), act.patient_id, &replay);
 	if (act.inbound_id == 0)
 		return replay; /* a retried webhook gets the first reply */
 	act.org_id = org_id;
 	act.channel = channel;
 	act.address = from ? from : from_raw;
 	act.body = body;
-	act.patient_id = InboundPatient(org_id, channel, from, &language);
 	act.language = language;
 	act.cxt = CurrentMemoryContext;
 	act.conversation_id = PrmThreadMessage(org_id, channel, act.address, act.patient_id,

@@ -805,11 +805,16 @@ FillHandleSms(const char *to_raw, const char *from_raw, const char *body,
 	in.body = body;
 	in.cxt = CurrentMemoryContext;
 
-	/* once per provider message id: a retried webhook gets the first reply */
-	inbound_id = PrmRecordInbound(in.org_id, "sms", pmid, from ? from : from_raw, body, keyword, &replay);
+	/*
+	 * Once per provider message id: a retried webhook gets the first reply.
+	 * The message is recorded with its sender, so that closing it changes
+	 * no key (no foreign-key check, no statistics to apply again).
+	 */
+	FillReadSenders(&in, from);
+	inbound_id = PrmRecordInbound(in.org_id, "sms", pmid, from ? from : from_raw, body, keyword,
+								  in.first_patient, &replay);
 	if (inbound_id == 0)
 		return replay;
-	FillReadSenders(&in, from);
 	in.inbound_id = inbound_id;
 	in.address = from ? from : from_raw;
 	/* what prm answers by itself is not left unread for staff */

@@ -178,7 +178,7 @@ extern int64 PrmRouteInbound(const char *channel, const char *to_raw);
 extern int64 PrmRecordInbound(int64 org_id, const char *channel,
 							  const char *pmid, const char *from,
 							  const char *body, const char *keyword,
-							  char **replay);
+							  int64 patient_id, char **replay);
 extern void	 PrmCloseInbound(int64 org_id, int64 inbound_id, int64 patient_id,
 							 int64 offer_id, int64 conversation_id,
 							 const char *reply);
