@@ -151,29 +151,6 @@ PrmThreadMessage(int64 org_id, const char *channel, const char *address,
 }
 
 /*
- * Put an outbound message into conversation_id, which PrmThreadMessage
- * threaded a message into earlier in this transaction (the inbound message
- * a reply answers).  That upsert left the row locked, active, with this
- * transaction's timestamps and timer: threading again would write the same
- * values, so only the message row is added (one statement, no conversation
- * update, no second NOTIFY).  Inside SPI.
- */
-void
-PrmThreadAppend(int64 org_id, int64 conversation_id, const char *body)
-{
-	static SPIPlanPtr plan = NULL;
-
-	Assert(conversation_id > 0 && body != NULL);
-	PrmPrepare(&plan,
-			   "INSERT INTO prm.conversation_message (org_id, conversation_id, direction, body)"
-			   " VALUES ($1, $2, 'outbound', $3)",
-			   3, (Oid[]){INT8OID, INT8OID, TEXTOID});
-	PrmExecute(plan,
-			   (Datum[]){Int64GetDatum(org_id), Int64GetDatum(conversation_id), CStringGetTextDatum(body)},
-			   NULL, false, 0);
-}
-
-/*
  * The timer step: conversations whose timer is due become inactive or
  * closed, at most limit of them (the next run comes at once while more are
  * due).  Conversations locked by a message being threaded are passed over:

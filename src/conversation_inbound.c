@@ -181,20 +181,31 @@ PrmRecordInbound(int64 org_id, const char *channel, const char *pmid,
 	return 0;
 }
 
-/* Keep who sent an inbound message, its conversation and the reply with it. */
+/*
+ * Keep who sent an inbound message, its conversation and the reply with it.
+ * thread_reply: the reply is also put into that conversation, which the
+ * inbound message was threaded into earlier in this transaction
+ * (PrmThreadMessage).  That upsert left the row locked, active, with this
+ * transaction's timestamps and timer: threading again would write the same
+ * values, so only the message row is added, in this same statement.
+ */
 void
 PrmCloseInbound(int64 org_id, int64 inbound_id, int64 patient_id, int64 offer_id,
-				int64 conversation_id, const char *reply)
+				int64 conversation_id, const char *reply, bool thread_reply)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum			  values[6];
-	char			  nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum			  values[7];
+	char			  nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
+	Assert(!thread_reply || conversation_id > 0);
 	PrmPrepare(&plan,
+			   "WITH m AS ("
+			   "  INSERT INTO prm.conversation_message (org_id, conversation_id, direction, body)"
+			   "  SELECT $1, $6, 'outbound', $5 WHERE $7 AND $5 IS NOT NULL)"
 			   "UPDATE prm.inbound_message i SET patient_id = $3, offer_id = $4, reply = $5,"
 			   "       conversation_id = $6"
 			   " WHERE i.org_id = $1 AND i.id = $2",
-			   6, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID});
+			   7, (Oid[]){INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID, BOOLOID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(inbound_id);
 	values[2] = Int64GetDatum(patient_id);
@@ -205,6 +216,7 @@ PrmCloseInbound(int64 org_id, int64 inbound_id, int64 patient_id, int64 offer_id
 	nulls[4] = reply ? ' ' : 'n';
 	values[5] = Int64GetDatum(conversation_id);
 	nulls[5] = conversation_id ? ' ' : 'n';
+	values[6] = BoolGetDatum(thread_reply);
 	PrmExecute(plan, values, nulls, false, 0);
 }
 
@@ -356,10 +368,12 @@ PrmHandleInboundOther(const char *channel, const char *to_raw,
 		FreeErrorData(edata);
 		act.reply = NULL;
 	}
-	PrmCloseInbound(org_id, act.inbound_id, act.patient_id, 0, act.conversation_id, act.reply);
-	PrmEmitEvent(org_id, "message_received", "inbound_message", act.inbound_id,
-				 psprintf("{\"channel\": %s, \"conversation_id\": %lld, \"patient_id\": %s}",
-						  PrmJsonString(channel), (long long) act.conversation_id,
-						  act.patient_id ? psprintf("%lld", (long long) act.patient_id) : "null"));
+	PrmCloseInbound(org_id, act.inbound_id, act.patient_id, 0, act.conversation_id, act.reply,
+					false);
+	PrmEmitPatientEvent(org_id, "message_received", "inbound_message", act.inbound_id,
+						act.patient_id,
+						psprintf("{\"channel\": %s, \"conversation_id\": %lld, \"patient_id\": %s}",
+								 PrmJsonString(channel), (long long) act.conversation_id,
+								 act.patient_id ? psprintf("%lld", (long long) act.patient_id) : "null"));
 	return act.reply;
 }

@@ -204,6 +204,22 @@ FillFormatAppointment(const PrmSettings *s, TimestampTz ts, const char *patient_
 }
 
 /*
+ * The one statement that cancels offer SMS no sender has claimed yet, of
+ * the offers offer_ids selects ($1 the organization): nobody is to be told
+ * about a slot they can no longer take.
+ */
+#define CANCEL_OFFER_SMS(offer_ids)                                            \
+	"UPDATE prm.outbound_message m"                                            \
+	"   SET status = 'cancelled', last_error = 'offer closed before sending'," \
+	"       updated_at = pg_catalog.now()"                                     \
+	" WHERE m.org_id = $1 AND m.status = 'queued' AND m.kind = 'offer'"        \
+	"   AND m.offer_id IN (" offer_ids ")"
+/* the closed offers of slot $2 */
+#define CLOSED_OFFERS_OF_SLOT      \
+	"SELECT o.id FROM prm.offer o" \
+	" WHERE o.org_id = $1 AND o.slot_id = $2 AND o.status IN ('withdrawn', 'expired')"
+
+/*
  * Cancel the offer SMS of a slot that have not gone out yet while their
  * offers are closed (withdrawn or expired): nobody is to be told about a
  * slot they can no longer take.  Messages already claimed by a sender are
@@ -216,13 +232,7 @@ FillCancelClosedOfferMessages(int64 org_id, int64 slot_id)
 	Datum			  values[2];
 
 	PrmPrepare(&plan,
-			   "UPDATE prm.outbound_message m"
-			   "   SET status = 'cancelled', last_error = 'offer closed before sending',"
-			   "       updated_at = pg_catalog.now()"
-			   " WHERE m.org_id = $1 AND m.status = 'queued' AND m.kind = 'offer'"
-			   "   AND m.offer_id IN (SELECT o.id FROM prm.offer o"
-			   "                       WHERE o.org_id = $1 AND o.slot_id = $2"
-			   "                         AND o.status IN ('withdrawn', 'expired'))",
+			   CANCEL_OFFER_SMS(CLOSED_OFFERS_OF_SLOT),
 			   2, (Oid[]){INT8OID, INT8OID});
 	values[0] = Int64GetDatum(org_id);
 	values[1] = Int64GetDatum(slot_id);
@@ -249,12 +259,16 @@ FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason)
 
 	/*
 	 * An offer's SMS went out once a sender claimed it (or it was archived,
-	 * being finished); still queued, it is cancelled below: never seen.
+	 * being finished); still queued, it is cancelled by the same statement
+	 * (c: the withdrawn rows are not yet visible to a later one's snapshot
+	 * within it, so w's ids are named): never seen.
 	 */
 	PrmPrepare(&plan,
 			   "WITH w AS (UPDATE prm.offer o SET status = 'withdrawn', responded_at = pg_catalog.now()"
 			   "            WHERE o.org_id = $1 AND o.slot_id = $2 AND o.status = 'open'"
-			   "            RETURNING o.id, o.patient_id)"
+			   "            RETURNING o.id, o.patient_id),"
+			   /* their offer SMS still queued, and any of the slot's closed before */
+			   " c AS (" CANCEL_OFFER_SMS("SELECT w.id FROM w UNION ALL " CLOSED_OFFERS_OF_SLOT) ")"
 			   "SELECT w.id, w.patient_id,"
 			   "       NOT p.sms_opt_out AND p.erased_at IS NULL"
 			   "       AND (EXISTS (SELECT 1 FROM prm.outbound_message m"
@@ -290,7 +304,6 @@ FillWithdrawSlotOffers(int64 org_id, int64 slot_id, const char *reason)
 			tell_patient[ntell++] = PrmGetInt64(i, 2, &isnull);
 		}
 	}
-	FillCancelClosedOfferMessages(org_id, slot_id);
 	PrmEmitEvent(org_id, "offers_withdrawn", "slot", slot_id,
 				 psprintf("{\"offers\": %d, \"reason\": %s}", n, PrmJsonString(reason)));
 	s = PrmGetSettings(org_id);

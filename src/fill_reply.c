@@ -718,17 +718,21 @@ FillReadSenders(FillInbound *in, const char *from)
 												   INT8OID, 8, true, TYPALIGN_DOUBLE));
 }
 
-/* Keep the reply and what the message was about with the inbound message. */
+/*
+ * Keep the reply and what the message was about with the inbound message,
+ * and thread the reply into the sender's conversation.
+ */
 static void
 FillCloseInbound(FillInbound *in, int64 inbound_id, const char *keyword)
 {
 	PrmCloseInbound(in->org_id, inbound_id, in->first_patient, in->offer_id,
-					in->conversation_id, in->reply);
-	PrmEmitEvent(in->org_id, "sms_received", "inbound_message", inbound_id,
-				 psprintf("{\"keyword\": %s, \"patient_id\": %s, \"conversation_id\": %lld}",
-						  PrmJsonString(keyword),
-						  in->first_patient ? psprintf("%lld", (long long) in->first_patient) : "null",
-						  (long long) in->conversation_id));
+					in->conversation_id, in->reply, true);
+	PrmEmitPatientEvent(in->org_id, "sms_received", "inbound_message", inbound_id,
+						in->first_patient,
+						psprintf("{\"keyword\": %s, \"patient_id\": %s, \"conversation_id\": %lld}",
+								 PrmJsonString(keyword),
+								 in->first_patient ? psprintf("%lld", (long long) in->first_patient) : "null",
+								 (long long) in->conversation_id));
 }
 
 /*
@@ -821,8 +825,7 @@ FillHandleSms(const char *to_raw, const char *from_raw, const char *body,
 	in.conversation_id = PrmThreadMessage(in.org_id, "sms", in.address, in.first_patient, true,
 										  in.kind == KW_UNKNOWN, body, inbound_id, 0);
 	FillAnswerGuarded(&in, inbound_id);
-	if (in.reply != NULL)
-		PrmThreadAppend(in.org_id, in.conversation_id, in.reply);
+	/* the reply is threaded as the message is closed, in one statement */
 	FillCloseInbound(&in, inbound_id, keyword);
 	return in.reply;
 }

@@ -166,7 +166,6 @@ extern int64 PrmThreadMessage(int64 org_id, const char *channel,
 							  const char *address, int64 patient_id,
 							  bool inbound, bool unread, const char *body,
 							  int64 inbound_id, int64 outbound_id);
-extern void PrmThreadAppend(int64 org_id, int64 conversation_id, const char *body);
 extern int64 PrmConversationTimers(int limit);
 
 /* conversation_inbound.c: inbound traffic of every channel */
@@ -181,7 +180,7 @@ extern int64 PrmRecordInbound(int64 org_id, const char *channel,
 							  int64 patient_id, char **replay);
 extern void	 PrmCloseInbound(int64 org_id, int64 inbound_id, int64 patient_id,
 							 int64 offer_id, int64 conversation_id,
-							 const char *reply);
+							 const char *reply, bool thread_reply);
 extern char *PrmHandoff(int64 org_id, const char *channel, const char *address,
 						int64 patient_id, int64 conversation_id,
 						int64 inbound_id, const char *body,
