@@ -111,6 +111,30 @@ SELECT pg_temp.measure('summary', format('SELECT prm.reengagement_summary(%s)', 
 SELECT pg_temp.measure('summary baseline: count(*) of the patients', format('SELECT count(*) FROM prm.patient WHERE org_id = %s', :org), 7, 0, 0);
 SELECT pg_temp.measure('profile', format('SELECT * FROM prm.patient_profile WHERE org_id = %s AND patient_id = $1', :org), :runs, :first, :last);
 SELECT pg_temp.measure('profile baseline: patient by primary key', format('SELECT * FROM prm.patient WHERE org_id = %s AND id = $1', :org), :runs, :first, :last);
+-- the same two with their plans kept, as a driver's prepared statement keeps
+-- them: each EXECUTE above parses and plans the view afresh
+CREATE FUNCTION pg_temp.measure_profile_prepared(org bigint, runs int, lo bigint, hi bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    t timestamptz;
+    a bigint;
+BEGIN
+    PERFORM setseed(0.5);
+    FOR i IN 1 .. runs LOOP
+        a := lo + floor(random() * (hi - lo + 1))::bigint;
+        t := clock_timestamp();
+        PERFORM * FROM prm.patient_profile WHERE org_id = org AND patient_id = a;
+        INSERT INTO timing VALUES ('profile, plan kept', extract(epoch FROM clock_timestamp() - t) * 1000);
+    END LOOP;
+    PERFORM setseed(0.5);
+    FOR i IN 1 .. runs LOOP
+        a := lo + floor(random() * (hi - lo + 1))::bigint;
+        t := clock_timestamp();
+        PERFORM * FROM prm.patient WHERE org_id = org AND id = a;
+        INSERT INTO timing VALUES ('profile baseline, plan kept', extract(epoch FROM clock_timestamp() - t) * 1000);
+    END LOOP;
+END $$;
+SELECT pg_temp.measure_profile_prepared(:org, :runs, :first, :last);
 SELECT pg_temp.measure('name search, with typos',
     format($q$SELECT prm.search_patients(%s, (ARRAY['jonh smiht', 'mary jonse', 'willaims', 'elizabeht taylorson', 'ocsar nguyenwood'])[1 + $1 %% 5])$q$, :org),
     :runs, 0, 4);
@@ -128,6 +152,7 @@ WITH m AS (SELECT what, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS med,
 SELECT x.label, round((a.med / b.med)::numeric, 1) AS median_ratio, round((a.p99 / b.p99)::numeric, 1) AS p99_ratio
   FROM (VALUES ('summary / count(*) of patients', 'summary', 'summary baseline: count(*) of the patients'),
                ('profile / patient by primary key', 'profile', 'profile baseline: patient by primary key'),
+               ('profile, plan kept / patient by primary key, plan kept', 'profile, plan kept', 'profile baseline, plan kept'),
                ('name search / phone search', 'name search, with typos', 'name search baseline: phone search (unique index)')) x(label, a, b)
   JOIN m a ON a.what = x.a JOIN m b ON b.what = x.b;
 
