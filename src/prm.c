@@ -542,6 +542,13 @@ PrmSpiConnectReadOnly(void)
 	spi_read_only_depth++;
 }
 
+/* Whether prm's statements now run read-only, with the caller's snapshot. */
+bool
+PrmSpiIsReadOnly(void)
+{
+	return spi_read_only_depth > 0;
+}
+
 /* SPI_finish with error checking. */
 void
 PrmSpiFinish(void)

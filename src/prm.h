@@ -86,6 +86,7 @@ extern bool	  PrmHasColumn(const char *relname, const char *column);
 extern char		 *PrmGetText(int row, int col);
 extern void		  PrmSpiConnect(void);
 extern void		  PrmSpiConnectReadOnly(void);
+extern bool		  PrmSpiIsReadOnly(void);
 extern void		  PrmSpiFinish(void);
 
 /*

@@ -22,6 +22,14 @@
  * it passes; then the function looks the next one up (as the caller, so
  * row security applies: the function is STABLE, not IMMUTABLE).
  *
+ * The organization's thresholds are read by the function (as the caller,
+ * once per command and call site), not joined in by the view: the join
+ * with prm.reengagement_settings, a view over the settings jsonb, and its
+ * nine columns passed as arguments made planning one patient's profile
+ * about twice as long.  For the same reason the result is a named row
+ * type: the planner builds a record's column list from the OUT arguments
+ * at every reference.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -29,6 +37,8 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/fmgrprotos.h"
@@ -57,20 +67,11 @@ enum
 	JA_LAST_OUT,
 	JA_LAST_IN,
 	JA_NEXT_AT,
-	JA_CRITICAL,
-	JA_HIGH,
-	JA_MEDIUM,
-	JA_DEFAULT_INTERVAL,
-	JA_FULL_VISITS,
-	JA_HIGH_SCORE,
-	JA_MODERATE_SCORE,
-	JA_LOW_SCORE,
-	JA_HORIZON,
 	JA_AS_OF,
 	JA_COUNT
 };
 
-/* the OUT columns, in order */
+/* the columns of prm.patient_judgement_row, in order */
 enum
 {
 	JO_NEXT_AT,
@@ -130,6 +131,65 @@ NextAppointment(int64 org_id, int64 patient_id, bool has_stored, TimestampTz sto
 	return found;
 }
 
+/*
+ * What a call site keeps between calls (fn_extra): the result's row type
+ * and the last organization's thresholds, valid for the command that read
+ * them (a STABLE function's statements see that command's snapshot, so
+ * every row of a profile scan is judged with one reading, taken once).
+ */
+typedef struct JudgementCallCache
+{
+	TupleDesc		   desc;
+	bool			   has_thresholds;
+	int64			   org_id;
+	Oid				   user_id;
+	LocalTransactionId lxid;
+	CommandId		   cid;
+	PrmThresholds	   t;
+} JudgementCallCache;
+
+/* The call site's cache, made on the first call. */
+static JudgementCallCache *
+CallCache(FunctionCallInfo fcinfo)
+{
+	JudgementCallCache *cache = (JudgementCallCache *) fcinfo->flinfo->fn_extra;
+	TupleDesc			desc;
+	MemoryContext		old;
+
+	if (cache != NULL)
+		return cache;
+	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE || desc->natts != JO_COUNT)
+		elog(ERROR, "prm.patient_judgement() must return the %d columns of prm.patient_judgement_row",
+			 JO_COUNT);
+	cache = palloc0(sizeof(JudgementCallCache));
+	cache->desc = BlessTupleDesc(CreateTupleDescCopy(desc));
+	MemoryContextSwitchTo(old);
+	fcinfo->flinfo->fn_extra = cache;
+	return cache;
+}
+
+/* The organization's thresholds, read as the caller once per command. */
+static void
+CallThresholds(JudgementCallCache *cache, int64 org_id, PrmThresholds *t)
+{
+	CommandId cid = GetCurrentCommandId(false);
+
+	if (!cache->has_thresholds || cache->org_id != org_id || cache->user_id != GetUserId() ||
+		cache->lxid != MyProc->lxid || cache->cid != cid)
+	{
+		PrmSpiConnectReadOnly();
+		PrmLoadThresholds(org_id, &cache->t);
+		PrmSpiFinish();
+		cache->has_thresholds = true;
+		cache->org_id = org_id;
+		cache->user_id = GetUserId();
+		cache->lxid = MyProc->lxid;
+		cache->cid = cid;
+	}
+	*t = cache->t;
+}
+
 static int32
 ArgInt(FunctionCallInfo fcinfo, int n, bool *isnull)
 {
@@ -177,68 +237,47 @@ RoundDaysBetween(TimestampTz later, TimestampTz earlier)
  *		total_appointments, cancellations,
  *		no_shows, last_visit_at, avg_days_between_visits, revenue,
  *		messages_out, replied_out, last_outbound_at, last_inbound_at,
- *		next_appointment_at, the nine thresholds of prm.reengagement_settings,
- *		as_of) RETURNS record
- *	  The derived columns of prm.patient_profile; see the header.
+ *		next_appointment_at, as_of) RETURNS prm.patient_judgement_row
+ *	  The derived columns of prm.patient_profile, with the thresholds of
+ *	  the organization (prm.reengagement_settings); see the header.
  */
 Datum
 prm_patient_judgement(PG_FUNCTION_ARGS)
 {
-	TupleDesc	  desc = (TupleDesc) fcinfo->flinfo->fn_extra;
-	Datum		  out[JO_COUNT];
-	bool		  nulls[JO_COUNT];
-	PrmThresholds t;
-	PatientFacts  f;
-	bool		  no_completed;
-	bool		  no_total;
-	bool		  no_cancelled;
-	bool		  no_noshow;
-	bool		  no_out;
-	bool		  no_replied;
-	int32		  completed = ArgInt(fcinfo, JA_COMPLETED, &no_completed);
-	int32		  total = ArgInt(fcinfo, JA_TOTAL, &no_total);
-	int32		  cancelled = ArgInt(fcinfo, JA_CANCELLED, &no_cancelled);
-	int32		  noshow = ArgInt(fcinfo, JA_NOSHOW, &no_noshow);
-	int32		  out_n = ArgInt(fcinfo, JA_OUT_N, &no_out);
-	int32		  replied = ArgInt(fcinfo, JA_REPLIED, &no_replied);
-	bool		  has_revenue = !PG_ARGISNULL(JA_REVENUE);
-	Datum		  revenue = has_revenue ? PG_GETARG_DATUM(JA_REVENUE) : 0;
-	TimestampTz	  now;
-	double		  days_since = 0;
-	double		  rhythm;
-	double		  score;
-	Datum		  per_visit;
-	int			  risk;
-	int			  i;
+	JudgementCallCache *cache;
+	Datum				out[JO_COUNT];
+	bool				nulls[JO_COUNT];
+	PrmThresholds		t;
+	PatientFacts		f;
+	bool				no_completed;
+	bool				no_total;
+	bool				no_cancelled;
+	bool				no_noshow;
+	bool				no_out;
+	bool				no_replied;
+	int32				completed = ArgInt(fcinfo, JA_COMPLETED, &no_completed);
+	int32				total = ArgInt(fcinfo, JA_TOTAL, &no_total);
+	int32				cancelled = ArgInt(fcinfo, JA_CANCELLED, &no_cancelled);
+	int32				noshow = ArgInt(fcinfo, JA_NOSHOW, &no_noshow);
+	int32				out_n = ArgInt(fcinfo, JA_OUT_N, &no_out);
+	int32				replied = ArgInt(fcinfo, JA_REPLIED, &no_replied);
+	bool				has_revenue = !PG_ARGISNULL(JA_REVENUE);
+	Datum				revenue = has_revenue ? PG_GETARG_DATUM(JA_REVENUE) : 0;
+	TimestampTz			now;
+	double				days_since = 0;
+	double				rhythm;
+	double				score;
+	Datum				per_visit;
+	int					risk;
 	TimestampTz	  next = 0;
 
 	PrmArgNotNull(fcinfo, JA_ORG, "org_id");
 	PrmArgNotNull(fcinfo, JA_PATIENT, "patient_id");
-	for (i = JA_CRITICAL; i <= JA_AS_OF; i++)
-		PrmArgNotNull(fcinfo, i, i == JA_AS_OF ? "as_of" : "threshold");
-	t.critical = PG_GETARG_FLOAT8(JA_CRITICAL);
-	t.high = PG_GETARG_FLOAT8(JA_HIGH);
-	t.medium = PG_GETARG_FLOAT8(JA_MEDIUM);
-	t.default_interval = PG_GETARG_FLOAT8(JA_DEFAULT_INTERVAL);
-	t.full_visits = PG_GETARG_FLOAT8(JA_FULL_VISITS);
-	t.high_score = PG_GETARG_FLOAT8(JA_HIGH_SCORE);
-	t.moderate_score = PG_GETARG_FLOAT8(JA_MODERATE_SCORE);
-	t.low_score = PG_GETARG_FLOAT8(JA_LOW_SCORE);
-	t.horizon = PG_GETARG_FLOAT8(JA_HORIZON);
-	PrmCheckThresholds(&t);
+	PrmArgNotNull(fcinfo, JA_AS_OF, "as_of");
 	now = PG_GETARG_TIMESTAMPTZ(JA_AS_OF);
+	cache = CallCache(fcinfo);
+	CallThresholds(cache, PG_GETARG_INT64(JA_ORG), &t);
 
-	if (desc == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-
-		if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE ||
-			desc->natts != JO_COUNT)
-			elog(ERROR, "prm.patient_judgement() must return its %d OUT columns", JO_COUNT);
-		desc = BlessTupleDesc(CreateTupleDescCopy(desc));
-		MemoryContextSwitchTo(old);
-		fcinfo->flinfo->fn_extra = desc;
-	}
 	memset(nulls, true, sizeof(nulls));
 
 	/* the facts the scoring functions read, as the view passed them */
@@ -366,5 +405,5 @@ prm_patient_judgement(PG_FUNCTION_ARGS)
 	out[JO_CHURN_RISK] = CStringGetTextDatum(PrmChurnRiskNames[risk]);
 	nulls[JO_CHURN_RISK] = false;
 
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, out, nulls)));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(cache->desc, out, nulls)));
 }

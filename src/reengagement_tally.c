@@ -159,8 +159,10 @@ ThresholdCacheForget(Datum arg, Oid relid)
 }
 
 /*
- * The version (tid, xmin) of organization org_id's row that a statement
- * starting now would see; false when there is none.
+ * The version (tid, xmin) of organization org_id's row that the next
+ * statement of prm would see: one starting now, or inside a read-only
+ * function the caller's (a newer version than the statement reads would
+ * pair it with older thresholds in the cache); false when there is none.
  */
 static bool
 OrgRowVersion(int64 org_id, ItemPointer tid, TransactionId *xmin)
@@ -176,7 +178,7 @@ OrgRowVersion(int64 org_id, ItemPointer tid, TransactionId *xmin)
 	if (!OidIsValid(relid))
 		return false;
 	rel = table_open(relid, AccessShareLock);
-	snap = RegisterSnapshot(GetTransactionSnapshot());
+	snap = RegisterSnapshot(PrmSpiIsReadOnly() ? GetActiveSnapshot() : GetTransactionSnapshot());
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(org_id));
 	scan = systable_beginscan(rel, RelationGetPrimaryKeyIndex(rel), true, snap, 1, &key);
 	tup = systable_getnext(scan);

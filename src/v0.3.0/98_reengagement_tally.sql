@@ -97,31 +97,29 @@ COMMENT ON TABLE prm.patient_stats IS 'Per-patient figures behind prm.patient_pr
 -- The profile as in 0.2.0, planned as two index lookups and one call: the
 -- derived columns come from prm.patient_judgement() (the same arithmetic
 -- as 0.2.0's expressions, in C), which looks the next appointment up again
--- only when the stored one has passed.  Planning 0.2.0's view for one
--- patient cost several times executing it.
+-- only when the stored one has passed, and reads the organization's
+-- thresholds itself.  Planning 0.2.0's view for one patient cost several
+-- times executing it.
+CREATE TYPE prm.patient_judgement_row AS (
+    next_appointment_time timestamptz,
+    days_since_last_visit float8, days_until_next_appointment numeric,
+    visit_rhythm_days numeric, visit_rhythm_ratio numeric,
+    cancellation_rate numeric, no_show_rate numeric, attendance_rate numeric,
+    average_visit_value numeric, expected_horizon_value numeric,
+    estimated_lifetime_value numeric, response_rate numeric,
+    days_since_last_contact numeric, engagement_score numeric,
+    engagement_level text, churn_risk text);
+COMMENT ON TYPE prm.patient_judgement_row IS 'What prm.patient_judgement() returns: the columns prm.patient_profile derives.';
 CREATE FUNCTION prm.patient_judgement(
     org_id bigint, patient_id bigint, completed_visits int, total_appointments int, cancellations int, no_shows int,
     last_visit_at timestamptz, avg_days_between_visits numeric, revenue numeric,
     messages_out int, replied_out int, last_outbound_at timestamptz, last_inbound_at timestamptz,
-    next_appointment_at timestamptz,
-    churn_critical_ratio float8, churn_high_ratio float8, churn_medium_ratio float8,
-    default_visit_interval_days float8, engagement_full_visits float8,
-    engagement_high_score float8, engagement_moderate_score float8, engagement_low_score float8,
-    ltv_horizon_days float8, as_of timestamptz,
-    OUT next_appointment_time timestamptz,
-    OUT days_since_last_visit float8, OUT days_until_next_appointment numeric,
-    OUT visit_rhythm_days numeric, OUT visit_rhythm_ratio numeric,
-    OUT cancellation_rate numeric, OUT no_show_rate numeric, OUT attendance_rate numeric,
-    OUT average_visit_value numeric, OUT expected_horizon_value numeric,
-    OUT estimated_lifetime_value numeric, OUT response_rate numeric,
-    OUT days_since_last_contact numeric, OUT engagement_score numeric,
-    OUT engagement_level text, OUT churn_risk text)
-RETURNS record
+    next_appointment_at timestamptz, as_of timestamptz)
+RETURNS prm.patient_judgement_row
 LANGUAGE C STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'prm_patient_judgement';
-COMMENT ON FUNCTION prm.patient_judgement(bigint, bigint, int, int, int, int, timestamptz, numeric, numeric, int, int, timestamptz, timestamptz, timestamptz, float8, float8, float8, float8, float8, float8, float8, float8, float8, timestamptz) IS
-    'The columns prm.patient_profile derives from a patient''s statistics (NULLs: no statistics row), stored next appointment and thresholds (as in prm.reengagement_settings), judged at as_of: the next appointment (the stored one, or when it has passed the next active one the caller may see), days since the last visit and until the next, rhythm and its ratio, cancellation, no-show and attendance rates, average visit value, expected horizon value, lifetime value, response rate, days since the last contact, engagement score and level, churn risk.';
+COMMENT ON FUNCTION prm.patient_judgement(bigint, bigint, int, int, int, int, timestamptz, numeric, numeric, int, int, timestamptz, timestamptz, timestamptz, timestamptz) IS
+    'The columns prm.patient_profile derives from a patient''s statistics (NULLs: no statistics row) and stored next appointment, with the organization''s thresholds (prm.reengagement_settings, read as the caller), judged at as_of: the next appointment (the stored one, or when it has passed the next active one the caller may see), days since the last visit and until the next, rhythm and its ratio, cancellation, no-show and attendance rates, average visit value, expected horizon value, lifetime value, response rate, days since the last contact, engagement score and level, churn risk.';
 
 CREATE OR REPLACE VIEW prm.patient_profile WITH (security_invoker = true) AS
 SELECT p.org_id,
@@ -173,16 +171,12 @@ SELECT p.org_id,
        s.computed_at AS stats_computed_at,
        now() AS view_generated_at
   FROM prm.patient p
-  JOIN prm.reengagement_settings t ON t.org_id = p.org_id
   LEFT JOIN prm.patient_stats s ON s.org_id = p.org_id AND s.patient_id = p.id
   CROSS JOIN LATERAL prm.patient_judgement(
        p.org_id, p.id, s.completed_visits, s.total_appointments, s.cancellations, s.no_shows,
        s.last_visit_at, s.avg_days_between_visits, s.revenue, s.messages_out, s.replied_out,
-       s.last_outbound_at, s.last_inbound_at, s.next_appointment_at,
-       t.churn_critical_ratio, t.churn_high_ratio, t.churn_medium_ratio,
-       t.default_visit_interval_days, t.engagement_full_visits, t.engagement_high_score,
-       t.engagement_moderate_score, t.engagement_low_score, t.ltv_horizon_days, now()) j;
+       s.last_outbound_at, s.last_inbound_at, s.next_appointment_at, now()) j;
 INSERT INTO prm.function_level (signature, level) VALUES
-    ('prm.patient_judgement(bigint,bigint,integer,integer,integer,integer,timestamp with time zone,numeric,numeric,integer,integer,timestamp with time zone,timestamp with time zone,timestamp with time zone,double precision,double precision,double precision,double precision,double precision,double precision,double precision,double precision,double precision,timestamp with time zone)', 'any'),
+    ('prm.patient_judgement(bigint,bigint,integer,integer,integer,integer,timestamp with time zone,numeric,numeric,integer,integer,timestamp with time zone,timestamp with time zone,timestamp with time zone,timestamp with time zone)', 'any'),
     ('prm.patient_stats_tally_trigger()', 'none'),
     ('prm.reengagement_settings_trigger()', 'none');

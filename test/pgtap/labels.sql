@@ -53,8 +53,8 @@ INSERT INTO readonly_function VALUES
     ('prm.patient_activity(bigint,bigint,timestamp with time zone,timestamp with time zone,integer,timestamp with time zone)', 's',
      format($$SELECT * FROM prm.patient_activity(%s, %s, now() - interval '1 day')$$, :org, :patient)),
     -- the profile's derived columns; with a passed next appointment it looks the next one up as the caller
-    ('prm.patient_judgement(bigint,bigint,integer,integer,integer,integer,timestamp with time zone,numeric,numeric,integer,integer,timestamp with time zone,timestamp with time zone,timestamp with time zone,double precision,double precision,double precision,double precision,double precision,double precision,double precision,double precision,double precision,timestamp with time zone)', 's',
-     format($$SELECT prm.patient_judgement(%s, %s, 1, 1, 0, 0, now() - interval '10 days', NULL, 50, 0, 0, NULL, NULL, now() - interval '1 day', 3, 2, 1.25, 180, 6, 70, 45, 20, 365, now())$$, :org, :patient)),
+    ('prm.patient_judgement(bigint,bigint,integer,integer,integer,integer,timestamp with time zone,numeric,numeric,integer,integer,timestamp with time zone,timestamp with time zone,timestamp with time zone,timestamp with time zone)', 's',
+     format($$SELECT prm.patient_judgement(%s, %s, 1, 1, 0, 0, now() - interval '10 days', NULL, 50, 0, 0, NULL, NULL, now() - interval '1 day', now())$$, :org, :patient)),
     -- communications: a kind's class, and a patient's messages both ways
     ('prm.message_class(bigint,text)', 's', format($$SELECT prm.message_class(%s, 'help')$$, :org)),
     ('prm.patient_communications(bigint,bigint,text,text,timestamp with time zone,timestamp with time zone,integer,text)', 's',

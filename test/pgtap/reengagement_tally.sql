@@ -10,7 +10,7 @@
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
 SET timezone = 'UTC';
-SELECT plan(43);
+SELECT plan(42);
 
 DROP ROLE IF EXISTS regress_tally_b;
 CREATE ROLE regress_tally_b;
@@ -306,26 +306,30 @@ SET ROLE regress_tally_b;
 SELECT is((SELECT count(*) FROM prm.reengagement_tally WHERE org_id = :org), 0::bigint, 'B reads none of A''s tally');
 SELECT throws_ok(format('UPDATE prm.reengagement_tally SET patients = 0 WHERE org_id = %s', :org_b), '42501', NULL,
                  'no direct writes to the tally');
--- B's role judging one of A's patients whose stored next appointment has
--- passed finds none of A's appointments (row security)
-SELECT (prm.patient_judgement(:org, :a_patient,
-        1, 1, 0, 0, now() - interval '10 days', NULL, 50, 0, 0, NULL, NULL, now() - interval '1 day',
-        3, 2, 1.25, 180, 6, 70, 45, 20, 365, now())).next_appointment_time IS NULL AS b_sees_none \gset
+-- B's role cannot judge with A's organization: its thresholds (and so the
+-- patient's appointments) are not B's to read
+SELECT throws_ok(format($$SELECT prm.patient_judgement(%s, %s, 1, 1, 0, 0, now() - interval '10 days', NULL, 50, 0, 0,
+                        NULL, NULL, now() - interval '1 day', now())$$, :org, :a_patient),
+                 'P0002', format('organization %s does not exist', :org),
+                 'patient_judgement: another organization''s thresholds stay hidden');
 RESET ROLE;
-SELECT ok(:'b_sees_none'::boolean, 'patient_judgement: another organization''s appointments stay hidden');
 SELECT ok((prm.patient_judgement(:org, :a_patient,
         1, 1, 0, 0, now() - interval '10 days', NULL, 50, 0, 0, NULL, NULL, now() - interval '1 day',
-        3, 2, 1.25, 180, 6, 70, 45, 20, 365, now())).next_appointment_time > now(), 'while its owner finds the next one');
-SELECT throws_ok('SELECT prm.patient_judgement(NULL, 1, 1, 1, 0, 0, now(), NULL, 50, 0, 0, NULL, NULL, NULL, 3, 2, 1.25, 180, 6, 70, 45, 20, 365, now())',
+        now())).next_appointment_time > now(), 'while its owner finds the next one');
+SELECT throws_ok('SELECT prm.patient_judgement(NULL, 1, 1, 1, 0, 0, now(), NULL, 50, 0, 0, NULL, NULL, NULL, now())',
                  '22004', NULL, 'patient_judgement: NULL org_id refused');
-SELECT throws_ok('SELECT prm.patient_judgement(1, 1, 1, 1, 0, 0, now(), NULL, 50, 0, 0, NULL, NULL, NULL, 3, 2, 1.25, NULL, 6, 70, 45, 20, 365, now())',
-                 '22004', NULL, 'patient_judgement: NULL threshold refused');
-SELECT throws_ok('SELECT prm.patient_judgement(1, 1, 1, 1, 0, 0, now(), NULL, 50, 0, 0, NULL, NULL, NULL, 3, 2, 2.5, 180, 6, 70, 45, 20, 365, now())',
-                 '22023', NULL, 'patient_judgement: churn ratios out of order refused');
-SELECT throws_ok('SELECT prm.patient_judgement(1, 1, 1, 1, 0, 0, now(), NULL, 50, 0, 0, NULL, NULL, NULL, 3, 2, 1.25, 180, 6, 70, 45, 20, -1, now())',
-                 '22023', NULL, 'patient_judgement: a negative horizon refused');
-SELECT throws_ok('SELECT prm.patient_judgement(1, 1, 1, 1, 0, 0, now(), NULL, 50, 0, 0, NULL, NULL, NULL, 3, 2, 1.25, 180, 6, 70, 45, 20, 365, NULL)',
+SELECT throws_ok('SELECT prm.patient_judgement(-1, 1, 1, 1, 0, 0, now(), NULL, 50, 0, 0, NULL, NULL, NULL, now())',
+                 'P0002', 'organization -1 does not exist', 'patient_judgement: an unknown organization refused');
+SELECT throws_ok('SELECT prm.patient_judgement(1, 1, 1, 1, 0, 0, now(), NULL, 50, 0, 0, NULL, NULL, NULL, NULL)',
                  '22004', NULL, 'patient_judgement: NULL as_of refused');
+-- the organization's thresholds, as they are when the statement starts:
+-- a rhythm of 73 days, 100 per visit, a horizon of 365 then 730 days
+SELECT (prm.patient_judgement(:org, :a_patient, 4, 4, 0, 0, now() - interval '10 days', 73, 400, 0, 0,
+        NULL, NULL, NULL, now())).expected_horizon_value AS horizon_365 \gset
+UPDATE prm.organization SET settings = settings || '{"ltv_horizon_days": 730}' WHERE id = :org;
+SELECT is(ARRAY[:horizon_365, (prm.patient_judgement(:org, :a_patient, 4, 4, 0, 0, now() - interval '10 days', 73, 400,
+                0, 0, NULL, NULL, NULL, now())).expected_horizon_value],
+          ARRAY[500.00, 1000.00], 'patient_judgement: judged with the organization''s thresholds, read again when they change');
 SELECT throws_ok('SELECT prm.patient_stats_tally_trigger()', '39P01', NULL, 'the tally trigger is not called directly');
 
 -- the clock alone: a patient whose risk turns medium in about a second
