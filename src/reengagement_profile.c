@@ -269,7 +269,7 @@ prm_patient_judgement(PG_FUNCTION_ARGS)
 	double				score;
 	Datum				per_visit;
 	int					risk;
-	TimestampTz	  next = 0;
+	TimestampTz			next = 0;
 
 	PrmArgNotNull(fcinfo, JA_ORG, "org_id");
 	PrmArgNotNull(fcinfo, JA_PATIENT, "patient_id");
