@@ -88,11 +88,30 @@ TimestampTz
 PrmRecipientCheck(int64 org_id, const char *channel, const char *to,
 				  int64 patient_id, TimestampTz not_before, char **refusal)
 {
-	static SPIPlanPtr plan = NULL;
-	bool			  whatsapp = strcmp(channel, "whatsapp") == 0;
-	bool			  sms = whatsapp || strcmp(channel, "sms") == 0; /* by phone */
-	Datum			  values[4];
-	int				  n,
+	/*
+	 * The patients behind the address, the named one first: one statement
+	 * per kind of address, each on its index and planned once.  (As one
+	 * statement choosing the column by a parameter, its generic plan read
+	 * every patient, so each call planned it afresh: most of an enqueue.)
+	 */
+	static SPIPlanPtr		 plans[2] = {NULL, NULL};
+	static const char *const sql[2] = {
+		"SELECT p.sms_opt_out, coalesce(p.timezone, o.timezone), p.id = $3"
+		"  FROM prm.organization o"
+		"  LEFT JOIN prm.patient p ON p.org_id = o.id AND p.phone = $2"
+		" WHERE o.id = $1"
+		" ORDER BY p.id = $3 DESC, p.id",
+		"SELECT p.sms_opt_out, coalesce(p.timezone, o.timezone), p.id = $3"
+		"  FROM prm.organization o"
+		"  LEFT JOIN prm.patient p ON p.org_id = o.id"
+		"   AND pg_catalog.lower(p.email) = pg_catalog.lower($2) AND p.email IS NOT NULL"
+		" WHERE o.id = $1"
+		" ORDER BY p.id = $3 DESC, p.id"};
+	bool	   whatsapp = strcmp(channel, "whatsapp") == 0;
+	bool	   sms = whatsapp || strcmp(channel, "sms") == 0; /* by phone */
+	SPIPlanPtr plan;
+	Datum	   values[3];
+	int		   n,
 		i,
 		opted = 0;
 	char *tz;
@@ -100,19 +119,11 @@ PrmRecipientCheck(int64 org_id, const char *channel, const char *to,
 	*refusal = NULL;
 	if (!sms && strcmp(channel, "email") != 0)
 		return not_before;
-	PrmPrepare(&plan,
-			   "SELECT p.sms_opt_out, coalesce(p.timezone, o.timezone), p.id = $3"
-			   "  FROM prm.organization o"
-			   "  LEFT JOIN prm.patient p ON p.org_id = o.id"
-			   "   AND (CASE WHEN $4 THEN p.phone ELSE pg_catalog.lower(p.email) END)"
-			   "       = (CASE WHEN $4 THEN $2 ELSE pg_catalog.lower($2) END)"
-			   " WHERE o.id = $1"
-			   " ORDER BY p.id = $3 DESC, p.id",
-			   4, (Oid[]){INT8OID, TEXTOID, INT8OID, BOOLOID});
+	plan = PrmPrepareCursor(&plans[sms ? 0 : 1], sql[sms ? 0 : 1], 3,
+							(Oid[]){INT8OID, TEXTOID, INT8OID}, CURSOR_OPT_GENERIC_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(to);
 	values[2] = Int64GetDatum(patient_id);
-	values[3] = BoolGetDatum(sms);
 	n = PrmExecute(plan, values, NULL, true, 0);
 	if (patient_id != 0 && (n == 0 || PrmGetText(0, 3) == NULL || strcmp(PrmGetText(0, 3), "t") != 0))
 		ereport(ERROR,
