@@ -322,7 +322,13 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 		SPITupleTable *tab;
 
 		CHECK_FOR_INTERRUPTS();
-		SPI_cursor_fetch(portal, true, FILL_FETCH);
+		/*
+		 * The first fetch asks for what fills the pool and one more, which
+		 * shows whether a later row could outrank it: each row costs a
+		 * patient probe and an offer aggregate.
+		 */
+		SPI_cursor_fetch(portal, true,
+						 scanned == b->scanned ? Min(pool_size - nchosen + 1, FILL_FETCH) : FILL_FETCH);
 		if (SPI_processed == 0)
 			break;
 		tab = SPI_tuptable;
