@@ -264,15 +264,18 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 	 * slot, the day's and the week's counts for the caps, and a recent one
 	 * for the penalty.  As five subqueries the planner hashed the recent
 	 * ones (every offer of the week read before the first row) and joined
-	 * the open ones as a list scanned per row.  A generic plan: the custom
-	 * ones cost a planning per batch and were never cheaper.
+	 * the open ones as a list scanned per row.  The patient is read after
+	 * them and only when they pass (the LATERAL subquery p refers to x): the
+	 * best-scored entries, which every batch meets first, are those whose
+	 * patients hold open offers, and the planner, left to choose, read each
+	 * one's patient first.  A generic plan: the custom ones cost a planning
+	 * per batch and were never cheaper.
 	 */
 	PrmPrepareCursor(&cand_plan,
 					 "SELECT w.id, w.patient_id, w.priority_score, w.urgent, w.manual_boost,"
 					 "       w.current_appointment_at, w.joined_at, p.phone,"
 					 "       coalesce(p.timezone, $7), p.language, coalesce(x.recent, false)"
 					 "  FROM prm.waitlist_entry w"
-					 "  JOIN prm.patient p ON p.org_id = w.org_id AND p.id = w.patient_id"
 					 " CROSS JOIN LATERAL"
 					 "       (SELECT pg_catalog.bool_or(o.status = 'open') AS open,"
 					 "               pg_catalog.bool_or(o.slot_id = $6) AS this_slot,"
@@ -280,6 +283,12 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 					 "               pg_catalog.count(*) FILTER (WHERE o.created_at > pg_catalog.now() - interval '7 days') AS week,"
 					 "               pg_catalog.bool_or(o.created_at > pg_catalog.now() - $8) AS recent"
 					 "          FROM prm.offer o WHERE o.org_id = w.org_id AND o.patient_id = w.patient_id) x"
+					 " CROSS JOIN LATERAL"
+					 "       (SELECT p.phone, p.timezone, p.language FROM prm.patient p"
+					 "         WHERE p.org_id = w.org_id AND p.id = w.patient_id"
+					 "           AND p.phone IS NOT NULL AND NOT p.sms_opt_out"
+					 "           AND x.open IS NOT TRUE AND x.this_slot IS NOT TRUE"
+					 "           AND x.day < $9 AND x.week < $10 OFFSET 0) p"
 					 " WHERE w.org_id = $1 AND w.status = 'waiting'"
 					 "   AND (w.provider_id IS NULL OR w.provider_id = $2)"
 					 "   AND (w.location_ids IS NULL OR $3 = ANY (w.location_ids))"
@@ -289,9 +298,6 @@ FillScanCandidates(int64 org_id, int64 slot_id, FillBatch *b, FillReach reach)
 					 "        extract(isodow FROM ($4 AT TIME ZONE coalesce(p.timezone, $7)))::int = ANY (w.days_of_week))"
 					 "   AND (w.earliest_time IS NULL OR ($4 AT TIME ZONE coalesce(p.timezone, $7))::time >= w.earliest_time)"
 					 "   AND (w.latest_time IS NULL OR ($5 AT TIME ZONE coalesce(p.timezone, $7))::time <= w.latest_time)"
-					 "   AND p.phone IS NOT NULL AND NOT p.sms_opt_out"
-					 "   AND x.open IS NOT TRUE AND x.this_slot IS NOT TRUE"
-					 "   AND x.day < $9 AND x.week < $10"
 					 /* the reach: in an awake zone ($12) or not ($11 null: everyone) */
 					 "   AND ($11 IS NULL OR (coalesce(p.timezone, $7) = ANY ($11)) = $12)"
 					 " ORDER BY w.priority_score DESC, w.joined_at, w.id"
