@@ -315,7 +315,7 @@ Datum
 prm_search_patients(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr name_plan = NULL;
-	static SPIPlanPtr exact_plan = NULL;
+	static SPIPlanPtr exact_plans[2] = {NULL, NULL}; /* phone, e-mail */
 	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
 	char			 *query = PrmTextArg(fcinfo, 1, "query", PRM_MAX_NAME_LEN);
 	int32			  page_size = PRM_GETARG_INT32_NOTNULL(2, "page_size");
@@ -369,30 +369,45 @@ prm_search_patients(PG_FUNCTION_ARGS)
 	if (strchr(query, '@') != NULL || (phone_like && digits >= 6))
 	{
 		char *key = query;
+		int	  by_email = strchr(query, '@') != NULL;
 
-		if (strchr(query, '@') == NULL)
+		if (!by_email)
 		{
 			kind = "phone";
 			key = PrmTryNormalizePhone(query, PrmOrgPhoneRegion(org_id));
 		}
 		else
 			kind = "email";
-		/* exact matches score 1; an unreadable phone matches nothing */
-		PrmPrepare(&exact_plan,
-				   "SELECT p.id, p.given_name, p.family_name, p.email, p.phone, 1::real"
-				   "  FROM prm.patient p"
-				   " WHERE p.org_id = $1"
-				   "   AND CASE WHEN $2 LIKE '%@%' THEN pg_catalog.lower(p.email) = pg_catalog.lower($2)"
-				   "            ELSE p.phone = $2 END"
-				   "   AND ($4::bigint IS NULL OR p.id > $4)"
-				   " ORDER BY p.id LIMIT $5",
-				   5, (Oid[]){INT8OID, TEXTOID, FLOAT4OID, INT8OID, INT4OID});
+		/*
+		 * Exact matches score 1; an unreadable phone matches nothing.  One
+		 * statement per kind, each on its index, planned once.  As one
+		 * statement choosing the column by a parameter, its generic plan
+		 * read every patient, so every call was planned; and an address is
+		 * shared by a few patients at most, but lower() of an e-mail has no
+		 * statistics (its index is partial), so a planner left to choose
+		 * walked the organization's patients in id order for the LIMIT:
+		 * the matches are found first (MATERIALIZED), then ordered.
+		 */
+		PrmPrepareCursor(&exact_plans[by_email],
+						 by_email
+							 ? "WITH m AS MATERIALIZED (SELECT p.id, p.given_name, p.family_name, p.email, p.phone"
+							   "  FROM prm.patient p"
+							   " WHERE p.org_id = $1 AND p.email IS NOT NULL"
+							   "   AND pg_catalog.lower(p.email) = pg_catalog.lower($2))"
+							   "SELECT m.*, 1::real FROM m WHERE $4::bigint IS NULL OR m.id > $4"
+							   " ORDER BY m.id LIMIT $5"
+							 : "WITH m AS MATERIALIZED (SELECT p.id, p.given_name, p.family_name, p.email, p.phone"
+							   "  FROM prm.patient p WHERE p.org_id = $1 AND p.phone = $2)"
+							   "SELECT m.*, 1::real FROM m WHERE $4::bigint IS NULL OR m.id > $4"
+							   " ORDER BY m.id LIMIT $5",
+						 5, (Oid[]){INT8OID, TEXTOID, FLOAT4OID, INT8OID, INT4OID},
+						 CURSOR_OPT_GENERIC_PLAN);
 		if (key == NULL)
 			n = 0;
 		else
 		{
 			values[1] = CStringGetTextDatum(key);
-			n = PrmExecute(exact_plan, values, nulls, true, 0);
+			n = PrmExecute(exact_plans[by_email], values, nulls, true, 0);
 		}
 	}
 	else

@@ -4,7 +4,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS prm CASCADE;
-SELECT plan(100);
+SELECT plan(102);
 SET LOCAL timezone = 'UTC';
 
 CREATE ROLE regress_reeng_a;
@@ -254,6 +254,15 @@ SELECT is((prm.search_patients(:org_a, 'JOHN.SMITH@EXAMPLE.ORG') -> 'results' ->
 SELECT is((prm.search_patients(:org_a, '212 555 0101') -> 'results' -> 0 ->> 'patient_id')::bigint, :pat_c1::bigint,
           'phone in national format');
 SELECT is(jsonb_array_length(prm.search_patients(:org_a, 'x'' OR 1=1 --') -> 'results'), 0, 'injection string finds nothing');
+-- a number a family shares, one patient a page: the pages go in id order and end
+SELECT prm.add_patient(:org_a, 'Kim', 'Family', '+12125559901') AS kim1 \gset
+SELECT prm.add_patient(:org_a, 'Lee', 'Family', '+12125559901') AS kim2 \gset
+SELECT prm.search_patients(:org_a, '+1 212 555 9901', 1) AS fam1 \gset
+SELECT is(ARRAY[(:'fam1'::jsonb -> 'results' -> 0 ->> 'patient_id')::bigint,
+                (prm.search_patients(:org_a, '+1 212 555 9901', 1, :'fam1'::jsonb ->> 'next_cursor') -> 'results' -> 0 ->> 'patient_id')::bigint],
+          ARRAY[:kim1, :kim2]::bigint[], 'a shared phone: one patient a page, in id order');
+SELECT is(prm.search_patients(:org_a, '+1 212 555 9901', 2) -> 'next_cursor', 'null'::jsonb,
+          'a shared phone: both on one page of two, and no next page');
 SELECT prm.search_patients(:org_a, 'alex smithson', 10) AS page1 \gset
 SELECT prm.search_patients(:org_a, 'alex smithson', 10, :'page1'::jsonb ->> 'next_cursor') AS page2 \gset
 SELECT prm.search_patients(:org_a, 'alex smithson', 10, :'page2'::jsonb ->> 'next_cursor') AS page3 \gset
