@@ -227,23 +227,41 @@ PrmCloseInbound(int64 org_id, int64 inbound_id, int64 patient_id, int64 offer_id
 static int64
 InboundPatient(int64 org_id, const char *channel, const char *from, char **language)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum			  values[3];
-	bool			  isnull;
+	/*
+	 * One statement per kind of address, each on its index: as one choosing
+	 * the column by a parameter, its generic plan (the webhooks run on
+	 * generic plans) walked every patient of the organization in id order.
+	 * The matches are found first (MATERIALIZED: lower() of a partial
+	 * index's column has no statistics), then the first is locked; its
+	 * address is checked again should it change meanwhile.
+	 */
+	static SPIPlanPtr		 plans[2] = {NULL, NULL};
+	static const char *const sql[2] = {
+		"WITH m AS MATERIALIZED (SELECT x.id FROM prm.patient x"
+		"                         WHERE x.org_id = $1 AND x.phone = $2)"
+		"SELECT p.id, p.language FROM prm.patient p"
+		" WHERE p.org_id = $1 AND p.id = (SELECT pg_catalog.min(m.id) FROM m)"
+		"   AND p.phone = $2"
+		" FOR NO KEY UPDATE",
+		"WITH m AS MATERIALIZED (SELECT x.id FROM prm.patient x"
+		"                         WHERE x.org_id = $1 AND x.email IS NOT NULL"
+		"                           AND pg_catalog.lower(x.email) = $2)"
+		"SELECT p.id, p.language FROM prm.patient p"
+		" WHERE p.org_id = $1 AND p.id = (SELECT pg_catalog.min(m.id) FROM m)"
+		"   AND pg_catalog.lower(p.email) = $2"
+		" FOR NO KEY UPDATE"};
+	int	  by_email = strcmp(channel, "email") == 0;
+	Datum values[2];
+	bool  isnull;
 
 	*language = "en";
 	if (from == NULL)
 		return 0;
-	PrmPrepare(&plan,
-			   "SELECT p.id, p.language FROM prm.patient p"
-			   " WHERE p.org_id = $1"
-			   "   AND CASE WHEN $3 THEN pg_catalog.lower(p.email) = $2 ELSE p.phone = $2 END"
-			   " ORDER BY p.id LIMIT 1 FOR NO KEY UPDATE",
-			   3, (Oid[]){INT8OID, TEXTOID, BOOLOID});
+	PrmPrepareCursor(&plans[by_email], sql[by_email], 2, (Oid[]){INT8OID, TEXTOID},
+					 CURSOR_OPT_GENERIC_PLAN);
 	values[0] = Int64GetDatum(org_id);
 	values[1] = CStringGetTextDatum(from);
-	values[2] = BoolGetDatum(strcmp(channel, "email") == 0);
-	if (PrmExecute(plan, values, NULL, false, 1) == 0)
+	if (PrmExecute(plans[by_email], values, NULL, false, 1) == 0)
 		return 0;
 	*language = PrmGetText(0, 2);
 	return PrmGetInt64(0, 1, &isnull);
