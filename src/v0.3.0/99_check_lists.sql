@@ -18,8 +18,8 @@ DECLARE
     folded  text;
 BEGIN
     FOR c IN
-        SELECT k.conrelid::regclass AS tab, k.conname, pg_catalog.pg_get_constraintdef(k.oid) AS def
-          FROM pg_catalog.pg_constraint k
+        SELECT r.relname AS tab, k.conname, pg_catalog.pg_get_constraintdef(k.oid) AS def
+          FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class r ON r.oid = k.conrelid
          WHERE k.connamespace = 'prm'::regnamespace AND k.contype = 'c'
            AND k.conbin LIKE '%{ARRAYEXPR %'
          ORDER BY 1, 2
@@ -37,7 +37,8 @@ BEGIN
         END IF;
         folded := replace(folded, ', ', ',');
         def := replace(def, 'ARRAY[' || inner_ || ']', folded);
-        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s',
+        -- named in schema prm: a temporary table of that name would come first
+        EXECUTE format('ALTER TABLE prm.%I DROP CONSTRAINT %I, ADD CONSTRAINT %I %s',
                        c.tab, c.conname, c.conname, def);
     END LOOP;
 END
