@@ -800,7 +800,9 @@ PrmArchiveInProgress(void)
 
 /*
  * Move finished messages older than a day to the history table, at most
- * limit of them; returns how many moved.
+ * limit of them; returns how many moved.  The statuses are exactly the
+ * predicate of outbound_message_finished_idx (0.3.0), so the look-up reads
+ * only the finished messages whose day has passed, not the whole queue.
  */
 int
 PrmArchiveMessages(int limit)

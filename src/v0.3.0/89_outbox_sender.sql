@@ -21,6 +21,14 @@ DROP INDEX prm.outbound_message_patient_idx;
 CREATE INDEX outbound_message_patient_idx ON prm.outbound_message (org_id, patient_id, created_at)
     WHERE patient_id IS NOT NULL;
 
+-- Archiving is a deadline: a finished message moves to the history a day
+-- after its last change, and this index holds exactly the finished ones by
+-- that time.  Without it the archive step, which every run_due_jobs runs,
+-- read the whole queue to find none due (100,000 queued: 49 ms a run).
+CREATE INDEX outbound_message_finished_idx ON prm.outbound_message (updated_at)
+    WHERE status IN ('delivered', 'undelivered', 'failed', 'read', 'cancelled', 'sent',
+                     'capped', 'refused');
+
 CREATE FUNCTION prm.mark_messages_sent(message_ids bigint[], provider_message_ids text[],
                                        lease_tokens uuid[])
 RETURNS SETOF bigint
