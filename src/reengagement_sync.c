@@ -36,13 +36,13 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
-#include "storage/lmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
-#include "utils/lsyscache.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/resowner.h"
@@ -478,7 +478,7 @@ typedef struct SyncBatch
 	char		 **ids;		 /* per record: its external id, once read */
 	int			   rejected;
 	StringInfoData rejections;
-	int			   nfresh; /* tables never analysed when the sync started */
+	int			   nfresh; /* tables whose statistics counted fewer rows than it brings */
 	Oid			   fresh[3];
 	int			   analyze_at; /* the record before which they are analysed next */
 } SyncBatch;
@@ -488,9 +488,9 @@ typedef struct SyncBatch
 #define SYNC_ANALYZE_LAST 6400
 
 /*
- * Note the tables a sync writes (tables, an array literal) whose statistics count
- * fewer rows than the sync brings (count): never analysed, analysed empty
- * or small.  Inside SPI.
+ * Note the tables a sync writes (tables, an array literal) whose
+ * statistics count fewer rows than the sync brings (count): never
+ * analysed, analysed empty or small.  Inside SPI.
  */
 static void
 SyncFindFresh(SyncBatch *b, Datum tables, uint32 count)
@@ -517,7 +517,9 @@ SyncFindFresh(SyncBatch *b, Datum tables, uint32 count)
 /*
  * ANALYZE the tables SyncFindFresh noted (see the header).  This
  * transaction's own rows so far are sampled.  A table another session is
- * analysing or vacuuming is left alone rather than waited for.  Inside SPI.
+ * analysing or vacuuming is left alone rather than waited for.  It runs in
+ * the subtransaction of record i: should that group of records be rolled
+ * back, so are the statistics, until the next analysis.  Inside SPI.
  */
 static void
 SyncAnalyzeNew(SyncBatch *b)
@@ -609,7 +611,8 @@ SyncItemError(const ErrorData *edata)
  * The body of both syncs: check the arguments, then apply fn to each record
  * through the loop helper -- a record that fails is rolled back and
  * rejected alone, its memory freed with it -- and report.  fn gets the
- * organization's phone region as its arg.
+ * organization's phone region as its arg; tables are those it writes, as
+ * an array literal (SyncFindFresh).
  */
 static Datum
 SyncRun(FunctionCallInfo fcinfo, const char *what, SyncRecordFn fn, const char *tables)
