@@ -27,7 +27,10 @@
  * small), after 100, 200, 400 ... SYNC_ANALYZE_LAST records: each time
  * they are planned again for their size, by their keys once they are
  * large enough (SyncAnalyzeNew).  A sync into a table already larger than
- * it analyses nothing.
+ * it analyses nothing.  An analysis keeps its ShareUpdateExclusiveLock on
+ * the table until the sync's transaction ends: meanwhile autovacuum passes
+ * the table over, and a first import of another organization at the same
+ * time skips its analyses (its lock is only tried), so it stays slow.
  *
  *-------------------------------------------------------------------------
  */
@@ -514,12 +517,29 @@ SyncFindFresh(SyncBatch *b, Datum tables, uint32 count)
 	b->analyze_at = SYNC_ANALYZE_FIRST;
 }
 
+/* ANALYZE prm.<arg> unless another session holds it (for PrmRunInSubtransaction). */
+static int64
+SyncAnalyzeOne(void *arg)
+{
+	Oid	  relid = *(Oid *) arg;
+	char *name = get_rel_name(relid);
+
+	if (name == NULL || !ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock))
+		return 0;
+	if (SPI_execute(psprintf("ANALYZE prm.%s", quote_identifier(name)), false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not analyze prm.%s", name);
+	return 1;
+}
+
 /*
  * ANALYZE the tables SyncFindFresh noted (see the header).  This
  * transaction's own rows so far are sampled.  A table another session is
- * analysing or vacuuming is left alone rather than waited for.  It runs in
- * the subtransaction of record i: should that group of records be rolled
- * back, so are the statistics, until the next analysis.  Inside SPI.
+ * analysing or vacuuming is left alone rather than waited for.  Each runs
+ * in a subtransaction of its own: an analysis that fails is a warning, not
+ * the sync's failure (a cancel or timeout still ends the call).  Should the
+ * group of records around it roll back later, pg_statistic rolls back with
+ * it, while the sizes in pg_class (written in place) stay; the next
+ * analysis comes at the next doubling either way.  Inside SPI.
  */
 static void
 SyncAnalyzeNew(SyncBatch *b)
@@ -528,11 +548,15 @@ SyncAnalyzeNew(SyncBatch *b)
 
 	for (i = 0; i < b->nfresh; i++)
 	{
-		char *name = get_rel_name(b->fresh[i]);
+		int64	   analysed;
+		ErrorData *edata = PrmRunInSubtransaction(SyncAnalyzeOne, &b->fresh[i], &analysed);
 
-		if (name != NULL && ConditionalLockRelationOid(b->fresh[i], ShareUpdateExclusiveLock) &&
-			SPI_execute(psprintf("ANALYZE prm.%s", quote_identifier(name)), false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not analyze prm.%s", name);
+		if (edata != NULL)
+		{
+			ereport(WARNING,
+					(errmsg("prm: sync could not analyze table %u: %s", b->fresh[i], edata->message)));
+			FreeErrorData(edata);
+		}
 	}
 	b->analyze_at *= 2;
 	if (b->analyze_at > SYNC_ANALYZE_LAST)
