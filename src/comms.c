@@ -241,7 +241,7 @@ prm_schedule_message(PG_FUNCTION_ARGS)
 	char	   *kind = PrmTextArg(fcinfo, 2, "kind", 30);
 	char	   *channel = PrmTextArg(fcinfo, 3, "channel", 10);
 	TimestampTz send_at = PRM_GETARG_TIMESTAMPTZ_NOTNULL(4, "send_at");
-	char	   *dedup = PrmTextArgOrNull(fcinfo, 5, "dedup_key", 200);
+	char	   *dedup = PrmTextArgOrNull(fcinfo, 5, "dedup_key", OUTBOX_KEY_MAX);
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	int64		id;
 
@@ -267,7 +267,7 @@ prm_schedule_message_local(PG_FUNCTION_ARGS)
 	char	   *kind = PrmTextArg(fcinfo, 2, "kind", 30);
 	char	   *channel = PrmTextArg(fcinfo, 3, "channel", 10);
 	TimeADT		tod;
-	char	   *dedup = PrmTextArgOrNull(fcinfo, 6, "dedup_key", 200);
+	char		*dedup = PrmTextArgOrNull(fcinfo, 6, "dedup_key", OUTBOX_KEY_MAX);
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz at;
 	CommsPatient p;

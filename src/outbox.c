@@ -55,9 +55,6 @@ PG_FUNCTION_INFO_V1(prm_record_delivery_status);
 PG_FUNCTION_INFO_V1(prm_redrive_message);
 PG_FUNCTION_INFO_V1(prm_health);
 
-/* push: companion apps (monitoring), addressed patient:<id> or caregiver:<id> */
-static const char *const channels[] = {"sms", "whatsapp", "email", "voice", "push"};
-
 static void	  OutboxLoadMessage(int64 message_id, PrmAccessLevel level,
 								int64 *org_id, char **status, char **lease);
 
@@ -73,21 +70,6 @@ OutboxHasFromAddress(void)
 	if (!has)
 		has = PrmHasColumn("outbound_message", "from_address");
 	return has;
-}
-
-/* Raise 22023 unless channel is one prm knows. */
-void
-OutboxCheckChannel(const char *channel)
-{
-	int i;
-
-	for (i = 0; i < (int) lengthof(channels); i++)
-		if (strcmp(channel, channels[i]) == 0)
-			return;
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("channel \"%s\" is not recognized", channel),
-			 errhint("Use sms, whatsapp, email, voice or push.")));
 }
 
 /*
@@ -352,10 +334,10 @@ prm_enqueue_message(PG_FUNCTION_ARGS)
 {
 	int64		org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
 	char	   *channel = PrmTextArg(fcinfo, 1, "channel", 10);
-	char	   *to = PrmTextArg(fcinfo, 2, "to_address", 320);
-	char	   *body = PrmTextArg(fcinfo, 3, "body", 1600);
+	char	   *to = PrmTextArg(fcinfo, 2, "to_address", OUTBOX_ADDRESS_MAX);
+	char	   *body = PrmTextArg(fcinfo, 3, "body", OUTBOX_BODY_MAX);
 	int64		patient_id = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
-	char	   *dedup = PrmTextArgOrNull(fcinfo, 5, "dedup_key", 200);
+	char	   *dedup = PrmTextArgOrNull(fcinfo, 5, "dedup_key", OUTBOX_KEY_MAX);
 	TimestampTz not_before = PG_ARGISNULL(6) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(6);
 	int64		id;
 
@@ -552,7 +534,7 @@ prm_mark_message_sent(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	int64			  message_id = PRM_GETARG_INT64_NOTNULL(0, "message_id");
-	char			 *provider_id = PrmTextArg(fcinfo, 1, "provider_message_id", 200);
+	char			 *provider_id = PrmTextArg(fcinfo, 1, "provider_message_id", OUTBOX_KEY_MAX);
 	int64			  org_id;
 	char			 *status;
 	char			 *lease;
@@ -670,7 +652,7 @@ prm_record_delivery_status(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr find_plan = NULL;
 	static SPIPlanPtr plans[2];
-	char			 *provider_id = PrmTextArg(fcinfo, 0, "provider_message_id", 200);
+	char			 *provider_id = PrmTextArg(fcinfo, 0, "provider_message_id", OUTBOX_KEY_MAX);
 	char			 *raw = PrmTextArg(fcinfo, 1, "status", 30);
 	char			 *status = asc_tolower(raw, strlen(raw));
 	int				  rank = OutboxStatusRank(status);

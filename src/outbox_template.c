@@ -378,7 +378,7 @@ prm_set_template(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 	int64			  org_id = PRM_GETARG_INT64_NOTNULL(0, "org_id");
 	char			 *kind = PrmTextArg(fcinfo, 1, "kind", 30);
-	char			 *body = PrmTextArg(fcinfo, 2, "body", 1600);
+	char			 *body = PrmTextArg(fcinfo, 2, "body", OUTBOX_BODY_MAX);
 	char			 *channel = PrmTextArg(fcinfo, 3, "channel", 10);
 	char			 *locale = PrmTextArg(fcinfo, 4, "locale", 20);
 	char			 *message_class = PG_NARGS() > 5 ? PrmTextArgOrNull(fcinfo, 5, "message_class", 20) : NULL;

@@ -3,7 +3,8 @@
 -- (stringToNode, then const-folding) in every INSERT and UPDATE statement of
 -- the table.  A list written status IN ('a', 'b', ...) is stored as an ARRAY
 -- constructor of one constant per value, folded again each time: 2,244
--- characters for the outbound message's eleven statuses.  Written as one
+-- characters for the outbound message's eleven statuses (since
+-- 88_outbox_rules.sql, one C call checks those).  Written as one
 -- array constant, status = ANY ('{a,b,...}'::text[]), it is 846, and the
 -- same rule.  Each hot write (an enqueue, a YES, a cancellation) touches a
 -- few such tables, so the lists of 0.1.0 and 0.2.0 are rewritten here, each

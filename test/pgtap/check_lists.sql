@@ -13,9 +13,9 @@ SELECT is((SELECT pg_catalog.string_agg(k.conrelid::regclass || '.' || k.conname
               AND k.conbin::text LIKE '%{ARRAYEXPR %'),
           NULL, 'no CHECK constraint of prm lists its values as an ARRAY constructor');
 SELECT is((SELECT pg_catalog.pg_get_constraintdef(k.oid) FROM pg_catalog.pg_constraint k
-            WHERE k.conrelid = 'prm.outbound_message'::regclass AND k.conname = 'outbound_message_status_check'),
-          'CHECK ((status = ANY (''{queued,sending,sent,delivered,undelivered,failed,read,dead,cancelled,capped,refused}''::text[])))',
-          'the outbound statuses: the same name, the same eleven values, one constant');
+            WHERE k.conrelid = 'prm.offer'::regclass AND k.conname = 'offer_status_check'),
+          'CHECK ((status = ANY (''{open,accepted,declined,expired,withdrawn}''::text[])))',
+          'the offer statuses: the same name, the same five values, one constant');
 SELECT is((SELECT pg_catalog.pg_get_constraintdef(k.oid) FROM pg_catalog.pg_constraint k
             WHERE k.conrelid = 'prm.waitlist_entry'::regclass AND k.conname = 'waitlist_entry_days_of_week_check'),
           'CHECK ((days_of_week <@ ''{1,2,3,4,5,6,7}''::integer[]))', 'the days of the week: an integer array constant');

@@ -33,6 +33,9 @@ INSERT INTO readonly_function VALUES
      $$SELECT prm.engagement_level(4, 70, 30, false, 0.1, 0.5)$$),
     ('prm.lifetime_value(numeric,integer,double precision,text,double precision,double precision)', 'i',
      $$SELECT prm.lifetime_value(400, 4, 30, 'medium')$$),
+    -- the outbox's CHECK: its arguments only, in C (src/outbox_rules.c)
+    ('prm.outbound_message_check(text,text,text,text,text,text,text,text)', 'i',
+     $$SELECT prm.outbound_message_check('sms', '+15558061001', 'hi', 'queued', NULL, NULL, NULL, 'exempt')$$),
     ('prm.therapist_distance_km(double precision,double precision,double precision,double precision)', 'i',
      $$SELECT prm.therapist_distance_km(52.52, 13.40, 48.14, 11.58)$$),
     -- reads prm.default_region when no region is given
