@@ -2,7 +2,7 @@
 -- statuses, classes and lengths of an outbound message, checked by one C
 -- function (src/outbox_rules.c says why: PostgreSQL reads every CHECK
 -- expression back in every statement that writes the table, and the eight
--- of these cost as much as the rest of a one-row insert).  The rules are
+-- of these cost almost as much as the rest of a one-row insert).  The rules are
 -- the same; a violation is still 23514 and names the column and its rule.
 -- Adding the constraint checks the rows once, during the update.
 
